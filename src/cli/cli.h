@@ -1,0 +1,76 @@
+/* cli.h — the command line: one option table for every subcommand, from
+ * which the parser, `--help` and docs/OPTIONS.md are all generated.
+ *
+ * Threads: main thread only.
+ */
+#ifndef PM_CLI_H
+#define PM_CLI_H
+
+#include <stdbool.h>
+
+/* Option ids: one per distinct option across subcommands. */
+enum {
+	OPT_HELP = 1000,
+	OPT_OUT,
+	OPT_DB,
+	OPT_PIPELINE,
+	OPT_WORKERS,
+	OPT_MEMORY_LIMIT,
+	OPT_FORMAT,
+	OPT_SIZES,
+	OPT_FORMATS,
+	OPT_QUALITY,
+	OPT_MAX_BYTES,
+	OPT_MAX_PIXELS,
+	OPT_MAX_DIM,
+	OPT_MAX_FRAMES,
+	OPT_DURABILITY,
+	OPT_KEEP_META,
+	OPT_NO_DEDUP,
+	OPT_RETRY_FAILED,
+	OPT_ALL_FILES,
+	OPT_QUIET,
+	OPT_JSON,
+	OPT_PROGRESS,
+	OPT_QUEUE_DEPTH,
+	OPT_VERBOSE,
+	OPT_LIMIT,
+	OPT_MARKDOWN,
+};
+
+typedef struct pm_opt {
+	const char *cmds;  /* space-separated subcommands it belongs to */
+	const char *name;  /* long name, without -- */
+	char short_name;   /* 0 if none */
+	const char *arg;   /* metavar, or NULL for a flag */
+	const char *deflt; /* default as shown to users, or NULL */
+	const char *help;  /* one line */
+	int id;
+} pm_opt;
+
+typedef struct pm_cmd {
+	const char *name;
+	const char *args;    /* positional arguments, for usage */
+	const char *summary; /* one line */
+	int (*fn)(int argc, char **argv);
+} pm_cmd;
+
+extern const pm_opt pm_opts[];
+extern const pm_cmd pm_cmds[];
+
+/* Parses argv for cmd with getopt_long built from pm_opts. Calls
+ * on_opt(id, optarg, ud) for each option; returns the index of the first
+ * positional argument, or -1 after printing an error (usage). --help
+ * prints the command's help and returns -2. */
+int pm_cli_parse(const char *cmd, int argc, char **argv,
+		 int (*on_opt)(int id, const char *arg, void *ud), void *ud);
+void pm_cli_help(const char *cmd, bool markdown);
+/* Error about usage, then "try pixmill CMD --help". Returns exit code 2. */
+int pm_cli_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+int pm_cmd_run(int argc, char **argv);
+int pm_cmd_status(int argc, char **argv);
+int pm_cmd_inspect(int argc, char **argv);
+
+#endif

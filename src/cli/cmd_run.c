@@ -1,0 +1,290 @@
+/* cmd_run.c — `pixmill run CATALOG`: options into pm_run_opts, signals,
+ * the end summary (text or JSON) and the exit code.
+ *
+ * Threads: main thread; the signal handler only calls pm_run_cancel (and
+ * _exit on a second signal).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+#include "core/util.h"
+#include "engine/progress.h"
+#include "engine/run.h"
+
+typedef struct run_cli {
+	pm_run_opts o;
+	bool quiet, verbose;
+	int progress_set;
+	char bad[256]; /* first option error */
+} run_cli;
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (end == s || *end || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int run_opt(int id, const char *arg, void *ud)
+{
+	run_cli *c = ud;
+	long v;
+	int64_t sz;
+
+	switch (id) {
+	case OPT_OUT:
+		c->o.out_dir = arg;
+		break;
+	case OPT_DB:
+		c->o.db = arg;
+		break;
+	case OPT_PIPELINE:
+		c->o.pipeline = arg;
+		break;
+	case OPT_WORKERS:
+		if (parse_int(arg, 1, 256, &v))
+			return pm_cli_usage_error("run",
+						  "--workers wants 1 to 256");
+		c->o.workers = (int)v;
+		break;
+	case OPT_MEMORY_LIMIT:
+		sz = pm_parse_size(arg);
+		if (sz < (16 << 20))
+			return pm_cli_usage_error(
+				"run", "--memory-limit wants a size of at "
+				       "least 16M, such as 512M or 2G");
+		c->o.memory_limit = sz;
+		break;
+	case OPT_FORMAT: {
+		int k = pm_catalog_kind_parse(arg);
+		if (k < 0)
+			return pm_cli_usage_error(
+				"run", "--format wants auto, csv, jsonl, "
+				       "list or folder");
+		c->o.kind = (pm_catalog_kind)k;
+		break;
+	}
+	case OPT_SIZES:
+		c->o.sizes = arg;
+		break;
+	case OPT_FORMATS:
+		c->o.formats = arg;
+		break;
+	case OPT_QUALITY:
+		if (parse_int(arg, 1, 100, &v))
+			return pm_cli_usage_error("run",
+						  "--quality wants 1 to 100");
+		c->o.quality = (int)v;
+		break;
+	case OPT_MAX_BYTES:
+		sz = pm_parse_size(arg);
+		if (sz <= 0)
+			return pm_cli_usage_error("run",
+						  "--max-bytes wants a size");
+		c->o.limits.max_bytes = (uint64_t)sz;
+		break;
+	case OPT_MAX_PIXELS:
+		if (parse_int(arg, 1, 4000000000L, &v))
+			return pm_cli_usage_error("run",
+						  "--max-pixels wants a count");
+		c->o.limits.max_pixels = (uint64_t)v;
+		break;
+	case OPT_MAX_DIM:
+		if (parse_int(arg, 1, 1000000, &v))
+			return pm_cli_usage_error(
+				"run", "--max-dimension wants pixels");
+		c->o.limits.max_width = c->o.limits.max_height = (int)v;
+		break;
+	case OPT_MAX_FRAMES:
+		if (parse_int(arg, 1, 1000000, &v))
+			return pm_cli_usage_error("run",
+						  "--max-frames wants a count");
+		c->o.limits.max_frames = (int)v;
+		break;
+	case OPT_DURABILITY:
+		if (strcmp(arg, "file") == 0)
+			c->o.durability = PM_SYNC_FILE;
+		else if (strcmp(arg, "batch") == 0)
+			c->o.durability = PM_SYNC_BATCH;
+		else if (strcmp(arg, "none") == 0)
+			c->o.durability = PM_SYNC_NONE;
+		else
+			return pm_cli_usage_error(
+				"run", "--durability wants file, batch or "
+				       "none");
+		break;
+	case OPT_KEEP_META:
+		c->o.keep_meta = true;
+		break;
+	case OPT_NO_DEDUP:
+		c->o.dedup = false;
+		break;
+	case OPT_RETRY_FAILED:
+		c->o.retry_failed = true;
+		break;
+	case OPT_ALL_FILES:
+		c->o.all_files = true;
+		break;
+	case OPT_PROGRESS:
+		if (strcmp(arg, "auto") == 0)
+			c->o.progress = isatty(2) ? 1 : 2;
+		else if (strcmp(arg, "bar") == 0)
+			c->o.progress = 1;
+		else if (strcmp(arg, "plain") == 0)
+			c->o.progress = 2;
+		else if (strcmp(arg, "none") == 0)
+			c->o.progress = 0;
+		else
+			return pm_cli_usage_error(
+				"run", "--progress wants auto, bar, plain or "
+				       "none");
+		c->progress_set = 1;
+		break;
+	case OPT_QUEUE_DEPTH:
+		if (parse_int(arg, 1, 100000, &v))
+			return pm_cli_usage_error(
+				"run", "--queue-depth wants 1 to 100000");
+		c->o.queue_depth = (int)v;
+		break;
+	case OPT_QUIET:
+		c->quiet = true;
+		break;
+	case OPT_JSON:
+		c->o.json = true;
+		break;
+	case OPT_VERBOSE:
+		c->verbose = true;
+		break;
+	}
+	return 0;
+}
+
+static void on_signal(int sig)
+{
+	static volatile sig_atomic_t hits;
+
+	(void)sig;
+	if (hits++) {
+		static const char msg[] = "\npixmill: stopped hard; run again "
+					  "to resume\n";
+		if (write(2, msg, sizeof msg - 1) < 0) {
+			/* nothing more to do in a signal handler */
+		}
+		_exit(130);
+	}
+	pm_run_cancel();
+}
+
+static void print_summary(const pm_run_summary *s)
+{
+	char rss[32], el[32];
+
+	pm_fmt_size(s->peak_rss, rss, sizeof rss);
+	pm_fmt_duration(s->wall_s, el, sizeof el);
+	if (s->done + s->failed == 0 && s->skipped > 0) {
+		fprintf(stderr,
+			"pixmill: nothing to do: all %lld items of this catalog "
+			"were already processed (job %lld, run %d). Use "
+			"--retry-failed to redo failed ones.\n",
+			(long long)s->skipped, (long long)s->job_id, s->run_no);
+	}
+	fprintf(stderr,
+		"pixmill: job %lld run %d: %lld items read, %lld done (%lld "
+		"duplicates), %lld failed, %lld already done earlier\n"
+		"pixmill: %.1f s (%s), %.1f images/s, latency p50 %.1f ms p95 "
+		"%.1f ms, first item done after %.1f ms, peak RSS %s\n"
+		"pixmill: whole job: %lld items, %lld done, %lld failed\n"
+		"pixmill: outputs in %s\npixmill: manifest %s\npixmill: "
+		"database %s\n",
+		(long long)s->job_id, s->run_no, (long long)s->seen,
+		(long long)s->done, (long long)s->duplicates,
+		(long long)s->failed, (long long)s->skipped, s->wall_s, el,
+		s->images_per_s, s->p50_ms, s->p95_ms, s->first_done_ms, rss,
+		(long long)s->job_items, (long long)s->job_done,
+		(long long)s->job_failed, s->out_dir, s->manifest, s->db);
+	if (s->job_failed > 0)
+		fprintf(stderr, "pixmill: see why with: pixmill status --db "
+				"%s\n",
+			s->db);
+}
+
+static void print_json(const pm_run_summary *s)
+{
+	json_t *o = json_pack(
+		"{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,"
+		"s:f,s:I,s:b,s:s,s:s,s:s}",
+		"job", (json_int_t)s->job_id, "run", s->run_no, "items_read",
+		(json_int_t)s->seen, "done", (json_int_t)s->done, "failed",
+		(json_int_t)s->failed, "duplicates", (json_int_t)s->duplicates,
+		"already_done", (json_int_t)s->skipped, "job_items",
+		(json_int_t)s->job_items, "job_done", (json_int_t)s->job_done,
+		"job_failed", (json_int_t)s->job_failed, "wall_s", s->wall_s,
+		"images_per_s", s->images_per_s, "p50_ms", s->p50_ms, "p95_ms",
+		s->p95_ms, "first_done_ms", s->first_done_ms, "peak_rss_bytes",
+		(json_int_t)s->peak_rss, "interrupted", s->interrupted,
+		"out", s->out_dir, "manifest", s->manifest, "db", s->db);
+	char *txt = json_dumps(o, JSON_INDENT(2));
+
+	if (txt)
+		printf("%s\n", txt);
+	free(txt);
+	json_decref(o);
+}
+
+int pm_cmd_run(int argc, char **argv)
+{
+	run_cli c;
+	pm_run_summary sum;
+	pm_err err = {{0}};
+	pm_status s;
+	int i;
+	struct sigaction sa;
+
+	memset(&c, 0, sizeof c);
+	pm_run_opts_default(&c.o);
+	c.o.progress = isatty(2) ? 1 : 2;
+	i = pm_cli_parse("run", argc, argv, run_opt, &c);
+	if (i == -2)
+		return 0;
+	if (i < 0)
+		return 2;
+	if (argc - i != 1)
+		return pm_cli_usage_error("run", "expected one CATALOG (a CSV, "
+						 "JSONL or list file, or a "
+						 "folder)");
+	c.o.catalog = argv[i];
+	if (c.quiet)
+		c.o.progress = 0;
+	pm_log_setup(c.verbose ? PM_LOG_DEBUG : PM_LOG_INFO, -1);
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	s = pm_run(&c.o, &sum, &err);
+	if (s && s != PM_ERR_CANCELLED) {
+		pm_log(PM_LOG_ERROR, "%s", err.msg);
+		return pm_status_exit(s);
+	}
+	if (c.o.json)
+		print_json(&sum);
+	else if (!c.quiet)
+		print_summary(&sum);
+	if (s == PM_ERR_CANCELLED) {
+		pm_log(PM_LOG_WARN, "%s", err.msg);
+		return pm_status_exit(s);
+	}
+	return sum.job_failed > 0 ? 1 : 0;
+}

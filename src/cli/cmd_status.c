@@ -1,0 +1,154 @@
+/* cmd_status.c — `pixmill status`: jobs with their counts and the reasons
+ * their items failed, as text or JSON.
+ *
+ * Threads: main thread only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+#include "store/store.h"
+
+typedef struct status_cli {
+	const char *db;
+	bool json;
+	long limit;
+} status_cli;
+
+static int status_opt(int id, const char *arg, void *ud)
+{
+	status_cli *c = ud;
+	char *end;
+
+	switch (id) {
+	case OPT_DB:
+		c->db = arg;
+		break;
+	case OPT_JSON:
+		c->json = true;
+		break;
+	case OPT_LIMIT:
+		c->limit = strtol(arg, &end, 10);
+		if (end == arg || *end || c->limit < 1)
+			return pm_cli_usage_error("status",
+						  "--limit wants a count");
+		break;
+	}
+	return 0;
+}
+
+typedef struct status_ctx {
+	pm_store *st;
+	status_cli *c;
+	json_t *arr;
+	int n;
+} status_ctx;
+
+static int failure_json(const char *code, const char *example, int64_t count,
+			void *ud)
+{
+	json_array_append_new(ud, json_pack("{s:s,s:s,s:I}", "code", code,
+					    "example", example ? example : "",
+					    "count", (json_int_t)count));
+	return 0;
+}
+
+static int failure_text(const char *code, const char *example, int64_t count,
+			void *ud)
+{
+	(void)ud;
+	printf("      %-16s %8lld  e.g. %s\n", code, (long long)count,
+	       example ? example : "");
+	return 0;
+}
+
+static int job_cb(const pm_job_info *j, void *ud)
+{
+	status_ctx *sc = ud;
+	pm_err err;
+
+	sc->n++;
+	if (sc->c->json) {
+		json_t *f = json_array();
+		pm_store_job_failures(sc->st, j->id, 10, failure_json, f, &err);
+		json_array_append_new(
+			sc->arr,
+			json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,"
+				  "s:I,s:I,s:I,s:I,s:o}",
+				  "id", (json_int_t)j->id, "key", j->key,
+				  "catalog", j->catalog, "pipeline",
+				  j->pipeline, "pipeline_hash",
+				  j->pipeline_hash, "out", j->out_dir,
+				  "state", j->state, "runs", j->runs,
+				  "created", j->created, "updated",
+				  j->updated, "items", (json_int_t)j->items,
+				  "done", (json_int_t)j->done, "failed",
+				  (json_int_t)j->failed, "duplicates",
+				  (json_int_t)j->duplicates, "failures", f));
+		return 0;
+	}
+	char when[32];
+	time_t t = (time_t)j->updated;
+	struct tm tm;
+	localtime_r(&t, &tm);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+	printf("job %lld  %-11s  %s  runs %d  updated %s\n", (long long)j->id,
+	       j->state, j->catalog, j->runs, when);
+	printf("    pipeline %s (%.12s)  out %s\n", j->pipeline,
+	       j->pipeline_hash, j->out_dir);
+	printf("    items %lld  done %lld  failed %lld  duplicates %lld\n",
+	       (long long)j->items, (long long)j->done, (long long)j->failed,
+	       (long long)j->duplicates);
+	if (j->failed > 0) {
+		printf("    failures by reason:\n");
+		pm_store_job_failures(sc->st, j->id, 10, failure_text, NULL,
+				      &err);
+	}
+	return 0;
+}
+
+int pm_cmd_status(int argc, char **argv)
+{
+	status_cli c = {.db = "pixmill-out/pixmill.db", .limit = 20};
+	status_ctx sc = {0};
+	pm_err err = {{0}};
+	pm_status s;
+	int i = pm_cli_parse("status", argc, argv, status_opt, &c);
+
+	if (i == -2)
+		return 0;
+	if (i < 0)
+		return 2;
+	if (i < argc)
+		return pm_cli_usage_error("status", "unexpected argument %s",
+					  argv[i]);
+	s = pm_store_open(c.db, true, &sc.st, &err);
+	if (s) {
+		fprintf(stderr, "pixmill status: %s\n", err.msg);
+		return pm_status_exit(s);
+	}
+	sc.c = &c;
+	sc.arr = json_array();
+	s = pm_store_jobs(sc.st, (int)c.limit, job_cb, &sc, &err);
+	if (s) {
+		fprintf(stderr, "pixmill status: %s\n", err.msg);
+	} else if (c.json) {
+		json_t *o = json_pack("{s:s,s:i,s:O}", "db", c.db, "schema",
+				      pm_store_schema_version(sc.st), "jobs",
+				      sc.arr);
+		char *txt = json_dumps(o, JSON_INDENT(2));
+		printf("%s\n", txt ? txt : "{}");
+		free(txt);
+		json_decref(o);
+	} else if (sc.n == 0) {
+		printf("no jobs in %s\n", c.db);
+	}
+	json_decref(sc.arr);
+	pm_store_close(sc.st);
+	return s ? pm_status_exit(s) : 0;
+}

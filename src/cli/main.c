@@ -1,0 +1,336 @@
+/* main.c — pixmill's entry point: the option table, the subcommand table,
+ * the generic parser, and help generated from the tables.
+ *
+ * Threads: main thread only.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vips/vips.h>
+
+#include "cli/cli.h"
+#include "core/util.h"
+#include "image/image.h"
+
+/* jemalloc reads this at start-up: return freed pages to the OS within a
+ * second and keep arenas few, so RSS follows the working set (libvips
+ * allocates and frees large tiles per image). Harmless with another
+ * malloc. */
+const char *malloc_conf = "narenas:4,dirty_decay_ms:1000,muzzy_decay_ms:0,"
+			  "background_thread:true";
+
+/* The one option table. `cmds` lists the subcommands that take the
+ * option; the same row feeds getopt_long, --help and docs/OPTIONS.md. */
+const pm_opt pm_opts[] = {
+	{"run status inspect", "help", 'h', NULL, NULL,
+	 "show this help and exit", OPT_HELP},
+	{"run", "out", 'o', "DIR", "pixmill-out",
+	 "output root: thumbnails, manifests and (by default) the database",
+	 OPT_OUT},
+	{"run status", "db", 0, "FILE", "OUT/pixmill.db",
+	 "store: an SQLite file (or sqlite:PATH)", OPT_DB},
+	{"run", "pipeline", 'p', "NAME|FILE", "thumbnails",
+	 "built-in pipeline (thumbnails, hashes) or a pipeline JSON file",
+	 OPT_PIPELINE},
+	{"run", "workers", 'j', "N", "number of cores",
+	 "image worker threads (libvips runs 1 thread in each)", OPT_WORKERS},
+	{"run", "memory-limit", 'm', "SIZE", "none",
+	 "throttle workers to stay under this RSS, e.g. 512M, 2G",
+	 OPT_MEMORY_LIMIT},
+	{"run", "format", 'f', "KIND", "auto",
+	 "catalog kind: auto, csv, jsonl, list, folder", OPT_FORMAT},
+	{"run", "sizes", 's', "LIST", "128,512,1024",
+	 "thumbnail long edges in px, never enlarged", OPT_SIZES},
+	{"run", "formats", 'F', "LIST", "webp",
+	 "output formats: webp, jpeg, png, avif", OPT_FORMATS},
+	{"run", "quality", 'q', "1-100", "webp 80, jpeg 82, avif 50",
+	 "quality of every lossy output format", OPT_QUALITY},
+	{"run inspect", "max-bytes", 0, "SIZE", "256M",
+	 "refuse sources larger than this", OPT_MAX_BYTES},
+	{"run inspect", "max-pixels", 0, "N", "100000000",
+	 "refuse images with more pixels (checked before decoding)",
+	 OPT_MAX_PIXELS},
+	{"run inspect", "max-dimension", 0, "PX", "30000",
+	 "refuse images wider or taller than this", OPT_MAX_DIM},
+	{"run inspect", "max-frames", 0, "N", "1000",
+	 "refuse files with more frames or pages", OPT_MAX_FRAMES},
+	{"run", "durability", 0, "MODE", "file",
+	 "file: fsync each output before rename; batch: one syncfs per "
+	 "commit; none: leave it to the OS",
+	 OPT_DURABILITY},
+	{"run", "keep-metadata", 0, NULL, NULL,
+	 "keep EXIF, XMP and ICC in outputs (dropped by default)",
+	 OPT_KEEP_META},
+	{"run", "no-dedup", 0, NULL, NULL,
+	 "process identical source bytes again instead of once",
+	 OPT_NO_DEDUP},
+	{"run", "retry-failed", 0, NULL, NULL,
+	 "also redo items that failed in an earlier run", OPT_RETRY_FAILED},
+	{"run", "all-files", 0, NULL, NULL,
+	 "folders: take every file, not only image file names",
+	 OPT_ALL_FILES},
+	{"run", "progress", 0, "MODE", "auto",
+	 "auto (bar on a TTY, else lines), bar, plain, none", OPT_PROGRESS},
+	{"run", "queue-depth", 0, "N", "4 x workers",
+	 "items held in each queue between threads", OPT_QUEUE_DEPTH},
+	{"run", "quiet", 0, NULL, NULL, "no progress, no summary",
+	 OPT_QUIET},
+	{"run status inspect", "json", 0, NULL, NULL,
+	 "machine-readable JSON on stdout", OPT_JSON},
+	{"run", "verbose", 'v', NULL, NULL, "log every failed item",
+	 OPT_VERBOSE},
+	{"status", "limit", 'n', "N", "20", "show at most N jobs", OPT_LIMIT},
+	{"help", "markdown", 0, NULL, NULL,
+	 "print the options reference as Markdown", OPT_MARKDOWN},
+	{NULL, NULL, 0, NULL, NULL, NULL, 0},
+};
+
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+
+const pm_cmd pm_cmds[] = {
+	{"run", "CATALOG",
+	 "process a catalog (CSV, JSON Lines, list of paths, or folder); "
+	 "resumable",
+	 pm_cmd_run},
+	{"status", "", "show jobs and their counts", pm_cmd_status},
+	{"inspect", "FILE", "show what pixmill sees in one image",
+	 pm_cmd_inspect},
+	{"help", "[COMMAND]", "show help for pixmill or a command", cmd_help},
+	{"version", "", "print the version", cmd_version},
+	{NULL, NULL, NULL, NULL},
+};
+
+static bool in_cmd(const pm_opt *o, const char *cmd)
+{
+	size_t n = strlen(cmd);
+
+	for (const char *p = o->cmds; (p = strstr(p, cmd)); p += n)
+		if ((p == o->cmds || p[-1] == ' ') &&
+		    (p[n] == ' ' || p[n] == '\0'))
+			return true;
+	return false;
+}
+
+int pm_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "pixmill %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'pixmill %s --help'.\n", cmd);
+	return 2;
+}
+
+int pm_cli_parse(const char *cmd, int argc, char **argv,
+		 int (*on_opt)(int id, const char *arg, void *ud), void *ud)
+{
+	struct option lo[64];
+	char so[128];
+	int n = 0, ns = 0, c;
+
+	/* GNU argument permutation (options after positionals) is what users
+	 * expect; a leading ':' makes getopt report missing values. */
+	so[ns++] = ':';
+	for (const pm_opt *o = pm_opts; o->name; o++) {
+		if (!in_cmd(o, cmd))
+			continue;
+		lo[n].name = o->name;
+		lo[n].has_arg = o->arg ? required_argument : no_argument;
+		lo[n].flag = NULL;
+		lo[n].val = o->id;
+		n++;
+		if (o->short_name) {
+			so[ns++] = o->short_name;
+			if (o->arg)
+				so[ns++] = ':';
+		}
+	}
+	memset(&lo[n], 0, sizeof lo[n]);
+	so[ns] = '\0';
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, so, lo, NULL)) != -1) {
+		int id = c;
+		if (c == '?') {
+			if (optopt)
+				return pm_cli_usage_error(cmd,
+							  "unknown option -%c",
+							  optopt),
+				       -1;
+			return pm_cli_usage_error(cmd, "unknown option %s",
+						  argv[optind - 1]),
+			       -1;
+		}
+		if (c == ':')
+			return pm_cli_usage_error(cmd, "%s needs a value",
+						  argv[optind - 1]),
+			       -1;
+		if (c < OPT_HELP) /* a short option: find its id */
+			for (const pm_opt *o = pm_opts; o->name; o++)
+				if (o->short_name == c && in_cmd(o, cmd))
+					id = o->id;
+		if (id == OPT_HELP) {
+			pm_cli_help(cmd, false);
+			return -2;
+		}
+		if (on_opt(id, optarg, ud))
+			return -1;
+	}
+	return optind;
+}
+
+static const pm_cmd *find_cmd(const char *name)
+{
+	for (const pm_cmd *c = pm_cmds; c->name; c++)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+static void help_overview(void)
+{
+	printf("pixmill %s — turns image catalogs into thumbnails, web formats, "
+	       "hashes and records.\n\n"
+	       "Usage: pixmill COMMAND [OPTIONS] [ARGS]\n\nCommands:\n",
+	       PM_VERSION);
+	for (const pm_cmd *c = pm_cmds; c->name; c++)
+		printf("  %-9s %s\n", c->name, c->summary);
+	printf("\nRun 'pixmill COMMAND --help' for a command's options.\n"
+	       "Exit codes: 0 ok, 1 some items failed, 2 usage, 3 bad input, "
+	       "4 store or I/O, 5 internal, 130 interrupted.\n");
+}
+
+void pm_cli_help(const char *cmd, bool markdown)
+{
+	const pm_cmd *c = find_cmd(cmd);
+
+	if (!c) {
+		help_overview();
+		return;
+	}
+	if (markdown) {
+		printf("## pixmill %s %s\n\n%s.\n\n", c->name, c->args,
+		       c->summary);
+		printf("| option | value | default | meaning |\n"
+		       "|---|---|---|---|\n");
+	} else {
+		printf("Usage: pixmill %s [OPTIONS] %s\n%s.\n\nOptions:\n",
+		       c->name, c->args, c->summary);
+	}
+	for (const pm_opt *o = pm_opts; o->name; o++) {
+		char left[64];
+		if (!in_cmd(o, cmd))
+			continue;
+		if (markdown) {
+			printf("| %s%c%s`--%s` | %s | %s | %s |\n",
+			       o->short_name ? "`-" : "",
+			       o->short_name ? o->short_name : ' ',
+			       o->short_name ? "`, " : "", o->name,
+			       o->arg ? o->arg : "", o->deflt ? o->deflt : "",
+			       o->help);
+			continue;
+		}
+		if (o->short_name)
+			snprintf(left, sizeof left, "-%c, --%s%s%s",
+				 o->short_name, o->name, o->arg ? " " : "",
+				 o->arg ? o->arg : "");
+		else
+			snprintf(left, sizeof left, "    --%s%s%s", o->name,
+				 o->arg ? " " : "", o->arg ? o->arg : "");
+		printf("  %-28s %s", left, o->help);
+		if (o->deflt)
+			printf(" [%s]", o->deflt);
+		printf("\n");
+	}
+	if (markdown)
+		printf("\n");
+}
+
+static int help_opt(int id, const char *arg, void *ud)
+{
+	(void)arg;
+	if (id == OPT_MARKDOWN)
+		*(bool *)ud = true;
+	return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	bool md = false;
+	int i = pm_cli_parse("help", argc, argv, help_opt, &md);
+
+	if (i < 0)
+		return i == -2 ? 0 : 2;
+	if (md) {
+		printf("# pixmill options reference\n\n"
+		       "Generated by `pixmill help --markdown` from the option "
+		       "table in src/cli/main.c; do not edit by hand.\n\n");
+		for (const pm_cmd *c = pm_cmds; c->name; c++)
+			if (strcmp(c->name, "help") && strcmp(c->name, "version"))
+				pm_cli_help(c->name, true);
+		printf("## Exit codes\n\n| code | meaning |\n|---|---|\n"
+		       "| 0 | everything done |\n"
+		       "| 1 | the run finished but some items failed "
+		       "(see `pixmill status`) |\n"
+		       "| 2 | usage error |\n"
+		       "| 3 | bad input: catalog, pipeline or image file |\n"
+		       "| 4 | store or I/O error, or the output folder is "
+		       "locked by another run |\n"
+		       "| 5 | internal error |\n"
+		       "| 130 | interrupted (run again to resume) |\n");
+		return 0;
+	}
+	if (i < argc && find_cmd(argv[i]))
+		pm_cli_help(argv[i], false);
+	else
+		help_overview();
+	return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	printf("pixmill %s (%s), libvips %s\n", PM_VERSION, PM_GITREV,
+	       vips_version_string());
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const pm_cmd *c;
+	int rc;
+
+	if (argc < 2) {
+		help_overview();
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		help_overview();
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0)
+		return cmd_version(0, NULL);
+	c = find_cmd(argv[1]);
+	if (!c) {
+		fprintf(stderr,
+			"pixmill: unknown command '%s'\nTry 'pixmill --help'.\n",
+			argv[1]);
+		return 2;
+	}
+	if (VIPS_INIT(argv[0])) {
+		fprintf(stderr, "pixmill: libvips failed to start: %s\n",
+			vips_error_buffer());
+		return 5;
+	}
+	pm_image_global_init();
+	rc = c->fn(argc - 1, argv + 1);
+	vips_shutdown();
+	return rc;
+}

@@ -1,0 +1,64 @@
+/* util.h — small helpers shared by every module: hashing, clocks, sizes,
+ * process memory, durable file writes, logging.
+ *
+ * Threads: all functions may be called from any thread. pm_log serialises
+ * its writes to stderr with a lock so lines never interleave.
+ */
+#ifndef PM_UTIL_H
+#define PM_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+/* SHA-256 of buf as 64 lowercase hex digits plus NUL in hex (65 bytes). */
+void pm_sha256_hex(const void *buf, size_t len, char hex[65]);
+
+/* Monotonic seconds (CLOCK_MONOTONIC) and wall-clock unix seconds. */
+double pm_now(void);
+double pm_wall(void);
+
+/* Parses "512", "64k", "256M", "2G", "1.5GiB" (powers of 1024) into bytes;
+ * -1 if malformed. */
+int64_t pm_parse_size(const char *s);
+/* Formats bytes as "12.3 MiB" into buf. */
+const char *pm_fmt_size(uint64_t bytes, char *buf, size_t n);
+
+/* Peak resident set size of the process so far, in bytes. */
+uint64_t pm_peak_rss(void);
+/* Current resident set size, in bytes (0 if unknown). */
+uint64_t pm_cur_rss(void);
+
+/* mkdir -p with mode 0755. */
+pm_status pm_mkdirs(const char *path, pm_err *err);
+
+/* Writes buf to path durably: a temporary file in tmp_dir (NULL = path's
+ * own folder; it must be on the same filesystem), fsync when sync is true,
+ * then rename over path. The folder must exist. Readers never see a
+ * partial file, and a crash leaves at most a stray file in tmp_dir. */
+pm_status pm_write_file_atomic(const char *path, const char *tmp_dir,
+			       const void *buf, size_t len, bool sync,
+			       pm_err *err);
+
+/* Reads a whole file, at most max bytes (PM_ERR_TOO_LARGE past that).
+ * *out is malloc'd and owned by the caller. */
+pm_status pm_read_file(const char *path, uint64_t max, void **out,
+		       size_t *len, pm_err *err);
+
+typedef enum pm_log_level {
+	PM_LOG_DEBUG,
+	PM_LOG_INFO,
+	PM_LOG_WARN,
+	PM_LOG_ERROR
+} pm_log_level;
+
+/* Minimum level printed (default INFO) and whether to colour (default: if
+ * stderr is a TTY and NO_COLOR is unset). */
+void pm_log_setup(pm_log_level min, int colour);
+bool pm_log_colour(void);
+void pm_log(pm_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,1220 @@
+/* run.c — the batch engine behind `pixmill run`.
+ *
+ * Design (see run.h for the picture):
+ * - ingest thread: streams the catalog; a record already done in an earlier
+ *   run of the same job is skipped (one indexed lookup); a malformed record
+ *   goes straight to the writer as a failed item.
+ * - fetch thread: reads local sources into memory, bounded in bytes in
+ *   flight as well as in items. Network transports plug in here.
+ * - workers: SHA-256 of the source, dedup (an in-flight table for this run,
+ *   the store for earlier runs), header probe against the limits, a memory
+ *   budget, one decode, the pipeline's stages, outputs written atomically.
+ * - writer: the only thread that writes the store. It commits in batches
+ *   (as many results as are waiting, up to 256), makes outputs durable
+ *   first when asked (syncfs), appends committed items to the manifest and
+ *   only then counts them done.
+ * Exactly-once: an item is done only when committed; item rows are keyed by
+ * (job, record key) and written with upserts; output paths are derived from
+ * hashes and written by rename, so redoing an item after a crash rewrites
+ * identical bytes in the same places.
+ *
+ * Threads: pm_run on the main thread; the static functions below run on the
+ * thread their name says. Shared state is the run struct: atomics for
+ * counters, a mutex for the dedup table and one for the memory budget.
+ */
+#define _GNU_SOURCE
+#include "engine/run.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core/queue.h"
+#include "core/util.h"
+#include "engine/progress.h"
+#include "stages/pipeline.h"
+#include "store/store.h"
+
+static volatile sig_atomic_t cancel_flag;
+
+void pm_run_cancel(void)
+{
+	cancel_flag = 1;
+}
+
+void pm_run_opts_default(pm_run_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->kind = PM_CATALOG_AUTO;
+	o->out_dir = "pixmill-out";
+	o->pipeline = "thumbnails";
+	pm_limits_default(&o->limits);
+	o->durability = PM_SYNC_FILE;
+	o->dedup = true;
+	o->progress = 2;
+	o->progress_interval = 5.0;
+}
+
+/* ---- the unit of work ---- */
+
+/* A dedup table entry: one per source hash being processed in this run.
+ * Lives while its owner is in flight or duplicates wait on it. */
+typedef struct dedup_entry {
+	char sha[65];
+	int state;	 /* 0 in flight, 1 done, 2 failed */
+	pm_status code;	 /* the owner's failure */
+	char error[512]; /* the owner's failure message */
+	int refs;	 /* duplicates not yet resolved by the writer */
+	int owner_done;	 /* the owner's result was committed */
+	struct work *waiters; /* duplicates parked until the owner commits */
+	struct dedup_entry *next; /* hash chain */
+} dedup_entry;
+
+typedef struct work {
+	pm_record *rec; /* owned */
+	void *src;	/* source bytes (malloc'd), owned until freed */
+	size_t src_len;
+	double t_start; /* monotonic, when fetching began */
+	pm_status status;
+	char error[512];
+	char sha[65];
+	bool have_sha;
+	bool duplicate;
+	dedup_entry *entry; /* dedup entry this item owns or waits on */
+	bool owner;	    /* true if it owns entry */
+	pm_header header;
+	bool have_header;
+	pm_item_ctx ctx;
+	char asset_dir[160];
+	struct work *next; /* waiters chain */
+} work;
+
+#define DEDUP_BUCKETS 4096
+#define LAT_BUCKETS 512
+
+typedef struct run {
+	const pm_run_opts *o;
+	pm_pipeline *pipe;
+	char db_url[PATH_MAX + 64];
+	char out_root[PATH_MAX];
+	char tmp_dir[PATH_MAX + 16]; /* OUT/.tmp: emptied at start */
+	char catalog_abs[PATH_MAX];
+	int64_t job_id;
+	int run_no;
+	int workers;
+	pm_catalog *cat; /* owned by the ingest thread once it starts */
+
+	pm_queue *fetch_q, *work_q, *result_q;
+
+	/* bytes of sources held in memory */
+	pthread_mutex_t bytes_mu;
+	pthread_cond_t bytes_cv;
+	int64_t bytes_inflight, bytes_cap;
+
+	/* memory budget for decoding */
+	pthread_mutex_t mem_mu;
+	pthread_cond_t mem_cv;
+	int64_t mem_used;
+	int mem_active;
+
+	/* dedup table */
+	pthread_mutex_t dd_mu;
+	dedup_entry *dd[DEDUP_BUCKETS];
+
+	/* counters for progress (written by one thread each, read by main) */
+	atomic_llong seen, skipped, done, failed, dups, total;
+	atomic_int total_known;
+	atomic_int writer_done;
+	double t0;
+	atomic_llong first_done_us;
+
+	/* latency histogram, writer thread only: bucket i holds latencies
+	 * in [1.05^i, 1.05^(i+1)) microseconds */
+	int64_t lat[LAT_BUCKETS];
+	int64_t lat_n;
+
+	pm_status fatal; /* first fatal error (store), set once */
+	pm_err fatal_err;
+	pthread_mutex_t fatal_mu;
+
+	FILE *manifest;
+	char manifest_path[PATH_MAX + 128];
+	int out_fd; /* for syncfs */
+} run;
+
+static void set_fatal(run *r, pm_status s, const pm_err *e)
+{
+	pthread_mutex_lock(&r->fatal_mu);
+	if (!r->fatal) {
+		r->fatal = s;
+		r->fatal_err = *e;
+	}
+	pthread_mutex_unlock(&r->fatal_mu);
+	cancel_flag = 1;
+}
+
+static void work_free(work *w)
+{
+	if (!w)
+		return;
+	pm_record_free(w->rec);
+	free(w->src);
+	pm_item_ctx_clear(&w->ctx);
+	free(w);
+}
+
+static void work_fail(work *w, pm_status s, const pm_err *e)
+{
+	w->status = s;
+	snprintf(w->error, sizeof w->error, "%s", e->msg);
+}
+
+/* ---- bytes in flight (fetch acquires, workers release) ---- */
+
+static void bytes_acquire(run *r, int64_t n)
+{
+	pthread_mutex_lock(&r->bytes_mu);
+	while (r->bytes_inflight > 0 && r->bytes_inflight + n > r->bytes_cap)
+		pthread_cond_wait(&r->bytes_cv, &r->bytes_mu);
+	r->bytes_inflight += n;
+	pthread_mutex_unlock(&r->bytes_mu);
+}
+
+static void bytes_release(run *r, work *w)
+{
+	if (!w->src)
+		return;
+	pthread_mutex_lock(&r->bytes_mu);
+	r->bytes_inflight -= (int64_t)w->src_len;
+	pthread_cond_broadcast(&r->bytes_cv);
+	pthread_mutex_unlock(&r->bytes_mu);
+	free(w->src);
+	w->src = NULL;
+}
+
+/* ---- memory budget (workers) ---- */
+
+static void mem_acquire(run *r, int64_t est)
+{
+	int64_t lim = r->o->memory_limit;
+
+	if (lim <= 0)
+		return;
+	pthread_mutex_lock(&r->mem_mu);
+	/* Wait while the estimate or the real RSS is over the limit, unless
+	 * nothing else is running: one image always makes progress. */
+	while (r->mem_active > 0 &&
+	       (r->mem_used + est > lim || (int64_t)pm_cur_rss() > lim)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&r->mem_cv, &r->mem_mu, &ts);
+	}
+	r->mem_used += est;
+	r->mem_active++;
+	pthread_mutex_unlock(&r->mem_mu);
+}
+
+static void mem_release(run *r, int64_t est)
+{
+	if (r->o->memory_limit <= 0)
+		return;
+	pthread_mutex_lock(&r->mem_mu);
+	r->mem_used -= est;
+	r->mem_active--;
+	pthread_cond_broadcast(&r->mem_cv);
+	pthread_mutex_unlock(&r->mem_mu);
+}
+
+/* ---- dedup table ---- */
+
+static unsigned dd_bucket(const char *sha)
+{
+	unsigned h = 0;
+
+	for (int i = 0; i < 8; i++)
+		h = h * 16 + (unsigned)(sha[i] <= '9' ? sha[i] - '0'
+						     : sha[i] - 'a' + 10);
+	return h % DEDUP_BUCKETS;
+}
+
+static dedup_entry *dd_find(run *r, const char *sha)
+{
+	for (dedup_entry *e = r->dd[dd_bucket(sha)]; e; e = e->next)
+		if (strcmp(e->sha, sha) == 0)
+			return e;
+	return NULL;
+}
+
+/* Caller holds dd_mu. Frees e once nothing refers to it. */
+static void dd_maybe_remove(run *r, dedup_entry *e)
+{
+	dedup_entry **pp;
+
+	if (!e->owner_done || e->refs > 0)
+		return;
+	for (pp = &r->dd[dd_bucket(e->sha)]; *pp; pp = &(*pp)->next)
+		if (*pp == e) {
+			*pp = e->next;
+			free(e);
+			return;
+		}
+}
+
+/* Worker: claims sha for w. Returns true if another item of this run owns
+ * it (w becomes a waiting duplicate). */
+static bool dd_claim(run *r, work *w)
+{
+	dedup_entry *e;
+	bool dup = false;
+
+	pthread_mutex_lock(&r->dd_mu);
+	e = dd_find(r, w->sha);
+	if (e) {
+		e->refs++;
+		w->entry = e;
+		w->owner = false;
+		dup = true;
+	} else {
+		e = calloc(1, sizeof *e);
+		if (e) {
+			memcpy(e->sha, w->sha, sizeof e->sha);
+			unsigned b = dd_bucket(w->sha);
+			e->next = r->dd[b];
+			r->dd[b] = e;
+			w->entry = e;
+			w->owner = true;
+		}
+	}
+	pthread_mutex_unlock(&r->dd_mu);
+	return dup;
+}
+
+/* ---- ingest thread ---- */
+
+static void *ingest_main(void *arg)
+{
+	run *r = arg;
+	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s;
+
+	s = pm_store_open(r->db_url, false, &st, &e);
+	if (s) {
+		set_fatal(r, s, &e);
+		goto out;
+	}
+	while (!cancel_flag) {
+		pm_record *rec = NULL;
+		work *w;
+
+		s = pm_catalog_next(r->cat, &rec, &e);
+		if (s) {
+			set_fatal(r, s, &e);
+			break;
+		}
+		if (!rec)
+			break;
+		atomic_fetch_add(&r->seen, 1);
+		if (rec->status == PM_OK) {
+			pm_item_state state;
+			pm_status code;
+			s = pm_store_item_state(st, r->job_id, rec->key, &state,
+						&code, &e);
+			if (s) {
+				pm_record_free(rec);
+				set_fatal(r, s, &e);
+				break;
+			}
+			if (state == PM_ITEM_DONE ||
+			    (state == PM_ITEM_FAILED && !r->o->retry_failed)) {
+				atomic_fetch_add(&r->skipped, 1);
+				pm_record_free(rec);
+				continue;
+			}
+		}
+		w = calloc(1, sizeof *w);
+		if (!w) {
+			pm_record_free(rec);
+			pm_fail(&e, PM_ERR_NOMEM, "out of memory");
+			set_fatal(r, PM_ERR_NOMEM, &e);
+			break;
+		}
+		w->rec = rec;
+		w->t_start = pm_now();
+		w->ctx.sharpness = NAN;
+		if (rec->status != PM_OK) {
+			w->status = rec->status;
+			snprintf(w->error, sizeof w->error, "%s", rec->error);
+			if (pm_queue_push(r->result_q, w))
+				work_free(w);
+			continue;
+		}
+		if (pm_queue_push(r->fetch_q, w)) {
+			work_free(w);
+			break;
+		}
+	}
+out:
+	pm_store_close(st);
+	pm_queue_close(r->fetch_q);
+	return NULL;
+}
+
+/* ---- counter thread: counts records so progress can show an ETA ---- */
+
+static void *count_main(void *arg)
+{
+	run *r = arg;
+	pm_catalog_opts co = {.kind = r->o->kind,
+			      .folder_all_files = r->o->all_files};
+	pm_catalog *c = NULL;
+	pm_record *rec;
+	pm_err e;
+	long long n = 0;
+
+	if (pm_catalog_open(r->catalog_abs, &co, &c, &e))
+		return NULL;
+	while (!cancel_flag && pm_catalog_next(c, &rec, &e) == PM_OK && rec) {
+		n++;
+		pm_record_free(rec);
+		if ((n & 1023) == 0)
+			atomic_store(&r->total, n);
+	}
+	pm_catalog_close(c);
+	if (!cancel_flag) {
+		atomic_store(&r->total, n);
+		atomic_store(&r->total_known, 1);
+	}
+	return NULL;
+}
+
+/* ---- fetch thread ---- */
+
+static bool is_url(const char *s)
+{
+	const char *p = strstr(s, "://");
+
+	if (!p || p == s)
+		return false;
+	for (const char *q = s; q < p; q++)
+		if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') ||
+		      (*q >= '0' && *q <= '9') || *q == '+' || *q == '-' ||
+		      *q == '.'))
+			return false;
+	return true;
+}
+
+static void *fetch_main(void *arg)
+{
+	run *r = arg;
+	work *w;
+
+	while ((w = pm_queue_pop(r->fetch_q))) {
+		pm_err e = {{0}};
+		pm_status s;
+		const char *src = w->rec->image;
+
+		if (is_url(src)) {
+			/* Transports other than local files come with the
+			 * network fetch engine. */
+			const char *colon = strchr(src, ':');
+			s = pm_fail(&e, PM_ERR_UNSUPPORTED,
+				    "URL scheme \"%.*s\" is not supported by "
+				    "this build (local paths and file:// only)",
+				    (int)(colon - src), src);
+		} else {
+			struct stat sb;
+			int64_t want = 0;
+			if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode) &&
+			    (uint64_t)sb.st_size <= r->o->limits.max_bytes)
+				want = sb.st_size;
+			bytes_acquire(r, want);
+			s = pm_read_file(src, r->o->limits.max_bytes, &w->src,
+					 &w->src_len, &e);
+			/* Account for what was really read. */
+			pthread_mutex_lock(&r->bytes_mu);
+			r->bytes_inflight += (int64_t)w->src_len - want;
+			pthread_cond_broadcast(&r->bytes_cv);
+			pthread_mutex_unlock(&r->bytes_mu);
+		}
+		if (s) {
+			work_fail(w, s, &e);
+			if (pm_queue_push(r->result_q, w)) {
+				bytes_release(r, w);
+				work_free(w);
+			}
+			continue;
+		}
+		if (pm_queue_push(r->work_q, w)) {
+			bytes_release(r, w);
+			work_free(w);
+		}
+	}
+	pm_queue_close(r->work_q);
+	return NULL;
+}
+
+/* ---- workers ---- */
+
+typedef struct worker_arg {
+	run *r;
+	int idx;
+} worker_arg;
+
+/* Runs the pipeline on w; w->status says how it went. */
+static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
+{
+	pm_err e = {{0}};
+	pm_status s;
+	VipsImage *im = NULL;
+	char dir[4600];
+	int64_t est = 0;
+	int edge = pm_pipeline_decode_size(r->pipe);
+
+	pm_sha256_hex(w->src, w->src_len, w->sha);
+	w->have_sha = true;
+	if (r->o->dedup) {
+		bool exists = false;
+		if (dd_claim(r, w)) {
+			w->duplicate = true; /* the writer resolves it */
+			return;
+		}
+		s = pm_store_asset_exists(st, w->sha, pm_pipeline_hash(r->pipe),
+					  &exists, &e);
+		if (s) {
+			work_fail(w, s, &e);
+			return;
+		}
+		if (exists) {
+			w->duplicate = true; /* done in an earlier run */
+			return;
+		}
+	}
+	s = pm_image_probe(w->src, w->src_len, &r->o->limits, &w->header, &e);
+	w->have_header = w->header.format != PM_FMT_UNKNOWN && s == PM_OK;
+	if (s) {
+		work_fail(w, s, &e);
+		return;
+	}
+	if (!pm_pipeline_needs_pixels(r->pipe))
+		return;
+	/* The decoded image, the resizes of it and the encoded outputs. */
+	est = (int64_t)w->src_len + (int64_t)edge * edge * 4 * 3 + (8 << 20);
+	mem_acquire(r, est);
+	s = pm_image_decode(w->src, w->src_len, edge, r->o->keep_meta, &im,
+			    &e);
+	if (s)
+		goto out;
+	snprintf(w->asset_dir, sizeof w->asset_dir, "%.2s/%.2s/%s-%.12s",
+		 w->sha, w->sha + 2, w->sha, pm_pipeline_hash(r->pipe));
+	snprintf(dir, sizeof dir, "%s/%s", r->out_root, w->asset_dir);
+	s = pm_mkdirs(dir, &e);
+	if (s)
+		goto out;
+	w->ctx.src = w->src;
+	w->ctx.src_len = w->src_len;
+	w->ctx.sha256 = w->sha;
+	w->ctx.header = &w->header;
+	w->ctx.image = im;
+	w->ctx.out_root = r->out_root;
+	w->ctx.asset_dir = w->asset_dir;
+	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
+	w->ctx.keep_meta = r->o->keep_meta;
+	s = pm_pipeline_run_item(pr, &w->ctx, &e);
+	w->ctx.image = NULL;
+out:
+	if (im)
+		g_object_unref(im);
+	mem_release(r, est);
+	if (s)
+		work_fail(w, s, &e);
+}
+
+static void *worker_main(void *arg)
+{
+	worker_arg *wa = arg;
+	run *r = wa->r;
+	pm_store *st = NULL;
+	pm_pipeline_run *pr = NULL;
+	pm_err e = {{0}};
+	pm_status s;
+	work *w;
+
+	s = pm_store_open(r->db_url, false, &st, &e);
+	if (!s)
+		s = pm_pipeline_run_new(r->pipe, &pr, &e);
+	if (s)
+		set_fatal(r, s, &e);
+	while ((w = pm_queue_pop(r->work_q))) {
+		if (!s)
+			process_one(r, st, pr, w);
+		else
+			work_fail(w, s, &e);
+		bytes_release(r, w);
+		if (pm_queue_push(r->result_q, w))
+			work_free(w);
+	}
+	pm_pipeline_run_free(pr);
+	pm_store_close(st);
+	vips_thread_shutdown();
+	return NULL;
+}
+
+/* ---- writer thread ---- */
+
+static void lat_add(run *r, double ms)
+{
+	double us = ms * 1000.0;
+	int b = us <= 1 ? 0 : (int)(log(us) / log(1.05));
+
+	if (b >= LAT_BUCKETS)
+		b = LAT_BUCKETS - 1;
+	r->lat[b]++;
+	r->lat_n++;
+}
+
+static double lat_quantile(const run *r, double q)
+{
+	int64_t want = (int64_t)ceil(q * (double)r->lat_n), acc = 0;
+
+	if (r->lat_n == 0)
+		return 0;
+	for (int b = 0; b < LAT_BUCKETS; b++) {
+		acc += r->lat[b];
+		if (acc >= want) /* the bucket's geometric middle */
+			return pow(1.05, b + 0.5) / 1000.0;
+	}
+	return pow(1.05, LAT_BUCKETS) / 1000.0;
+}
+
+static void manifest_line(run *r, const work *w)
+{
+	json_t *o = json_object();
+	const pm_record *rec = w->rec;
+	char *line;
+
+	json_object_set_new(o, "key", json_string(rec->key));
+	if (rec->id)
+		json_object_set_new(o, "id", json_string(rec->id));
+	if (rec->image)
+		json_object_set_new(o, "image", json_string(rec->image));
+	json_object_set_new(o, "state",
+			    json_string(w->status ? "failed" : "done"));
+	if (w->status) {
+		json_object_set_new(o, "code",
+				    json_string(pm_status_code(w->status)));
+		json_object_set_new(o, "error", json_string(w->error));
+	}
+	if (w->have_sha)
+		json_object_set_new(o, "sha256", json_string(w->sha));
+	if (!w->status)
+		json_object_set_new(o, "duplicate", json_boolean(w->duplicate));
+	if (w->have_header) {
+		json_object_set_new(
+			o, "format",
+			json_string(pm_format_name(w->header.format)));
+		int sw = w->header.orientation >= 5;
+		json_object_set_new(
+			o, "width",
+			json_integer(sw ? w->header.height : w->header.width));
+		json_object_set_new(
+			o, "height",
+			json_integer(sw ? w->header.width : w->header.height));
+		json_object_set_new(o, "bytes", json_integer((json_int_t)w->src_len));
+	}
+	if (!w->status && !w->duplicate) {
+		json_t *outs = json_array();
+		for (int i = 0; i < w->ctx.n_outputs; i++) {
+			const pm_output_rec *out = &w->ctx.outputs[i];
+			json_array_append_new(
+				outs, json_pack("{s:s,s:s,s:s,s:i,s:i,s:I}",
+						"name", out->name, "path",
+						out->path, "format", out->format,
+						"width", out->width, "height",
+						out->height, "bytes",
+						(json_int_t)out->bytes));
+		}
+		json_object_set_new(o, "outputs", outs);
+		if (w->ctx.has_phash) {
+			char hx[17];
+			snprintf(hx, sizeof hx, "%016llx",
+				 (unsigned long long)w->ctx.phash);
+			json_object_set_new(o, "phash", json_string(hx));
+		}
+		if (w->ctx.colors_json)
+			json_object_set_new(o, "colors",
+					    json_loads(w->ctx.colors_json, 0,
+						       NULL));
+		if (!isnan(w->ctx.sharpness))
+			json_object_set_new(o, "sharpness",
+					    json_real(w->ctx.sharpness));
+		if (w->ctx.meta)
+			json_object_update(o, w->ctx.meta);
+	}
+	line = json_dumps(o, JSON_COMPACT);
+	if (line) {
+		fputs(line, r->manifest);
+		fputc('\n', r->manifest);
+		free(line);
+	}
+	json_decref(o);
+}
+
+/* Builds the store record for w and puts it into the open batch. */
+static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
+{
+	pm_item_rec it = {0};
+	pm_asset_rec as = {0};
+	char *meta = NULL;
+	pm_status s;
+
+	it.job_id = r->job_id;
+	it.key = w->rec->key;
+	it.ordinal = w->rec->ordinal;
+	it.id = w->rec->id;
+	it.image = w->rec->image;
+	it.title = w->rec->title;
+	it.price = w->rec->price;
+	it.category = w->rec->category;
+	it.attrs_json = w->rec->attrs_json;
+	it.status = w->status;
+	it.error = w->status ? w->error : NULL;
+	it.sha256 = w->have_sha ? w->sha : NULL;
+	it.duplicate = w->duplicate && !w->status;
+	it.latency_ms = (pm_now() - w->t_start) * 1000.0;
+	it.attempts = 1;
+	if (!w->status && !w->duplicate) {
+		int sw = w->header.orientation >= 5;
+		as.sha256 = w->sha;
+		as.pipeline_hash = pm_pipeline_hash(r->pipe);
+		as.format = pm_format_name(w->header.format);
+		as.width = sw ? w->header.height : w->header.width;
+		as.height = sw ? w->header.width : w->header.height;
+		as.bytes = (int64_t)w->src_len;
+		as.phash = w->ctx.phash;
+		as.has_phash = w->ctx.has_phash;
+		as.colors_json = w->ctx.colors_json;
+		as.sharpness = w->ctx.sharpness;
+		if (w->ctx.meta)
+			meta = json_dumps(w->ctx.meta,
+					  JSON_COMPACT | JSON_SORT_KEYS);
+		as.meta_json = meta;
+		as.n_outputs = w->ctx.n_outputs;
+		as.outputs = w->ctx.outputs;
+		it.asset = &as;
+	}
+	s = pm_store_put_item(st, &it, e);
+	free(meta);
+	return s;
+}
+
+/* Gives a waiting duplicate its owner's outcome. */
+static void resolve_dup(work *w, const dedup_entry *e)
+{
+	if (e->state == 2) {
+		w->status = e->code;
+		snprintf(w->error, sizeof w->error, "same bytes as an item "
+			 "that failed: %.470s", e->error);
+	}
+}
+
+typedef struct batch {
+	work *items[256];
+	int n;
+} batch;
+
+/* Writer: takes w into the batch, or parks it behind its dedup owner. */
+static void writer_take(run *r, batch *b, work *w)
+{
+	if (w->entry && !w->owner) {
+		dedup_entry *e = w->entry;
+		pthread_mutex_lock(&r->dd_mu);
+		if (!e->owner_done) {
+			w->next = e->waiters;
+			e->waiters = w;
+			pthread_mutex_unlock(&r->dd_mu);
+			return;
+		}
+		resolve_dup(w, e);
+		e->refs--;
+		w->entry = NULL;
+		dd_maybe_remove(r, e);
+		pthread_mutex_unlock(&r->dd_mu);
+	}
+	b->items[b->n++] = w;
+}
+
+/* After a commit: count, log and free the batch; parked duplicates of the
+ * committed owners move to *ready (a writer-local list, so the writer never
+ * blocks on its own queue). */
+static void writer_after_commit(run *r, batch *b, work **ready)
+{
+	for (int i = 0; i < b->n; i++) {
+		work *w = b->items[i];
+		manifest_line(r, w);
+		if (w->status)
+			atomic_fetch_add(&r->failed, 1);
+		else
+			atomic_fetch_add(&r->done, 1);
+		if (!w->status && w->duplicate)
+			atomic_fetch_add(&r->dups, 1);
+		if (atomic_load(&r->first_done_us) == 0)
+			atomic_store(&r->first_done_us,
+				     (long long)((pm_now() - r->t0) * 1e6) + 1);
+		lat_add(r, (pm_now() - w->t_start) * 1000.0);
+		if (w->entry && w->owner) {
+			dedup_entry *e = w->entry;
+			pthread_mutex_lock(&r->dd_mu);
+			e->owner_done = 1;
+			e->state = w->status ? 2 : 1;
+			e->code = w->status;
+			snprintf(e->error, sizeof e->error, "%s", w->error);
+			while (e->waiters) {
+				work *d = e->waiters;
+				e->waiters = d->next;
+				resolve_dup(d, e);
+				e->refs--;
+				d->entry = NULL;
+				d->next = *ready;
+				*ready = d;
+			}
+			dd_maybe_remove(r, e);
+			pthread_mutex_unlock(&r->dd_mu);
+		}
+		work_free(w);
+	}
+	fflush(r->manifest);
+	b->n = 0;
+}
+
+static pm_status writer_commit(run *r, pm_store *st, batch *b, pm_err *e)
+{
+	pm_status s;
+
+	if (b->n == 0)
+		return PM_OK;
+	if (r->o->durability == PM_SYNC_BATCH && syncfs(r->out_fd))
+		return pm_fail(e, PM_ERR_IO, "syncfs %s: %s", r->out_root,
+			       strerror(errno));
+	s = pm_store_begin(st, e);
+	for (int i = 0; !s && i < b->n; i++)
+		s = put_work(r, st, b->items[i], e);
+	if (!s)
+		s = pm_store_commit(st, e);
+	if (s)
+		pm_store_rollback(st);
+	return s;
+}
+
+static void *writer_main(void *arg)
+{
+	run *r = arg;
+	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s;
+	batch *b = calloc(1, sizeof *b);
+	work *w, *ready = NULL;
+
+	if (!b) {
+		pm_fail(&e, PM_ERR_NOMEM, "out of memory");
+		set_fatal(r, PM_ERR_NOMEM, &e);
+		goto drain;
+	}
+	s = pm_store_open(r->db_url, false, &st, &e);
+	if (s) {
+		set_fatal(r, s, &e);
+		goto drain;
+	}
+	for (;;) {
+		/* Duplicates woken by the last commit go first. */
+		while (ready && b->n < 256) {
+			w = ready;
+			ready = w->next;
+			w->next = NULL;
+			b->items[b->n++] = w;
+		}
+		if (b->n == 0) {
+			w = pm_queue_pop(r->result_q);
+			if (!w)
+				break;
+			writer_take(r, b, w);
+		}
+		/* Then whatever else is already waiting, up to a batch. */
+		while (b->n < 256 &&
+		       (w = pm_queue_pop_timeout(r->result_q, 0)))
+			writer_take(r, b, w);
+		if (b->n == 0)
+			continue; /* only parked duplicates came */
+		s = writer_commit(r, st, b, &e);
+		if (s) {
+			set_fatal(r, s, &e);
+			for (int i = 0; i < b->n; i++)
+				work_free(b->items[i]);
+			b->n = 0;
+			goto drain;
+		}
+		writer_after_commit(r, b, &ready);
+	}
+	goto out;
+drain:
+	while ((w = pm_queue_pop(r->result_q)))
+		work_free(w);
+out:
+	while (ready) {
+		w = ready;
+		ready = w->next;
+		work_free(w);
+	}
+	free(b);
+	pm_store_close(st);
+	atomic_store(&r->writer_done, 1);
+	return NULL;
+}
+
+/* ---- setup and the main loop ---- */
+
+static pm_status apply_overrides(run *r, pm_err *e)
+{
+	const pm_run_opts *o = r->o;
+	pm_status s;
+
+	if (o->sizes) {
+		json_t *a = json_array();
+		const char *p = o->sizes;
+		while (*p) {
+			char *end;
+			long v = strtol(p, &end, 10);
+			if (end == p || v < 1 || v > 16384 ||
+			    (*end && *end != ',')) {
+				json_decref(a);
+				return pm_fail(e, PM_ERR_USAGE,
+					       "--sizes wants numbers from 1 to "
+					       "16384 separated by commas: %s",
+					       o->sizes);
+			}
+			json_array_append_new(a, json_integer(v));
+			p = *end ? end + 1 : end;
+		}
+		s = pm_pipeline_override(r->pipe, "thumbnail", "sizes", a, e);
+		if (s)
+			return s;
+	}
+	if (o->formats) {
+		json_t *a = json_array();
+		char buf[256], *save = NULL;
+		snprintf(buf, sizeof buf, "%s", o->formats);
+		for (char *t = strtok_r(buf, ",", &save); t;
+		     t = strtok_r(NULL, ",", &save))
+			json_array_append_new(a, json_string(t));
+		s = pm_pipeline_override(r->pipe, "thumbnail", "formats", a, e);
+		if (s)
+			return s;
+	}
+	if (o->quality) {
+		json_t *q = json_pack("{s:i,s:i,s:i}", "webp", o->quality,
+				      "jpeg", o->quality, "avif", o->quality);
+		s = pm_pipeline_override(r->pipe, "thumbnail", "quality", q, e);
+		if (s)
+			return s;
+	}
+	return PM_OK;
+}
+
+static pm_status clear_tmp(const char *dir, pm_err *e)
+{
+	DIR *d;
+	struct dirent *de;
+	pm_status s = pm_mkdirs(dir, e);
+
+	if (s)
+		return s;
+	d = opendir(dir);
+	if (!d)
+		return pm_fail(e, PM_ERR_IO, "open %s: %s", dir, strerror(errno));
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			unlinkat(dirfd(d), de->d_name, 0);
+	closedir(d);
+	return PM_OK;
+}
+
+static pm_status open_job(run *r, pm_err *e)
+{
+	pm_store *st = NULL;
+	char keysrc[PATH_MAX * 2 + 128], key[65];
+	pm_job_spec spec;
+	pm_status s;
+
+	snprintf(keysrc, sizeof keysrc, "%s\n%s\n%s", r->catalog_abs,
+		 pm_pipeline_hash(r->pipe), r->out_root);
+	pm_sha256_hex(keysrc, strlen(keysrc), key);
+	s = pm_store_open(r->db_url, false, &st, e);
+	if (s)
+		return s;
+	spec.key = key;
+	spec.catalog = r->catalog_abs;
+	spec.pipeline = pm_pipeline_name(r->pipe);
+	spec.pipeline_hash = pm_pipeline_hash(r->pipe);
+	spec.pipeline_json = pm_pipeline_canonical(r->pipe);
+	spec.out_dir = r->out_root;
+	s = pm_store_job_open(st, &spec, &r->job_id, &r->run_no, e);
+	pm_store_close(st);
+	return s;
+}
+
+static pm_status finish_job(run *r, pm_run_summary *sum, pm_err *e)
+{
+	pm_store *st = NULL;
+	int64_t dups;
+	pm_status s = pm_store_open(r->db_url, false, &st, e);
+
+	if (s)
+		return s;
+	s = pm_store_job_finish(st, r->job_id,
+				sum->interrupted ? "interrupted" : "done", e);
+	if (!s)
+		s = pm_store_job_counts(st, r->job_id, &sum->job_items,
+					&sum->job_done, &sum->job_failed,
+					&dups, e);
+	pm_store_close(st);
+	return s;
+}
+
+static void progress_tick(run *r, pm_progress *pg, bool final)
+{
+	pm_progress_state ps = {
+		.done = atomic_load(&r->done),
+		.failed = atomic_load(&r->failed),
+		.dups = atomic_load(&r->dups),
+		.skipped = atomic_load(&r->skipped),
+		.seen = atomic_load(&r->seen),
+		.total = atomic_load(&r->total),
+		.total_known = atomic_load(&r->total_known),
+		.elapsed = pm_now() - r->t0,
+	};
+	pm_progress_update(pg, &ps, final);
+}
+
+pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
+{
+	run *r;
+	pm_status s;
+	pthread_t t_ingest, t_fetch, t_writer, t_count;
+	pthread_t *t_workers = NULL;
+	worker_arg *wargs = NULL;
+	int n_started = 0, lock_fd = -1;
+	bool count_started = false;
+	pm_catalog_opts co = {.kind = o->kind, .folder_all_files = o->all_files};
+	pm_progress *pg = NULL;
+	char path[PATH_MAX + 64];
+	int qd;
+
+	memset(sum, 0, sizeof *sum);
+	cancel_flag = 0;
+	r = calloc(1, sizeof *r);
+	if (!r)
+		return pm_fail(err, PM_ERR_NOMEM, "out of memory");
+	r->o = o;
+	r->out_fd = -1;
+	r->t0 = pm_now();
+	pthread_mutex_init(&r->bytes_mu, NULL);
+	pthread_cond_init(&r->bytes_cv, NULL);
+	pthread_mutex_init(&r->mem_mu, NULL);
+	pthread_cond_init(&r->mem_cv, NULL);
+	pthread_mutex_init(&r->dd_mu, NULL);
+	pthread_mutex_init(&r->fatal_mu, NULL);
+	r->workers = o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (r->workers < 1)
+		r->workers = 1;
+	if (r->workers > 256)
+		r->workers = 256;
+	r->bytes_cap = o->inflight_bytes > 0 ? o->inflight_bytes : 256ll << 20;
+
+	s = pm_pipeline_load(o->pipeline, &r->pipe, err);
+	if (!s)
+		s = apply_overrides(r, err);
+	if (s)
+		goto out;
+	if (!realpath(o->catalog, r->catalog_abs)) {
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "catalog %s: %s", o->catalog,
+			    strerror(errno));
+		goto out;
+	}
+	s = pm_mkdirs(o->out_dir, err);
+	if (s)
+		goto out;
+	if (!realpath(o->out_dir, r->out_root)) {
+		s = pm_fail(err, PM_ERR_IO, "output folder %s: %s", o->out_dir,
+			    strerror(errno));
+		goto out;
+	}
+	/* One run per output folder at a time. */
+	snprintf(path, sizeof path, "%s/.pixmill.lock", r->out_root);
+	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB)) {
+		s = pm_fail(err, PM_ERR_LOCKED,
+			    "another pixmill run is using %s", r->out_root);
+		goto out;
+	}
+	r->out_fd = open(r->out_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* Temporary files live in one folder, so what a crashed run left
+	 * behind is found without walking the tree. We hold the lock, so
+	 * nothing in it is in use. */
+	snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/.tmp", r->out_root);
+	s = clear_tmp(r->tmp_dir, err);
+	if (s)
+		goto out;
+	if (o->db)
+		snprintf(r->db_url, sizeof r->db_url, "%s", o->db);
+	else
+		snprintf(r->db_url, sizeof r->db_url, "%s/pixmill.db",
+			 r->out_root);
+	s = pm_catalog_open(r->catalog_abs, &co, &r->cat, err);
+	if (s)
+		goto out;
+	s = open_job(r, err);
+	if (s)
+		goto out;
+	snprintf(path, sizeof path, "%s/manifests", r->out_root);
+	s = pm_mkdirs(path, err);
+	if (s)
+		goto out;
+	snprintf(r->manifest_path, sizeof r->manifest_path,
+		 "%s/manifests/job%lld-run%d.jsonl", r->out_root,
+		 (long long)r->job_id, r->run_no);
+	r->manifest = fopen(r->manifest_path, "w");
+	if (!r->manifest) {
+		s = pm_fail(err, PM_ERR_IO, "create %s: %s", r->manifest_path,
+			    strerror(errno));
+		goto out;
+	}
+
+	qd = o->queue_depth > 0 ? o->queue_depth : 4 * r->workers;
+	r->fetch_q = pm_queue_new((size_t)qd);
+	r->work_q = pm_queue_new((size_t)qd);
+	r->result_q = pm_queue_new((size_t)qd * 4 + 256);
+	t_workers = calloc((size_t)r->workers, sizeof *t_workers);
+	wargs = calloc((size_t)r->workers, sizeof *wargs);
+	if (!r->fetch_q || !r->work_q || !r->result_q || !t_workers || !wargs) {
+		s = pm_fail(err, PM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	pg = pm_progress_new(o->progress, o->progress_interval);
+
+	pthread_create(&t_writer, NULL, writer_main, r);
+	for (n_started = 0; n_started < r->workers; n_started++) {
+		wargs[n_started].r = r;
+		wargs[n_started].idx = n_started;
+		pthread_create(&t_workers[n_started], NULL, worker_main,
+			       &wargs[n_started]);
+	}
+	pthread_create(&t_fetch, NULL, fetch_main, r);
+	pthread_create(&t_ingest, NULL, ingest_main, r);
+	count_started = pthread_create(&t_count, NULL, count_main, r) == 0;
+
+	while (!atomic_load(&r->writer_done)) {
+		/* Workers and writer stop by themselves once the queues
+		 * close; this loop only reports. */
+		usleep(50 * 1000);
+		if (pg)
+			progress_tick(r, pg, false);
+		if (pm_queue_done(r->work_q) && !pm_queue_done(r->result_q)) {
+			/* Fetch is over: once every worker has finished,
+			 * nothing else can reach the writer. */
+			for (int i = 0; i < n_started; i++)
+				pthread_join(t_workers[i], NULL);
+			n_started = 0;
+			pm_queue_close(r->result_q);
+		}
+	}
+	for (int i = 0; i < n_started; i++)
+		pthread_join(t_workers[i], NULL);
+	pthread_join(t_ingest, NULL);
+	pthread_join(t_fetch, NULL);
+	pthread_join(t_writer, NULL);
+	if (count_started) {
+		pthread_join(t_count, NULL);
+	}
+	sum->interrupted = cancel_flag && !r->fatal;
+	if (pg) {
+		progress_tick(r, pg, true);
+	}
+	if (r->fatal) {
+		s = r->fatal;
+		*err = r->fatal_err;
+		goto out;
+	}
+	s = finish_job(r, sum, err);
+	if (s)
+		goto out;
+	sum->job_id = r->job_id;
+	sum->run_no = r->run_no;
+	sum->seen = atomic_load(&r->seen);
+	sum->skipped = atomic_load(&r->skipped);
+	sum->done = atomic_load(&r->done);
+	sum->failed = atomic_load(&r->failed);
+	sum->duplicates = atomic_load(&r->dups);
+	sum->wall_s = pm_now() - r->t0;
+	sum->first_done_ms = atomic_load(&r->first_done_us) / 1000.0;
+	sum->images_per_s = sum->wall_s > 0 ? (sum->done + sum->failed) /
+						      sum->wall_s
+					    : 0;
+	sum->p50_ms = lat_quantile(r, 0.50);
+	sum->p95_ms = lat_quantile(r, 0.95);
+	sum->peak_rss = pm_peak_rss();
+	snprintf(sum->manifest, sizeof sum->manifest, "%s", r->manifest_path);
+	snprintf(sum->db, sizeof sum->db, "%s", r->db_url);
+	snprintf(sum->out_dir, sizeof sum->out_dir, "%s", r->out_root);
+	if (sum->interrupted)
+		s = pm_fail(err, PM_ERR_CANCELLED,
+			    "interrupted; run the same command again to "
+			    "finish");
+out:
+	pm_progress_free(pg);
+	if (r->manifest)
+		fclose(r->manifest);
+	pm_catalog_close(r->cat);
+	pm_queue_free(r->fetch_q);
+	pm_queue_free(r->work_q);
+	pm_queue_free(r->result_q);
+	free(t_workers);
+	free(wargs);
+	pm_pipeline_free(r->pipe);
+	for (int i = 0; i < DEDUP_BUCKETS; i++)
+		while (r->dd[i]) {
+			dedup_entry *e = r->dd[i];
+			r->dd[i] = e->next;
+			free(e);
+		}
+	if (r->out_fd >= 0)
+		close(r->out_fd);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	pthread_mutex_destroy(&r->bytes_mu);
+	pthread_cond_destroy(&r->bytes_cv);
+	pthread_mutex_destroy(&r->mem_mu);
+	pthread_cond_destroy(&r->mem_cv);
+	pthread_mutex_destroy(&r->dd_mu);
+	pthread_mutex_destroy(&r->fatal_mu);
+	free(r);
+	return s;
+}

@@ -1,0 +1,83 @@
+/* run.h — `pixmill run`: one catalog through one pipeline, with threads.
+ *
+ *   ingest ─► fetch ─► workers (N) ─► writer
+ *   (reads the   (reads the   (hash, dedup,     (batches commits,
+ *    catalog,     bytes,       probe, decode     writes the manifest,
+ *    skips done   bounded in   once, stages,     resolves duplicates)
+ *    items)       bytes)       write outputs)
+ * plus a counter thread that counts the catalog's records for the ETA.
+ * Every queue is bounded; a full queue blocks its producer.
+ *
+ * Threads: pm_run is called from the main thread; it starts and joins all
+ * the others and returns when the run is over (or interrupted by
+ * pm_run_cancel from a signal handler).
+ */
+#ifndef PM_RUN_H
+#define PM_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "image/image.h"
+#include "ingest/catalog.h"
+
+typedef enum pm_durability {
+	PM_SYNC_FILE = 0, /* fsync each output before renaming it (default) */
+	PM_SYNC_BATCH,	  /* one syncfs of the output tree before each commit */
+	PM_SYNC_NONE,	  /* leave it to the OS (scratch runs, benchmarks) */
+} pm_durability;
+
+typedef struct pm_run_opts {
+	const char *catalog;  /* path of a CSV/JSONL/list file or a folder */
+	pm_catalog_kind kind; /* PM_CATALOG_AUTO to detect */
+	const char *out_dir;  /* output root; created if missing */
+	const char *db;	      /* store URL; NULL = OUT/pixmill.db */
+	const char *pipeline; /* built-in name or JSON file */
+	const char *sizes;    /* override thumbnail sizes "128,512" or NULL */
+	const char *formats;  /* override thumbnail formats or NULL */
+	int quality;	      /* override quality of every format, 0 = keep */
+	int workers;	      /* 0 = number of cores */
+	int64_t memory_limit; /* bytes; 0 = none */
+	pm_limits limits;
+	pm_durability durability;
+	bool keep_meta;	   /* keep EXIF/XMP/ICC in outputs */
+	bool dedup;	   /* process the same source bytes once */
+	bool retry_failed; /* re-run items that failed in an earlier run */
+	bool all_files;	   /* folders: every file, not only image names */
+	int progress;	   /* 1 bar (TTY), 2 plain lines, 0 none */
+	double progress_interval; /* seconds between plain lines */
+	bool json;		  /* print the summary as JSON on stdout */
+	int queue_depth;	  /* items per queue; 0 = 4 x workers */
+	int64_t inflight_bytes;	  /* source bytes in memory; 0 = 256 MiB */
+} pm_run_opts;
+
+void pm_run_opts_default(pm_run_opts *o);
+
+typedef struct pm_run_summary {
+	int64_t job_id;
+	int run_no;
+	int64_t seen;	    /* records read from the catalog this run */
+	int64_t skipped;    /* already done (or failed) in an earlier run */
+	int64_t done;	    /* done in this run (duplicates included) */
+	int64_t failed;	    /* failed in this run */
+	int64_t duplicates; /* done in this run without image work */
+	int64_t job_items, job_done, job_failed; /* whole job, after run */
+	double wall_s;
+	double first_done_ms; /* from start to the first committed item */
+	double images_per_s;  /* processed (done + failed) per second */
+	double p50_ms, p95_ms;
+	uint64_t peak_rss;
+	bool interrupted;
+	char manifest[4352];
+	char db[4352];
+	char out_dir[4096];
+} pm_run_summary;
+
+pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err);
+
+/* Async-signal-safe: asks the running pm_run to stop reading the catalog
+ * and finish what is in flight. */
+void pm_run_cancel(void);
+
+#endif

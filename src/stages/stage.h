@@ -1,0 +1,85 @@
+/* stage.h — the stage interface and the per-item context stages work on.
+ *
+ * A stage is a vtable: a name, a version, a parameter check, per-worker
+ * init/fini, and process(ctx). The engine decodes each image once, at the
+ * largest size any stage of the pipeline asks for (decode_size), and hands
+ * the in-memory sRGB image to every stage in order. Stages add outputs
+ * (files), numbers and JSON facts to the context; the engine turns the
+ * context into one store record. Later stages (ocr, cutout, embed, analyze,
+ * compose) are new files that fill in this same vtable.
+ *
+ * Threads: init, process and fini run on one worker thread, with that
+ * thread's own state; a stage's state is never shared between workers.
+ * check and decode_size may run on any thread (they read params only).
+ */
+#ifndef PM_STAGE_H
+#define PM_STAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/status.h"
+#include "image/image.h"
+#include "store/store.h"
+
+#define PM_MAX_OUTPUTS 32
+
+typedef struct pm_item_ctx {
+	/* inputs, set by the engine; not owned by the stage */
+	const void *src;     /* source bytes */
+	size_t src_len;
+	const char *sha256;  /* hex SHA-256 of src */
+	const pm_header *header;
+	VipsImage *image;    /* decoded once: sRGB, 8-bit, EXIF-oriented, in
+				memory, long edge <= decode size; owned by the
+				engine */
+	const char *out_root;  /* absolute output root */
+	const char *asset_dir; /* this asset's folder, relative to out_root */
+	const char *tmp_dir;   /* absolute folder for temporary files */
+	bool sync;	       /* fsync each output before its rename */
+	bool keep_meta;	       /* copy metadata into outputs */
+
+	/* results, filled by stages; strings are owned by the context */
+	pm_output_rec outputs[PM_MAX_OUTPUTS];
+	char out_names[PM_MAX_OUTPUTS][32];
+	char out_paths[PM_MAX_OUTPUTS][160];
+	char out_sha[PM_MAX_OUTPUTS][65];
+	int n_outputs;
+	uint64_t phash;
+	bool has_phash;
+	char *colors_json; /* malloc'd by the colors stage */
+	double sharpness;  /* NAN until the quality stage runs */
+	json_t *meta;	   /* extra facts (object), owned by the context */
+} pm_item_ctx;
+
+typedef struct pm_stage_vt {
+	const char *name;
+	int version; /* bump when outputs change for the same params */
+	/* Validates params (a JSON object) and fills defaults into it. */
+	pm_status (*check)(json_t *params, pm_err *err);
+	/* Long edge the stage needs from the decoded image (0 = any). */
+	int (*decode_size)(const json_t *params);
+	pm_status (*init)(const json_t *params, void **state, pm_err *err);
+	pm_status (*process)(void *state, pm_item_ctx *ctx, pm_err *err);
+	void (*fini)(void *state);
+} pm_stage_vt;
+
+/* Registered stages, by name; NULL if unknown. */
+const pm_stage_vt *pm_stage_find(const char *name);
+/* Comma-separated list of stage names, for messages and --help. */
+const char *pm_stage_names(void);
+
+/* Adds an output file to ctx: encodes nothing, only records and writes.
+ * name like "512.webp"; writes buf to out_root/asset_dir/name atomically. */
+pm_status pm_ctx_add_output(pm_item_ctx *ctx, const char *name,
+			    const char *format, int width, int height,
+			    const void *buf, size_t len, pm_err *err);
+
+extern const pm_stage_vt pm_stage_thumbnail;
+extern const pm_stage_vt pm_stage_phash;
+extern const pm_stage_vt pm_stage_colors;
+extern const pm_stage_vt pm_stage_quality;
+
+#endif

@@ -1,0 +1,926 @@
+/* sqlite.c — the SQLite backend of the store: schema, migrations and every
+ * SQL statement pixmill runs against an embedded database.
+ *
+ * One sq_conn is one sqlite3 connection opened with SQLITE_OPEN_NOMUTEX:
+ * it may be handed between threads but used by one thread at a time (the
+ * store.h rule). Read-write connections run in WAL mode with
+ * synchronous=NORMAL, foreign_keys=ON and a 10 s busy timeout, so the one
+ * writer and any number of readers (each with its own connection) proceed
+ * side by side. Every query is prepared once per connection (lazily, on
+ * first use) and reset + cleared after each use, so no statement keeps a
+ * read snapshot open between calls.
+ *
+ * Schema: migrations[] below, applied in order, each in its own
+ * BEGIN IMMEDIATE transaction that also sets PRAGMA user_version to the
+ * step's number. Only ever append a step; never edit a shipped one.
+ *
+ * Storage notes:
+ *   items.state  'done' | 'failed'; items.code is pm_status_code(status)
+ *   items.record_id  the catalog's "id" column (items.id is the row id,
+ *                which is also the rowid of items_fts)
+ *   assets.phash the uint64 perceptual hash stored as the int64 with the
+ *                same bits (values >= 2^63 read back negative; cast the
+ *                column back to uint64_t); NULL when not computed
+ *   sharpness    NULL when NAN; timestamps are REAL unix seconds
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "store/store_impl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* ---- schema ---- */
+
+static const char *const migrations[] = {
+    /* v1: the four tables, their indexes and the full-text index. */
+    "CREATE TABLE jobs ("
+    " id INTEGER PRIMARY KEY,"
+    " key TEXT NOT NULL UNIQUE,"
+    " catalog TEXT NOT NULL,"
+    " pipeline TEXT NOT NULL,"
+    " pipeline_hash TEXT NOT NULL,"
+    " pipeline_json TEXT NOT NULL,"
+    " out_dir TEXT NOT NULL,"
+    " state TEXT NOT NULL DEFAULT 'running',"
+    " runs INTEGER NOT NULL DEFAULT 1,"
+    " created REAL NOT NULL,"
+    " updated REAL NOT NULL,"
+    " finished REAL"
+    ");"
+    "CREATE TABLE assets ("
+    " id INTEGER PRIMARY KEY,"
+    " sha256 TEXT NOT NULL,"
+    " pipeline_hash TEXT NOT NULL,"
+    " format TEXT,"
+    " width INTEGER,"
+    " height INTEGER,"
+    " bytes INTEGER,"
+    " phash INTEGER,"
+    " colors_json TEXT,"
+    " sharpness REAL,"
+    " meta_json TEXT,"
+    " created REAL NOT NULL,"
+    " updated REAL NOT NULL,"
+    " UNIQUE (sha256, pipeline_hash)"
+    ");"
+    "CREATE INDEX assets_phash ON assets (phash);"
+    "CREATE TABLE outputs ("
+    " id INTEGER PRIMARY KEY,"
+    " asset_id INTEGER NOT NULL REFERENCES assets (id) ON DELETE CASCADE,"
+    " name TEXT NOT NULL,"
+    " path TEXT NOT NULL,"
+    " format TEXT,"
+    " width INTEGER,"
+    " height INTEGER,"
+    " bytes INTEGER,"
+    " sha256 TEXT,"
+    " created REAL NOT NULL,"
+    " updated REAL NOT NULL,"
+    " UNIQUE (asset_id, name)"
+    ");"
+    "CREATE TABLE items ("
+    " id INTEGER PRIMARY KEY,"
+    " job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    " key TEXT NOT NULL,"
+    " ordinal INTEGER NOT NULL,"
+    " record_id TEXT,"
+    " image TEXT,"
+    " title TEXT,"
+    " price TEXT,"
+    " category TEXT,"
+    " attrs TEXT,"
+    " state TEXT NOT NULL CHECK (state IN ('done', 'failed')),"
+    " code TEXT NOT NULL,"
+    " error TEXT,"
+    " sha256 TEXT,"
+    " duplicate INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 1,"
+    " latency_ms REAL,"
+    " asset_id INTEGER REFERENCES assets (id),"
+    " created REAL NOT NULL,"
+    " updated REAL NOT NULL,"
+    " UNIQUE (job_id, key)"
+    ");"
+    "CREATE INDEX items_job_state ON items (job_id, state, code);"
+    "CREATE INDEX items_asset ON items (asset_id);"
+    "CREATE VIRTUAL TABLE items_fts USING fts5 ("
+    " title, category, attrs, content = 'items', content_rowid = 'id');"
+    "CREATE TRIGGER items_fts_ai AFTER INSERT ON items BEGIN"
+    " INSERT INTO items_fts (rowid, title, category, attrs)"
+    " VALUES (new.id, new.title, new.category, new.attrs);"
+    "END;"
+    "CREATE TRIGGER items_fts_ad AFTER DELETE ON items BEGIN"
+    " INSERT INTO items_fts (items_fts, rowid, title, category, attrs)"
+    " VALUES ('delete', old.id, old.title, old.category, old.attrs);"
+    "END;"
+    "CREATE TRIGGER items_fts_au AFTER UPDATE OF title, category, attrs"
+    " ON items BEGIN"
+    " INSERT INTO items_fts (items_fts, rowid, title, category, attrs)"
+    " VALUES ('delete', old.id, old.title, old.category, old.attrs);"
+    " INSERT INTO items_fts (rowid, title, category, attrs)"
+    " VALUES (new.id, new.title, new.category, new.attrs);"
+    "END;",
+
+    /* v2: find every item (any job) made from a given source. */
+    "CREATE INDEX items_sha256 ON items (sha256) WHERE sha256 IS NOT NULL;",
+};
+
+#define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* ---- cached statements ---- */
+
+enum {
+	Q_BEGIN,
+	Q_COMMIT,
+	Q_ROLLBACK,
+	Q_JOB_OPEN,
+	Q_JOB_FINISH,
+	Q_JOBS,
+	Q_JOB_FAILURES,
+	Q_JOB_COUNTS,
+	Q_ITEM_STATE,
+	Q_ASSET_EXISTS,
+	Q_ASSET_INSERT,
+	Q_ASSET_ID,
+	Q_ASSET_FOR_JOB,
+	Q_OUTPUT_INSERT,
+	Q_ITEM_UPSERT,
+	Q_COUNT
+};
+
+static const char *const queries[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    [Q_JOB_OPEN] = "INSERT INTO jobs (key, catalog, pipeline, pipeline_hash,"
+		   " pipeline_json, out_dir, state, runs, created, updated)"
+		   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', 1, ?7, ?7)"
+		   " ON CONFLICT (key) DO UPDATE SET runs = runs + 1,"
+		   " state = 'running', updated = excluded.updated,"
+		   " finished = NULL"
+		   " RETURNING id, runs",
+    [Q_JOB_FINISH] = "UPDATE jobs SET state = ?2, updated = ?3,"
+		     " finished = ?3 WHERE id = ?1",
+    [Q_JOBS] = "WITH j AS (SELECT * FROM jobs ORDER BY id DESC LIMIT ?1)"
+	       " SELECT j.id, j.key, j.catalog, j.pipeline, j.pipeline_hash,"
+	       " j.out_dir, j.state, j.runs, j.created, j.updated,"
+	       " COUNT(i.id),"
+	       " COUNT(i.id) FILTER (WHERE i.state = 'done'),"
+	       " COUNT(i.id) FILTER (WHERE i.state = 'failed'),"
+	       " COUNT(i.id) FILTER (WHERE i.state = 'done' AND i.duplicate)"
+	       " FROM j LEFT JOIN items i ON i.job_id = j.id"
+	       " GROUP BY j.id ORDER BY j.id DESC",
+    [Q_JOB_FAILURES] = "SELECT code, MIN(error), COUNT(*) AS n FROM items"
+		       " WHERE job_id = ?1 AND state = 'failed'"
+		       " GROUP BY code ORDER BY n DESC, code LIMIT ?2",
+    [Q_JOB_COUNTS] = "SELECT COUNT(*),"
+		     " COUNT(*) FILTER (WHERE state = 'done'),"
+		     " COUNT(*) FILTER (WHERE state = 'failed'),"
+		     " COUNT(*) FILTER (WHERE state = 'done' AND duplicate)"
+		     " FROM items WHERE job_id = ?1",
+    [Q_ITEM_STATE] = "SELECT state, code FROM items"
+		     " WHERE job_id = ?1 AND key = ?2",
+    [Q_ASSET_EXISTS] = "SELECT 1 FROM assets"
+		       " WHERE sha256 = ?1 AND pipeline_hash = ?2",
+    [Q_ASSET_INSERT] =
+	"INSERT OR IGNORE INTO assets (sha256, pipeline_hash, format,"
+	" width, height, bytes, phash, colors_json, sharpness,"
+	" meta_json, created, updated)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    [Q_ASSET_ID] = "SELECT id FROM assets"
+		   " WHERE sha256 = ?1 AND pipeline_hash = ?2",
+    [Q_ASSET_FOR_JOB] = "SELECT a.id FROM jobs j JOIN assets a"
+			" ON a.pipeline_hash = j.pipeline_hash"
+			" WHERE j.id = ?1 AND a.sha256 = ?2",
+    [Q_OUTPUT_INSERT] =
+	"INSERT OR IGNORE INTO outputs (asset_id, name, path, format,"
+	" width, height, bytes, sha256, created, updated)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+    [Q_ITEM_UPSERT] =
+	"INSERT INTO items (job_id, key, ordinal, record_id, image,"
+	" title, price, category, attrs, state, code, error, sha256,"
+	" duplicate, attempts, latency_ms, asset_id, created, updated)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+	" ?13, ?14, ?15, ?16, ?17, ?18, ?18)"
+	" ON CONFLICT (job_id, key) DO UPDATE SET"
+	" ordinal = excluded.ordinal, record_id = excluded.record_id,"
+	" image = excluded.image, title = excluded.title,"
+	" price = excluded.price, category = excluded.category,"
+	" attrs = excluded.attrs, state = excluded.state,"
+	" code = excluded.code, error = excluded.error,"
+	" sha256 = excluded.sha256, duplicate = excluded.duplicate,"
+	" attempts = excluded.attempts,"
+	" latency_ms = excluded.latency_ms,"
+	" asset_id = excluded.asset_id, updated = excluded.updated",
+};
+
+typedef struct sq_conn {
+	sqlite3 *db;
+	char *path;
+	bool readonly;
+	int version;		   /* user_version after open/migration */
+	sqlite3_stmt *st[Q_COUNT]; /* prepared on first use; owned */
+	bool put_failed;	   /* a put failed inside the open batch */
+} sq_conn;
+
+/* ---- helpers ---- */
+
+static double now_unix(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Records the connection's last error. Busy/locked after the busy timeout
+ * means another connection holds the write lock: PM_ERR_LOCKED. */
+static pm_status sq_fail(sqlite3 *db, pm_err *err, const char *what)
+{
+	int rc = sqlite3_errcode(db) & 0xff;
+	pm_status st = (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+			   ? PM_ERR_LOCKED
+			   : PM_ERR_STORE;
+	return pm_fail(err, st, "sqlite: %s: %s", what, sqlite3_errmsg(db));
+}
+
+/* Returns the cached statement q, prepared if needed, ready for binding. */
+static sqlite3_stmt *q_get(sq_conn *c, int q, pm_err *err)
+{
+	if (!c->st[q]) {
+		if (sqlite3_prepare_v3(c->db, queries[q], -1,
+				       SQLITE_PREPARE_PERSISTENT, &c->st[q],
+				       NULL) != SQLITE_OK) {
+			sq_fail(c->db, err, "prepare");
+			c->st[q] = NULL;
+			return NULL;
+		}
+	}
+	return c->st[q];
+}
+
+/* Ends a use of a cached statement: releases its snapshot and bindings. */
+static void q_done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+static int b_text(sqlite3_stmt *st, int i, const char *s)
+{
+	return s ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC)
+		 : sqlite3_bind_null(st, i);
+}
+
+static int b_i64(sqlite3_stmt *st, int i, int64_t v)
+{
+	return sqlite3_bind_int64(st, i, v);
+}
+
+static int b_dbl(sqlite3_stmt *st, int i, double v)
+{
+	return isnan(v) ? sqlite3_bind_null(st, i)
+			: sqlite3_bind_double(st, i, v);
+}
+
+/* Runs a statement that returns no rows (or whose rows are ignored). */
+static pm_status q_exec(sq_conn *c, int q, const char *what, pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, q, err);
+	if (!st)
+		return PM_ERR_STORE;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	pm_status s = rc == SQLITE_DONE ? PM_OK : sq_fail(c->db, err, what);
+	q_done(st);
+	return s;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	return (const char *)sqlite3_column_text(st, i);
+}
+
+static pm_status read_user_version(sqlite3 *db, int *v, pm_err *err)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return sq_fail(db, err, "read schema version");
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*v = sqlite3_column_int(st, 0);
+	pm_status s =
+	    rc == SQLITE_ROW ? PM_OK : sq_fail(db, err, "read schema version");
+	sqlite3_finalize(st);
+	return s;
+}
+
+static pm_status exec_sql(sqlite3 *db, const char *sql, const char *what,
+			  pm_err *err)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
+		return PM_OK;
+	pm_status s = sq_fail(db, err, what);
+	if (msg)
+		pm_fail(err, s, "sqlite: %s: %s", what, msg);
+	sqlite3_free(msg);
+	return s;
+}
+
+static pm_status too_new(int v, pm_err *err)
+{
+	return pm_fail(err, PM_ERR_STORE,
+		       "database schema v%d is newer than this pixmill (v%d)",
+		       v, N_MIGRATIONS);
+}
+
+/* Brings the schema to version target, one transaction per step. The
+ * version is re-read inside each transaction, so two processes opening
+ * the same new database at once do not both apply a step. */
+static pm_status migrate(sq_conn *c, int target, pm_err *err)
+{
+	for (;;) {
+		int v = 0;
+		pm_status s = read_user_version(c->db, &v, err);
+		if (s != PM_OK)
+			return s;
+		if (v > N_MIGRATIONS)
+			return too_new(v, err);
+		if (v >= target) {
+			c->version = v;
+			return PM_OK;
+		}
+		s = exec_sql(c->db, "BEGIN IMMEDIATE", "begin migration", err);
+		if (s != PM_OK)
+			return s;
+		s = read_user_version(c->db, &v, err);
+		if (s == PM_OK && v < target) {
+			char what[64], pragma[64];
+			snprintf(what, sizeof what, "migration to v%d", v + 1);
+			snprintf(pragma, sizeof pragma,
+				 "PRAGMA user_version = %d", v + 1);
+			s = exec_sql(c->db, migrations[v], what, err);
+			if (s == PM_OK)
+				s = exec_sql(c->db, pragma, what, err);
+		}
+		if (s == PM_OK)
+			s = exec_sql(c->db, "COMMIT", "commit migration", err);
+		if (s != PM_OK) {
+			sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+			return s;
+		}
+	}
+}
+
+/* ---- open / close ---- */
+
+static void sq_close(void *conn)
+{
+	sq_conn *c = conn;
+	if (!c)
+		return;
+	for (int i = 0; i < Q_COUNT; i++)
+		sqlite3_finalize(c->st[i]);
+	if (c->db && !c->readonly)
+		sqlite3_exec(c->db, "PRAGMA optimize", NULL, NULL, NULL);
+	sqlite3_close(c->db);
+	free(c->path);
+	free(c);
+}
+
+static pm_status sq_open_at(const char *path, bool readonly, int target,
+			    void **out, pm_err *err)
+{
+	*out = NULL;
+	struct stat sb;
+	if (readonly && stat(path, &sb) != 0) {
+		int e = errno;
+		return pm_fail(err, e == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
+			       "store %s: %s", path, strerror(e));
+	}
+	sq_conn *c = calloc(1, sizeof *c);
+	if (!c || !(c->path = strdup(path))) {
+		free(c);
+		return pm_fail(err, PM_ERR_NOMEM, "store: out of memory");
+	}
+	c->readonly = readonly;
+	int flags = SQLITE_OPEN_NOMUTEX |
+		    (readonly ? SQLITE_OPEN_READONLY
+			      : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+	pm_status s = PM_OK;
+	if (sqlite3_open_v2(path, &c->db, flags, NULL) != SQLITE_OK) {
+		if (c->db)
+			s = pm_fail(err, PM_ERR_STORE, "store %s: %s", path,
+				    sqlite3_errmsg(c->db));
+		else
+			s = pm_fail(err, PM_ERR_NOMEM, "store: out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(c->db, 10000);
+	if (!readonly) {
+		sqlite3_stmt *st;
+		if (sqlite3_prepare_v2(c->db, "PRAGMA journal_mode = WAL", -1,
+				       &st, NULL) != SQLITE_OK) {
+			s = sq_fail(c->db, err, path);
+			goto fail;
+		}
+		const char *mode = NULL;
+		if (sqlite3_step(st) == SQLITE_ROW)
+			mode = col_text(st, 0);
+		bool wal = mode && strcmp(mode, "wal") == 0;
+		bool mem = strcmp(path, ":memory:") == 0;
+		if (!wal && !mem)
+			s = mode ? pm_fail(err, PM_ERR_STORE,
+					   "store %s: cannot use WAL "
+					   "(journal mode is %s)",
+					   path, mode)
+				 : sq_fail(c->db, err, path);
+		sqlite3_finalize(st);
+		if (s != PM_OK)
+			goto fail;
+		s = exec_sql(c->db,
+			     "PRAGMA synchronous = NORMAL;"
+			     "PRAGMA foreign_keys = ON;",
+			     path, err);
+		if (s != PM_OK)
+			goto fail;
+		s = migrate(c, target, err);
+		if (s != PM_OK)
+			goto fail;
+	} else {
+		s = exec_sql(c->db, "PRAGMA foreign_keys = ON", path, err);
+		if (s == PM_OK)
+			s = read_user_version(c->db, &c->version, err);
+		if (s != PM_OK)
+			goto fail;
+		if (c->version == 0) {
+			s = pm_fail(err, PM_ERR_STORE,
+				    "store %s: no pixmill schema", path);
+			goto fail;
+		}
+		if (c->version > N_MIGRATIONS) {
+			s = too_new(c->version, err);
+			goto fail;
+		}
+		/* An older schema is readable: queries that need newer
+		 * objects fail with PM_ERR_STORE when first prepared. */
+	}
+	*out = c;
+	return PM_OK;
+fail:
+	sq_close(c);
+	return s;
+}
+
+static pm_status sq_open(const char *path, bool readonly, void **out,
+			 pm_err *err)
+{
+	return sq_open_at(path, readonly, N_MIGRATIONS, out, err);
+}
+
+int pm_sqlite_latest_version(void)
+{
+	return N_MIGRATIONS;
+}
+
+pm_status pm_sqlite_open_at(const char *path, int target, void **conn,
+			    pm_err *err)
+{
+	if (target < 1 || target > N_MIGRATIONS)
+		return pm_fail(err, PM_ERR_USAGE, "no schema version %d",
+			       target);
+	return sq_open_at(path, false, target, conn, err);
+}
+
+static int sq_schema_version(void *conn)
+{
+	return ((sq_conn *)conn)->version;
+}
+
+/* ---- jobs ---- */
+
+static pm_status sq_job_open(void *conn, const pm_job_spec *spec,
+			     int64_t *job_id, int *run_no, pm_err *err)
+{
+	sq_conn *c = conn;
+	if (!spec || !spec->key)
+		return pm_fail(err, PM_ERR_INTERNAL, "job_open: no job key");
+	sqlite3_stmt *st = q_get(c, Q_JOB_OPEN, err);
+	if (!st)
+		return PM_ERR_STORE;
+	pm_status s = PM_OK;
+	if (b_text(st, 1, spec->key) || b_text(st, 2, spec->catalog) ||
+	    b_text(st, 3, spec->pipeline) ||
+	    b_text(st, 4, spec->pipeline_hash) ||
+	    b_text(st, 5, spec->pipeline_json) ||
+	    b_text(st, 6, spec->out_dir) || b_dbl(st, 7, now_unix())) {
+		s = sq_fail(c->db, err, "open job");
+		goto out;
+	}
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		s = sq_fail(c->db, err, "open job");
+		goto out;
+	}
+	if (job_id)
+		*job_id = sqlite3_column_int64(st, 0);
+	if (run_no)
+		*run_no = sqlite3_column_int(st, 1);
+	/* Step to completion so the RETURNING statement finishes. */
+	if (sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "open job");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_job_finish(void *conn, int64_t job_id, const char *state,
+			       pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOB_FINISH, err);
+	if (!st)
+		return PM_ERR_STORE;
+	pm_status s = PM_OK;
+	if (b_i64(st, 1, job_id) || b_text(st, 2, state) ||
+	    b_dbl(st, 3, now_unix()) || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "finish job");
+	else if (sqlite3_changes(c->db) == 0)
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
+			    (long long)job_id);
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_jobs(void *conn, int limit,
+			 int (*cb)(const pm_job_info *info, void *ud), void *ud,
+			 pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOBS, err);
+	if (!st)
+		return PM_ERR_STORE;
+	pm_status s = PM_OK;
+	if (b_i64(st, 1, limit > 0 ? limit : -1)) {
+		s = sq_fail(c->db, err, "list jobs");
+		goto out;
+	}
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_job_info ji = {
+		    .id = sqlite3_column_int64(st, 0),
+		    .key = col_text(st, 1),
+		    .catalog = col_text(st, 2),
+		    .pipeline = col_text(st, 3),
+		    .pipeline_hash = col_text(st, 4),
+		    .out_dir = col_text(st, 5),
+		    .state = col_text(st, 6),
+		    .runs = sqlite3_column_int(st, 7),
+		    .created = sqlite3_column_double(st, 8),
+		    .updated = sqlite3_column_double(st, 9),
+		    .items = sqlite3_column_int64(st, 10),
+		    .done = sqlite3_column_int64(st, 11),
+		    .failed = sqlite3_column_int64(st, 12),
+		    .duplicates = sqlite3_column_int64(st, 13),
+		};
+		if (cb && cb(&ji, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "list jobs");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_job_failures(void *conn, int64_t job_id, int limit,
+				 int (*cb)(const char *code,
+					   const char *example, int64_t count,
+					   void *ud),
+				 void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOB_FAILURES, err);
+	if (!st)
+		return PM_ERR_STORE;
+	pm_status s = PM_OK;
+	if (b_i64(st, 1, job_id) || b_i64(st, 2, limit > 0 ? limit : -1)) {
+		s = sq_fail(c->db, err, "job failures");
+		goto out;
+	}
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cb && cb(col_text(st, 0), col_text(st, 1),
+			     sqlite3_column_int64(st, 2), ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "job failures");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_job_counts(void *conn, int64_t job_id, int64_t *items,
+			       int64_t *done, int64_t *failed,
+			       int64_t *duplicates, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOB_COUNTS, err);
+	if (!st)
+		return PM_ERR_STORE;
+	pm_status s = PM_OK;
+	if (b_i64(st, 1, job_id) || sqlite3_step(st) != SQLITE_ROW) {
+		s = sq_fail(c->db, err, "job counts");
+	} else {
+		if (items)
+			*items = sqlite3_column_int64(st, 0);
+		if (done)
+			*done = sqlite3_column_int64(st, 1);
+		if (failed)
+			*failed = sqlite3_column_int64(st, 2);
+		if (duplicates)
+			*duplicates = sqlite3_column_int64(st, 3);
+	}
+	q_done(st);
+	return s;
+}
+
+/* ---- items and assets ---- */
+
+static pm_status code_from_text(const char *text, pm_status *out, pm_err *err)
+{
+	for (int i = 0; i < PM_STATUS_COUNT; i++) {
+		if (text && strcmp(pm_status_code((pm_status)i), text) == 0) {
+			*out = (pm_status)i;
+			return PM_OK;
+		}
+	}
+	return pm_fail(err, PM_ERR_STORE, "unknown status code '%s' in store",
+		       text ? text : "(null)");
+}
+
+static pm_status sq_item_state(void *conn, int64_t job_id, const char *key,
+			       pm_item_state *state, pm_status *code,
+			       pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_ITEM_STATE, err);
+	if (!st)
+		return PM_ERR_STORE;
+	pm_item_state is = PM_ITEM_NONE;
+	pm_status cd = PM_OK, s = PM_OK;
+	int rc = SQLITE_ERROR;
+	if (b_i64(st, 1, job_id) || b_text(st, 2, key) ||
+	    ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
+		s = sq_fail(c->db, err, "item state");
+	} else if (rc == SQLITE_ROW) {
+		const char *sv = col_text(st, 0);
+		if (sv && strcmp(sv, "done") == 0) {
+			is = PM_ITEM_DONE;
+		} else {
+			is = PM_ITEM_FAILED;
+			s = code_from_text(col_text(st, 1), &cd, err);
+		}
+	}
+	q_done(st);
+	if (s != PM_OK)
+		return s;
+	if (state)
+		*state = is;
+	if (code)
+		*code = cd;
+	return PM_OK;
+}
+
+static pm_status sq_asset_exists(void *conn, const char *sha256,
+				 const char *pipeline_hash, bool *exists,
+				 pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_ASSET_EXISTS, err);
+	if (!st)
+		return PM_ERR_STORE;
+	pm_status s = PM_OK;
+	int rc = SQLITE_ERROR;
+	if (b_text(st, 1, sha256) || b_text(st, 2, pipeline_hash) ||
+	    ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE))
+		s = sq_fail(c->db, err, "asset exists");
+	else if (exists)
+		*exists = rc == SQLITE_ROW;
+	q_done(st);
+	return s;
+}
+
+/* Runs a single-row id lookup: *id = first column, or 0 if no row. */
+static pm_status lookup_id(sq_conn *c, sqlite3_stmt *st, int64_t *id,
+			   const char *what, pm_err *err)
+{
+	int rc = sqlite3_step(st);
+	pm_status s = PM_OK;
+	if (rc == SQLITE_ROW)
+		*id = sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		*id = 0;
+	else
+		s = sq_fail(c->db, err, what);
+	q_done(st);
+	return s;
+}
+
+/* Inserts the asset and its outputs if absent; *asset_id = its row id. */
+static pm_status put_asset(sq_conn *c, const pm_asset_rec *a, double now,
+			   int64_t *asset_id, pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, Q_ASSET_INSERT, err);
+	if (!st)
+		return PM_ERR_STORE;
+	int64_t ph = 0;
+	memcpy(&ph, &a->phash, sizeof ph); /* same bits, see top */
+	int rc = b_text(st, 1, a->sha256) || b_text(st, 2, a->pipeline_hash) ||
+		 b_text(st, 3, a->format) || b_i64(st, 4, a->width) ||
+		 b_i64(st, 5, a->height) || b_i64(st, 6, a->bytes) ||
+		 (a->has_phash ? b_i64(st, 7, ph) : sqlite3_bind_null(st, 7)) ||
+		 b_text(st, 8, a->colors_json) || b_dbl(st, 9, a->sharpness) ||
+		 b_text(st, 10, a->meta_json) || b_dbl(st, 11, now);
+	if (rc || sqlite3_step(st) != SQLITE_DONE) {
+		pm_status s = sq_fail(c->db, err, "insert asset");
+		q_done(st);
+		return s;
+	}
+	q_done(st);
+
+	st = q_get(c, Q_ASSET_ID, err);
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, a->sha256) || b_text(st, 2, a->pipeline_hash)) {
+		pm_status s = sq_fail(c->db, err, "find asset");
+		q_done(st);
+		return s;
+	}
+	pm_status s = lookup_id(c, st, asset_id, "find asset", err);
+	if (s != PM_OK)
+		return s;
+	if (*asset_id == 0)
+		return pm_fail(err, PM_ERR_INTERNAL,
+			       "asset %s vanished after insert", a->sha256);
+
+	for (int i = 0; i < a->n_outputs; i++) {
+		const pm_output_rec *o = &a->outputs[i];
+		st = q_get(c, Q_OUTPUT_INSERT, err);
+		if (!st)
+			return PM_ERR_STORE;
+		rc = b_i64(st, 1, *asset_id) || b_text(st, 2, o->name) ||
+		     b_text(st, 3, o->path) || b_text(st, 4, o->format) ||
+		     b_i64(st, 5, o->width) || b_i64(st, 6, o->height) ||
+		     b_i64(st, 7, o->bytes) || b_text(st, 8, o->sha256) ||
+		     b_dbl(st, 9, now);
+		if (rc || sqlite3_step(st) != SQLITE_DONE) {
+			s = sq_fail(c->db, err, "insert output");
+			q_done(st);
+			return s;
+		}
+		q_done(st);
+	}
+	return PM_OK;
+}
+
+static pm_status put_item_body(sq_conn *c, const pm_item_rec *it, pm_err *err)
+{
+	double now = now_unix();
+	bool done = it->status == PM_OK;
+	int64_t asset_id = 0;
+	pm_status s;
+
+	if (it->asset) {
+		s = put_asset(c, it->asset, now, &asset_id, err);
+		if (s != PM_OK)
+			return s;
+	} else if (done && it->sha256) {
+		/* A duplicate: the asset of (sha256, job's pipeline hash). */
+		sqlite3_stmt *st = q_get(c, Q_ASSET_FOR_JOB, err);
+		if (!st)
+			return PM_ERR_STORE;
+		if (b_i64(st, 1, it->job_id) || b_text(st, 2, it->sha256)) {
+			s = sq_fail(c->db, err, "find asset");
+			q_done(st);
+			return s;
+		}
+		s = lookup_id(c, st, &asset_id, "find asset", err);
+		if (s != PM_OK)
+			return s;
+	}
+
+	sqlite3_stmt *st = q_get(c, Q_ITEM_UPSERT, err);
+	if (!st)
+		return PM_ERR_STORE;
+	int rc = b_i64(st, 1, it->job_id) || b_text(st, 2, it->key) ||
+		 b_i64(st, 3, (int64_t)it->ordinal) || b_text(st, 4, it->id) ||
+		 b_text(st, 5, it->image) || b_text(st, 6, it->title) ||
+		 b_text(st, 7, it->price) || b_text(st, 8, it->category) ||
+		 b_text(st, 9, it->attrs_json) ||
+		 b_text(st, 10, done ? "done" : "failed") ||
+		 b_text(st, 11, pm_status_code(it->status)) ||
+		 b_text(st, 12, it->error) || b_text(st, 13, it->sha256) ||
+		 b_i64(st, 14, it->duplicate ? 1 : 0) ||
+		 b_i64(st, 15, it->attempts) || b_dbl(st, 16, it->latency_ms) ||
+		 (done && asset_id ? b_i64(st, 17, asset_id)
+				   : sqlite3_bind_null(st, 17)) ||
+		 b_dbl(st, 18, now);
+	if (rc || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "put item");
+	else
+		s = PM_OK;
+	q_done(st);
+	return s;
+}
+
+/* Outside a batch a put is its own transaction. Inside one, a failed put
+ * may leave part of its rows (e.g. the asset without the item), so it
+ * poisons the batch: commit then rolls back and fails. (A savepoint per put
+ * would avoid that, but makes FTS5 flush its index at every put: 3x
+ * slower.) */
+static pm_status sq_put_item(void *conn, const pm_item_rec *it, pm_err *err)
+{
+	sq_conn *c = conn;
+	bool own_tx = sqlite3_get_autocommit(c->db) != 0;
+	pm_status s = PM_OK;
+	if (!it || !it->key)
+		s = pm_fail(err, PM_ERR_INTERNAL, "put_item: no item key");
+	else if ((unsigned)it->status >= PM_STATUS_COUNT)
+		s = pm_fail(err, PM_ERR_INTERNAL, "put_item %s: bad status %d",
+			    it->key, (int)it->status);
+	else if (own_tx)
+		s = q_exec(c, Q_BEGIN, "put item", err);
+	if (s == PM_OK)
+		s = put_item_body(c, it, err);
+	if (s == PM_OK && own_tx)
+		s = q_exec(c, Q_COMMIT, "put item", err);
+	if (s != PM_OK) {
+		if (!own_tx)
+			c->put_failed = true;
+		else if (!sqlite3_get_autocommit(c->db))
+			q_exec(c, Q_ROLLBACK, "rollback", NULL);
+	}
+	return s;
+}
+
+/* ---- transactions ---- */
+
+static pm_status sq_begin(void *conn, pm_err *err)
+{
+	sq_conn *c = conn;
+	c->put_failed = false;
+	return q_exec(c, Q_BEGIN, "begin", err);
+}
+
+/* A failed commit leaves nothing: the batch is rolled back (calling
+ * rollback afterwards is harmless). */
+static pm_status sq_commit(void *conn, pm_err *err)
+{
+	sq_conn *c = conn;
+	pm_status s;
+	if (c->put_failed)
+		s = pm_fail(err, PM_ERR_STORE,
+			    "batch rolled back: a put in it failed");
+	else
+		s = q_exec(c, Q_COMMIT, "commit", err);
+	if (s != PM_OK && !sqlite3_get_autocommit(c->db))
+		q_exec(c, Q_ROLLBACK, "rollback", NULL);
+	c->put_failed = false;
+	return s;
+}
+
+static void sq_rollback(void *conn)
+{
+	sq_conn *c = conn;
+	c->put_failed = false;
+	if (!sqlite3_get_autocommit(c->db))
+		q_exec(c, Q_ROLLBACK, "rollback", NULL);
+}
+
+const pm_store_backend pm_store_sqlite = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .schema_version = sq_schema_version,
+    .job_open = sq_job_open,
+    .job_finish = sq_job_finish,
+    .jobs = sq_jobs,
+    .job_failures = sq_job_failures,
+    .job_counts = sq_job_counts,
+    .item_state = sq_item_state,
+    .asset_exists = sq_asset_exists,
+    .begin = sq_begin,
+    .put_item = sq_put_item,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+};

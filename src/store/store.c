@@ -1,0 +1,152 @@
+/* store.c — the public pm_store_* functions: pick a backend from the URL
+ * and forward each call through its vtable (store_impl.h).
+ *
+ * URLs: "sqlite:PATH" (also "sqlite://PATH", so "sqlite:///abs/db" works) or
+ * a plain path → SQLite; "postgres://" and "postgresql://" → not built yet
+ * (PM_ERR_UNSUPPORTED); any other "scheme://" → PM_ERR_UNSUPPORTED.
+ *
+ * Threads: no shared mutable state here; a pm_store is used by one thread
+ * at a time (see store.h). Ownership: pm_store_open hands *out to the
+ * caller, who frees it (and the backend connection inside) with
+ * pm_store_close.
+ */
+#include "store/store_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct pm_store {
+	const pm_store_backend *be;
+	void *conn; /* owned; freed by be->close */
+};
+
+static bool has_prefix(const char *s, const char *p)
+{
+	return strncmp(s, p, strlen(p)) == 0;
+}
+
+pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
+			pm_err *err)
+{
+	if (!out)
+		return pm_fail(err, PM_ERR_USAGE, "store: no output pointer");
+	*out = NULL;
+	if (!url || !*url)
+		return pm_fail(err, PM_ERR_USAGE, "store: empty store URL");
+
+	const pm_store_backend *be = NULL;
+	const char *target = url;
+	if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
+		return pm_fail(err, PM_ERR_UNSUPPORTED,
+			       "PostgreSQL backend not built yet");
+	if (has_prefix(url, "sqlite:")) {
+		target = url + strlen("sqlite:");
+		if (has_prefix(target, "//"))
+			target += 2;
+		be = &pm_store_sqlite;
+	} else if (strstr(url, "://")) {
+		return pm_fail(err, PM_ERR_UNSUPPORTED,
+			       "store URL %s: unknown scheme (use a path, "
+			       "sqlite:PATH or postgres://)",
+			       url);
+	} else {
+		be = &pm_store_sqlite;
+	}
+	if (!*target)
+		return pm_fail(err, PM_ERR_USAGE, "store URL %s: empty path",
+			       url);
+
+	pm_store *s = calloc(1, sizeof *s);
+	if (!s)
+		return pm_fail(err, PM_ERR_NOMEM, "store: out of memory");
+	s->be = be;
+	pm_status st = be->open(target, readonly, &s->conn, err);
+	if (st != PM_OK) {
+		free(s);
+		return st;
+	}
+	*out = s;
+	return PM_OK;
+}
+
+void pm_store_close(pm_store *s)
+{
+	if (!s)
+		return;
+	s->be->close(s->conn);
+	free(s);
+}
+
+int pm_store_schema_version(pm_store *s)
+{
+	return s->be->schema_version(s->conn);
+}
+
+pm_status pm_store_job_open(pm_store *s, const pm_job_spec *spec,
+			    int64_t *job_id, int *run_no, pm_err *err)
+{
+	return s->be->job_open(s->conn, spec, job_id, run_no, err);
+}
+
+pm_status pm_store_job_finish(pm_store *s, int64_t job_id, const char *state,
+			      pm_err *err)
+{
+	return s->be->job_finish(s->conn, job_id, state, err);
+}
+
+pm_status pm_store_jobs(pm_store *s, int limit,
+			int (*cb)(const pm_job_info *info, void *ud), void *ud,
+			pm_err *err)
+{
+	return s->be->jobs(s->conn, limit, cb, ud, err);
+}
+
+pm_status pm_store_job_failures(pm_store *s, int64_t job_id, int limit,
+				int (*cb)(const char *code, const char *example,
+					  int64_t count, void *ud),
+				void *ud, pm_err *err)
+{
+	return s->be->job_failures(s->conn, job_id, limit, cb, ud, err);
+}
+
+pm_status pm_store_item_state(pm_store *s, int64_t job_id, const char *key,
+			      pm_item_state *state, pm_status *code,
+			      pm_err *err)
+{
+	return s->be->item_state(s->conn, job_id, key, state, code, err);
+}
+
+pm_status pm_store_asset_exists(pm_store *s, const char *sha256,
+				const char *pipeline_hash, bool *exists,
+				pm_err *err)
+{
+	return s->be->asset_exists(s->conn, sha256, pipeline_hash, exists, err);
+}
+
+pm_status pm_store_begin(pm_store *s, pm_err *err)
+{
+	return s->be->begin(s->conn, err);
+}
+
+pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item, pm_err *err)
+{
+	return s->be->put_item(s->conn, item, err);
+}
+
+pm_status pm_store_commit(pm_store *s, pm_err *err)
+{
+	return s->be->commit(s->conn, err);
+}
+
+void pm_store_rollback(pm_store *s)
+{
+	s->be->rollback(s->conn);
+}
+
+pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,
+			      int64_t *done, int64_t *failed,
+			      int64_t *duplicates, pm_err *err)
+{
+	return s->be->job_counts(s->conn, job_id, items, done, failed,
+				 duplicates, err);
+}

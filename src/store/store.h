@@ -1,0 +1,164 @@
+/* store.h — the store interface: jobs, items, assets and outputs.
+ *
+ * The store is where "done" is decided: an item is done when its row says so
+ * in a committed transaction. The embedded backend is SQLite (store/sqlite.c,
+ * WAL, versioned schema with migrations); a PostgreSQL backend will fill the
+ * same vtable later, so nothing outside src/store/ contains SQL.
+ *
+ * Tables (same concepts in every backend):
+ *   jobs    one per (catalog, pipeline hash, output root): key, state, counts
+ *   items   one per catalog record of a job: key, id, image, title, price,
+ *           category, attrs, state (done|failed), status code, error,
+ *           sha256 of the source, duplicate flag, attempts, latency
+ *   assets  one per (source sha256, pipeline hash): format, size, bytes,
+ *           phash, colours, sharpness, metadata JSON
+ *   outputs one per (asset, name): relative path, format, width, height,
+ *           bytes, sha256 of the output file
+ *   items_fts  full-text index over title, category and attributes
+ *
+ * Threads: a pm_store is one connection, used by one thread at a time. Each
+ * thread that needs the store opens its own (the run's writer thread writes;
+ * the ingest thread and workers read). SQLite WAL lets readers run beside the
+ * one writer.
+ */
+#ifndef PM_STORE_H
+#define PM_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef struct pm_store pm_store;
+
+/* Opens (creating and migrating if needed) the store named by url: a file
+ * path or "sqlite:PATH" (later "postgres://..."). *out is owned by the
+ * caller; close with pm_store_close. readonly = true opens without creating
+ * or migrating (fails with PM_ERR_NOT_FOUND if the database does not exist). */
+pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
+			pm_err *err);
+void pm_store_close(pm_store *s);
+/* Schema version after migrations (for `status` and tests). */
+int pm_store_schema_version(pm_store *s);
+
+/* ---- jobs ---- */
+
+typedef struct pm_job_spec {
+	const char *key;	   /* hex; identifies the job across re-runs */
+	const char *catalog;	   /* absolute catalog path, for display */
+	const char *pipeline;	   /* pipeline name */
+	const char *pipeline_hash; /* hex SHA-256 of the canonical pipeline */
+	const char *pipeline_json; /* canonical pipeline JSON */
+	const char *out_dir;	   /* absolute output root */
+} pm_job_spec;
+
+/* Finds the job with spec->key or creates it; marks it "running", bumps its
+ * run counter, and returns its id and the run number (1 for a new job). */
+pm_status pm_store_job_open(pm_store *s, const pm_job_spec *spec,
+			    int64_t *job_id, int *run_no, pm_err *err);
+/* Sets the job's state ("done", "failed", "interrupted") and finish time. */
+pm_status pm_store_job_finish(pm_store *s, int64_t job_id, const char *state,
+			      pm_err *err);
+
+typedef struct pm_job_info {
+	int64_t id;
+	const char *key, *catalog, *pipeline, *pipeline_hash, *out_dir, *state;
+	int runs;
+	double created, updated; /* unix seconds */
+	int64_t items, done, failed, duplicates;
+} pm_job_info;
+
+/* Calls cb for each job, newest first (at most limit; 0 = all). The strings
+ * in info live only during the call. cb returns non-zero to stop. */
+pm_status pm_store_jobs(pm_store *s, int limit,
+			int (*cb)(const pm_job_info *info, void *ud), void *ud,
+			pm_err *err);
+
+/* Failure reasons of a job grouped by status code: cb gets the code, one
+ * example error message and the count; most frequent first. */
+pm_status pm_store_job_failures(pm_store *s, int64_t job_id, int limit,
+				int (*cb)(const char *code, const char *example,
+					  int64_t count, void *ud),
+				void *ud, pm_err *err);
+
+/* ---- items (resume) ---- */
+
+typedef enum pm_item_state {
+	PM_ITEM_NONE = 0, /* never recorded: must be processed */
+	PM_ITEM_DONE,	  /* committed done */
+	PM_ITEM_FAILED,	  /* committed failed (with a status code) */
+} pm_item_state;
+
+/* State of item key in job. If failed, *code receives the stored pm_status. */
+pm_status pm_store_item_state(pm_store *s, int64_t job_id, const char *key,
+			      pm_item_state *state, pm_status *code,
+			      pm_err *err);
+
+/* ---- assets (dedup across runs) ---- */
+
+/* True if an asset (sha256 hex, pipeline hash) has been committed. */
+pm_status pm_store_asset_exists(pm_store *s, const char *sha256,
+				const char *pipeline_hash, bool *exists,
+				pm_err *err);
+
+/* ---- results: written by the writer thread in batches ---- */
+
+typedef struct pm_output_rec {
+	const char *name;   /* e.g. "512.webp"; unique within an asset */
+	const char *path;   /* relative to the job's out_dir */
+	const char *format; /* "webp", "jpeg", "png", "avif" */
+	int width, height;
+	int64_t bytes;
+	const char *sha256; /* hex SHA-256 of the output file */
+} pm_output_rec;
+
+typedef struct pm_asset_rec {
+	const char *sha256;	   /* of the source bytes */
+	const char *pipeline_hash; /* with sha256, the asset's identity */
+	const char *format;	   /* sniffed source format */
+	int width, height;	   /* oriented source size */
+	int64_t bytes;		   /* source size */
+	uint64_t phash;		   /* 64-bit perceptual hash */
+	bool has_phash;
+	const char *colors_json; /* e.g. [{"hex":"#aabbcc","share":0.4}], or
+				    NULL */
+	double sharpness;	 /* higher is sharper; NAN if not computed */
+	const char *meta_json;	 /* other per-asset facts as a JSON object,
+				    or NULL */
+	int n_outputs;
+	const pm_output_rec *outputs;
+} pm_asset_rec;
+
+typedef struct pm_item_rec {
+	int64_t job_id;
+	const char *key; /* resume key within the job */
+	uint64_t ordinal;
+	const char *id, *image, *title, *price, *category; /* may be NULL */
+	const char *attrs_json;				   /* may be NULL */
+	pm_status status;    /* PM_OK = done, else failed with this code */
+	const char *error;   /* reason when failed, else NULL */
+	const char *sha256;  /* source hash, NULL if never read */
+	bool duplicate;	     /* the asset existed already (this or an
+				earlier run): no image work was done */
+	double latency_ms;   /* from fetch start to result */
+	int attempts;	     /* processing attempts so far, >= 1 */
+	const pm_asset_rec *asset; /* the new asset to insert with its
+				      outputs, or NULL (failed or duplicate) */
+} pm_item_rec;
+
+/* Batch: begin, put any number of results, commit. Putting the same
+ * (job_id, key) twice leaves one row (an upsert); inserting an asset or
+ * output that exists is a no-op. Nothing is visible to other connections
+ * before commit; after a crash, an uncommitted batch is simply absent. */
+pm_status pm_store_begin(pm_store *s, pm_err *err);
+pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item,
+			    pm_err *err);
+pm_status pm_store_commit(pm_store *s, pm_err *err);
+void pm_store_rollback(pm_store *s);
+
+/* Counts of the job's items (for the end summary and tests). */
+pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,
+			      int64_t *done, int64_t *failed,
+			      int64_t *duplicates, pm_err *err);
+
+#endif

@@ -1,0 +1,68 @@
+/* store_impl.h — private to src/store/: the backend vtable behind store.h.
+ *
+ * store.c parses the URL, picks a backend and forwards every pm_store_* call
+ * through a pm_store_backend. A backend is one file (sqlite.c today,
+ * postgres.c later) that defines one const pm_store_backend; its connection
+ * state is an opaque pointer that the backend allocates in open and frees in
+ * close. Each function has the meaning of the store.h function of the same
+ * name, with the pm_store replaced by the backend's connection.
+ *
+ * Threads: same rule as store.h: one connection is used by one thread at a
+ * time; the vtables themselves are immutable and shared by all threads.
+ */
+#ifndef PM_STORE_IMPL_H
+#define PM_STORE_IMPL_H
+
+#include "store/store.h"
+
+typedef struct pm_store_backend {
+	const char *name; /* "sqlite", later "postgres" */
+	/* target is the URL with the backend's scheme removed (for SQLite:
+	 * the file path). On success *conn is owned by the caller and freed
+	 * with close. */
+	pm_status (*open)(const char *target, bool readonly, void **conn,
+			  pm_err *err);
+	void (*close)(void *conn);
+	int (*schema_version)(void *conn);
+
+	pm_status (*job_open)(void *conn, const pm_job_spec *spec,
+			      int64_t *job_id, int *run_no, pm_err *err);
+	pm_status (*job_finish)(void *conn, int64_t job_id, const char *state,
+				pm_err *err);
+	pm_status (*jobs)(void *conn, int limit,
+			  int (*cb)(const pm_job_info *info, void *ud),
+			  void *ud, pm_err *err);
+	pm_status (*job_failures)(void *conn, int64_t job_id, int limit,
+				  int (*cb)(const char *code,
+					    const char *example, int64_t count,
+					    void *ud),
+				  void *ud, pm_err *err);
+	pm_status (*job_counts)(void *conn, int64_t job_id, int64_t *items,
+				int64_t *done, int64_t *failed,
+				int64_t *duplicates, pm_err *err);
+
+	pm_status (*item_state)(void *conn, int64_t job_id, const char *key,
+				pm_item_state *state, pm_status *code,
+				pm_err *err);
+	pm_status (*asset_exists)(void *conn, const char *sha256,
+				  const char *pipeline_hash, bool *exists,
+				  pm_err *err);
+
+	pm_status (*begin)(void *conn, pm_err *err);
+	pm_status (*put_item)(void *conn, const pm_item_rec *item, pm_err *err);
+	pm_status (*commit)(void *conn, pm_err *err);
+	void (*rollback)(void *conn);
+} pm_store_backend;
+
+extern const pm_store_backend pm_store_sqlite;
+
+/* ---- SQLite test hooks (used by tests/unit/test_store.c only) ---- */
+
+/* Newest schema version this binary knows (the number of migrations). */
+int pm_sqlite_latest_version(void);
+/* Like pm_store_sqlite.open(path, false, ...) but migrates only up to
+ * version target (1 .. latest), to build "old" databases in tests. */
+pm_status pm_sqlite_open_at(const char *path, int target, void **conn,
+			    pm_err *err);
+
+#endif

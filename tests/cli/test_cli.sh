@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# test_cli.sh — end-to-end tests of the pixmill binary: run, resume, status,
+# inspect, help, bad input (malformed catalogs and the edge corpus).
+#
+# Usage: tests/cli/test_cli.sh PIXMILL_BINARY
+# Prints one line per check and ends with "cli: N passed, N failed".
+# Tests that need ../shared/corpus run only when it is present (CI has it).
+set -uo pipefail
+PM=$(realpath "${1:?usage: test_cli.sh PIXMILL}")
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CORPUS=${PIXMILL_CORPUS:-$ROOT/../shared/corpus}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+check() { # check DESCRIPTION COMMAND...
+  local d=$1; shift
+  if "$@" >/dev/null 2>&1; then ok "$d"; else bad "$d"; fi
+}
+eq() { # eq DESCRIPTION GOT WANT
+  if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi
+}
+jq_() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+# count manifest lines matching a python predicate on record r
+mcount() { python3 -c "
+import json,sys,glob
+n=0
+for f in glob.glob(sys.argv[1]+'/manifests/*.jsonl'):
+    for l in open(f):
+        r=json.loads(l)
+        if $2: n+=1
+print(n)" "$1"; }
+
+# ---- help and usage ----
+"$PM" --help >"$T/help.txt"; eq "top-level --help exits 0" $? 0
+check "help lists run" grep -q "^  run " "$T/help.txt"
+"$PM" run --help >"$T/runhelp.txt"; eq "run --help exits 0" $? 0
+for o in out db pipeline workers memory-limit sizes formats quality max-pixels json quiet; do
+  check "run --help shows --$o" grep -q -- "--$o" "$T/runhelp.txt"
+done
+"$PM" run --no-such-option x 2>"$T/err.txt"; eq "unknown option exits 2" $? 2
+check "unknown option is named" grep -q "no-such-option" "$T/err.txt"
+"$PM" run 2>/dev/null; eq "run without catalog exits 2" $? 2
+"$PM" frobnicate 2>/dev/null; eq "unknown command exits 2" $? 2
+"$PM" run --workers 0 x 2>/dev/null; eq "--workers 0 refused" $? 2
+"$PM" help --markdown >"$T/opts.md"; check "markdown reference has a table" grep -q "\`--out\` | DIR" "$T/opts.md"
+
+# ---- the bundled example ----
+E="$T/ex"
+"$PM" run "$ROOT/examples/catalog.csv" --out "$E" --json >"$T/run1.json" 2>"$T/run1.err"
+eq "example run exits 0" $? 0
+eq "example: 6 done" "$(jq_ "$T/run1.json" "d['done']")" 6
+eq "example: 1 duplicate" "$(jq_ "$T/run1.json" "d['duplicates']")" 1
+eq "example: 0 failed" "$(jq_ "$T/run1.json" "d['failed']")" 0
+eq "example: 15 output files (5 images x 3 sizes)" "$(find "$E" -name '*.webp' | wc -l)" 15
+eq "example: no temporary files left" "$(find "$E" -type f -name '*.tmp*' | wc -l)" 0
+eq "example: manifest has 6 lines" "$(cat "$E"/manifests/*.jsonl | wc -l)" 6
+eq "example: embedded newline kept in title via store" \
+  "$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"select count(*) from items where title like 'Castle puzzle%(1000 pieces)'\").fetchone()[0])" "$E/pixmill.db")" 1
+eq "example: extra columns kept as attributes" \
+  "$(python3 -c "import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1]); print(json.loads(c.execute(\"select attrs from items where record_id='sku-1002'\").fetchone()[0])['brand'])" "$E/pixmill.db")" SeaArt
+eq "example: every output has long edge <= its size" "$(python3 -c "
+import json,glob,sys
+bad=0
+for l in open(glob.glob(sys.argv[1]+'/manifests/*.jsonl')[0]):
+    r=json.loads(l)
+    for o in r.get('outputs',[]):
+        s=int(o['name'].split('.')[0])
+        if max(o['width'],o['height'])>s: bad+=1
+print(bad)" "$E")" 0
+w=$(vipsheader -f width "$(find "$E" -name 512.webp | head -1)" 2>/dev/null)
+check "example: 512.webp decodes (width $w)" test -n "$w"
+"$PM" status --db "$E/pixmill.db" >"$T/status.txt"; eq "status exits 0" $? 0
+check "status shows done count" grep -q "done 6" "$T/status.txt"
+"$PM" status --db "$E/pixmill.db" --json >"$T/status.json"
+eq "status --json job items" "$(jq_ "$T/status.json" "d['jobs'][0]['items']")" 6
+
+# ---- re-run: no image work ----
+before=$(find "$E" -name '*.webp' -newer "$E/pixmill.db" | wc -l)
+"$PM" run "$ROOT/examples/catalog.csv" --out "$E" --json >"$T/run2.json" 2>"$T/run2.err"
+eq "re-run exits 0" $? 0
+eq "re-run: 0 done this run" "$(jq_ "$T/run2.json" "d['done']")" 0
+eq "re-run: 6 already done" "$(jq_ "$T/run2.json" "d['already_done']")" 6
+"$PM" run "$ROOT/examples/catalog.csv" --out "$E" 2>"$T/run3.err"
+check "re-run says there is nothing to do" grep -q "nothing to do" "$T/run3.err"
+eq "status: still 6 items after re-runs" "$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from items').fetchone()[0])" "$E/pixmill.db")" 6
+
+# ---- a second run into the same folder is locked out ----
+( flock -x 9; sleep 2 ) 9>"$E/.pixmill.lock" &
+sleep 0.3
+"$PM" run "$ROOT/examples/catalog.csv" --out "$E" --quiet 2>"$T/lock.err"; eq "locked output folder exits 4" $? 4
+wait
+
+# ---- malformed catalog rows fail alone ----
+M="$T/m"; mkdir -p "$M"
+cp "$ROOT/examples/images/opencv_fruits.jpg" "$M/a.jpg"
+printf 'not an image at all' >"$M/fake.jpg"
+head -c 3000 "$ROOT/examples/images/tuxpaint_jellyfish.jpg" >"$M/trunc.jpg"
+cat >"$M/cat.csv" <<'EOF'
+id,image,title
+1,a.jpg,good one
+2,missing.jpg,file is missing
+3,fake.jpg,not an image
+4,,empty image
+6,trunc.jpg,truncated
+7,http://example.invalid/x.jpg,remote
+5,"a.jpg,unterminated quote swallows the rest
+EOF
+"$PM" run "$M/cat.csv" --out "$M/out" --json >"$T/m.json" 2>"$T/m.err"
+eq "bad rows: exit 1 (some failed)" $? 1
+eq "bad rows: the good row is done" "$(mcount "$M/out" "r['state']=='done'")" 1
+eq "bad rows: every other row failed with a code" "$(mcount "$M/out" "r['state']=='failed' and r.get('code') and r.get('error')")" 6
+eq "bad rows: missing file -> not_found" "$(mcount "$M/out" "r.get('id')=='2' and r.get('code')=='not_found'")" 1
+eq "bad rows: text file -> unsupported" "$(mcount "$M/out" "r.get('id')=='3' and r.get('code')=='unsupported'")" 1
+eq "bad rows: truncated jpeg -> decode_error" "$(mcount "$M/out" "r.get('id')=='6' and r.get('code')=='decode_error'")" 1
+eq "bad rows: http URL -> unsupported" "$(mcount "$M/out" "r.get('id')=='7' and r.get('code')=='unsupported'")" 1
+eq "bad rows: bad catalog rows -> bad_catalog_row" "$(mcount "$M/out" "r.get('code')=='bad_catalog_row'")" 2
+"$PM" status --db "$M/out/pixmill.db" >"$T/mstatus.txt"
+check "status lists failure reasons" grep -q "decode_error" "$T/mstatus.txt"
+
+# ---- JSONL and list catalogs, custom pipeline file ----
+J="$T/j"; mkdir -p "$J"
+printf '{"id": 1, "image": "%s", "title": "one", "price": 3.5, "tags": ["a"]}\n{"id": 2, "image": 7}\n' \
+  "$ROOT/examples/images/opencv_board.jpg" >"$J/cat.jsonl" 2>/dev/null
+cp "$ROOT/examples/images/opencv_fruits.jpg" "$J/f.jpg"
+printf '{"id": 1, "image": "f.jpg", "title": "one", "price": 3.5, "tags": ["a"]}\n{"id": 2, "image": 7}\n' >"$J/cat.jsonl"
+cat >"$J/pipe.json" <<'EOF'
+{"name": "small", "stages": [{"stage": "thumbnail", "sizes": [64, 32], "formats": ["jpeg", "png"]}]}
+EOF
+"$PM" run "$J/cat.jsonl" --out "$J/out" -p "$J/pipe.json" --quiet; eq "jsonl: exit 1 (one bad line)" $? 1
+eq "jsonl + pipeline file: 4 outputs (2 sizes x 2 formats)" "$(find "$J/out" -name '*.jpg' -o -name '*.png' | grep -v manifests | wc -l)" 4
+o64=$(find "$J/out" -name 64.jpg | head -1)
+eq "pipeline file: 64.jpg is 64 px wide" "$(vipsheader -f width "$o64")" 64
+"$PM" run "$J/cat.jsonl" --out "$J/out2" -p "$J/nope.json" --quiet 2>/dev/null; eq "missing pipeline file exits 3" $? 3
+printf '{"stages": [{"stage": "frobnicate"}]}' >"$J/badpipe.json"
+"$PM" run "$J/cat.jsonl" --out "$J/out2" -p "$J/badpipe.json" --quiet 2>"$T/bp.err"; eq "unknown stage exits 3" $? 3
+check "unknown stage is named" grep -q frobnicate "$T/bp.err"
+printf '%s\n# comment\n\n%s\n' "$J/f.jpg" "file://$J/f.jpg" >"$J/list.txt"
+"$PM" run "$J/list.txt" --out "$J/out3" --sizes 100 --formats webp,avif --json >"$T/l.json" 2>/dev/null
+eq "list: exit 0" $? 0
+eq "list: 2 done (1 duplicate)" "$(jq_ "$T/l.json" "(d['done'],d['duplicates'])")" "(2, 1)"
+eq "list: avif output written" "$(find "$J/out3" -name 100.avif | wc -l)" 1
+
+# ---- inspect ----
+"$PM" inspect --json "$ROOT/examples/images/opencv_fruits.jpg" >"$T/i.json"; eq "inspect exits 0" $? 0
+eq "inspect: format jpeg" "$(jq_ "$T/i.json" "d['header']['format']")" jpeg
+eq "inspect: 16-hex-digit phash" "$(jq_ "$T/i.json" "len(d['phash'])")" 16
+"$PM" inspect "$M/fake.jpg" >/dev/null; eq "inspect of a text file exits 3" $? 3
+"$PM" inspect --max-pixels 1000 "$J/f.jpg" --json >"$T/i2.json"; eq "inspect over pixel limit exits 3" $? 3
+eq "inspect: over-limit code" "$(jq_ "$T/i2.json" "d['code']")" too_large
+
+# ---- the edge corpus: each file done or failed with a reason, no crash ----
+if [ -d "$CORPUS/edge" ]; then
+  X="$T/edge"
+  timeout 300 "$PM" run "$CORPUS/edge" --all-files --out "$X" --json >"$T/edge.json" 2>"$T/edge.err"
+  rc=$?
+  check "edge corpus: exit 0 or 1, not a crash or hang (rc $rc)" test "$rc" -le 1
+  n=$(ls "$CORPUS/edge" | wc -l)
+  eq "edge corpus: one manifest line per file" "$(cat "$X"/manifests/*.jsonl | wc -l)" "$n"
+  eq "edge corpus: every failure has a code and a reason" "$(mcount "$X" "r['state']=='failed' and not (r.get('code') and r.get('error'))")" 0
+  eq "edge: truncated 8 MP JPEG fails" "$(mcount "$X" "r['key']=='derived_truncated_half_baseline_8mp.jpg' and r['state']=='failed'")" 1
+  eq "edge: EXIF orientation 5 becomes 50x70" "$(mcount "$X" "r['key']=='exif_orientation_5.jpg' and r['state']=='done' and (r['width'],r['height'])==(50,70)")" 1
+  eq "edge: animated GIF is done (first frame)" "$(mcount "$X" "r['key']=='gif_animated_camshift_face.gif' and r['state']=='done'")" 1
+  eq "edge: CMYK JPEG is done" "$(mcount "$X" "r['key']=='jpeg_cmyk.jpg' and r['state']=='done'")" 1
+  "$PM" run "$CORPUS/edge" --all-files --out "$T/edge2" --max-frames 10 --json >/dev/null 2>&1
+  eq "edge: --max-frames 10 refuses the 16-frame GIF" "$(mcount "$T/edge2" "r['key']=='gif_animated_camshift_face.gif' and r.get('code')=='too_large'")" 1
+  for f in "$CORPUS"/edge/*; do
+    timeout 60 "$PM" inspect "$f" >/dev/null 2>&1; rc=$?
+    if [ "$rc" -gt 5 ]; then bad "inspect $(basename "$f") crashed or hung (rc $rc)"; fi
+  done
+  ok "edge: inspect never crashes or hangs"
+else
+  echo "skip edge corpus tests: $CORPUS/edge not found"
+fi
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

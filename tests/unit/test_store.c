@@ -1,0 +1,610 @@
+/* test_store.c — unit tests of the store (SQLite backend): schema and
+ * migrations, jobs, batched item/asset/output writes, resume state, dedup,
+ * failure grouping, reader isolation and the full-text index.
+ *
+ * Threads: single-threaded test program (test.h counters are not atomic).
+ * Every database lives in a fresh mkdtemp directory, removed at the end.
+ */
+#define _DEFAULT_SOURCE
+
+#include "store/store.h"
+#include "store/store_impl.h"
+#include "test.h"
+
+#include <math.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static char dir[256];
+
+static const char *dbpath(const char *name)
+{
+	static char buf[4][512];
+	static int n;
+	char *b = buf[n++ % 4];
+	snprintf(b, sizeof buf[0], "%s/%s", dir, name);
+	return b;
+}
+
+/* Raw handle for checks the store API does not expose. */
+static sqlite3 *raw(const char *path)
+{
+	sqlite3 *db = NULL;
+	if (sqlite3_open(path, &db) != SQLITE_OK) {
+		fprintf(stderr, "raw open %s: %s\n", path, sqlite3_errmsg(db));
+		exit(2);
+	}
+	return db;
+}
+
+static int64_t q_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st;
+	int64_t v = -12345;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		fprintf(stderr, "raw prepare %s: %s\n", sql,
+			sqlite3_errmsg(db));
+		return v;
+	}
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_type(st, 0) == SQLITE_NULL
+			? -1
+			: sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static const pm_job_spec spec1 = {
+    .key = "aaaa",
+    .catalog = "/data/catalog.csv",
+    .pipeline = "web",
+    .pipeline_hash = "ph1",
+    .pipeline_json = "{\"name\":\"web\"}",
+    .out_dir = "/out",
+};
+
+static const pm_output_rec outs[3] = {
+    {"256.webp", "ab/256.webp", "webp", 256, 200, 1000, "o1"},
+    {"512.webp", "ab/512.webp", "webp", 512, 400, 3000, "o2"},
+    {"1024.jpeg", "ab/1024.jpeg", "jpeg", 1024, 800, 9000, "o3"},
+};
+
+static pm_asset_rec asset_rec(const char *sha)
+{
+	return (pm_asset_rec){
+	    .sha256 = sha,
+	    .pipeline_hash = "ph1",
+	    .format = "jpeg",
+	    .width = 2000,
+	    .height = 1600,
+	    .bytes = 123456,
+	    .phash = 0xF00DFACE12345678ull, /* high bit set */
+	    .has_phash = true,
+	    .colors_json = "[{\"hex\":\"#aabbcc\",\"share\":0.4}]",
+	    .sharpness = NAN,
+	    .meta_json = "{\"exif\":false}",
+	    .n_outputs = 3,
+	    .outputs = outs,
+	};
+}
+
+static pm_item_rec item_rec(int64_t job, const char *key)
+{
+	return (pm_item_rec){
+	    .job_id = job,
+	    .key = key,
+	    .ordinal = 1,
+	    .id = key,
+	    .image = "http://x/img.jpg",
+	    .title = "A thing",
+	    .price = "9.99",
+	    .category = "misc",
+	    .attrs_json = "{\"colour\":\"blue\"}",
+	    .status = PM_OK,
+	    .latency_ms = 12.5,
+	    .attempts = 1,
+	};
+}
+
+static int count_jobs_cb(const pm_job_info *ji, void *ud)
+{
+	pm_job_info *out = ud;
+	if (out->id == 0) {
+		*out = *ji;
+		out->key = out->catalog = out->pipeline = NULL;
+		out->pipeline_hash = out->out_dir = out->state = NULL;
+	}
+	return 0;
+}
+
+static void test_open_errors(void)
+{
+	pm_store *s = NULL;
+	pm_err err = {{0}};
+	CHECK_INT(pm_store_open("postgres://u@h/db", false, &s, &err),
+		  PM_ERR_UNSUPPORTED);
+	CHECK(strstr(err.msg, "PostgreSQL backend not built yet") != NULL);
+	CHECK_INT(pm_store_open("postgresql://h/db", false, &s, &err),
+		  PM_ERR_UNSUPPORTED);
+	CHECK_INT(pm_store_open("mysql://h/db", false, &s, &err),
+		  PM_ERR_UNSUPPORTED);
+	CHECK_INT(pm_store_open("", false, &s, &err), PM_ERR_USAGE);
+	CHECK_INT(pm_store_open("sqlite:", false, &s, &err), PM_ERR_USAGE);
+	CHECK_INT(pm_store_open(dbpath("missing.db"), true, &s, &err),
+		  PM_ERR_NOT_FOUND);
+	CHECK(s == NULL);
+	CHECK(access(dbpath("missing.db"), F_OK) != 0);
+
+	/* An empty SQLite database has no pixmill schema. */
+	sqlite3 *db = raw(dbpath("empty.db"));
+	sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL);
+	sqlite3_close(db);
+	CHECK_INT(pm_store_open(dbpath("empty.db"), true, &s, &err),
+		  PM_ERR_STORE);
+	CHECK(strstr(err.msg, "no pixmill schema") != NULL);
+}
+
+static void test_schema(void)
+{
+	pm_store *s = NULL;
+	pm_err err = {{0}};
+	char url[600];
+	snprintf(url, sizeof url, "sqlite:%s", dbpath("schema.db"));
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_schema_version(s), pm_sqlite_latest_version());
+	CHECK(pm_sqlite_latest_version() >= 2);
+	pm_store_close(s);
+
+	sqlite3 *db = raw(dbpath("schema.db"));
+	CHECK_INT(q_int(db, "PRAGMA user_version"), pm_sqlite_latest_version());
+	sqlite3_stmt *st;
+	sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL);
+	sqlite3_step(st);
+	CHECK_STR((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE name IN"
+			    " ('jobs','items','assets','outputs','items_fts',"
+			    " 'items_job_state','assets_phash',"
+			    " 'items_sha256')"),
+		  8);
+	sqlite3_close(db);
+
+	/* Reopening a current database is a no-op. */
+	CHECK_INT(pm_store_open(dbpath("schema.db"), false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_schema_version(s), pm_sqlite_latest_version());
+	pm_store_close(s);
+}
+
+static void test_migration(void)
+{
+	pm_err err = {{0}};
+	void *conn = NULL;
+	const char *p = dbpath("old.db");
+	CHECK_INT(pm_sqlite_open_at(p, 1, &conn, &err), PM_OK);
+	CHECK_INT(pm_store_sqlite.schema_version(conn), 1);
+	pm_store_sqlite.close(conn);
+
+	sqlite3 *db = raw(p);
+	CHECK_INT(q_int(db, "PRAGMA user_version"), 1);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM sqlite_master"
+			    " WHERE name = 'items_sha256'"),
+		  0);
+	/* A v1 database with data in it. */
+	CHECK_INT(
+	    sqlite3_exec(db,
+			 "INSERT INTO jobs (key, catalog, pipeline,"
+			 " pipeline_hash, pipeline_json, out_dir,"
+			 " created, updated)"
+			 " VALUES ('old', 'c', 'p', 'h', '{}', '/o', 0, 0)",
+			 NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+
+	/* Read-only opens an older schema without migrating it. */
+	pm_store *s = NULL;
+	CHECK_INT(pm_store_open(p, true, &s, &err), PM_OK);
+	CHECK_INT(pm_store_schema_version(s), 1);
+	pm_store_close(s);
+
+	CHECK_INT(pm_store_open(p, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_schema_version(s), pm_sqlite_latest_version());
+	pm_job_info ji = {0};
+	CHECK_INT(pm_store_jobs(s, 0, count_jobs_cb, &ji, &err), PM_OK);
+	CHECK_INT(ji.runs, 1);
+	pm_store_close(s);
+
+	db = raw(p);
+	CHECK_INT(q_int(db, "PRAGMA user_version"), pm_sqlite_latest_version());
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM sqlite_master"
+			    " WHERE name = 'items_sha256'"),
+		  1);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM jobs WHERE key = 'old'"), 1);
+	sqlite3_close(db);
+
+	/* Out-of-range targets for the hook. */
+	CHECK_INT(pm_sqlite_open_at(p, 0, &conn, &err), PM_ERR_USAGE);
+}
+
+static void test_newer(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	const char *p = dbpath("new.db");
+	sqlite3 *db = raw(p);
+	CHECK_INT(
+	    sqlite3_exec(db, "PRAGMA user_version = 999", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	CHECK_INT(pm_store_open(p, false, &s, &err), PM_ERR_STORE);
+	CHECK(s == NULL);
+	char want[128];
+	snprintf(want, sizeof want,
+		 "database schema v999 is newer than this pixmill (v%d)",
+		 pm_sqlite_latest_version());
+	CHECK_STR(err.msg, want);
+	err.msg[0] = 0;
+	CHECK_INT(pm_store_open(p, true, &s, &err), PM_ERR_STORE);
+	CHECK_STR(err.msg, want);
+	db = raw(p);
+	CHECK_INT(q_int(db, "PRAGMA user_version"), 999);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM sqlite_master"), 0);
+	sqlite3_close(db);
+}
+
+static int fail_cb(const char *code, const char *example, int64_t count,
+		   void *ud)
+{
+	char *buf = ud;
+	size_t n = strlen(buf);
+	snprintf(buf + n, 512 - n, "%s:%lld:%s;", code, (long long)count,
+		 example ? example : "-");
+	return 0;
+}
+
+static int stop_cb(const pm_job_info *ji, void *ud)
+{
+	(*(int *)ud)++;
+	return 1;
+}
+
+/* Keeps the second job listed (strings copied: they live only during the
+ * call). */
+struct jobs_acc {
+	int n;
+	pm_job_info second;
+	char state[32], key[32];
+};
+
+static int second_job_cb(const pm_job_info *ji, void *ud)
+{
+	struct jobs_acc *acc = ud;
+	if (++acc->n == 2) {
+		acc->second = *ji;
+		snprintf(acc->state, sizeof acc->state, "%s", ji->state);
+		snprintf(acc->key, sizeof acc->key, "%s", ji->key);
+	}
+	return 0;
+}
+
+static void test_jobs_and_items(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL, *r = NULL;
+	const char *p = dbpath("main.db");
+	CHECK_INT(pm_store_open(p, false, &s, &err), PM_OK);
+	if (!s)
+		return;
+
+	/* Jobs: open twice → same id, runs 2. */
+	int64_t job = 0, job2 = 0, other = 0;
+	int run = 0;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
+	CHECK(job > 0);
+	CHECK_INT(run, 1);
+	CHECK_INT(pm_store_job_finish(s, job, "interrupted", &err), PM_OK);
+	CHECK_INT(pm_store_job_open(s, &spec1, &job2, &run, &err), PM_OK);
+	CHECK_INT(job2, job);
+	CHECK_INT(run, 2);
+	pm_job_spec spec2 = spec1;
+	spec2.key = "bbbb";
+	spec2.pipeline_hash = "ph2";
+	CHECK_INT(pm_store_job_open(s, &spec2, &other, &run, &err), PM_OK);
+	CHECK(other != job);
+	CHECK_INT(run, 1);
+	CHECK_INT(pm_store_job_finish(s, 9999, "done", &err), PM_ERR_NOT_FOUND);
+
+	/* A reader connection, opened before any item exists. */
+	CHECK_INT(pm_store_open(p, true, &r, &err), PM_OK);
+
+	/* Batch: done with asset + 3 outputs, failed, duplicate. */
+	pm_asset_rec a = asset_rec("sha-A");
+	pm_item_rec i1 = item_rec(job, "k1");
+	i1.sha256 = "sha-A";
+	i1.asset = &a;
+	i1.title = "Red Apple Juice";
+	pm_item_rec i2 = item_rec(job, "k2");
+	i2.status = PM_ERR_DECODE;
+	i2.error = "truncated JPEG";
+	i2.sha256 = "sha-B";
+	pm_item_rec i3 = item_rec(job, "k3");
+	i3.sha256 = "sha-A";
+	i3.duplicate = true;
+
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i1, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i2, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i3, &err), PM_OK);
+
+	/* Not visible to the reader before commit. */
+	pm_item_state is = PM_ITEM_DONE;
+	pm_status code = PM_ERR_INTERNAL;
+	int64_t n = -1, d = -1, f = -1, dup = -1;
+	CHECK_INT(pm_store_item_state(r, job, "k1", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_NONE);
+	CHECK_INT(pm_store_job_counts(r, job, &n, &d, &f, &dup, &err), PM_OK);
+	CHECK_INT(n, 0);
+	bool ex = true;
+	CHECK_INT(pm_store_asset_exists(r, "sha-A", "ph1", &ex, &err), PM_OK);
+	CHECK(!ex);
+
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+
+	/* Counts from the writer and the reader. */
+	CHECK_INT(pm_store_job_counts(s, job, &n, &d, &f, &dup, &err), PM_OK);
+	CHECK_INT(n, 3);
+	CHECK_INT(d, 2);
+	CHECK_INT(f, 1);
+	CHECK_INT(dup, 1);
+	n = d = f = dup = -1;
+	CHECK_INT(pm_store_job_counts(r, job, &n, &d, &f, &dup, &err), PM_OK);
+	CHECK_INT(n, 3);
+	CHECK_INT(d, 2);
+	CHECK_INT(f, 1);
+	CHECK_INT(dup, 1);
+	CHECK_INT(pm_store_item_state(r, job, "k1", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE);
+	CHECK_INT(code, PM_OK);
+
+	/* Jobs list: newest first (other, then job), with counts. */
+	pm_job_info ji = {0};
+	CHECK_INT(pm_store_jobs(s, 0, count_jobs_cb, &ji, &err), PM_OK);
+	CHECK_INT(ji.id, other);
+	CHECK_INT(ji.items, 0);
+	int calls = 0;
+	CHECK_INT(pm_store_jobs(s, 0, stop_cb, &calls, &err), PM_OK);
+	CHECK_INT(calls, 1);
+	/* The second newest is job, with its counts. */
+	struct jobs_acc acc = {0};
+	CHECK_INT(pm_store_jobs(r, 0, second_job_cb, &acc, &err), PM_OK);
+	CHECK_INT(acc.n, 2);
+	CHECK_INT(acc.second.id, job);
+	CHECK_INT(acc.second.runs, 2);
+	CHECK_INT(acc.second.items, 3);
+	CHECK_INT(acc.second.done, 2);
+	CHECK_INT(acc.second.failed, 1);
+	CHECK_INT(acc.second.duplicates, 1);
+	CHECK_STR(acc.state, "running");
+	CHECK_STR(acc.key, "aaaa");
+	CHECK(acc.second.created > 1.6e9 &&
+	      acc.second.updated >= acc.second.created);
+	calls = 0;
+	CHECK_INT(pm_store_jobs(s, 1, stop_cb, &calls, &err), PM_OK);
+	CHECK_INT(calls, 1);
+
+	/* Item states. */
+	CHECK_INT(pm_store_item_state(s, job, "k2", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_FAILED);
+	CHECK_INT(code, PM_ERR_DECODE);
+	CHECK_INT(pm_store_item_state(s, job, "k3", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE);
+	CHECK_INT(pm_store_item_state(s, job, "nope", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_NONE);
+	CHECK_INT(pm_store_item_state(s, other, "k1", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_NONE);
+
+	/* Assets. */
+	CHECK_INT(pm_store_asset_exists(s, "sha-A", "ph1", &ex, &err), PM_OK);
+	CHECK(ex);
+	CHECK_INT(pm_store_asset_exists(r, "sha-A", "ph1", &ex, &err), PM_OK);
+	CHECK(ex);
+	CHECK_INT(pm_store_asset_exists(s, "sha-A", "ph2", &ex, &err), PM_OK);
+	CHECK(!ex);
+	CHECK_INT(pm_store_asset_exists(s, "sha-B", "ph1", &ex, &err), PM_OK);
+	CHECK(!ex);
+
+	/* Raw checks of what was stored. */
+	sqlite3 *db = raw(p);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM assets"), 1);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM outputs"), 3);
+	CHECK_INT(q_int(db, "SELECT COUNT(DISTINCT asset_id) FROM items"
+			    " WHERE key IN ('k1','k3')"),
+		  1);
+	CHECK_INT(q_int(db, "SELECT asset_id FROM items WHERE key = 'k1'"),
+		  q_int(db, "SELECT id FROM assets"));
+	CHECK_INT(q_int(db, "SELECT asset_id FROM items WHERE key = 'k3'"),
+		  q_int(db, "SELECT id FROM assets"));
+	CHECK_INT(q_int(db, "SELECT asset_id IS NULL FROM items"
+			    " WHERE key = 'k2'"),
+		  1);
+	CHECK_INT(q_int(db, "SELECT code = 'decode_error' FROM items"
+			    " WHERE key = 'k2'"),
+		  1);
+	CHECK((uint64_t)q_int(db, "SELECT phash FROM assets") ==
+	      0xF00DFACE12345678ull);
+	CHECK_INT(q_int(db, "SELECT sharpness IS NULL FROM assets"), 1);
+	CHECK_INT(q_int(db, "SELECT SUM(width) FROM outputs"),
+		  256 + 512 + 1024);
+
+	/* Same key twice (and same asset again) → one row, no new asset. */
+	pm_item_rec i2b = i2;
+	i2b.status = PM_OK;
+	i2b.error = NULL;
+	i2b.sha256 = "sha-A";
+	i2b.attempts = 2;
+	i2b.asset = &a;
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i2b, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i2b, &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items WHERE key = 'k2'"), 1);
+	CHECK_INT(q_int(db, "SELECT attempts FROM items WHERE key = 'k2'"), 2);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM assets"), 1);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM outputs"), 3);
+	CHECK_INT(pm_store_job_counts(s, job, &n, &d, &f, &dup, &err), PM_OK);
+	CHECK_INT(n, 3);
+	CHECK_INT(d, 3);
+	CHECK_INT(f, 0);
+	CHECK_INT(pm_store_item_state(s, job, "k2", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE);
+	CHECK_INT(code, PM_OK);
+
+	/* Rollback leaves nothing. */
+	pm_item_rec i4 = item_rec(job, "k4");
+	pm_asset_rec a4 = asset_rec("sha-C");
+	i4.sha256 = "sha-C";
+	i4.asset = &a4;
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i4, &err), PM_OK);
+	pm_store_rollback(s);
+	pm_store_rollback(s); /* no transaction: harmless */
+	CHECK_INT(pm_store_item_state(s, job, "k4", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_NONE);
+	CHECK_INT(pm_store_asset_exists(s, "sha-C", "ph1", &ex, &err), PM_OK);
+	CHECK(!ex);
+	CHECK_INT(pm_store_job_counts(s, job, &n, &d, &f, &dup, &err), PM_OK);
+	CHECK_INT(n, 3);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM outputs"), 3);
+
+	/* A bad put poisons its batch: commit fails and keeps nothing. */
+	pm_item_rec bad = item_rec(424242, "kbad"); /* no such job */
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i4, &err), PM_OK);
+	err.msg[0] = 0;
+	CHECK_INT(pm_store_put_item(s, &bad, &err), PM_ERR_STORE);
+	CHECK(strstr(err.msg, "FOREIGN KEY") != NULL);
+	CHECK_INT(pm_store_commit(s, &err), PM_ERR_STORE);
+	CHECK(strstr(err.msg, "rolled back") != NULL);
+	pm_store_rollback(s); /* harmless after a failed commit */
+	CHECK_INT(pm_store_item_state(s, job, "k4", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_NONE);
+	CHECK_INT(pm_store_asset_exists(s, "sha-C", "ph1", &ex, &err), PM_OK);
+	CHECK(!ex);
+	/* The next batch is clean again. */
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i4, &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+	CHECK_INT(pm_store_item_state(s, job, "k4", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE);
+	/* A failed put outside a batch leaves nothing either. */
+	CHECK_INT(pm_store_put_item(s, &bad, &err), PM_ERR_STORE);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items WHERE key = 'kbad'"),
+		  0);
+	/* A put outside a batch is its own transaction. */
+	pm_item_rec i5 = item_rec(job, "k5");
+	i5.status = PM_ERR_TOO_LARGE;
+	i5.error = "too many pixels";
+	CHECK_INT(pm_store_put_item(s, &i5, &err), PM_OK);
+	CHECK_INT(pm_store_item_state(r, job, "k5", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_FAILED);
+	CHECK_INT(code, PM_ERR_TOO_LARGE);
+
+	/* Failures grouped by code, most frequent first. */
+	const char *errs[] = {"bad huffman", "truncated JPEG", "bad marker"};
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	for (int k = 0; k < 3; k++) {
+		char key[16];
+		snprintf(key, sizeof key, "f%d", k);
+		pm_item_rec fi = item_rec(job, key);
+		fi.status = PM_ERR_DECODE;
+		fi.error = errs[k];
+		CHECK_INT(pm_store_put_item(s, &fi, &err), PM_OK);
+	}
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+	char buf[512] = "";
+	CHECK_INT(pm_store_job_failures(s, job, 0, fail_cb, buf, &err), PM_OK);
+	CHECK_STR(buf, "decode_error:3:bad huffman;too_large:1:too many "
+		       "pixels;");
+	buf[0] = 0;
+	CHECK_INT(pm_store_job_failures(r, job, 1, fail_cb, buf, &err), PM_OK);
+	CHECK_STR(buf, "decode_error:3:bad huffman;");
+	buf[0] = 0;
+	CHECK_INT(pm_store_job_failures(s, other, 0, fail_cb, buf, &err),
+		  PM_OK);
+	CHECK_STR(buf, "");
+
+	/* Reader isolation again, with a batch left open across reads. */
+	pm_item_rec i6 = item_rec(job, "k6");
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &i6, &err), PM_OK);
+	CHECK_INT(pm_store_item_state(s, job, "k6", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE); /* the writer sees its own batch */
+	CHECK_INT(pm_store_item_state(r, job, "k6", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_NONE);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+	CHECK_INT(pm_store_item_state(r, job, "k6", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE);
+
+	/* The reader cannot write. */
+	err.msg[0] = 0;
+	CHECK(pm_store_put_item(r, &i6, &err) != PM_OK);
+	CHECK(strstr(err.msg, "readonly") != NULL);
+
+	/* Full-text index follows inserts and upserts. */
+	CHECK_INT(q_int(db, "SELECT rowid FROM items_fts"
+			    " WHERE items_fts MATCH 'apple'"),
+		  q_int(db, "SELECT id FROM items WHERE key = 'k1'"));
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
+			    " WHERE items_fts MATCH 'juice'"),
+		  1);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
+			    " WHERE items_fts MATCH 'blue'"),
+		  q_int(db, "SELECT COUNT(*) FROM items"));
+	pm_item_rec i1b = i1;
+	i1b.title = "Green Pear";
+	i1b.asset = NULL;
+	CHECK_INT(pm_store_put_item(s, &i1b, &err), PM_OK);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
+			    " WHERE items_fts MATCH 'apple'"),
+		  0);
+	CHECK_INT(q_int(db, "SELECT rowid FROM items_fts"
+			    " WHERE items_fts MATCH 'pear'"),
+		  q_int(db, "SELECT id FROM items WHERE key = 'k1'"));
+	CHECK_INT(q_int(db, "SELECT asset_id FROM items WHERE key = 'k1'"),
+		  q_int(db, "SELECT id FROM assets WHERE sha256 = 'sha-A'"));
+	CHECK_INT(sqlite3_exec(db,
+			       "INSERT INTO items_fts(items_fts, rank)"
+			       " VALUES('integrity-check', 1)",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
+
+	/* Job finish. */
+	CHECK_INT(pm_store_job_finish(s, job, "done", &err), PM_OK);
+	CHECK_INT(q_int(db, "SELECT finished IS NOT NULL AND state = 'done'"
+			    " FROM jobs WHERE key = 'aaaa'"),
+		  1);
+	sqlite3_close(db);
+	pm_store_close(r);
+	pm_store_close(s);
+}
+
+int main(void)
+{
+	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 2;
+	}
+	test_open_errors();
+	test_schema();
+	test_migration();
+	test_newer();
+	test_jobs_and_items();
+
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (t_failed == 0 && system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+	TEST_DONE();
+}
