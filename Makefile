@@ -43,7 +43,8 @@ $(BUILD)/pixmill: $(CLI_OBJ) $(BUILD)/libpixmill.a
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpixmill.a tests/unit/test.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libpixmill.a $(LDLIBS)
+	@echo "  CCLD $@"
+	@$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libpixmill.a $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -60,7 +61,8 @@ FUZZ_CFLAGS := -std=gnu11 -O1 -g -Isrc $(shell pkg-config --cflags $(PKGS)) -pth
 fuzz: $(FUZZ_BIN)
 build-fuzz/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+	@echo "  FUZZ $@"
+	@clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
 test: all
 	scripts/test.sh

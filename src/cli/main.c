@@ -302,6 +302,17 @@ static int cmd_version(int argc, char **argv)
 	return 0;
 }
 
+/* libvips warns on stderr about every odd file ("unknown EXIF resolution
+ * unit"); with thousands of images that drowns the progress. Failures
+ * already reach the item's error; warnings go to the debug log. */
+static void vips_log_handler(const gchar *domain, GLogLevelFlags level,
+			     const gchar *msg, gpointer ud)
+{
+	(void)level;
+	(void)ud;
+	pm_log(PM_LOG_DEBUG, "%s: %s", domain ? domain : "glib", msg);
+}
+
 int main(int argc, char **argv)
 {
 	const pm_cmd *c;
@@ -330,6 +341,10 @@ int main(int argc, char **argv)
 		return 5;
 	}
 	pm_image_global_init();
+	g_log_set_handler("VIPS",
+			  G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE |
+				  G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
+			  vips_log_handler, NULL);
 	rc = c->fn(argc - 1, argv + 1);
 	vips_shutdown();
 	return rc;

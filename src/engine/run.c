@@ -771,9 +771,12 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 	for (int i = 0; i < b->n; i++) {
 		work *w = b->items[i];
 		manifest_line(r, w);
-		if (w->status)
+		if (w->status) {
 			atomic_fetch_add(&r->failed, 1);
-		else
+			pm_log(PM_LOG_DEBUG, "%s (%s): %s: %s", w->rec->key,
+			       w->rec->image ? w->rec->image : "-",
+			       pm_status_code(w->status), w->error);
+		} else
 			atomic_fetch_add(&r->done, 1);
 		if (!w->status && w->duplicate)
 			atomic_fetch_add(&r->dups, 1);
