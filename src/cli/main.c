@@ -15,12 +15,18 @@
 #include "core/util.h"
 #include "image/image.h"
 
-/* jemalloc reads this at start-up: return freed pages to the OS within a
- * second and keep arenas few, so RSS follows the working set (libvips
- * allocates and frees large tiles per image). Harmless with another
- * malloc. */
-const char *malloc_conf = "narenas:4,dirty_decay_ms:1000,muzzy_decay_ms:0,"
-			  "background_thread:true";
+/* jemalloc reads this at start-up (MALLOC_CONF in the environment still
+ * overrides it). Measured on the 28-photo corpus (docs/BENCHMARKS.md):
+ * progressive JPEG decoding zeroes a coefficient buffer of ~1.5 x pixels x
+ * 2 bytes per image, and on this VM every first touch of a 4 KiB page costs
+ * ~15 us, so page faults were a third of the run. Transparent huge pages
+ * for jemalloc's extents cut faults 10x and wall time ~1.7x; no
+ * oversize arena (it purges big buffers at once, so the next image faults
+ * them in again); dirty pages return to the OS after 5 s, so RSS follows
+ * the working set on long runs. Harmless with another malloc. */
+const char *malloc_conf = "oversize_threshold:0,narenas:4,thp:always,"
+			  "metadata_thp:auto,dirty_decay_ms:5000,"
+			  "muzzy_decay_ms:0,background_thread:true";
 
 /* The one option table. `cmds` lists the subcommands that take the
  * option; the same row feeds getopt_long, --help and docs/OPTIONS.md. */
@@ -206,6 +212,18 @@ static void help_overview(void)
 	       "4 store or I/O, 5 internal, 130 interrupted.\n");
 }
 
+/* One Markdown table cell: '|' escaped so "NAME|FILE" stays one cell. */
+static void md_cell(const char *s)
+{
+	putchar(' ');
+	for (; s && *s; s++) {
+		if (*s == '|')
+			putchar('\\');
+		putchar(*s);
+	}
+	printf(" |");
+}
+
 void pm_cli_help(const char *cmd, bool markdown)
 {
 	const pm_cmd *c = find_cmd(cmd);
@@ -228,12 +246,15 @@ void pm_cli_help(const char *cmd, bool markdown)
 		if (!in_cmd(o, cmd))
 			continue;
 		if (markdown) {
-			printf("| %s%c%s`--%s` | %s | %s | %s |\n",
-			       o->short_name ? "`-" : "",
-			       o->short_name ? o->short_name : ' ',
-			       o->short_name ? "`, " : "", o->name,
-			       o->arg ? o->arg : "", o->deflt ? o->deflt : "",
-			       o->help);
+			if (o->short_name)
+				printf("| `-%c`, `--%s` |", o->short_name,
+				       o->name);
+			else
+				printf("| `--%s` |", o->name);
+			md_cell(o->arg);
+			md_cell(o->deflt);
+			md_cell(o->help);
+			printf("\n");
 			continue;
 		}
 		if (o->short_name)

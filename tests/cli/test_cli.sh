@@ -46,6 +46,7 @@ check "unknown option is named" grep -q "no-such-option" "$T/err.txt"
 "$PM" frobnicate 2>/dev/null; eq "unknown command exits 2" $? 2
 "$PM" run --workers 0 x 2>/dev/null; eq "--workers 0 refused" $? 2
 "$PM" help --markdown >"$T/opts.md"; check "markdown reference has a table" grep -q "\`--out\` | DIR" "$T/opts.md"
+check "docs/OPTIONS.md is up to date (pixmill help --markdown > docs/OPTIONS.md)" cmp -s "$T/opts.md" "$ROOT/docs/OPTIONS.md"
 
 # ---- the bundled example ----
 E="$T/ex"
