@@ -5,7 +5,7 @@
 #   make SAN=1         build-asan/: ASan+UBSan, system malloc
 #   make fuzz          build-fuzz/: libFuzzer targets (clang)
 #   make format        clang-format -i over src tests fuzz bench
-PKGS := vips sqlite3 jansson libcrypto
+PKGS := vips gmodule-2.0 sqlite3 jansson libcrypto
 CC ?= cc
 ifeq ($(SAN),1)
 BUILD ?= build-asan
@@ -20,9 +20,12 @@ MALLOC := -ljemalloc
 endif
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GITREV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# Where libvips keeps its dynamic modules (HEIF/AVIF is loaded on demand).
+VIPS_MODULEDIR := $(shell pkg-config --variable=libdir vips)/vips-modules-$(shell pkg-config --modversion vips | cut -d. -f1,2)
 CFLAGS := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
 	-Isrc $(shell pkg-config --cflags $(PKGS)) -pthread $(SANFLAGS) \
-	-DPM_VERSION='"$(VERSION)"' -DPM_GITREV='"$(GITREV)"' $(EXTRA_CFLAGS)
+	-DPM_VERSION='"$(VERSION)"' -DPM_GITREV='"$(GITREV)"' \
+	-DPM_VIPS_MODULEDIR='"$(VIPS_MODULEDIR)"' $(EXTRA_CFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS)) $(MALLOC) -lpthread -lm
 
 LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
@@ -39,7 +42,8 @@ $(BUILD)/libpixmill.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/pixmill: $(CLI_OBJ) $(BUILD)/libpixmill.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libpixmill.a $(LDLIBS)
+	@echo "  LD $@"
+	@$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libpixmill.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpixmill.a tests/unit/test.h
 	@mkdir -p $(@D)

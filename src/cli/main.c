@@ -356,6 +356,7 @@ int main(int argc, char **argv)
 			argv[1]);
 		return 2;
 	}
+	pm_image_preinit();
 	if (VIPS_INIT(argv[0])) {
 		fprintf(stderr, "pixmill: libvips failed to start: %s\n",
 			vips_error_buffer());

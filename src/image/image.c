@@ -12,8 +12,45 @@
  */
 #include "image/image.h"
 
+#include <gmodule.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#ifndef PM_VIPS_MODULEDIR
+#define PM_VIPS_MODULEDIR "/usr/lib/x86_64-linux-gnu/vips-modules-8.14"
+#endif
+
+static bool lazy_modules; /* preinit kept libvips from loading modules */
+static pthread_once_t heif_once = PTHREAD_ONCE_INIT;
+
+void pm_image_preinit(void)
+{
+	/* libvips finds its modules under $VIPSHOME/lib; a prefix with no
+	 * modules in it means none are loaded. */
+	if (getenv("VIPSHOME"))
+		return;
+	setenv("VIPSHOME", "/nonexistent/pixmill-no-vips-modules", 1);
+	lazy_modules = true;
+}
+
+static void load_heif(void)
+{
+	/* The module registers its loaders and savers when opened
+	 * (g_module_check_init); it stays loaded for the process. */
+	GModule *m = g_module_open(PM_VIPS_MODULEDIR "/vips-heif.so",
+				   G_MODULE_BIND_LAZY | G_MODULE_BIND_LOCAL);
+	if (m)
+		g_module_make_resident(m);
+}
+
+/* HEIF/AVIF support, loaded on first need; any thread. */
+static void need_heif(void)
+{
+	if (lazy_modules)
+		pthread_once(&heif_once, load_heif);
+}
 
 void pm_limits_default(pm_limits *l)
 {
@@ -78,6 +115,8 @@ pm_status pm_image_probe(const void *buf, size_t len, const pm_limits *lim,
 			       "unsupported format)",
 			       pm_format_name(f));
 
+	if (f == PM_FMT_HEIF || f == PM_FMT_AVIF)
+		need_heif();
 	im = vips_image_new_from_buffer(buf, len, "", "access",
 					VIPS_ACCESS_SEQUENTIAL, NULL);
 	if (!im)
@@ -282,6 +321,7 @@ pm_status pm_image_encode(VipsImage *in, const pm_encode_opts *o, void **buf,
 					 "strip", strip, NULL);
 		break;
 	case PM_FMT_AVIF:
+		need_heif();
 		rc = o->effort >= 0
 			     ? vips_heifsave_buffer(
 				       in, buf, len, "Q", q, "compression",

@@ -82,6 +82,11 @@ typedef struct pm_header {
 	char interpretation[24]; /* e.g. "srgb", "cmyk", "b-w" */
 } pm_header;
 
+/* Call before VIPS_INIT: keeps libvips from loading its dynamic modules at
+ * start-up (ImageMagick, PDF, OpenSlide, JPEG XL: ~35 ms we never use, as
+ * pixmill refuses those formats anyway). The HEIF/AVIF module is then
+ * loaded on first use. Does nothing if the user set VIPSHOME. */
+void pm_image_preinit(void);
 void pm_image_global_init(void);
 
 /* Sniffs buf and reads only its header; refuses what it must before any

@@ -1073,6 +1073,26 @@ static int blank_or_comment(const char *p, size_t n, int comments)
 	return n == 0 || (comments && p[0] == '#');
 }
 
+/* Line readers (JSONL, lists): reads up to the next line that is not
+ * blank (nor a '#' comment when comments is set) into c->rec and makes its
+ * record. Returns RD_OK with *r owned by the caller, RD_EOF, or a negative
+ * RD_ error. */
+static int next_line_record(pm_catalog *c, int comments, uint64_t *line,
+			    int *too_long, pm_record **r)
+{
+	int rd;
+
+	*r = NULL;
+	do
+		rd = read_line(c, line, too_long);
+	while (rd == RD_OK && !*too_long &&
+	       blank_or_comment(c->rec.p, c->rec.len, comments));
+	if (rd != RD_OK)
+		return rd;
+	*r = rec_new(c, NULL);
+	return *r ? RD_OK : RD_NOMEM;
+}
+
 static pm_status jsonl_next(pm_catalog *c, pm_record **out, pm_err *err)
 {
 	uint64_t line;
@@ -1081,17 +1101,11 @@ static pm_status jsonl_next(pm_catalog *c, pm_record **out, pm_err *err)
 	json_error_t je;
 	json_t *o;
 
-	do
-		rd = read_line(c, &line, &too_long);
-	while (rd == RD_OK && !too_long &&
-	       blank_or_comment(c->rec.p, c->rec.len, 0));
+	rd = next_line_record(c, 0, &line, &too_long, &r);
 	if (rd == RD_EOF)
 		return PM_OK;
 	if (rd < 0)
 		return cat_fatal(c, rd, err);
-	r = rec_new(c, NULL);
-	if (!r)
-		return cat_fatal(c, RD_NOMEM, err);
 	if (too_long) {
 		rec_fail(r, "line %" PRIu64 ": record longer than %zu bytes",
 			 line, c->max_record);
@@ -1122,17 +1136,11 @@ static pm_status list_next(pm_catalog *c, pm_record **out, pm_err *err)
 	const char *p;
 	size_t n;
 
-	do
-		rd = read_line(c, &line, &too_long);
-	while (rd == RD_OK && !too_long &&
-	       blank_or_comment(c->rec.p, c->rec.len, 1));
+	rd = next_line_record(c, 1, &line, &too_long, &r);
 	if (rd == RD_EOF)
 		return PM_OK;
 	if (rd < 0)
 		return cat_fatal(c, rd, err);
-	r = rec_new(c, NULL);
-	if (!r)
-		return cat_fatal(c, RD_NOMEM, err);
 	p = c->rec.p;
 	n = c->rec.len;
 	trim(&p, &n);

@@ -9,19 +9,7 @@ set -uo pipefail
 PM=$(realpath "${1:?usage: test_cli.sh PIXMILL}")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CORPUS=${PIXMILL_CORPUS:-$ROOT/../shared/corpus}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # check DESCRIPTION COMMAND...
-  local d=$1; shift
-  if "$@" >/dev/null 2>&1; then ok "$d"; else bad "$d"; fi
-}
-eq() { # eq DESCRIPTION GOT WANT
-  if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi
-}
+. "$ROOT/tests/cli/lib.sh"
 jq_() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 # count manifest lines matching a python predicate on record r
 mcount() { python3 -c "
@@ -143,6 +131,30 @@ printf '%s\n# comment\n\n%s\n' "$J/f.jpg" "file://$J/f.jpg" >"$J/list.txt"
 eq "list: exit 0" $? 0
 eq "list: 2 done (1 duplicate)" "$(jq_ "$T/l.json" "(d['done'],d['duplicates'])")" "(2, 1)"
 eq "list: avif output written" "$(find "$J/out3" -name 100.avif | wc -l)" 1
+
+# ---- memory limit and signals ----
+"$PM" run "$ROOT/examples/catalog.csv" --out "$T/mem" --memory-limit 64M --json >"$T/mem.json" 2>/dev/null
+eq "--memory-limit 64M: run completes" "$(jq_ "$T/mem.json" "d['done']")" 6
+"$PM" run "$ROOT/examples/catalog.csv" --out "$T/mem2" --memory-limit 1K 2>/dev/null; eq "--memory-limit below 16M refused" $? 2
+# SIGTERM: finish what is in flight, mark the job interrupted, exit 130;
+# the same command then completes the job.
+S="$T/sig"; mkdir -p "$S"
+for i in $(seq 1 40); do echo "$ROOT/examples/images/tuxpaint_jellyfish.jpg"; done >"$S/list.txt"
+"$PM" run "$S/list.txt" --out "$S/out" --no-dedup -j 1 --quiet &
+pid=$!
+sleep 0.5
+kill -TERM "$pid"
+wait "$pid"; rc=$?
+if [ "$rc" = 130 ]; then
+  ok "SIGTERM: exit 130"
+  eq "SIGTERM: job state interrupted" "$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select state from jobs').fetchone()[0])" "$S/out/pixmill.db")" interrupted
+elif [ "$rc" = 0 ]; then
+  echo "skip SIGTERM checks: the run finished before the signal"
+else
+  bad "SIGTERM: exit $rc, want 130"
+fi
+"$PM" run "$S/list.txt" --out "$S/out" --no-dedup -j 1 --json >"$T/sig.json" 2>/dev/null
+eq "after SIGTERM: re-run finishes the job" "$(jq_ "$T/sig.json" "d['job_done']")" 40
 
 # ---- inspect ----
 "$PM" inspect --json "$ROOT/examples/images/opencv_fruits.jpg" >"$T/i.json"; eq "inspect exits 0" $? 0

@@ -10,12 +10,7 @@ set -uo pipefail
 PM=$(realpath "${1:?usage: test_resume.sh PIXMILL}")
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CORPUS=${PIXMILL_CORPUS:-$ROOT/../shared/corpus}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass + 1)); echo "ok   $*"; }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-eq() { if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: got '$2', want '$3'"; fi; }
+. "$ROOT/tests/cli/lib.sh"
 
 # Images: the corpus photos when present, else the bundled examples.
 if [ -d "$CORPUS/photos" ]; then IMGS=("$CORPUS"/photos/*); else IMGS=("$ROOT"/examples/images/*); fi
