@@ -67,7 +67,7 @@ int pm_cli_parse(const char *cmd, int argc, char **argv,
 void pm_cli_help(const char *cmd, bool markdown);
 /* Error about usage, then "try pixmill CMD --help". Returns exit code 2. */
 int pm_cli_usage_error(const char *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 int pm_cmd_run(int argc, char **argv);
 int pm_cmd_status(int argc, char **argv);

@@ -34,8 +34,8 @@ static int inspect_opt(int id, const char *arg, void *ud)
 	case OPT_MAX_FRAMES:
 		v = id == OPT_MAX_BYTES ? pm_parse_size(arg) : atoll(arg);
 		if (v <= 0)
-			return pm_cli_usage_error("inspect",
-						  "limits want positive numbers");
+			return pm_cli_usage_error(
+			    "inspect", "limits want positive numbers");
 		if (id == OPT_MAX_BYTES)
 			c->lim.max_bytes = (uint64_t)v;
 		else if (id == OPT_MAX_PIXELS)
@@ -83,20 +83,19 @@ int pm_cmd_inspect(int argc, char **argv)
 		json_object_set_new(o, "bytes", json_integer((json_int_t)len));
 		json_object_set_new(o, "sha256", json_string(sha));
 		json_object_set_new(
-			o, "sniffed",
-			json_string(pm_format_name(pm_sniff(buf, len))));
+		    o, "sniffed",
+		    json_string(pm_format_name(pm_sniff(buf, len))));
 		s = pm_image_probe(buf, len, &c.lim, &h, &err);
 		if (h.width > 0) {
 			json_object_set_new(
-				o, "header",
-				json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:s}",
-					  "format", pm_format_name(h.format),
-					  "width", h.width, "height", h.height,
-					  "frames", h.frames, "bands", h.bands,
-					  "orientation", h.orientation,
-					  "alpha", h.has_alpha, "icc",
-					  h.has_icc, "interpretation",
-					  h.interpretation));
+			    o, "header",
+			    json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:b,s:b,s:s}",
+				      "format", pm_format_name(h.format),
+				      "width", h.width, "height", h.height,
+				      "frames", h.frames, "bands", h.bands,
+				      "orientation", h.orientation, "alpha",
+				      h.has_alpha, "icc", h.has_icc,
+				      "interpretation", h.interpretation));
 		}
 	}
 	if (!s)
@@ -123,8 +122,7 @@ int pm_cmd_inspect(int argc, char **argv)
 		json_object_set_new(o, "colors", cols);
 		json_object_set_new(o, "sharpness", json_real(sharp));
 	}
-	json_object_set_new(o, "verdict",
-			    json_string(s ? "refused" : "ok"));
+	json_object_set_new(o, "verdict", json_string(s ? "refused" : "ok"));
 	if (s) {
 		json_object_set_new(o, "code", json_string(pm_status_code(s)));
 		json_object_set_new(o, "error", json_string(err.msg));
@@ -138,11 +136,12 @@ int pm_cmd_inspect(int argc, char **argv)
 		json_t *v;
 		json_object_foreach(o, k, v)
 		{
-			char *txt = json_is_string(v)
-					    ? strdup(json_string_value(v))
-					    : json_dumps(v, JSON_COMPACT |
-								    JSON_PRESERVE_ORDER |
-								    JSON_ENCODE_ANY);
+			char *txt =
+			    json_is_string(v)
+				? strdup(json_string_value(v))
+				: json_dumps(v, JSON_COMPACT |
+						    JSON_PRESERVE_ORDER |
+						    JSON_ENCODE_ANY);
 			printf("%-10s %s\n", k, txt ? txt : "");
 			free(txt);
 		}

@@ -61,16 +61,16 @@ static int run_opt(int id, const char *arg, void *ud)
 		sz = pm_parse_size(arg);
 		if (sz < (16 << 20))
 			return pm_cli_usage_error(
-				"run", "--memory-limit wants a size of at "
-				       "least 16M, such as 512M or 2G");
+			    "run", "--memory-limit wants a size of at "
+				   "least 16M, such as 512M or 2G");
 		c->o.memory_limit = sz;
 		break;
 	case OPT_FORMAT: {
 		int k = pm_catalog_kind_parse(arg);
 		if (k < 0)
 			return pm_cli_usage_error(
-				"run", "--format wants auto, csv, jsonl, "
-				       "list or folder");
+			    "run", "--format wants auto, csv, jsonl, "
+				   "list or folder");
 		c->o.kind = (pm_catalog_kind)k;
 		break;
 	}
@@ -102,7 +102,7 @@ static int run_opt(int id, const char *arg, void *ud)
 	case OPT_MAX_DIM:
 		if (parse_int(arg, 1, 1000000, &v))
 			return pm_cli_usage_error(
-				"run", "--max-dimension wants pixels");
+			    "run", "--max-dimension wants pixels");
 		c->o.limits.max_width = c->o.limits.max_height = (int)v;
 		break;
 	case OPT_MAX_FRAMES:
@@ -120,8 +120,8 @@ static int run_opt(int id, const char *arg, void *ud)
 			c->o.durability = PM_SYNC_NONE;
 		else
 			return pm_cli_usage_error(
-				"run", "--durability wants file, batch or "
-				       "none");
+			    "run", "--durability wants file, batch or "
+				   "none");
 		break;
 	case OPT_KEEP_META:
 		c->o.keep_meta = true;
@@ -146,14 +146,14 @@ static int run_opt(int id, const char *arg, void *ud)
 			c->o.progress = 0;
 		else
 			return pm_cli_usage_error(
-				"run", "--progress wants auto, bar, plain or "
-				       "none");
+			    "run", "--progress wants auto, bar, plain or "
+				   "none");
 		c->progress_set = 1;
 		break;
 	case OPT_QUEUE_DEPTH:
 		if (parse_int(arg, 1, 100000, &v))
 			return pm_cli_usage_error(
-				"run", "--queue-depth wants 1 to 100000");
+			    "run", "--queue-depth wants 1 to 100000");
 		c->o.queue_depth = (int)v;
 		break;
 	case OPT_QUIET:
@@ -192,11 +192,12 @@ static void print_summary(const pm_run_summary *s)
 	pm_fmt_size(s->peak_rss, rss, sizeof rss);
 	pm_fmt_duration(s->wall_s, el, sizeof el);
 	if (s->done + s->failed == 0 && s->skipped > 0) {
-		fprintf(stderr,
-			"pixmill: nothing to do: all %lld items of this catalog "
-			"were already processed (job %lld, run %d). Use "
-			"--retry-failed to redo failed ones.\n",
-			(long long)s->skipped, (long long)s->job_id, s->run_no);
+		fprintf(
+		    stderr,
+		    "pixmill: nothing to do: all %lld items of this catalog "
+		    "were already processed (job %lld, run %d). Use "
+		    "--retry-failed to redo failed ones.\n",
+		    (long long)s->skipped, (long long)s->job_id, s->run_no);
 	}
 	fprintf(stderr,
 		"pixmill: job %lld run %d: %lld items read, %lld done (%lld "
@@ -213,26 +214,27 @@ static void print_summary(const pm_run_summary *s)
 		(long long)s->job_items, (long long)s->job_done,
 		(long long)s->job_failed, s->out_dir, s->manifest, s->db);
 	if (s->job_failed > 0)
-		fprintf(stderr, "pixmill: see why with: pixmill status --db "
-				"%s\n",
+		fprintf(stderr,
+			"pixmill: see why with: pixmill status --db "
+			"%s\n",
 			s->db);
 }
 
 static void print_json(const pm_run_summary *s)
 {
 	json_t *o = json_pack(
-		"{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,"
-		"s:f,s:I,s:b,s:s,s:s,s:s}",
-		"job", (json_int_t)s->job_id, "run", s->run_no, "items_read",
-		(json_int_t)s->seen, "done", (json_int_t)s->done, "failed",
-		(json_int_t)s->failed, "duplicates", (json_int_t)s->duplicates,
-		"already_done", (json_int_t)s->skipped, "job_items",
-		(json_int_t)s->job_items, "job_done", (json_int_t)s->job_done,
-		"job_failed", (json_int_t)s->job_failed, "wall_s", s->wall_s,
-		"images_per_s", s->images_per_s, "p50_ms", s->p50_ms, "p95_ms",
-		s->p95_ms, "first_done_ms", s->first_done_ms, "peak_rss_bytes",
-		(json_int_t)s->peak_rss, "interrupted", s->interrupted,
-		"out", s->out_dir, "manifest", s->manifest, "db", s->db);
+	    "{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,"
+	    "s:f,s:I,s:b,s:s,s:s,s:s}",
+	    "job", (json_int_t)s->job_id, "run", s->run_no, "items_read",
+	    (json_int_t)s->seen, "done", (json_int_t)s->done, "failed",
+	    (json_int_t)s->failed, "duplicates", (json_int_t)s->duplicates,
+	    "already_done", (json_int_t)s->skipped, "job_items",
+	    (json_int_t)s->job_items, "job_done", (json_int_t)s->job_done,
+	    "job_failed", (json_int_t)s->job_failed, "wall_s", s->wall_s,
+	    "images_per_s", s->images_per_s, "p50_ms", s->p50_ms, "p95_ms",
+	    s->p95_ms, "first_done_ms", s->first_done_ms, "peak_rss_bytes",
+	    (json_int_t)s->peak_rss, "interrupted", s->interrupted, "out",
+	    s->out_dir, "manifest", s->manifest, "db", s->db);
 	char *txt = json_dumps(o, JSON_INDENT(2));
 
 	if (txt)

@@ -77,19 +77,18 @@ static int job_cb(const pm_job_info *j, void *ud)
 		json_t *f = json_array();
 		pm_store_job_failures(sc->st, j->id, 10, failure_json, f, &err);
 		json_array_append_new(
-			sc->arr,
-			json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,"
-				  "s:I,s:I,s:I,s:I,s:o}",
-				  "id", (json_int_t)j->id, "key", j->key,
-				  "catalog", j->catalog, "pipeline",
-				  j->pipeline, "pipeline_hash",
-				  j->pipeline_hash, "out", j->out_dir,
-				  "state", j->state, "runs", j->runs,
-				  "created", j->created, "updated",
-				  j->updated, "items", (json_int_t)j->items,
-				  "done", (json_int_t)j->done, "failed",
-				  (json_int_t)j->failed, "duplicates",
-				  (json_int_t)j->duplicates, "failures", f));
+		    sc->arr,
+		    json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,"
+			      "s:I,s:I,s:I,s:I,s:o}",
+			      "id", (json_int_t)j->id, "key", j->key, "catalog",
+			      j->catalog, "pipeline", j->pipeline,
+			      "pipeline_hash", j->pipeline_hash, "out",
+			      j->out_dir, "state", j->state, "runs", j->runs,
+			      "created", j->created, "updated", j->updated,
+			      "items", (json_int_t)j->items, "done",
+			      (json_int_t)j->done, "failed",
+			      (json_int_t)j->failed, "duplicates",
+			      (json_int_t)j->duplicates, "failures", f));
 		return 0;
 	}
 	char when[32];
@@ -138,9 +137,9 @@ int pm_cmd_status(int argc, char **argv)
 	if (s) {
 		fprintf(stderr, "pixmill status: %s\n", err.msg);
 	} else if (c.json) {
-		json_t *o = json_pack("{s:s,s:i,s:O}", "db", c.db, "schema",
-				      pm_store_schema_version(sc.st), "jobs",
-				      sc.arr);
+		json_t *o =
+		    json_pack("{s:s,s:i,s:O}", "db", c.db, "schema",
+			      pm_store_schema_version(sc.st), "jobs", sc.arr);
 		char *txt = json_dumps(o, JSON_INDENT(2));
 		printf("%s\n", txt ? txt : "{}");
 		free(txt);

@@ -31,83 +31,77 @@ const char *malloc_conf = "oversize_threshold:0,narenas:4,thp:always,"
 /* The one option table. `cmds` lists the subcommands that take the
  * option; the same row feeds getopt_long, --help and docs/OPTIONS.md. */
 const pm_opt pm_opts[] = {
-	{"run status inspect", "help", 'h', NULL, NULL,
-	 "show this help and exit", OPT_HELP},
-	{"run", "out", 'o', "DIR", "pixmill-out",
-	 "output root: thumbnails, manifests and (by default) the database",
-	 OPT_OUT},
-	{"run status", "db", 0, "FILE", "OUT/pixmill.db",
-	 "store: an SQLite file (or sqlite:PATH)", OPT_DB},
-	{"run", "pipeline", 'p', "NAME|FILE", "thumbnails",
-	 "built-in pipeline (thumbnails, hashes) or a pipeline JSON file",
-	 OPT_PIPELINE},
-	{"run", "workers", 'j', "N", "number of cores",
-	 "image worker threads (libvips runs 1 thread in each)", OPT_WORKERS},
-	{"run", "memory-limit", 'm', "SIZE", "none",
-	 "throttle workers to stay under this RSS, e.g. 512M, 2G",
-	 OPT_MEMORY_LIMIT},
-	{"run", "format", 'f', "KIND", "auto",
-	 "catalog kind: auto, csv, jsonl, list, folder", OPT_FORMAT},
-	{"run", "sizes", 's', "LIST", "128,512,1024",
-	 "thumbnail long edges in px, never enlarged", OPT_SIZES},
-	{"run", "formats", 'F', "LIST", "webp",
-	 "output formats: webp, jpeg, png, avif", OPT_FORMATS},
-	{"run", "quality", 'q', "1-100", "webp 80, jpeg 82, avif 50",
-	 "quality of every lossy output format", OPT_QUALITY},
-	{"run inspect", "max-bytes", 0, "SIZE", "256M",
-	 "refuse sources larger than this", OPT_MAX_BYTES},
-	{"run inspect", "max-pixels", 0, "N", "100000000",
-	 "refuse images with more pixels (checked before decoding)",
-	 OPT_MAX_PIXELS},
-	{"run inspect", "max-dimension", 0, "PX", "30000",
-	 "refuse images wider or taller than this", OPT_MAX_DIM},
-	{"run inspect", "max-frames", 0, "N", "1000",
-	 "refuse files with more frames or pages", OPT_MAX_FRAMES},
-	{"run", "durability", 0, "MODE", "file",
-	 "file: fsync each output before rename; batch: one syncfs per "
-	 "commit; none: leave it to the OS",
-	 OPT_DURABILITY},
-	{"run", "keep-metadata", 0, NULL, NULL,
-	 "keep EXIF, XMP and ICC in outputs (dropped by default)",
-	 OPT_KEEP_META},
-	{"run", "no-dedup", 0, NULL, NULL,
-	 "process identical source bytes again instead of once",
-	 OPT_NO_DEDUP},
-	{"run", "retry-failed", 0, NULL, NULL,
-	 "also redo items that failed in an earlier run", OPT_RETRY_FAILED},
-	{"run", "all-files", 0, NULL, NULL,
-	 "folders: take every file, not only image file names",
-	 OPT_ALL_FILES},
-	{"run", "progress", 0, "MODE", "auto",
-	 "auto (bar on a TTY, else lines), bar, plain, none", OPT_PROGRESS},
-	{"run", "queue-depth", 0, "N", "4 x workers",
-	 "items held in each queue between threads", OPT_QUEUE_DEPTH},
-	{"run", "quiet", 0, NULL, NULL, "no progress, no summary",
-	 OPT_QUIET},
-	{"run status inspect", "json", 0, NULL, NULL,
-	 "machine-readable JSON on stdout", OPT_JSON},
-	{"run", "verbose", 'v', NULL, NULL, "log every failed item",
-	 OPT_VERBOSE},
-	{"status", "limit", 'n', "N", "20", "show at most N jobs", OPT_LIMIT},
-	{"help", "markdown", 0, NULL, NULL,
-	 "print the options reference as Markdown", OPT_MARKDOWN},
-	{NULL, NULL, 0, NULL, NULL, NULL, 0},
+    {"run status inspect", "help", 'h', NULL, NULL, "show this help and exit",
+     OPT_HELP},
+    {"run", "out", 'o', "DIR", "pixmill-out",
+     "output root: thumbnails, manifests and (by default) the database",
+     OPT_OUT},
+    {"run status", "db", 0, "FILE", "OUT/pixmill.db",
+     "store: an SQLite file (or sqlite:PATH)", OPT_DB},
+    {"run", "pipeline", 'p', "NAME|FILE", "thumbnails",
+     "built-in pipeline (thumbnails, hashes) or a pipeline JSON file",
+     OPT_PIPELINE},
+    {"run", "workers", 'j', "N", "number of cores",
+     "image worker threads (libvips runs 1 thread in each)", OPT_WORKERS},
+    {"run", "memory-limit", 'm', "SIZE", "none",
+     "throttle workers to stay under this RSS, e.g. 512M, 2G",
+     OPT_MEMORY_LIMIT},
+    {"run", "format", 'f', "KIND", "auto",
+     "catalog kind: auto, csv, jsonl, list, folder", OPT_FORMAT},
+    {"run", "sizes", 's', "LIST", "128,512,1024",
+     "thumbnail long edges in px, never enlarged", OPT_SIZES},
+    {"run", "formats", 'F', "LIST", "webp",
+     "output formats: webp, jpeg, png, avif", OPT_FORMATS},
+    {"run", "quality", 'q', "1-100", "webp 80, jpeg 82, avif 50",
+     "quality of every lossy output format", OPT_QUALITY},
+    {"run inspect", "max-bytes", 0, "SIZE", "256M",
+     "refuse sources larger than this", OPT_MAX_BYTES},
+    {"run inspect", "max-pixels", 0, "N", "100000000",
+     "refuse images with more pixels (checked before decoding)",
+     OPT_MAX_PIXELS},
+    {"run inspect", "max-dimension", 0, "PX", "30000",
+     "refuse images wider or taller than this", OPT_MAX_DIM},
+    {"run inspect", "max-frames", 0, "N", "1000",
+     "refuse files with more frames or pages", OPT_MAX_FRAMES},
+    {"run", "durability", 0, "MODE", "file",
+     "file: fsync each output before rename; batch: one syncfs per "
+     "commit; none: leave it to the OS",
+     OPT_DURABILITY},
+    {"run", "keep-metadata", 0, NULL, NULL,
+     "keep EXIF, XMP and ICC in outputs (dropped by default)", OPT_KEEP_META},
+    {"run", "no-dedup", 0, NULL, NULL,
+     "process identical source bytes again instead of once", OPT_NO_DEDUP},
+    {"run", "retry-failed", 0, NULL, NULL,
+     "also redo items that failed in an earlier run", OPT_RETRY_FAILED},
+    {"run", "all-files", 0, NULL, NULL,
+     "folders: take every file, not only image file names", OPT_ALL_FILES},
+    {"run", "progress", 0, "MODE", "auto",
+     "auto (bar on a TTY, else lines), bar, plain, none", OPT_PROGRESS},
+    {"run", "queue-depth", 0, "N", "4 x workers",
+     "items held in each queue between threads", OPT_QUEUE_DEPTH},
+    {"run", "quiet", 0, NULL, NULL, "no progress, no summary", OPT_QUIET},
+    {"run status inspect", "json", 0, NULL, NULL,
+     "machine-readable JSON on stdout", OPT_JSON},
+    {"run", "verbose", 'v', NULL, NULL, "log every failed item", OPT_VERBOSE},
+    {"status", "limit", 'n', "N", "20", "show at most N jobs", OPT_LIMIT},
+    {"help", "markdown", 0, NULL, NULL,
+     "print the options reference as Markdown", OPT_MARKDOWN},
+    {NULL, NULL, 0, NULL, NULL, NULL, 0},
 };
 
 static int cmd_help(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 
 const pm_cmd pm_cmds[] = {
-	{"run", "CATALOG",
-	 "process a catalog (CSV, JSON Lines, list of paths, or folder); "
-	 "resumable",
-	 pm_cmd_run},
-	{"status", "", "show jobs and their counts", pm_cmd_status},
-	{"inspect", "FILE", "show what pixmill sees in one image",
-	 pm_cmd_inspect},
-	{"help", "[COMMAND]", "show help for pixmill or a command", cmd_help},
-	{"version", "", "print the version", cmd_version},
-	{NULL, NULL, NULL, NULL},
+    {"run", "CATALOG",
+     "process a catalog (CSV, JSON Lines, list of paths, or folder); "
+     "resumable",
+     pm_cmd_run},
+    {"status", "", "show jobs and their counts", pm_cmd_status},
+    {"inspect", "FILE", "show what pixmill sees in one image", pm_cmd_inspect},
+    {"help", "[COMMAND]", "show help for pixmill or a command", cmd_help},
+    {"version", "", "print the version", cmd_version},
+    {NULL, NULL, NULL, NULL},
 };
 
 static bool in_cmd(const pm_opt *o, const char *cmd)
@@ -165,9 +159,8 @@ int pm_cli_parse(const char *cmd, int argc, char **argv,
 		int id = c;
 		if (c == '?') {
 			if (optopt)
-				return pm_cli_usage_error(cmd,
-							  "unknown option -%c",
-							  optopt),
+				return pm_cli_usage_error(
+					   cmd, "unknown option -%c", optopt),
 				       -1;
 			return pm_cli_usage_error(cmd, "unknown option %s",
 						  argv[optind - 1]),
@@ -201,10 +194,11 @@ static const pm_cmd *find_cmd(const char *name)
 
 static void help_overview(void)
 {
-	printf("pixmill %s — turns image catalogs into thumbnails, web formats, "
-	       "hashes and records.\n\n"
-	       "Usage: pixmill COMMAND [OPTIONS] [ARGS]\n\nCommands:\n",
-	       PM_VERSION);
+	printf(
+	    "pixmill %s — turns image catalogs into thumbnails, web formats, "
+	    "hashes and records.\n\n"
+	    "Usage: pixmill COMMAND [OPTIONS] [ARGS]\n\nCommands:\n",
+	    PM_VERSION);
 	for (const pm_cmd *c = pm_cmds; c->name; c++)
 		printf("  %-9s %s\n", c->name, c->summary);
 	printf("\nRun 'pixmill COMMAND --help' for a command's options.\n"
@@ -293,7 +287,8 @@ static int cmd_help(int argc, char **argv)
 		       "Generated by `pixmill help --markdown` from the option "
 		       "table in src/cli/main.c; do not edit by hand.\n\n");
 		for (const pm_cmd *c = pm_cmds; c->name; c++)
-			if (strcmp(c->name, "help") && strcmp(c->name, "version"))
+			if (strcmp(c->name, "help") &&
+			    strcmp(c->name, "version"))
 				pm_cli_help(c->name, true);
 		printf("## Exit codes\n\n| code | meaning |\n|---|---|\n"
 		       "| 0 | everything done |\n"
@@ -351,9 +346,10 @@ int main(int argc, char **argv)
 		return cmd_version(0, NULL);
 	c = find_cmd(argv[1]);
 	if (!c) {
-		fprintf(stderr,
-			"pixmill: unknown command '%s'\nTry 'pixmill --help'.\n",
-			argv[1]);
+		fprintf(
+		    stderr,
+		    "pixmill: unknown command '%s'\nTry 'pixmill --help'.\n",
+		    argv[1]);
 		return 2;
 	}
 	pm_image_preinit();
@@ -365,7 +361,7 @@ int main(int argc, char **argv)
 	pm_image_global_init();
 	g_log_set_handler("VIPS",
 			  G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE |
-				  G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
+			      G_LOG_LEVEL_INFO | G_LOG_LEVEL_DEBUG,
 			  vips_log_handler, NULL);
 	rc = c->fn(argc - 1, argv + 1);
 	vips_shutdown();

@@ -13,22 +13,22 @@ static const struct {
 	int exit;	  /* process exit code */
 	int http;	  /* HTTP answer code */
 } status_table[PM_STATUS_COUNT] = {
-	[PM_OK] = {"ok", 0, 200},
-	[PM_ERR_NOMEM] = {"out_of_memory", 4, 503},
-	[PM_ERR_IO] = {"io_error", 4, 500},
-	[PM_ERR_NOT_FOUND] = {"not_found", 3, 404},
-	[PM_ERR_USAGE] = {"usage", 2, 400},
-	[PM_ERR_CATALOG] = {"bad_catalog_row", 3, 400},
-	[PM_ERR_UNSUPPORTED] = {"unsupported", 3, 415},
-	[PM_ERR_TOO_LARGE] = {"too_large", 3, 413},
-	[PM_ERR_DECODE] = {"decode_error", 3, 422},
-	[PM_ERR_ENCODE] = {"encode_error", 5, 500},
-	[PM_ERR_STORE] = {"store_error", 4, 503},
-	[PM_ERR_PIPELINE] = {"bad_pipeline", 3, 400},
-	[PM_ERR_CANCELLED] = {"cancelled", 130, 499},
-	[PM_ERR_INTERNAL] = {"internal", 5, 500},
-	[PM_ERR_MISMATCH] = {"type_mismatch", 3, 415},
-	[PM_ERR_LOCKED] = {"locked", 4, 409},
+    [PM_OK] = {"ok", 0, 200},
+    [PM_ERR_NOMEM] = {"out_of_memory", 4, 503},
+    [PM_ERR_IO] = {"io_error", 4, 500},
+    [PM_ERR_NOT_FOUND] = {"not_found", 3, 404},
+    [PM_ERR_USAGE] = {"usage", 2, 400},
+    [PM_ERR_CATALOG] = {"bad_catalog_row", 3, 400},
+    [PM_ERR_UNSUPPORTED] = {"unsupported", 3, 415},
+    [PM_ERR_TOO_LARGE] = {"too_large", 3, 413},
+    [PM_ERR_DECODE] = {"decode_error", 3, 422},
+    [PM_ERR_ENCODE] = {"encode_error", 5, 500},
+    [PM_ERR_STORE] = {"store_error", 4, 503},
+    [PM_ERR_PIPELINE] = {"bad_pipeline", 3, 400},
+    [PM_ERR_CANCELLED] = {"cancelled", 130, 499},
+    [PM_ERR_INTERNAL] = {"internal", 5, 500},
+    [PM_ERR_MISMATCH] = {"type_mismatch", 3, 415},
+    [PM_ERR_LOCKED] = {"locked", 4, 409},
 };
 
 const char *pm_status_code(pm_status s)

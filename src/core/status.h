@@ -51,6 +51,6 @@ int pm_status_http(pm_status s);
 /* Writes a message into err (if err is not NULL) and returns s, so a failure
  * site reads: return pm_fail(err, PM_ERR_IO, "open %s: %s", p, strerror(e)); */
 pm_status pm_fail(pm_err *err, pm_status s, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #endif

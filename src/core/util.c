@@ -67,11 +67,29 @@ int64_t pm_parse_size(const char *s)
 	switch (*end) {
 	case '\0':
 		break;
-	case 'k': case 'K': mul = 1024.0; end++; break;
-	case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-	case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-	case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
-	case 'b': case 'B': break;
+	case 'k':
+	case 'K':
+		mul = 1024.0;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		mul = 1024.0 * 1024;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		mul = 1024.0 * 1024 * 1024;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		mul = 1024.0 * 1024 * 1024 * 1024;
+		end++;
+		break;
+	case 'b':
+	case 'B':
+		break;
 	default:
 		return -1;
 	}
@@ -204,8 +222,8 @@ pm_status pm_write_file_atomic(const char *path, const char *tmp_dir,
 	return PM_OK;
 }
 
-pm_status pm_read_file(const char *path, uint64_t max, void **out,
-		       size_t *len, pm_err *err)
+pm_status pm_read_file(const char *path, uint64_t max, void **out, size_t *len,
+		       pm_err *err)
 {
 	int fd;
 	struct stat st;
@@ -216,7 +234,8 @@ pm_status pm_read_file(const char *path, uint64_t max, void **out,
 	*len = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return pm_fail(err, errno == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
+		return pm_fail(err,
+			       errno == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
 			       "open %s: %s", path, strerror(errno));
 	if (fstat(fd, &st)) {
 		int e = errno;
@@ -253,7 +272,8 @@ pm_status pm_read_file(const char *path, uint64_t max, void **out,
 				       strerror(e));
 		}
 		if (r == 0)
-			break; /* the file shrank under us: take what is there */
+			break; /* the file shrank under us: take what is there
+				*/
 		got += (size_t)r;
 	}
 	close(fd);

@@ -44,8 +44,8 @@ pm_status pm_write_file_atomic(const char *path, const char *tmp_dir,
 
 /* Reads a whole file, at most max bytes (PM_ERR_TOO_LARGE past that).
  * *out is malloc'd and owned by the caller. */
-pm_status pm_read_file(const char *path, uint64_t max, void **out,
-		       size_t *len, pm_err *err);
+pm_status pm_read_file(const char *path, uint64_t max, void **out, size_t *len,
+		       pm_err *err);
 
 typedef enum pm_log_level {
 	PM_LOG_DEBUG,
@@ -59,6 +59,6 @@ typedef enum pm_log_level {
 void pm_log_setup(pm_log_level min, int colour);
 bool pm_log_colour(void);
 void pm_log(pm_log_level lvl, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -80,8 +80,7 @@ static double rate(pm_progress *p, double now, long long processed)
 	return (processed - p->n[oldest]) / dt;
 }
 
-void pm_progress_update(pm_progress *p, const pm_progress_state *s,
-			bool final)
+void pm_progress_update(pm_progress *p, const pm_progress_state *s, bool final)
 {
 	long long processed = s->done + s->failed;
 	long long todo = s->total - s->skipped;
@@ -91,12 +90,12 @@ void pm_progress_update(pm_progress *p, const pm_progress_state *s,
 
 	if (frac > 1)
 		frac = 1;
-	if (!final && s->elapsed - p->last_print <
-			      (p->bar ? 0.1 : p->interval))
+	if (!final && s->elapsed - p->last_print < (p->bar ? 0.1 : p->interval))
 		return;
 	p->last_print = s->elapsed;
 	if (s->total_known && r > 0)
-		pm_fmt_duration((double)(todo - processed) / r, eta, sizeof eta);
+		pm_fmt_duration((double)(todo - processed) / r, eta,
+				sizeof eta);
 	else
 		snprintf(eta, sizeof eta, "--");
 	pm_fmt_duration(s->elapsed, el, sizeof el);
@@ -111,8 +110,7 @@ void pm_progress_update(pm_progress *p, const pm_progress_state *s,
 			 " %lld/%lld%s  %.1f img/s  ETA %s  failed %lld  "
 			 "dup %lld",
 			 processed, todo > 0 ? todo : 0,
-			 s->total_known ? "" : "+", r, eta, s->failed,
-			 s->dups);
+			 s->total_known ? "" : "+", r, eta, s->failed, s->dups);
 		barw = width - (int)strlen(line) - 4;
 		if (barw > 50)
 			barw = 50;

@@ -20,8 +20,7 @@ typedef struct pm_progress pm_progress;
 /* mode: 1 = bar (only if stderr is a TTY, else plain), 2 = plain lines
  * every interval seconds, 0 = nothing (returns NULL). */
 pm_progress *pm_progress_new(int mode, double interval);
-void pm_progress_update(pm_progress *p, const pm_progress_state *s,
-			bool final);
+void pm_progress_update(pm_progress *p, const pm_progress_state *s, bool final);
 void pm_progress_free(pm_progress *p);
 
 /* "1h02m", "3m07s", "12s" into buf. */

@@ -74,11 +74,11 @@ void pm_run_opts_default(pm_run_opts *o)
  * Lives while its owner is in flight or duplicates wait on it. */
 typedef struct dedup_entry {
 	char sha[65];
-	int state;	 /* 0 in flight, 1 done, 2 failed */
-	pm_status code;	 /* the owner's failure */
-	char error[512]; /* the owner's failure message */
-	int refs;	 /* duplicates not yet resolved by the writer */
-	int owner_done;	 /* the owner's result was committed */
+	int state;	      /* 0 in flight, 1 done, 2 failed */
+	pm_status code;	      /* the owner's failure */
+	char error[512];      /* the owner's failure message */
+	int refs;	      /* duplicates not yet resolved by the writer */
+	int owner_done;	      /* the owner's result was committed */
 	struct work *waiters; /* duplicates parked until the owner commits */
 	struct dedup_entry *next; /* hash chain */
 } dedup_entry;
@@ -103,7 +103,7 @@ typedef struct work {
 } work;
 
 #define DEDUP_BUCKETS 4096
-#define LAT_BUCKETS 512
+#define LAT_BUCKETS   512
 
 typedef struct run {
 	const pm_run_opts *o;
@@ -251,7 +251,7 @@ static unsigned dd_bucket(const char *sha)
 
 	for (int i = 0; i < 8; i++)
 		h = h * 16 + (unsigned)(sha[i] <= '9' ? sha[i] - '0'
-						     : sha[i] - 'a' + 10);
+						      : sha[i] - 'a' + 10);
 	return h % DEDUP_BUCKETS;
 }
 
@@ -519,8 +519,7 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	/* The decoded image, the resizes of it and the encoded outputs. */
 	est = (int64_t)w->src_len + (int64_t)edge * edge * 4 * 3 + (8 << 20);
 	mem_acquire(r, est);
-	s = pm_image_decode(w->src, w->src_len, edge, r->o->keep_meta, &im,
-			    &e);
+	s = pm_image_decode(w->src, w->src_len, edge, r->o->keep_meta, &im, &e);
 	if (s)
 		goto out;
 	snprintf(w->asset_dir, sizeof w->asset_dir, "%.2s/%.2s/%s-%.12s",
@@ -619,6 +618,8 @@ static void manifest_line(run *r, const work *w)
 		json_object_set_new(o, "image", json_string(rec->image));
 	json_object_set_new(o, "state",
 			    json_string(w->status ? "failed" : "done"));
+	json_object_set_new(o, "pipeline_hash",
+			    json_string(pm_pipeline_hash(r->pipe)));
 	if (w->status) {
 		json_object_set_new(o, "code",
 				    json_string(pm_status_code(w->status)));
@@ -630,28 +631,27 @@ static void manifest_line(run *r, const work *w)
 		json_object_set_new(o, "duplicate", json_boolean(w->duplicate));
 	if (w->have_header) {
 		json_object_set_new(
-			o, "format",
-			json_string(pm_format_name(w->header.format)));
+		    o, "format", json_string(pm_format_name(w->header.format)));
 		int sw = w->header.orientation >= 5;
 		json_object_set_new(
-			o, "width",
-			json_integer(sw ? w->header.height : w->header.width));
+		    o, "width",
+		    json_integer(sw ? w->header.height : w->header.width));
 		json_object_set_new(
-			o, "height",
-			json_integer(sw ? w->header.width : w->header.height));
-		json_object_set_new(o, "bytes", json_integer((json_int_t)w->src_len));
+		    o, "height",
+		    json_integer(sw ? w->header.width : w->header.height));
+		json_object_set_new(o, "bytes",
+				    json_integer((json_int_t)w->src_len));
 	}
 	if (!w->status && !w->duplicate) {
 		json_t *outs = json_array();
 		for (int i = 0; i < w->ctx.n_outputs; i++) {
 			const pm_output_rec *out = &w->ctx.outputs[i];
 			json_array_append_new(
-				outs, json_pack("{s:s,s:s,s:s,s:i,s:i,s:I}",
-						"name", out->name, "path",
-						out->path, "format", out->format,
-						"width", out->width, "height",
-						out->height, "bytes",
-						(json_int_t)out->bytes));
+			    outs, json_pack("{s:s,s:s,s:s,s:i,s:i,s:I}", "name",
+					    out->name, "path", out->path,
+					    "format", out->format, "width",
+					    out->width, "height", out->height,
+					    "bytes", (json_int_t)out->bytes));
 		}
 		json_object_set_new(o, "outputs", outs);
 		if (w->ctx.has_phash) {
@@ -661,9 +661,9 @@ static void manifest_line(run *r, const work *w)
 			json_object_set_new(o, "phash", json_string(hx));
 		}
 		if (w->ctx.colors_json)
-			json_object_set_new(o, "colors",
-					    json_loads(w->ctx.colors_json, 0,
-						       NULL));
+			json_object_set_new(
+			    o, "colors",
+			    json_loads(w->ctx.colors_json, 0, NULL));
 		if (!isnan(w->ctx.sharpness))
 			json_object_set_new(o, "sharpness",
 					    json_real(w->ctx.sharpness));
@@ -732,8 +732,10 @@ static void resolve_dup(work *w, const dedup_entry *e)
 {
 	if (e->state == 2) {
 		w->status = e->code;
-		snprintf(w->error, sizeof w->error, "same bytes as an item "
-			 "that failed: %.470s", e->error);
+		snprintf(w->error, sizeof w->error,
+			 "same bytes as an item "
+			 "that failed: %.470s",
+			 e->error);
 	}
 }
 
@@ -862,8 +864,7 @@ static void *writer_main(void *arg)
 			writer_take(r, b, w);
 		}
 		/* Then whatever else is already waiting, up to a batch. */
-		while (b->n < 256 &&
-		       (w = pm_queue_pop_timeout(r->result_q, 0)))
+		while (b->n < 256 && (w = pm_queue_pop_timeout(r->result_q, 0)))
 			writer_take(r, b, w);
 		if (b->n == 0)
 			continue; /* only parked duplicates came */
@@ -909,10 +910,11 @@ static pm_status apply_overrides(run *r, pm_err *e)
 			if (end == p || v < 1 || v > 16384 ||
 			    (*end && *end != ',')) {
 				json_decref(a);
-				return pm_fail(e, PM_ERR_USAGE,
-					       "--sizes wants numbers from 1 to "
-					       "16384 separated by commas: %s",
-					       o->sizes);
+				return pm_fail(
+				    e, PM_ERR_USAGE,
+				    "--sizes wants numbers from 1 to "
+				    "16384 separated by commas: %s",
+				    o->sizes);
 			}
 			json_array_append_new(a, json_integer(v));
 			p = *end ? end + 1 : end;
@@ -952,7 +954,8 @@ static pm_status clear_tmp(const char *dir, pm_err *e)
 		return s;
 	d = opendir(dir);
 	if (!d)
-		return pm_fail(e, PM_ERR_IO, "open %s: %s", dir, strerror(errno));
+		return pm_fail(e, PM_ERR_IO, "open %s: %s", dir,
+			       strerror(errno));
 	while ((de = readdir(d)))
 		if (de->d_name[0] != '.')
 			unlinkat(dirfd(d), de->d_name, 0);
@@ -996,8 +999,8 @@ static pm_status finish_job(run *r, pm_run_summary *sum, pm_err *e)
 				sum->interrupted ? "interrupted" : "done", e);
 	if (!s)
 		s = pm_store_job_counts(st, r->job_id, &sum->job_items,
-					&sum->job_done, &sum->job_failed,
-					&dups, e);
+					&sum->job_done, &sum->job_failed, &dups,
+					e);
 	pm_store_close(st);
 	return s;
 }
@@ -1005,14 +1008,14 @@ static pm_status finish_job(run *r, pm_run_summary *sum, pm_err *e)
 static void progress_tick(run *r, pm_progress *pg, bool final)
 {
 	pm_progress_state ps = {
-		.done = atomic_load(&r->done),
-		.failed = atomic_load(&r->failed),
-		.dups = atomic_load(&r->dups),
-		.skipped = atomic_load(&r->skipped),
-		.seen = atomic_load(&r->seen),
-		.total = atomic_load(&r->total),
-		.total_known = atomic_load(&r->total_known),
-		.elapsed = pm_now() - r->t0,
+	    .done = atomic_load(&r->done),
+	    .failed = atomic_load(&r->failed),
+	    .dups = atomic_load(&r->dups),
+	    .skipped = atomic_load(&r->skipped),
+	    .seen = atomic_load(&r->seen),
+	    .total = atomic_load(&r->total),
+	    .total_known = atomic_load(&r->total_known),
+	    .elapsed = pm_now() - r->t0,
 	};
 	pm_progress_update(pg, &ps, final);
 }
@@ -1026,7 +1029,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	worker_arg *wargs = NULL;
 	int n_started = 0, lock_fd = -1;
 	bool count_started = false;
-	pm_catalog_opts co = {.kind = o->kind, .folder_all_files = o->all_files};
+	pm_catalog_opts co = {.kind = o->kind,
+			      .folder_all_files = o->all_files};
 	pm_progress *pg = NULL;
 	char path[PATH_MAX + 64];
 	int qd;
@@ -1045,7 +1049,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	pthread_cond_init(&r->mem_cv, NULL);
 	pthread_mutex_init(&r->dd_mu, NULL);
 	pthread_mutex_init(&r->fatal_mu, NULL);
-	r->workers = o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	r->workers =
+	    o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (r->workers < 1)
 		r->workers = 1;
 	if (r->workers > 256)
@@ -1178,9 +1183,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	sum->duplicates = atomic_load(&r->dups);
 	sum->wall_s = pm_now() - r->t0;
 	sum->first_done_ms = atomic_load(&r->first_done_us) / 1000.0;
-	sum->images_per_s = sum->wall_s > 0 ? (sum->done + sum->failed) /
-						      sum->wall_s
-					    : 0;
+	sum->images_per_s =
+	    sum->wall_s > 0 ? (sum->done + sum->failed) / sum->wall_s : 0;
 	sum->p50_ms = lat_quantile(r, 0.50);
 	sum->p95_ms = lat_quantile(r, 0.95);
 	sum->peak_rss = pm_peak_rss();

@@ -171,7 +171,8 @@ static void *strip_field(VipsImage *im, const char *name, GValue *v, void *a)
 	    strcmp(name, VIPS_META_IPTC_NAME) == 0 ||
 	    strcmp(name, VIPS_META_ICC_NAME) == 0 ||
 	    strcmp(name, VIPS_META_PHOTOSHOP_NAME) == 0 ||
-	    strncmp(name, "exif-", 5) == 0 || strncmp(name, "png-comment", 11) == 0 ||
+	    strncmp(name, "exif-", 5) == 0 ||
+	    strncmp(name, "png-comment", 11) == 0 ||
 	    strncmp(name, "gif-", 4) == 0)
 		vips_image_remove(im, name);
 	return NULL;
@@ -223,7 +224,8 @@ pm_status pm_image_decode(const void *buf, size_t len, int long_edge,
 				  "option_string", "fail_on=error", NULL))
 		return vips_fail(err, PM_ERR_DECODE, "decode failed");
 	if (to_srgb8(t, &t))
-		return vips_fail(err, PM_ERR_DECODE, "colour conversion failed");
+		return vips_fail(err, PM_ERR_DECODE,
+				 "colour conversion failed");
 	/* Run the whole lazy pipeline (decode, shrink, colour) once, here. */
 	mem = vips_image_copy_memory(t);
 	g_object_unref(t);
@@ -295,11 +297,10 @@ pm_status pm_image_encode(VipsImage *in, const pm_encode_opts *o, void **buf,
 	switch (o->format) {
 	case PM_FMT_WEBP:
 		rc = o->effort >= 0
-			     ? vips_webpsave_buffer(in, buf, len, "Q", q,
-						    "effort", o->effort, "strip",
-						    strip, NULL)
-			     : vips_webpsave_buffer(in, buf, len, "Q", q,
-						    "strip", strip, NULL);
+			 ? vips_webpsave_buffer(in, buf, len, "Q", q, "effort",
+						o->effort, "strip", strip, NULL)
+			 : vips_webpsave_buffer(in, buf, len, "Q", q, "strip",
+						strip, NULL);
 		break;
 	case PM_FMT_JPEG:
 		if (vips_image_hasalpha(in)) {
@@ -323,19 +324,18 @@ pm_status pm_image_encode(VipsImage *in, const pm_encode_opts *o, void **buf,
 	case PM_FMT_AVIF:
 		need_heif();
 		rc = o->effort >= 0
-			     ? vips_heifsave_buffer(
-				       in, buf, len, "Q", q, "compression",
-				       VIPS_FOREIGN_HEIF_COMPRESSION_AV1,
-				       "effort", o->effort, "strip", strip,
-				       NULL)
-			     : vips_heifsave_buffer(
-				       in, buf, len, "Q", q, "compression",
-				       VIPS_FOREIGN_HEIF_COMPRESSION_AV1,
-				       "strip", strip, NULL);
+			 ? vips_heifsave_buffer(
+			       in, buf, len, "Q", q, "compression",
+			       VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "effort",
+			       o->effort, "strip", strip, NULL)
+			 : vips_heifsave_buffer(
+			       in, buf, len, "Q", q, "compression",
+			       VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "strip",
+			       strip, NULL);
 		break;
 	default:
-		return pm_fail(err, PM_ERR_UNSUPPORTED,
-			       "cannot encode %s", pm_format_name(o->format));
+		return pm_fail(err, PM_ERR_UNSUPPORTED, "cannot encode %s",
+			       pm_format_name(o->format));
 	}
 	if (flat)
 		g_object_unref(flat);

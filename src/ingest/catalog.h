@@ -51,7 +51,8 @@ typedef struct pm_record {
 	char *title;	  /* NULL when absent */
 	char *price;	  /* as written (a JSON number is printed), or NULL */
 	char *category;	  /* NULL when absent */
-	char *attrs_json; /* every other column/field as a compact JSON object
+	char *
+	    attrs_json;	  /* every other column/field as a compact JSON object
 			     of strings (JSONL keeps JSON values); "{}" if none */
 	pm_status status; /* PM_OK, or PM_ERR_CATALOG for a malformed row */
 	char error[256];  /* the reason when status != PM_OK */

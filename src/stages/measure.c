@@ -49,12 +49,12 @@ static pm_status phash_process(void *state, pm_item_ctx *ctx, pm_err *err)
 }
 
 const pm_stage_vt pm_stage_phash = {
-	.name = "phash",
-	.version = 1,
-	.check = no_params,
-	.decode_size = measure_decode_size,
-	.init = no_state,
-	.process = phash_process,
+    .name = "phash",
+    .version = 1,
+    .check = no_params,
+    .decode_size = measure_decode_size,
+    .init = no_state,
+    .process = phash_process,
 };
 
 static pm_status colors_check(json_t *params, pm_err *err)
@@ -108,13 +108,13 @@ static pm_status colors_process(void *state, pm_item_ctx *ctx, pm_err *err)
 }
 
 const pm_stage_vt pm_stage_colors = {
-	.name = "colors",
-	.version = 1,
-	.check = colors_check,
-	.decode_size = measure_decode_size,
-	.init = colors_init,
-	.process = colors_process,
-	.fini = free,
+    .name = "colors",
+    .version = 1,
+    .check = colors_check,
+    .decode_size = measure_decode_size,
+    .init = colors_init,
+    .process = colors_process,
+    .fini = free,
 };
 
 /* A 0-100 score: half resolution (full marks at 2 MP and above), half
@@ -137,17 +137,17 @@ static pm_status quality_process(void *state, pm_item_ctx *ctx, pm_err *err)
 		return s;
 	if (!ctx->meta)
 		ctx->meta = json_object();
-	json_object_set_new(ctx->meta, "quality",
-			    json_real(quality_score(ctx->header,
-						    ctx->sharpness)));
+	json_object_set_new(
+	    ctx->meta, "quality",
+	    json_real(quality_score(ctx->header, ctx->sharpness)));
 	return PM_OK;
 }
 
 const pm_stage_vt pm_stage_quality = {
-	.name = "quality",
-	.version = 1,
-	.check = no_params,
-	.decode_size = measure_decode_size,
-	.init = no_state,
-	.process = quality_process,
+    .name = "quality",
+    .version = 1,
+    .check = no_params,
+    .decode_size = measure_decode_size,
+    .init = no_state,
+    .process = quality_process,
 };

@@ -32,13 +32,12 @@ static const struct {
 	const char *name;
 	const char *json;
 } builtins[] = {
-	{"thumbnails",
-	 "{\"name\":\"thumbnails\",\"stages\":["
-	 "{\"stage\":\"thumbnail\"},{\"stage\":\"phash\"},"
-	 "{\"stage\":\"colors\"},{\"stage\":\"quality\"}]}"},
-	{"hashes", "{\"name\":\"hashes\",\"stages\":["
-		   "{\"stage\":\"phash\"},{\"stage\":\"colors\"},"
-		   "{\"stage\":\"quality\"}]}"},
+    {"thumbnails", "{\"name\":\"thumbnails\",\"stages\":["
+		   "{\"stage\":\"thumbnail\"},{\"stage\":\"phash\"},"
+		   "{\"stage\":\"colors\"},{\"stage\":\"quality\"}]}"},
+    {"hashes", "{\"name\":\"hashes\",\"stages\":["
+	       "{\"stage\":\"phash\"},{\"stage\":\"colors\"},"
+	       "{\"stage\":\"quality\"}]}"},
 };
 
 const char *pm_pipeline_builtin_names(void)
@@ -47,10 +46,10 @@ const char *pm_pipeline_builtin_names(void)
 }
 
 static const pm_stage_vt *const stages[] = {
-	&pm_stage_thumbnail,
-	&pm_stage_phash,
-	&pm_stage_colors,
-	&pm_stage_quality,
+    &pm_stage_thumbnail,
+    &pm_stage_phash,
+    &pm_stage_colors,
+    &pm_stage_quality,
 };
 
 const pm_stage_vt *pm_stage_find(const char *name)
@@ -96,7 +95,8 @@ static pm_status finish(pm_pipeline *p, pm_err *err)
 		const pm_stage_vt *vt;
 		if (!json_is_object(st) || !json_is_string(sn))
 			return pm_fail(err, PM_ERR_PIPELINE,
-				       "stage %zu needs a \"stage\" name", i + 1);
+				       "stage %zu needs a \"stage\" name",
+				       i + 1);
 		vt = pm_stage_find(json_string_value(sn));
 		if (!vt)
 			return pm_fail(err, PM_ERR_PIPELINE,

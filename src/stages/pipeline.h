@@ -42,7 +42,7 @@ pm_status pm_pipeline_override(pm_pipeline *p, const char *stage,
 			       const char *key, json_t *value, pm_err *err);
 
 const char *pm_pipeline_name(const pm_pipeline *p);
-const char *pm_pipeline_hash(const pm_pipeline *p);	/* 64 hex */
+const char *pm_pipeline_hash(const pm_pipeline *p);	 /* 64 hex */
 const char *pm_pipeline_canonical(const pm_pipeline *p); /* JSON text */
 int pm_pipeline_decode_size(const pm_pipeline *p);
 /* Whether any stage needs decoded pixels (else only hashing happens). */

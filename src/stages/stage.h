@@ -28,13 +28,13 @@
 
 typedef struct pm_item_ctx {
 	/* inputs, set by the engine; not owned by the stage */
-	const void *src;     /* source bytes */
+	const void *src; /* source bytes */
 	size_t src_len;
-	const char *sha256;  /* hex SHA-256 of src */
+	const char *sha256; /* hex SHA-256 of src */
 	const pm_header *header;
-	VipsImage *image;    /* decoded once: sRGB, 8-bit, EXIF-oriented, in
-				memory, long edge <= decode size; owned by the
-				engine */
+	VipsImage *image;      /* decoded once: sRGB, 8-bit, EXIF-oriented, in
+				  memory, long edge <= decode size; owned by the
+				  engine */
 	const char *out_root;  /* absolute output root */
 	const char *asset_dir; /* this asset's folder, relative to out_root */
 	const char *tmp_dir;   /* absolute folder for temporary files */

@@ -15,7 +15,7 @@
 #include "core/util.h"
 #include "stages/stage.h"
 
-#define MAX_SIZES 8
+#define MAX_SIZES   8
 #define MAX_FORMATS 4
 
 typedef struct thumb_state {
@@ -91,8 +91,8 @@ static pm_status thumb_check(json_t *params, pm_err *err)
 	json_array_foreach(formats, i, v)
 	{
 		pm_format f = json_is_string(v)
-				      ? pm_format_parse(json_string_value(v))
-				      : PM_FMT_UNKNOWN;
+				  ? pm_format_parse(json_string_value(v))
+				  : PM_FMT_UNKNOWN;
 		if (f != PM_FMT_WEBP && f != PM_FMT_JPEG && f != PM_FMT_PNG &&
 		    f != PM_FMT_AVIF)
 			return pm_fail(err, PM_ERR_PIPELINE,
@@ -105,9 +105,9 @@ static pm_status thumb_check(json_t *params, pm_err *err)
 		if (!q && f != PM_FMT_PNG)
 			json_object_set_new(quality, pm_format_name(f),
 					    json_integer(default_quality(f)));
-		else if (q && (!json_is_integer(q) ||
-			       json_integer_value(q) < 1 ||
-			       json_integer_value(q) > 100))
+		else if (q &&
+			 (!json_is_integer(q) || json_integer_value(q) < 1 ||
+			  json_integer_value(q) > 100))
 			return pm_fail(err, PM_ERR_PIPELINE,
 				       "thumbnail: quality for %s must be 1 to "
 				       "100",
@@ -117,8 +117,9 @@ static pm_status thumb_check(json_t *params, pm_err *err)
 		json_object_set_new(params, "effort", json_integer(-1));
 	else if (!json_is_integer(effort) || json_integer_value(effort) < -1 ||
 		 json_integer_value(effort) > 9)
-		return pm_fail(err, PM_ERR_PIPELINE,
-			       "thumbnail: \"effort\" must be -1 (default) to 9");
+		return pm_fail(
+		    err, PM_ERR_PIPELINE,
+		    "thumbnail: \"effort\" must be -1 (default) to 9");
 	return PM_OK;
 }
 
@@ -160,7 +161,7 @@ static pm_status thumb_init(const json_t *params, void **state, pm_err *err)
 		pm_encode_opts *o = &t->enc[t->n_formats++];
 		o->format = pm_format_parse(json_string_value(v));
 		o->quality = (int)json_integer_value(
-			json_object_get(quality, json_string_value(v)));
+		    json_object_get(quality, json_string_value(v)));
 		o->effort = effort;
 	}
 	*state = t;
@@ -196,10 +197,10 @@ static pm_status thumb_process(void *state, pm_item_ctx *ctx, pm_err *err)
 				goto out;
 			snprintf(name, sizeof name, "%d.%s", t->sizes[i],
 				 ext_of(o.format));
-			s = pm_ctx_add_output(ctx, name, pm_format_name(o.format),
-					      vips_image_get_width(cur),
-					      vips_image_get_height(cur), buf,
-					      len, err);
+			s = pm_ctx_add_output(
+			    ctx, name, pm_format_name(o.format),
+			    vips_image_get_width(cur),
+			    vips_image_get_height(cur), buf, len, err);
 			g_free(buf);
 			if (s)
 				goto out;
@@ -216,13 +217,13 @@ static void thumb_fini(void *state)
 }
 
 const pm_stage_vt pm_stage_thumbnail = {
-	.name = "thumbnail",
-	.version = 1,
-	.check = thumb_check,
-	.decode_size = thumb_decode_size,
-	.init = thumb_init,
-	.process = thumb_process,
-	.fini = thumb_fini,
+    .name = "thumbnail",
+    .version = 1,
+    .check = thumb_check,
+    .decode_size = thumb_decode_size,
+    .init = thumb_init,
+    .process = thumb_process,
+    .fini = thumb_fini,
 };
 
 pm_status pm_ctx_add_output(pm_item_ctx *ctx, const char *name,
@@ -242,8 +243,7 @@ pm_status pm_ctx_add_output(pm_item_ctx *ctx, const char *name,
 	snprintf(ctx->out_paths[i], sizeof ctx->out_paths[i], "%s/%s",
 		 ctx->asset_dir, name);
 	snprintf(full, sizeof full, "%s/%s", ctx->out_root, ctx->out_paths[i]);
-	s = pm_write_file_atomic(full, ctx->tmp_dir, buf, len, ctx->sync,
-				 err);
+	s = pm_write_file_atomic(full, ctx->tmp_dir, buf, len, ctx->sync, err);
 	if (s)
 		return s;
 	pm_sha256_hex(buf, len, ctx->out_sha[i]);

@@ -135,13 +135,13 @@ typedef struct pm_item_rec {
 	uint64_t ordinal;
 	const char *id, *image, *title, *price, *category; /* may be NULL */
 	const char *attrs_json;				   /* may be NULL */
-	pm_status status;    /* PM_OK = done, else failed with this code */
-	const char *error;   /* reason when failed, else NULL */
-	const char *sha256;  /* source hash, NULL if never read */
-	bool duplicate;	     /* the asset existed already (this or an
-				earlier run): no image work was done */
-	double latency_ms;   /* from fetch start to result */
-	int attempts;	     /* processing attempts so far, >= 1 */
+	pm_status status;   /* PM_OK = done, else failed with this code */
+	const char *error;  /* reason when failed, else NULL */
+	const char *sha256; /* source hash, NULL if never read */
+	bool duplicate;	    /* the asset existed already (this or an
+			       earlier run): no image work was done */
+	double latency_ms;  /* from fetch start to result */
+	int attempts;	    /* processing attempts so far, >= 1 */
 	const pm_asset_rec *asset; /* the new asset to insert with its
 				      outputs, or NULL (failed or duplicate) */
 } pm_item_rec;
@@ -151,8 +151,7 @@ typedef struct pm_item_rec {
  * output that exists is a no-op. Nothing is visible to other connections
  * before commit; after a crash, an uncommitted batch is simply absent. */
 pm_status pm_store_begin(pm_store *s, pm_err *err);
-pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item,
-			    pm_err *err);
+pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item, pm_err *err);
 pm_status pm_store_commit(pm_store *s, pm_err *err);
 void pm_store_rollback(pm_store *s);
 

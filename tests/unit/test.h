@@ -13,47 +13,47 @@
 
 static int t_passed, t_failed;
 
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (cond) {                                                  \
-			t_passed++;                                          \
-		} else {                                                     \
-			t_failed++;                                          \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n",         \
-				__FILE__, __LINE__, #cond);                  \
-		}                                                            \
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (cond) {                                                    \
+			t_passed++;                                            \
+		} else {                                                       \
+			t_failed++;                                            \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
+				__LINE__, #cond);                              \
+		}                                                              \
 	} while (0)
 
-#define CHECK_STR(a, b)                                                      \
-	do {                                                                 \
-		const char *a_ = (a), *b_ = (b);                             \
-		if (a_ && b_ && strcmp(a_, b_) == 0) {                       \
-			t_passed++;                                          \
-		} else {                                                     \
-			t_failed++;                                          \
-			fprintf(stderr, "%s:%d: %s = \"%s\", want \"%s\"\n", \
-				__FILE__, __LINE__, #a, a_ ? a_ : "(null)",  \
-				b_ ? b_ : "(null)");                         \
-		}                                                            \
+#define CHECK_STR(a, b)                                                        \
+	do {                                                                   \
+		const char *a_ = (a), *b_ = (b);                               \
+		if (a_ && b_ && strcmp(a_, b_) == 0) {                         \
+			t_passed++;                                            \
+		} else {                                                       \
+			t_failed++;                                            \
+			fprintf(stderr, "%s:%d: %s = \"%s\", want \"%s\"\n",   \
+				__FILE__, __LINE__, #a, a_ ? a_ : "(null)",    \
+				b_ ? b_ : "(null)");                           \
+		}                                                              \
 	} while (0)
 
-#define CHECK_INT(a, b)                                                      \
-	do {                                                                 \
-		long long a_ = (long long)(a), b_ = (long long)(b);          \
-		if (a_ == b_) {                                              \
-			t_passed++;                                          \
-		} else {                                                     \
-			t_failed++;                                          \
-			fprintf(stderr, "%s:%d: %s = %lld, want %lld\n",     \
-				__FILE__, __LINE__, #a, a_, b_);             \
-		}                                                            \
+#define CHECK_INT(a, b)                                                        \
+	do {                                                                   \
+		long long a_ = (long long)(a), b_ = (long long)(b);            \
+		if (a_ == b_) {                                                \
+			t_passed++;                                            \
+		} else {                                                       \
+			t_failed++;                                            \
+			fprintf(stderr, "%s:%d: %s = %lld, want %lld\n",       \
+				__FILE__, __LINE__, #a, a_, b_);               \
+		}                                                              \
 	} while (0)
 
-#define TEST_DONE()                                                          \
-	do {                                                                 \
-		printf("%s: %d passed, %d failed\n", __FILE__, t_passed,     \
-		       t_failed);                                            \
-		return t_failed ? 1 : 0;                                     \
+#define TEST_DONE()                                                            \
+	do {                                                                   \
+		printf("%s: %d passed, %d failed\n", __FILE__, t_passed,       \
+		       t_failed);                                              \
+		return t_failed ? 1 : 0;                                       \
 	} while (0)
 
 #endif

@@ -54,11 +54,13 @@ static void test_sha(void)
 	char h[65];
 
 	pm_sha256_hex("abc", 3, h);
-	CHECK_STR(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2"
-		     "0015ad");
+	CHECK_STR(h,
+		  "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2"
+		  "0015ad");
 	pm_sha256_hex("", 0, h);
-	CHECK_STR(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b78"
-		     "52b855");
+	CHECK_STR(h,
+		  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b78"
+		  "52b855");
 }
 
 static void test_files(void)
@@ -72,7 +74,8 @@ static void test_files(void)
 	snprintf(sub, sizeof sub, "%s/a/b/c", dir);
 	CHECK_INT(pm_mkdirs(sub, &e), PM_OK);
 	snprintf(path, sizeof path, "%s/f.bin", sub);
-	CHECK_INT(pm_write_file_atomic(path, NULL, "hello", 5, true, &e), PM_OK);
+	CHECK_INT(pm_write_file_atomic(path, NULL, "hello", 5, true, &e),
+		  PM_OK);
 	CHECK_INT(pm_write_file_atomic(path, dir, "bye", 3, false, &e), PM_OK);
 	CHECK_INT(pm_read_file(path, 100, &buf, &len, &e), PM_OK);
 	CHECK_INT(len, 3);
@@ -151,7 +154,8 @@ static void test_queue(void)
 	for (int i = 0; i < 3; i++)
 		pthread_join(c[i], NULL);
 	for (long i = 0; i < 3; i++)
-		want += i * 1000000L * N_ITEMS + (long)N_ITEMS * (N_ITEMS + 1) / 2;
+		want +=
+		    i * 1000000L * N_ITEMS + (long)N_ITEMS * (N_ITEMS + 1) / 2;
 	CHECK_INT(consumed_sum, want);
 	pm_queue_free(q);
 }

@@ -14,8 +14,8 @@
 
 /* A w x h sRGB gradient encoded as fmt, with an optional EXIF orientation
  * (JPEG only). Caller g_frees *buf. */
-static void make_image(int w, int h, pm_format fmt, int orientation,
-		       void **buf, size_t *len)
+static void make_image(int w, int h, pm_format fmt, int orientation, void **buf,
+		       size_t *len)
 {
 	VipsImage *x, *x2, *r, *g, *rgb, *u;
 
@@ -106,8 +106,8 @@ static void test_probe_decode(void)
 	/* encoders: each output sniffs as its format */
 	pm_format fmts[] = {PM_FMT_WEBP, PM_FMT_JPEG, PM_FMT_PNG, PM_FMT_AVIF};
 	for (int i = 0; i < 4; i++) {
-		pm_encode_opts o = {.format = fmts[i], .quality = 70,
-				    .effort = -1};
+		pm_encode_opts o = {
+		    .format = fmts[i], .quality = 70, .effort = -1};
 		void *ob = NULL;
 		size_t ol = 0;
 		CHECK_INT(pm_image_encode(im, &o, &ob, &ol, &e), PM_OK);
@@ -164,17 +164,17 @@ static void test_pipeline_parse(void)
 	pm_pipeline_free(q);
 
 	const char *bad[] = {
-		"[]",
-		"{\"stages\":[]}",
-		"{\"stages\":[{\"stage\":\"nope\"}]}",
-		"{\"stages\":[{\"stage\":\"thumbnail\",\"sizes\":[0]}]}",
-		"{\"stages\":[{\"stage\":\"thumbnail\",\"sizes\":\"big\"}]}",
-		"{\"stages\":[{\"stage\":\"thumbnail\",\"formats\":[\"bmp\"]}]}",
-		"{\"stages\":[{\"stage\":\"thumbnail\",\"quality\":{\"webp\":0}}"
-		"]}",
-		"{\"stages\":[{\"stage\":\"colors\",\"count\":99}]}",
-		"{\"stages\":[{\"stage\":\"thumbnail\"}], \"stages\":[]}",
-		"{not json",
+	    "[]",
+	    "{\"stages\":[]}",
+	    "{\"stages\":[{\"stage\":\"nope\"}]}",
+	    "{\"stages\":[{\"stage\":\"thumbnail\",\"sizes\":[0]}]}",
+	    "{\"stages\":[{\"stage\":\"thumbnail\",\"sizes\":\"big\"}]}",
+	    "{\"stages\":[{\"stage\":\"thumbnail\",\"formats\":[\"bmp\"]}]}",
+	    "{\"stages\":[{\"stage\":\"thumbnail\",\"quality\":{\"webp\":0}}"
+	    "]}",
+	    "{\"stages\":[{\"stage\":\"colors\",\"count\":99}]}",
+	    "{\"stages\":[{\"stage\":\"thumbnail\"}], \"stages\":[]}",
+	    "{not json",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		p = NULL;
@@ -203,13 +203,13 @@ static void test_pipeline_run(void)
 	CHECK(mkdtemp(dir) != NULL);
 	snprintf(sub, sizeof sub, "%s/asset", dir);
 	CHECK_INT(pm_mkdirs(sub, &e), PM_OK);
-	CHECK_INT(pm_pipeline_parse(
-			  "{\"stages\":[{\"stage\":\"thumbnail\",\"sizes\":"
-			  "[100,40,100],\"formats\":[\"webp\",\"png\"]},"
-			  "{\"stage\":\"phash\"},{\"stage\":\"colors\"},"
-			  "{\"stage\":\"quality\"}]}",
-			  &p, &e),
-		  PM_OK);
+	CHECK_INT(
+	    pm_pipeline_parse("{\"stages\":[{\"stage\":\"thumbnail\",\"sizes\":"
+			      "[100,40,100],\"formats\":[\"webp\",\"png\"]},"
+			      "{\"stage\":\"phash\"},{\"stage\":\"colors\"},"
+			      "{\"stage\":\"quality\"}]}",
+			      &p, &e),
+	    PM_OK);
 	CHECK_INT(pm_pipeline_run_new(p, &r, &e), PM_OK);
 	make_image(400, 300, PM_FMT_PNG, 0, &buf, &len);
 	CHECK_INT(pm_image_probe(buf, len, &lim, &h, &e), PM_OK);
