@@ -87,7 +87,9 @@ typedef struct work {
 	pm_record *rec; /* owned */
 	void *src;	/* source bytes (malloc'd), owned until freed */
 	size_t src_len;
-	double t_start; /* monotonic, when fetching began */
+	double t_start; /* monotonic: when a worker took the item (or when
+			   it failed before reaching one); latency is measured
+			   from here to its commit, queue waits excluded */
 	pm_status status;
 	char error[512];
 	char sha[65];
@@ -432,6 +434,8 @@ static void *fetch_main(void *arg)
 		pm_status s;
 		const char *src = w->rec->image;
 
+		w->t_start = pm_now();
+
 		if (is_url(src)) {
 			/* Transports other than local files come with the
 			 * network fetch engine. */
@@ -564,6 +568,7 @@ static void *worker_main(void *arg)
 	if (s)
 		set_fatal(r, s, &e);
 	while ((w = pm_queue_pop(r->work_q))) {
+		w->t_start = pm_now();
 		if (!s)
 			process_one(r, st, pr, w);
 		else
