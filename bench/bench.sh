@@ -70,8 +70,8 @@ case " $PARTS " in *" peers "*)
     echo "|---|---|---|---|"
     echo "| pixmill (--durability none, like the peers) | $ips | $rss | $wall |"
     echo "| pixmill (default: fsync every output) | $ips_f | $rss_f | $wall_f |"
-    awk -F'\t' 'NR>1 && $3=="webp" {printf "| %s | %s | %s | %s |\n", $1, $9, $10, $7}' "$OUT/peers/summary.tsv" 2>/dev/null
-    sharp=$(awk -F'\t' 'NR>1 && $1=="sharp" && $3=="webp" {print $9}' "$OUT/peers/summary.tsv" 2>/dev/null)
+    awk -F'\t' 'NR>1 && $2=="webp" {printf "| %s | %s | %s | %s |\n", $1, $9, $10, $7}' "$OUT/peers/summary.tsv" 2>/dev/null
+    sharp=$(awk -F'\t' 'NR>1 && $1=="sharp" && $2=="webp" {print $9}' "$OUT/peers/summary.tsv" 2>/dev/null)
     [ -n "$sharp" ] && echo && python3 -c "print('pixmill / sharp images/s: %.2fx (durability none), %.2fx (default)' % ($ips/$sharp, $ips_f/$sharp))"
     echo
   } >>"$SUM"

@@ -56,6 +56,8 @@ typedef struct pm_cmd {
 } pm_cmd;
 
 extern const pm_opt pm_opts[];
+/* pm_now() at the start of main, before libvips starts. */
+extern double pm_cli_t0;
 extern const pm_cmd pm_cmds[];
 
 /* Parses argv for cmd with getopt_long built from pm_opts. Calls

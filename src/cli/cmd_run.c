@@ -203,7 +203,7 @@ static void print_summary(const pm_run_summary *s)
 		"pixmill: job %lld run %d: %lld items read, %lld done (%lld "
 		"duplicates), %lld failed, %lld already done earlier\n"
 		"pixmill: %.1f s (%s), %.1f images/s, latency p50 %.1f ms p95 "
-		"%.1f ms, first item done after %.1f ms, peak RSS %s\n"
+		"%.1f ms, first item done %.1f ms after start, peak RSS %s\n"
 		"pixmill: whole job: %lld items, %lld done, %lld failed\n"
 		"pixmill: outputs in %s\npixmill: manifest %s\npixmill: "
 		"database %s\n",
@@ -265,6 +265,7 @@ int pm_cmd_run(int argc, char **argv)
 						 "JSONL or list file, or a "
 						 "folder)");
 	c.o.catalog = argv[i];
+	c.o.t_start = pm_cli_t0;
 	if (c.quiet)
 		c.o.progress = 0;
 	pm_log_setup(c.verbose ? PM_LOG_DEBUG : PM_LOG_INFO, -1);

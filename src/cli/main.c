@@ -16,15 +16,17 @@
 #include "image/image.h"
 
 /* jemalloc reads this at start-up (MALLOC_CONF in the environment still
- * overrides it). Measured on the 28-photo corpus (docs/BENCHMARKS.md):
- * progressive JPEG decoding zeroes a coefficient buffer of ~1.5 x pixels x
- * 2 bytes per image, and on this VM every first touch of a 4 KiB page costs
- * ~15 us, so page faults were a third of the run. Transparent huge pages
- * for jemalloc's extents cut faults 10x and wall time ~1.7x; no
- * oversize arena (it purges big buffers at once, so the next image faults
- * them in again); dirty pages return to the OS after 5 s, so RSS follows
- * the working set on long runs. Harmless with another malloc. */
-const char *malloc_conf = "oversize_threshold:0,narenas:4,thp:always,"
+ * overrides it). Measured on the 28-photo corpus, 2 workers (see
+ * docs/BENCHMARKS.md): progressive JPEG decoding zeroes a coefficient
+ * buffer of ~3 bytes per source pixel per image, and on this VM each first
+ * touch of a 4 KiB page costs ~15 us, so page faults were a third of the
+ * run. Transparent huge pages cut faults tenfold and wall time ~1.8x
+ * (1.15 s -> 0.63 s). One arena (the workers' small allocations go through
+ * per-thread caches anyway) keeps peak RSS at ~125 MB instead of ~180 MB
+ * with four. No oversize arena: it purges big buffers at once, so the next
+ * image faults them in again. Dirty pages go back to the OS after 5 s, so
+ * RSS follows the working set on long runs. Harmless with another malloc. */
+const char *malloc_conf = "oversize_threshold:0,narenas:1,thp:always,"
 			  "metadata_thp:auto,dirty_decay_ms:5000,"
 			  "muzzy_decay_ms:0,background_thread:true";
 
@@ -329,11 +331,14 @@ static void vips_log_handler(const gchar *domain, GLogLevelFlags level,
 	pm_log(PM_LOG_DEBUG, "%s: %s", domain ? domain : "glib", msg);
 }
 
+double pm_cli_t0;
+
 int main(int argc, char **argv)
 {
 	const pm_cmd *c;
 	int rc;
 
+	pm_cli_t0 = pm_now();
 	if (argc < 2) {
 		help_overview();
 		return 2;

@@ -1047,7 +1047,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		return pm_fail(err, PM_ERR_NOMEM, "out of memory");
 	r->o = o;
 	r->out_fd = -1;
-	r->t0 = pm_now();
+	r->t0 = o->t_start > 0 ? o->t_start : pm_now();
 	pthread_mutex_init(&r->bytes_mu, NULL);
 	pthread_cond_init(&r->bytes_cv, NULL);
 	pthread_mutex_init(&r->mem_mu, NULL);

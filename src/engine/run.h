@@ -50,6 +50,9 @@ typedef struct pm_run_opts {
 	bool json;		  /* print the summary as JSON on stdout */
 	int queue_depth;	  /* items per queue; 0 = 4 x workers */
 	int64_t inflight_bytes;	  /* source bytes in memory; 0 = 256 MiB */
+	double t_start; /* pm_now() when the process started work (main);
+			   0 = when pm_run starts. first_done_ms counts
+			   from here. */
 } pm_run_opts;
 
 void pm_run_opts_default(pm_run_opts *o);
@@ -64,7 +67,7 @@ typedef struct pm_run_summary {
 	int64_t duplicates; /* done in this run without image work */
 	int64_t job_items, job_done, job_failed; /* whole job, after run */
 	double wall_s;
-	double first_done_ms; /* from start to the first committed item */
+	double first_done_ms; /* from t_start to the first committed item */
 	double images_per_s;  /* processed (done + failed) per second */
 	double p50_ms, p95_ms;
 	uint64_t peak_rss;

@@ -10,6 +10,7 @@
 #include "core/queue.h"
 #include "core/status.h"
 #include "core/util.h"
+#include "engine/progress.h"
 #include "test.h"
 
 static void test_status(void)
@@ -160,8 +161,21 @@ static void test_queue(void)
 	pm_queue_free(q);
 }
 
+static void test_progress(void)
+{
+	char b[32];
+
+	CHECK_STR(pm_fmt_duration(0, b, sizeof b), "0s");
+	CHECK_STR(pm_fmt_duration(59.4, b, sizeof b), "59s");
+	CHECK_STR(pm_fmt_duration(187, b, sizeof b), "3m07s");
+	CHECK_STR(pm_fmt_duration(3720, b, sizeof b), "1h02m");
+	CHECK_STR(pm_fmt_duration(-1, b, sizeof b), "--");
+	CHECK(pm_progress_new(0, 1) == NULL);
+}
+
 int main(void)
 {
+	test_progress();
 	test_status();
 	test_sizes();
 	test_sha();
