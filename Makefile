@@ -5,7 +5,7 @@
 #   make SAN=1         build-asan/: ASan+UBSan, system malloc
 #   make fuzz          build-fuzz/: libFuzzer targets (clang)
 #   make format        clang-format -i over src tests fuzz bench
-PKGS := vips gmodule-2.0 sqlite3 jansson libcrypto
+PKGS := vips gmodule-2.0 sqlite3 jansson libcrypto libcurl
 CC ?= cc
 ifeq ($(SAN),1)
 BUILD ?= build-asan
@@ -28,14 +28,11 @@ CFLAGS := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parame
 	-DPM_VIPS_MODULEDIR='"$(VIPS_MODULEDIR)"' $(EXTRA_CFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS)) $(MALLOC) -lpthread -lm
 
-# src/fetch/ (network transports) and its tests are built in once the
-# fetch engine is wired into run.c.
-FETCH_PARTS := tests/unit/test_fetch.c tests/unit/test_urlguard.c fuzz/fuzz_urlguard.c
-LIB_SRC := $(sort $(filter-out src/cli/% src/fetch/%,$(wildcard src/*/*.c)))
+LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
-TEST_SRC := $(sort $(filter-out $(FETCH_PARTS),$(wildcard tests/unit/test_*.c)))
+TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/pixmill $(TEST_BIN)
@@ -61,7 +58,7 @@ $(BUILD)/%.o: %.c
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
 # libFuzzer targets: one per parser of outside input.
-FUZZ_SRC := $(sort $(filter-out $(FETCH_PARTS),$(wildcard fuzz/fuzz_*.c)))
+FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -Isrc $(shell pkg-config --cflags $(PKGS)) -pthread \
 	-fsanitize=fuzzer,address,undefined -DPM_VERSION='"fuzz"' -DPM_GITREV='"fuzz"'

@@ -11,6 +11,7 @@ PKGS=(
   libjansson-dev                 # JSON
   libjemalloc-dev                # allocator (libvips fragments glibc malloc)
   libssl-dev                     # SHA-256 (libcrypto, SHA-NI)
+  libcurl4-openssl-dev           # http(s) sources (curl multi)
   clang libclang-rt-14-dev       # fuzzers (libFuzzer)
   clang-format                   # style check
   python3                        # test helpers

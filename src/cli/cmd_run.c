@@ -156,6 +156,50 @@ static int run_opt(int id, const char *arg, void *ud)
 			    "run", "--queue-depth wants 1 to 100000");
 		c->o.queue_depth = (int)v;
 		break;
+	case OPT_ALLOW_PRIVATE:
+		c->o.fetch.allow_private = true;
+		break;
+	case OPT_ALLOW_HOST:
+		c->o.fetch.allow_list = arg;
+		break;
+	case OPT_MAX_TRANSFERS:
+		if (parse_int(arg, 1, 4096, &v))
+			return pm_cli_usage_error(
+			    "run", "--max-transfers wants 1 to 4096");
+		c->o.fetch.max_transfers = (int)v;
+		break;
+	case OPT_PER_HOST:
+		if (parse_int(arg, 1, 1024, &v))
+			return pm_cli_usage_error("run",
+						  "--per-host wants 1 to 1024");
+		c->o.fetch.per_host_max = (int)v;
+		break;
+	case OPT_PER_HOST_RPS:
+	case OPT_CONNECT_TIMEOUT:
+	case OPT_TIMEOUT: {
+		char *end;
+		double d = strtod(arg, &end);
+		if (end == arg || *end || d < 0 || d > 86400 ||
+		    (d == 0 && id != OPT_PER_HOST_RPS))
+			return pm_cli_usage_error(
+			    "run", "--%s wants a positive number",
+			    id == OPT_TIMEOUT	     ? "timeout"
+			    : id == OPT_PER_HOST_RPS ? "per-host-rps"
+						     : "connect-timeout");
+		if (id == OPT_TIMEOUT)
+			c->o.fetch.total_timeout_ms = (long)(d * 1000);
+		else if (id == OPT_CONNECT_TIMEOUT)
+			c->o.fetch.connect_timeout_ms = (long)(d * 1000);
+		else
+			c->o.fetch.per_host_rps = d;
+		break;
+	}
+	case OPT_MAX_ATTEMPTS:
+		if (parse_int(arg, 1, 100, &v))
+			return pm_cli_usage_error(
+			    "run", "--max-attempts wants 1 to 100");
+		c->o.fetch.max_attempts = (int)v;
+		break;
 	case OPT_QUIET:
 		c->quiet = true;
 		break;
@@ -276,6 +320,8 @@ int pm_cmd_run(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 
+	pm_log(PM_LOG_DEBUG, "t+%.1f ms: libvips ready",
+	       (pm_now() - pm_cli_t0) * 1e3);
 	s = pm_run(&c.o, &sum, &err);
 	if (s && s != PM_ERR_CANCELLED) {
 		pm_log(PM_LOG_ERROR, "%s", err.msg);

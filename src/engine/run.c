@@ -62,6 +62,7 @@ void pm_run_opts_default(pm_run_opts *o)
 	o->out_dir = "pixmill-out";
 	o->pipeline = "thumbnails";
 	pm_limits_default(&o->limits);
+	pm_fetch_opts_default(&o->fetch);
 	o->durability = PM_SYNC_FILE;
 	o->dedup = true;
 	o->progress = 2;
@@ -101,6 +102,7 @@ typedef struct work {
 	bool have_header;
 	pm_item_ctx ctx;
 	char asset_dir[160];
+	char ctype[64];	   /* Content-Type the origin declared, or "" */
 	struct work *next; /* waiters chain */
 } work;
 
@@ -151,6 +153,15 @@ typedef struct run {
 	pm_status fatal; /* first fatal error (store), set once */
 	pm_err fatal_err;
 	pthread_mutex_t fatal_mu;
+
+	/* http(s) sources: the engine's callback appends finished transfers
+	 * here and the fetch thread hands them on to the workers */
+	pm_fetch *fe;	     /* created on the first remote item */
+	pm_fetch_opts fopts; /* o->fetch, body capped at max_bytes */
+	pthread_mutex_t rq_mu;
+	pthread_cond_t rq_cv;
+	work *rq_head, *rq_tail; /* finished transfers, in order */
+	int remote_out;		 /* submitted, not yet handed on */
 
 	FILE *manifest;
 	char manifest_path[PATH_MAX + 128];
@@ -311,6 +322,16 @@ static bool dd_claim(run *r, work *w)
 
 /* ---- ingest thread ---- */
 
+/* Failures worth another try on the next run (network, memory, store,
+ * interruption); the others (bad rows, bad files) fail the same way again
+ * and are only redone with --retry-failed. */
+static bool transient(pm_status code)
+{
+	return code == PM_ERR_IO || code == PM_ERR_NOMEM ||
+	       code == PM_ERR_STORE || code == PM_ERR_CANCELLED ||
+	       code == PM_ERR_LOCKED;
+}
+
 static void *ingest_main(void *arg)
 {
 	run *r = arg;
@@ -346,7 +367,8 @@ static void *ingest_main(void *arg)
 				break;
 			}
 			if (state == PM_ITEM_DONE ||
-			    (state == PM_ITEM_FAILED && !r->o->retry_failed)) {
+			    (state == PM_ITEM_FAILED && !r->o->retry_failed &&
+			     !transient(code))) {
 				atomic_fetch_add(&r->skipped, 1);
 				pm_record_free(rec);
 				continue;
@@ -424,53 +446,214 @@ static bool is_url(const char *s)
 	return true;
 }
 
+/* Remote items submitted and not yet handed on to the workers. Bounds the
+ * finished-but-waiting list, hence the memory of downloaded bodies. */
+#define REMOTE_WINDOW 128
+
+static bool is_http(const char *s)
+{
+	return strncasecmp(s, "http://", 7) == 0 ||
+	       strncasecmp(s, "https://", 8) == 0;
+}
+
+/* Fetch engine thread: must return quickly (every transfer waits). Takes
+ * the body (ownership moves to the work item). */
+static void fetch_done(pm_fetch_result *res, void *ud)
+{
+	run *r = ud;
+	work *w = res->ud;
+
+	if (res->status) {
+		w->status = res->status;
+		snprintf(w->error, sizeof w->error, "%s%s%s",
+			 res->error ? res->error : "fetch failed",
+			 res->history && res->attempts > 1 ? "; attempts: "
+							   : "",
+			 res->history && res->attempts > 1 ? res->history : "");
+	} else {
+		w->src = res->body;
+		w->src_len = res->len;
+		res->body = NULL;
+		snprintf(w->ctype, sizeof w->ctype, "%s",
+			 res->content_type ? res->content_type : "");
+	}
+	pthread_mutex_lock(&r->rq_mu);
+	w->next = NULL;
+	if (r->rq_tail)
+		r->rq_tail->next = w;
+	else
+		r->rq_head = w;
+	r->rq_tail = w;
+	pthread_cond_broadcast(&r->rq_cv);
+	pthread_mutex_unlock(&r->rq_mu);
+}
+
+/* Fetch thread: passes finished transfers on (blocking on a full work
+ * queue is fine here: the engine's thread never waits for us). */
+static void hand_on(run *r)
+{
+	work *list, *w;
+
+	pthread_mutex_lock(&r->rq_mu);
+	list = r->rq_head;
+	r->rq_head = r->rq_tail = NULL;
+	pthread_mutex_unlock(&r->rq_mu);
+	while ((w = list)) {
+		list = w->next;
+		w->next = NULL;
+		if (w->src) {
+			pthread_mutex_lock(&r->bytes_mu);
+			r->bytes_inflight += (int64_t)w->src_len;
+			pthread_mutex_unlock(&r->bytes_mu);
+		}
+		if (pm_queue_push(w->status ? r->result_q : r->work_q, w)) {
+			bytes_release(r, w);
+			work_free(w);
+		}
+		pthread_mutex_lock(&r->rq_mu);
+		r->remote_out--;
+		pthread_cond_broadcast(&r->rq_cv);
+		pthread_mutex_unlock(&r->rq_mu);
+	}
+}
+
+/* Fetch thread: waits until the remote window has room (handing on
+ * finished transfers meanwhile) and takes a slot. */
+static void remote_slot(run *r)
+{
+	pthread_mutex_lock(&r->rq_mu);
+	while (r->remote_out >= REMOTE_WINDOW) {
+		if (r->rq_head) {
+			pthread_mutex_unlock(&r->rq_mu);
+			hand_on(r);
+			pthread_mutex_lock(&r->rq_mu);
+			continue;
+		}
+		pthread_cond_wait(&r->rq_cv, &r->rq_mu);
+	}
+	r->remote_out++;
+	pthread_mutex_unlock(&r->rq_mu);
+}
+
+/* Fetch thread: a remote item goes to the engine; its result comes back
+ * through fetch_done. Returns false if it failed at once (w->status). */
+static bool submit_remote(run *r, work *w)
+{
+	pm_err e = {{0}};
+	pm_status s = PM_OK;
+	pm_fetch_req req = {.url = w->rec->image, .ud = w};
+
+	if (!r->fe)
+		s = pm_fetch_new(&r->fopts, fetch_done, r, &r->fe, &e);
+	if (!s) {
+		remote_slot(r);
+		s = pm_fetch_submit(r->fe, &req, &e);
+		if (s) {
+			pthread_mutex_lock(&r->rq_mu);
+			r->remote_out--;
+			pthread_mutex_unlock(&r->rq_mu);
+		}
+	}
+	if (s)
+		work_fail(w, s, &e);
+	return s == PM_OK;
+}
+
+static pm_status read_local(run *r, work *w, pm_err *e)
+{
+	const char *src = w->rec->image;
+	struct stat sb;
+	int64_t want = 0;
+	pm_status s;
+
+	if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode) &&
+	    (uint64_t)sb.st_size <= r->o->limits.max_bytes)
+		want = sb.st_size;
+	bytes_acquire(r, want);
+	s = pm_read_file(src, r->o->limits.max_bytes, &w->src, &w->src_len, e);
+	/* Account for what was really read. */
+	pthread_mutex_lock(&r->bytes_mu);
+	r->bytes_inflight += (int64_t)w->src_len - want;
+	pthread_cond_broadcast(&r->bytes_cv);
+	pthread_mutex_unlock(&r->bytes_mu);
+	return s;
+}
+
 static void *fetch_main(void *arg)
 {
 	run *r = arg;
 	work *w;
+	bool cancelled = false;
 
-	while ((w = pm_queue_pop(r->fetch_q))) {
+	for (;;) {
+		hand_on(r);
+		if (cancel_flag && r->fe && !cancelled) {
+			pm_fetch_cancel(
+			    r->fe); /* results come back cancelled */
+			cancelled = true;
+		}
+		w = pm_queue_pop_timeout(r->fetch_q, 20);
+		if (!w) {
+			if (pm_queue_done(r->fetch_q))
+				break;
+			continue;
+		}
 		pm_err e = {{0}};
 		pm_status s;
 		const char *src = w->rec->image;
 
 		w->t_start = pm_now();
-
-		if (is_url(src)) {
-			/* Transports other than local files come with the
-			 * network fetch engine. */
+		if (is_http(src)) {
+			if (submit_remote(r, w))
+				continue;
+			s = w->status;
+		} else if (is_url(src)) {
 			const char *colon = strchr(src, ':');
 			s = pm_fail(&e, PM_ERR_UNSUPPORTED,
-				    "URL scheme \"%.*s\" is not supported by "
-				    "this build (local paths and file:// only)",
+				    "URL scheme \"%.*s\" is not supported "
+				    "(http, https, file and local paths are)",
 				    (int)(colon - src), src);
-		} else {
-			struct stat sb;
-			int64_t want = 0;
-			if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode) &&
-			    (uint64_t)sb.st_size <= r->o->limits.max_bytes)
-				want = sb.st_size;
-			bytes_acquire(r, want);
-			s = pm_read_file(src, r->o->limits.max_bytes, &w->src,
-					 &w->src_len, &e);
-			/* Account for what was really read. */
-			pthread_mutex_lock(&r->bytes_mu);
-			r->bytes_inflight += (int64_t)w->src_len - want;
-			pthread_cond_broadcast(&r->bytes_cv);
-			pthread_mutex_unlock(&r->bytes_mu);
-		}
-		if (s) {
 			work_fail(w, s, &e);
-			if (pm_queue_push(r->result_q, w)) {
-				bytes_release(r, w);
-				work_free(w);
-			}
-			continue;
+		} else {
+			s = read_local(r, w, &e);
+			if (s)
+				work_fail(w, s, &e);
 		}
-		if (pm_queue_push(r->work_q, w)) {
+		if (pm_queue_push(s ? r->result_q : r->work_q, w)) {
 			bytes_release(r, w);
 			work_free(w);
 		}
+	}
+	/* Wait for every transfer, handing results on as they finish. */
+	pthread_mutex_lock(&r->rq_mu);
+	while (r->remote_out > 0) {
+		if (!r->rq_head) {
+			if (cancel_flag && r->fe && !cancelled) {
+				pthread_mutex_unlock(&r->rq_mu);
+				pm_fetch_cancel(r->fe);
+				cancelled = true;
+				pthread_mutex_lock(&r->rq_mu);
+				continue;
+			}
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&r->rq_cv, &r->rq_mu, &ts);
+			continue;
+		}
+		pthread_mutex_unlock(&r->rq_mu);
+		hand_on(r);
+		pthread_mutex_lock(&r->rq_mu);
+	}
+	pthread_mutex_unlock(&r->rq_mu);
+	if (r->fe) {
+		pm_fetch_close(r->fe);
+		pm_fetch_free(r->fe);
+		r->fe = NULL;
 	}
 	pm_queue_close(r->work_q);
 	return NULL;
@@ -482,6 +665,15 @@ typedef struct worker_arg {
 	run *r;
 	int idx;
 } worker_arg;
+
+/* Whether a declared Content-Type may hold an image: image/..., or the
+ * generic binary types servers use when they do not know. */
+static bool declared_image(const char *ctype)
+{
+	return strncasecmp(ctype, "image/", 6) == 0 ||
+	       strncasecmp(ctype, "application/octet-stream", 24) == 0 ||
+	       strncasecmp(ctype, "binary/", 7) == 0;
+}
 
 /* Runs the pipeline on w; w->status says how it went. */
 static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
@@ -514,6 +706,11 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	}
 	s = pm_image_probe(w->src, w->src_len, &r->o->limits, &w->header, &e);
 	w->have_header = w->header.format != PM_FMT_UNKNOWN && s == PM_OK;
+	if (s == PM_ERR_UNSUPPORTED && w->ctype[0] && !declared_image(w->ctype))
+		s = pm_fail(&e, PM_ERR_MISMATCH,
+			    "the origin sent %.40s, not an image (%s)",
+			    w->ctype,
+			    pm_format_name(pm_sniff(w->src, w->src_len)));
 	if (s) {
 		work_fail(w, s, &e);
 		return;
@@ -752,6 +949,12 @@ typedef struct batch {
 /* Writer: takes w into the batch, or parks it behind its dedup owner. */
 static void writer_take(run *r, batch *b, work *w)
 {
+	if (w->status == PM_ERR_CANCELLED) {
+		/* Stopped by a signal before it finished: not recorded, so
+		 * the next run does it. */
+		work_free(w);
+		return;
+	}
 	if (w->entry && !w->owner) {
 		dedup_entry *e = w->entry;
 		pthread_mutex_lock(&r->dd_mu);
@@ -787,9 +990,15 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			atomic_fetch_add(&r->done, 1);
 		if (!w->status && w->duplicate)
 			atomic_fetch_add(&r->dups, 1);
-		if (atomic_load(&r->first_done_us) == 0)
+		if (atomic_load(&r->first_done_us) == 0) {
 			atomic_store(&r->first_done_us,
 				     (long long)((pm_now() - r->t0) * 1e6) + 1);
+			pm_log(PM_LOG_DEBUG,
+			       "t+%.1f ms: first item committed (%.1f ms in "
+			       "its worker)",
+			       (pm_now() - r->t0) * 1e3,
+			       (pm_now() - w->t_start) * 1e3);
+		}
 		lat_add(r, (pm_now() - w->t_start) * 1000.0);
 		if (w->entry && w->owner) {
 			dedup_entry *e = w->entry;
@@ -835,6 +1044,27 @@ static pm_status writer_commit(run *r, pm_store *st, batch *b, pm_err *e)
 	return s;
 }
 
+/* Group commit for --durability batch: one syncfs makes every output
+ * written so far durable, so it pays to let results gather until `until`
+ * (at most GROUP_WINDOW_S after the previous commit) or a full batch. An
+ * idle writer commits the first result at once. */
+#define GROUP_WINDOW_S 0.1
+
+static void group_wait(run *r, batch *b, double until)
+{
+	double now;
+	work *w;
+
+	while (b->n < 256 && (now = pm_now()) < until) {
+		w = pm_queue_pop_timeout(r->result_q,
+					 (int)((until - now) * 1000.0) + 1);
+		if (w)
+			writer_take(r, b, w);
+		else if (pm_queue_done(r->result_q))
+			break;
+	}
+}
+
 static void *writer_main(void *arg)
 {
 	run *r = arg;
@@ -843,6 +1073,7 @@ static void *writer_main(void *arg)
 	pm_status s;
 	batch *b = calloc(1, sizeof *b);
 	work *w, *ready = NULL;
+	double last_commit = 0;
 
 	if (!b) {
 		pm_fail(&e, PM_ERR_NOMEM, "out of memory");
@@ -871,9 +1102,12 @@ static void *writer_main(void *arg)
 		/* Then whatever else is already waiting, up to a batch. */
 		while (b->n < 256 && (w = pm_queue_pop_timeout(r->result_q, 0)))
 			writer_take(r, b, w);
+		if (r->o->durability == PM_SYNC_BATCH)
+			group_wait(r, b, last_commit + GROUP_WINDOW_S);
 		if (b->n == 0)
 			continue; /* only parked duplicates came */
 		s = writer_commit(r, st, b, &e);
+		last_commit = pm_now();
 		if (s) {
 			set_fatal(r, s, &e);
 			for (int i = 0; i < b->n; i++)
@@ -1054,6 +1288,12 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	pthread_cond_init(&r->mem_cv, NULL);
 	pthread_mutex_init(&r->dd_mu, NULL);
 	pthread_mutex_init(&r->fatal_mu, NULL);
+	pthread_mutex_init(&r->rq_mu, NULL);
+	pthread_cond_init(&r->rq_cv, NULL);
+	r->fopts = o->fetch;
+	if (r->fopts.max_body <= 0 ||
+	    (uint64_t)r->fopts.max_body > o->limits.max_bytes)
+		r->fopts.max_body = (int64_t)o->limits.max_bytes;
 	r->workers =
 	    o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (r->workers < 1)
@@ -1104,9 +1344,14 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	s = pm_catalog_open(r->catalog_abs, &co, &r->cat, err);
 	if (s)
 		goto out;
+	pm_log(PM_LOG_DEBUG, "t+%.1f ms: catalog open (%s)",
+	       (pm_now() - r->t0) * 1e3,
+	       pm_catalog_kind_name(pm_catalog_kind_of(r->cat)));
 	s = open_job(r, err);
 	if (s)
 		goto out;
+	pm_log(PM_LOG_DEBUG, "t+%.1f ms: store open, job %lld run %d",
+	       (pm_now() - r->t0) * 1e3, (long long)r->job_id, r->run_no);
 	snprintf(path, sizeof path, "%s/manifests", r->out_root);
 	s = pm_mkdirs(path, err);
 	if (s)
@@ -1143,6 +1388,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	pthread_create(&t_fetch, NULL, fetch_main, r);
 	pthread_create(&t_ingest, NULL, ingest_main, r);
 	count_started = pthread_create(&t_count, NULL, count_main, r) == 0;
+	pm_log(PM_LOG_DEBUG, "t+%.1f ms: %d workers started",
+	       (pm_now() - r->t0) * 1e3, r->workers);
 
 	while (!atomic_load(&r->writer_done)) {
 		/* Workers and writer stop by themselves once the queues
@@ -1227,6 +1474,8 @@ out:
 	pthread_cond_destroy(&r->mem_cv);
 	pthread_mutex_destroy(&r->dd_mu);
 	pthread_mutex_destroy(&r->fatal_mu);
+	pthread_mutex_destroy(&r->rq_mu);
+	pthread_cond_destroy(&r->rq_cv);
 	free(r);
 	return s;
 }

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "fetch/fetch.h"
 #include "image/image.h"
 #include "ingest/catalog.h"
 
@@ -50,9 +51,10 @@ typedef struct pm_run_opts {
 	bool json;		  /* print the summary as JSON on stdout */
 	int queue_depth;	  /* items per queue; 0 = 4 x workers */
 	int64_t inflight_bytes;	  /* source bytes in memory; 0 = 256 MiB */
-	double t_start; /* pm_now() when the process started work (main);
-			   0 = when pm_run starts. first_done_ms counts
-			   from here. */
+	pm_fetch_opts fetch; /* http(s) sources: limits, retries, SSRF guard */
+	double t_start;	     /* pm_now() when the process started work (main);
+				0 = when pm_run starts. first_done_ms counts
+				from here. */
 } pm_run_opts;
 
 void pm_run_opts_default(pm_run_opts *o);

@@ -44,7 +44,8 @@ void pm_urlguard_free(pm_urlguard *g);
 
 /* Checks a URL before any request: PM_OK for an absolute http or https URL
  * with a host and no userinfo. PM_ERR_UNSUPPORTED for another scheme or for
- * userinfo, PM_ERR_CATALOG for a malformed URL (or one over 8 KiB). */
+ * userinfo, PM_ERR_CATALOG for a malformed URL (or one over 8 KiB, or a
+ * host name over 255 bytes). */
 pm_status pm_urlguard_check_url(const char *url, pm_err *err);
 /* Same check; on success also writes the URL's host, lowercase and without
  * the brackets of an IPv6 literal, into host (PM_ERR_CATALOG if it does not

@@ -94,7 +94,7 @@ id,image,title
 3,fake.jpg,not an image
 4,,empty image
 6,trunc.jpg,truncated
-7,http://example.invalid/x.jpg,remote
+7,gopher://example.invalid/x.jpg,unsupported scheme
 5,"a.jpg,unterminated quote swallows the rest
 EOF
 "$PM" run "$M/cat.csv" --out "$M/out" --json >"$T/m.json" 2>"$T/m.err"
@@ -104,7 +104,7 @@ eq "bad rows: every other row failed with a code" "$(mcount "$M/out" "r['state']
 eq "bad rows: missing file -> not_found" "$(mcount "$M/out" "r.get('id')=='2' and r.get('code')=='not_found'")" 1
 eq "bad rows: text file -> unsupported" "$(mcount "$M/out" "r.get('id')=='3' and r.get('code')=='unsupported'")" 1
 eq "bad rows: truncated jpeg -> decode_error" "$(mcount "$M/out" "r.get('id')=='6' and r.get('code')=='decode_error'")" 1
-eq "bad rows: http URL -> unsupported" "$(mcount "$M/out" "r.get('id')=='7' and r.get('code')=='unsupported'")" 1
+eq "bad rows: gopher URL -> unsupported" "$(mcount "$M/out" "r.get('id')=='7' and r.get('code')=='unsupported'")" 1
 eq "bad rows: bad catalog rows -> bad_catalog_row" "$(mcount "$M/out" "r.get('code')=='bad_catalog_row'")" 2
 "$PM" status --db "$M/out/pixmill.db" >"$T/mstatus.txt"
 check "status lists failure reasons" grep -q "decode_error" "$T/mstatus.txt"
@@ -155,6 +155,47 @@ else
 fi
 "$PM" run "$S/list.txt" --out "$S/out" --no-dedup -j 1 --json >"$T/sig.json" 2>/dev/null
 eq "after SIGTERM: re-run finishes the job" "$(jq_ "$T/sig.json" "d['job_done']")" 40
+
+# ---- http(s) sources: a local origin (tests/fetch/origin.py) on loopback ----
+H="$T/http"; mkdir -p "$H"
+ORIGIN_ROOT="$ROOT/examples/images" python3 -u "$ROOT/tests/fetch/origin.py" 0 >"$H/port" 2>"$H/origin.err" &
+opid=$!
+for _ in $(seq 50); do PORT=$(head -n 1 "$H/port" 2>/dev/null); [ -n "$PORT" ] && break; sleep 0.1; done
+if [ -n "${PORT:-}" ]; then
+  B="http://127.0.0.1:$PORT"
+  cat >"$H/cat.csv" <<EOF
+id,image,title
+1,$B/file/opencv_fruits.jpg,fruits
+2,$B/file/tuxpaint_jellyfish.jpg,jellyfish
+3,$B/status/503?times=2,recovers but is text
+4,$B/html,an error page sent as 200
+5,$B/file/nope.jpg,missing
+6,$B/file/opencv_fruits.jpg,same URL again
+7,$B/status/500,always fails
+8,ftp://127.0.0.1/x.jpg,wrong scheme
+9,http://user:pw@127.0.0.1:$PORT/file/opencv_fruits.jpg,userinfo
+EOF
+  hc() { mcount "$1" "r['key']=='r$2' and r['state']=='$3' and r.get('code')$4"; }
+  "$PM" run "$H/cat.csv" --out "$H/guarded" --quiet 2>/dev/null; eq "http: exit 1 when the SSRF guard refuses" $? 1
+  eq "http: loopback refused by default" "$(mcount "$H/guarded" "r.get('code')=='unsupported' and 'loopback' in r.get('error','')")" 7
+  "$PM" run "$H/cat.csv" --out "$H/out" --allow-private --max-attempts 3 --quiet 2>/dev/null
+  eq "http: exit 1 (some failed)" $? 1
+  eq "http: image downloaded and done" "$(hc "$H/out" 1 done "==None")" 1
+  eq "http: second image done" "$(hc "$H/out" 2 done "==None")" 1
+  eq "http: same URL again is a duplicate" "$(mcount "$H/out" "r['key']=='r6' and r.get('duplicate')")" 1
+  eq "http: 503 retried, then its text body refused" "$(hc "$H/out" 3 failed "=='type_mismatch'")" 1
+  eq "http: text/html 200 is a type mismatch" "$(hc "$H/out" 4 failed "=='type_mismatch'")" 1
+  eq "http: 404 -> not_found" "$(hc "$H/out" 5 failed "=='not_found'")" 1
+  eq "http: 500 fails after 3 attempts with its history" "$(mcount "$H/out" "r['key']=='r7' and r.get('code')=='io_error' and '3: HTTP 500' in r.get('error','')")" 1
+  eq "http: ftp:// refused" "$(hc "$H/out" 8 failed "=='unsupported'")" 1
+  eq "http: userinfo refused" "$(hc "$H/out" 9 failed "is not None")" 1
+  eq "http: the origin saw 3 requests for the 500" "$(python3 -c "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]+'/count'))['counts'].get('/status/500'))" "$B")" 3
+  "$PM" run "$H/cat.csv" --out "$H/out" --allow-private --max-attempts 3 --json >"$H/again.json" 2>/dev/null
+  eq "http: re-run retries only the network failure" "$(jq_ "$H/again.json" "(d['failed'], d['already_done'])")" "(1, 8)"
+else
+  bad "http: the test origin did not start: $(cat "$H/origin.err")"
+fi
+kill "$opid" 2>/dev/null; wait "$opid" 2>/dev/null
 
 # ---- inspect ----
 "$PM" inspect --json "$ROOT/examples/images/opencv_fruits.jpg" >"$T/i.json"; eq "inspect exits 0" $? 0
