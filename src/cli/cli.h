@@ -44,6 +44,8 @@ enum {
 	OPT_CONNECT_TIMEOUT,
 	OPT_TIMEOUT,
 	OPT_MAX_ATTEMPTS,
+	OPT_REASON,
+	OPT_JOB,
 };
 
 typedef struct pm_opt {
@@ -82,5 +84,6 @@ int pm_cli_usage_error(const char *cmd, const char *fmt, ...)
 int pm_cmd_run(int argc, char **argv);
 int pm_cmd_status(int argc, char **argv);
 int pm_cmd_inspect(int argc, char **argv);
+int pm_cmd_dlq(int argc, char **argv);
 
 #endif

@@ -103,6 +103,7 @@ typedef struct work {
 	pm_item_ctx ctx;
 	char asset_dir[160];
 	char ctype[64];	   /* Content-Type the origin declared, or "" */
+	int attempts;	   /* network requests made for it (0: local file) */
 	struct work *next; /* waiters chain */
 } work;
 
@@ -463,6 +464,7 @@ static void fetch_done(pm_fetch_result *res, void *ud)
 	run *r = ud;
 	work *w = res->ud;
 
+	w->attempts = res->attempts;
 	if (res->status) {
 		w->status = res->status;
 		snprintf(w->error, sizeof w->error, "%s%s%s",
@@ -903,7 +905,7 @@ static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
 	it.sha256 = w->have_sha ? w->sha : NULL;
 	it.duplicate = w->duplicate && !w->status;
 	it.latency_ms = (pm_now() - w->t_start) * 1000.0;
-	it.attempts = 1;
+	it.attempts = w->attempts > 1 ? w->attempts : 1;
 	if (!w->status && !w->duplicate) {
 		int sw = w->header.orientation >= 5;
 		as.sha256 = w->sha;

@@ -152,10 +152,23 @@ enum {
 	Q_ASSET_FOR_JOB,
 	Q_OUTPUT_INSERT,
 	Q_ITEM_UPSERT,
+	Q_FAILED,
+	Q_RETRY_FAILED,
 	Q_COUNT
 };
 
 static const char *const queries[Q_COUNT] = {
+    [Q_FAILED] = "SELECT i.job_id, i.key, i.image, i.code, i.error,"
+		 " i.attempts, i.updated, j.catalog"
+		 " FROM items i JOIN jobs j ON j.id = i.job_id"
+		 " WHERE i.state = 'failed' AND (?1 = 0 OR i.job_id = ?1)"
+		 " AND (?2 IS NULL OR i.code = ?2)"
+		 " AND (?3 IS NULL OR i.key = ?3)"
+		 " ORDER BY i.job_id, i.ordinal LIMIT ?4",
+    [Q_RETRY_FAILED] = "DELETE FROM items WHERE state = 'failed'"
+		       " AND (?1 = 0 OR job_id = ?1)"
+		       " AND (?2 IS NULL OR code = ?2)"
+		       " AND (?3 IS NULL OR key = ?3)",
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
@@ -907,6 +920,63 @@ static void sq_rollback(void *conn)
 		q_exec(c, Q_ROLLBACK, "rollback", NULL);
 }
 
+static pm_status sq_failed(void *conn, int64_t job_id, const char *code,
+			   const char *key, int limit,
+			   int (*cb)(const pm_failed_info *info, void *ud),
+			   void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_FAILED, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_text(st, 2, code) || b_text(st, 3, key) ||
+	    b_i64(st, 4, limit > 0 ? limit : -1)) {
+		s = sq_fail(c->db, err, "failed items");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_failed_info fi = {
+		    .job_id = sqlite3_column_int64(st, 0),
+		    .key = col_text(st, 1),
+		    .image = col_text(st, 2),
+		    .code = col_text(st, 3),
+		    .error = col_text(st, 4),
+		    .attempts = sqlite3_column_int(st, 5),
+		    .updated = sqlite3_column_double(st, 6),
+		    .catalog = col_text(st, 7),
+		};
+		if (cb && cb(&fi, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "failed items");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_retry_failed(void *conn, int64_t job_id, const char *code,
+				 const char *key, int64_t *n, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_RETRY_FAILED, err);
+	pm_status s = PM_OK;
+
+	*n = 0;
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_text(st, 2, code) || b_text(st, 3, key) ||
+	    sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "retry failed items");
+	else
+		*n = sqlite3_changes64(c->db);
+	q_done(st);
+	return s;
+}
+
 const pm_store_backend pm_store_sqlite = {
     .name = "sqlite",
     .open = sq_open,
@@ -917,6 +987,8 @@ const pm_store_backend pm_store_sqlite = {
     .jobs = sq_jobs,
     .job_failures = sq_job_failures,
     .job_counts = sq_job_counts,
+    .failed = sq_failed,
+    .retry_failed = sq_retry_failed,
     .item_state = sq_item_state,
     .asset_exists = sq_asset_exists,
     .begin = sq_begin,

@@ -109,6 +109,20 @@ pm_status pm_store_job_failures(pm_store *s, int64_t job_id, int limit,
 	return s->be->job_failures(s->conn, job_id, limit, cb, ud, err);
 }
 
+pm_status pm_store_failed(pm_store *s, int64_t job_id, const char *code,
+			  const char *key, int limit,
+			  int (*cb)(const pm_failed_info *info, void *ud),
+			  void *ud, pm_err *err)
+{
+	return s->be->failed(s->conn, job_id, code, key, limit, cb, ud, err);
+}
+
+pm_status pm_store_retry_failed(pm_store *s, int64_t job_id, const char *code,
+				const char *key, int64_t *n, pm_err *err)
+{
+	return s->be->retry_failed(s->conn, job_id, code, key, n, err);
+}
+
 pm_status pm_store_item_state(pm_store *s, int64_t job_id, const char *key,
 			      pm_item_state *state, pm_status *code,
 			      pm_err *err)

@@ -94,6 +94,27 @@ pm_status pm_store_item_state(pm_store *s, int64_t job_id, const char *key,
 			      pm_item_state *state, pm_status *code,
 			      pm_err *err);
 
+/* ---- the dead-letter queue: failed items ---- */
+
+typedef struct pm_failed_info {
+	int64_t job_id;
+	const char *key, *image, *code, *error, *catalog;
+	int attempts;
+	double updated; /* unix seconds */
+} pm_failed_info;
+
+/* Calls cb for failed items, oldest job first then catalog order. job_id 0
+ * = every job; code/key NULL = any. At most limit (0 = all). The strings
+ * in info live only during the call; cb returns non-zero to stop. */
+pm_status pm_store_failed(pm_store *s, int64_t job_id, const char *code,
+			  const char *key, int limit,
+			  int (*cb)(const pm_failed_info *info, void *ud),
+			  void *ud, pm_err *err);
+/* Sends failed items back: forgets them (same filters as pm_store_failed),
+ * so the next run of their job processes them again. *n = how many. */
+pm_status pm_store_retry_failed(pm_store *s, int64_t job_id, const char *code,
+				const char *key, int64_t *n, pm_err *err);
+
 /* ---- assets (dedup across runs) ---- */
 
 /* True if an asset (sha256 hex, pipeline hash) has been committed. */

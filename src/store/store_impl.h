@@ -41,6 +41,12 @@ typedef struct pm_store_backend {
 				int64_t *done, int64_t *failed,
 				int64_t *duplicates, pm_err *err);
 
+	pm_status (*failed)(void *conn, int64_t job_id, const char *code,
+			    const char *key, int limit,
+			    int (*cb)(const pm_failed_info *info, void *ud),
+			    void *ud, pm_err *err);
+	pm_status (*retry_failed)(void *conn, int64_t job_id, const char *code,
+				  const char *key, int64_t *n, pm_err *err);
 	pm_status (*item_state)(void *conn, int64_t job_id, const char *key,
 				pm_item_state *state, pm_status *code,
 				pm_err *err);

@@ -192,6 +192,19 @@ EOF
   eq "http: the origin saw 3 requests for the 500" "$(python3 -c "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]+'/count'))['counts'].get('/status/500'))" "$B")" 3
   "$PM" run "$H/cat.csv" --out "$H/out" --allow-private --max-attempts 3 --json >"$H/again.json" 2>/dev/null
   eq "http: re-run retries only the network failure" "$(jq_ "$H/again.json" "(d['failed'], d['already_done'])")" "(1, 8)"
+  # the dead-letter queue
+  "$PM" dlq list --db "$H/out/pixmill.db" >"$H/dlq.txt"; eq "dlq list exits 0" $? 0
+  eq "dlq list: 6 failed items" "$(wc -l <"$H/dlq.txt")" 6
+  "$PM" dlq list --db "$H/out/pixmill.db" --reason io_error --json >"$H/dlq.json"
+  eq "dlq list --reason io_error: the 500 with 3 attempts" "$(jq_ "$H/dlq.json" "[(x['key'], x['attempts']) for x in d]")" "[('r7', 3)]"
+  "$PM" dlq show r5 --db "$H/out/pixmill.db" >"$H/show.txt"; eq "dlq show exits 0" $? 0
+  check "dlq show prints the error" grep -q "HTTP 404" "$H/show.txt"
+  "$PM" dlq show nosuch --db "$H/out/pixmill.db" >/dev/null; eq "dlq show of an unknown key exits 3" $? 3
+  "$PM" dlq retry --db "$H/out/pixmill.db" --reason not_found --json >"$H/retry.json"
+  eq "dlq retry --reason not_found sends 1 back" "$(jq_ "$H/retry.json" "d['sent_back']")" 1
+  "$PM" run "$H/cat.csv" --out "$H/out" --allow-private --max-attempts 1 --json >"$H/after.json" 2>/dev/null
+  eq "after dlq retry: the next run redoes the 404 and the network failure" "$(jq_ "$H/after.json" "d['failed']")" 2
+  "$PM" dlq frob --db "$H/out/pixmill.db" 2>/dev/null; eq "dlq with an unknown action exits 2" $? 2
 else
   bad "http: the test origin did not start: $(cat "$H/origin.err")"
 fi

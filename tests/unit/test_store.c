@@ -589,6 +589,72 @@ static void test_jobs_and_items(void)
 	pm_store_close(s);
 }
 
+/* The dead-letter queue: listing failed items with filters, and sending
+ * them back (forgotten, so the next run does them). */
+static int count_failed(const pm_failed_info *fi, void *ud)
+{
+	(void)fi;
+	(*(int *)ud)++;
+	return 0;
+}
+
+static void test_dlq(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, n = -1;
+	int run = 0, seen;
+	pm_item_state is;
+	pm_status code;
+
+	CHECK_INT(pm_store_open(dbpath("dlq.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
+	pm_item_rec a = item_rec(job, "a"), b = item_rec(job, "b"),
+		    c = item_rec(job, "c");
+	a.status = PM_ERR_IO;
+	a.error = "HTTP 500 (after 4 attempts)";
+	a.attempts = 4;
+	b.status = PM_ERR_DECODE;
+	b.error = "truncated";
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &a, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &b, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &c, &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+
+	seen = 0;
+	CHECK_INT(
+	    pm_store_failed(s, 0, NULL, NULL, 0, count_failed, &seen, &err),
+	    PM_OK);
+	CHECK_INT(seen, 2); /* the done item is not a dead letter */
+	seen = 0;
+	CHECK_INT(pm_store_failed(s, job, "io_error", NULL, 0, count_failed,
+				  &seen, &err),
+		  PM_OK);
+	CHECK_INT(seen, 1);
+	seen = 0;
+	CHECK_INT(pm_store_failed(s, job + 1, NULL, NULL, 0, count_failed,
+				  &seen, &err),
+		  PM_OK);
+	CHECK_INT(seen, 0);
+
+	CHECK_INT(pm_store_retry_failed(s, job, "io_error", NULL, &n, &err),
+		  PM_OK);
+	CHECK_INT(n, 1);
+	CHECK_INT(pm_store_item_state(s, job, "a", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_NONE);
+	CHECK_INT(pm_store_item_state(s, job, "b", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_FAILED);
+	CHECK_INT(code, PM_ERR_DECODE);
+	CHECK_INT(pm_store_retry_failed(s, 0, NULL, NULL, &n, &err), PM_OK);
+	CHECK_INT(n, 1);
+	CHECK_INT(pm_store_item_state(s, job, "c", &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE);
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -601,6 +667,7 @@ int main(void)
 	test_migration();
 	test_newer();
 	test_jobs_and_items();
+	test_dlq();
 
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
