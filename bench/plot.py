@@ -66,7 +66,7 @@ def main():
                 "Images per second (higher is better)", "img/s", 0)
     b, y = bars(sorted(rows, key=lambda r: r[2]), 2,
                 "Peak RSS (lower is better)", "MB", y + 10)
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="640" height="{y + 10}" '
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="700" height="{y + 10}" '
            'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>']
     svg += a + b + ["</svg>"]
     with open(out, "w") as f:

@@ -4,11 +4,11 @@
  * far below the per-image cost (milliseconds) it sits between.
  */
 #include "core/queue.h"
+#include "core/util.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <time.h>
 
 struct pm_queue {
 	pthread_mutex_t mu;
@@ -93,18 +93,10 @@ void *pm_queue_pop(pm_queue *q)
 void *pm_queue_pop_timeout(pm_queue *q, int timeout_ms)
 {
 	void *item = NULL;
-	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&q->mu);
 	while (q->len == 0 && !q->closed)
-		if (pthread_cond_timedwait(&q->not_empty, &q->mu, &ts) ==
+		if (pm_cond_wait_ms(&q->not_empty, &q->mu, timeout_ms) ==
 		    ETIMEDOUT)
 			break;
 	if (q->len > 0)

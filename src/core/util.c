@@ -34,6 +34,20 @@ void pm_sha256_hex(const void *buf, size_t len, char hex[65])
 	hex[64] = '\0';
 }
 
+int pm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return pthread_cond_timedwait(cv, mu, &ts);
+}
+
 double pm_now(void)
 {
 	struct timespec ts;

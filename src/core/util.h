@@ -13,6 +13,12 @@
 
 #include "core/status.h"
 
+#include <pthread.h>
+
+/* pthread_cond_timedwait for at most ms milliseconds from now (the caller
+ * holds mu). Returns like pthread_cond_timedwait (ETIMEDOUT on timeout). */
+int pm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
+
 /* SHA-256 of buf as 64 lowercase hex digits plus NUL in hex (65 bytes). */
 void pm_sha256_hex(const void *buf, size_t len, char hex[65]);
 

@@ -232,14 +232,7 @@ static void mem_acquire(run *r, int64_t est)
 	 * nothing else is running: one image always makes progress. */
 	while (r->mem_active > 0 &&
 	       (r->mem_used + est > lim || (int64_t)pm_cur_rss() > lim)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&r->mem_cv, &r->mem_mu, &ts);
+		pm_cond_wait_ms(&r->mem_cv, &r->mem_mu, 20);
 	}
 	r->mem_used += est;
 	r->mem_active++;
@@ -637,14 +630,7 @@ static void *fetch_main(void *arg)
 				pthread_mutex_lock(&r->rq_mu);
 				continue;
 			}
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&r->rq_cv, &r->rq_mu, &ts);
+			pm_cond_wait_ms(&r->rq_cv, &r->rq_mu, 50);
 			continue;
 		}
 		pthread_mutex_unlock(&r->rq_mu);

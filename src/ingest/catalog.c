@@ -66,6 +66,24 @@ enum role {
 	ROLE_CATEGORY,
 };
 
+/* The record field a column or JSON key of this role fills, or NULL (the
+ * image and attributes are handled apart). */
+static char **role_field(pm_record *r, enum role ro)
+{
+	switch (ro) {
+	case ROLE_ID:
+		return &r->id;
+	case ROLE_TITLE:
+		return &r->title;
+	case ROLE_PRICE:
+		return &r->price;
+	case ROLE_CATEGORY:
+		return &r->category;
+	default:
+		return NULL;
+	}
+}
+
 /* One CSV row as read: field bytes are in c->rec at c->foff[i], c->flen[i]
  * for i < min(nfields, max_columns). */
 struct csv_row {
@@ -880,19 +898,8 @@ static int csv_fill(pm_catalog *c, pm_record *r, const struct csv_row *row)
 				 row->line, i + 1, c->colname[i]);
 			return 0;
 		}
+		dst = role_field(r, (enum role)c->role[i]);
 		switch ((enum role)c->role[i]) {
-		case ROLE_ID:
-			dst = &r->id;
-			break;
-		case ROLE_TITLE:
-			dst = &r->title;
-			break;
-		case ROLE_PRICE:
-			dst = &r->price;
-			break;
-		case ROLE_CATEGORY:
-			dst = &r->category;
-			break;
 		case ROLE_IMAGE:
 			img = v;
 			imgn = n;
@@ -1009,20 +1016,8 @@ static int jsonl_fill(pm_catalog *c, pm_record *r, uint64_t line, json_t *o)
 			continue;
 		}
 		seen |= 1u << ro;
-		switch (ro) {
-		case ROLE_ID:
-			dst = &r->id;
-			break;
-		case ROLE_TITLE:
-			dst = &r->title;
-			break;
-		case ROLE_PRICE:
-			dst = &r->price;
-			break;
-		case ROLE_CATEGORY:
-			dst = &r->category;
-			break;
-		default:
+		dst = role_field(r, ro);
+		if (!dst) { /* the image */
 			img = v;
 			continue;
 		}
