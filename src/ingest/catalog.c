@@ -911,6 +911,8 @@ static int csv_fill(pm_catalog *c, pm_record *r, const struct csv_row *row)
 				return RD_NOMEM;
 			}
 			break;
+		default: /* a record field: dst */
+			break;
 		}
 		if (dst && n) {
 			*dst = strndup(v, n);
