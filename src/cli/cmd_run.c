@@ -245,16 +245,21 @@ static void print_summary(const pm_run_summary *s)
 	}
 	fprintf(stderr,
 		"pixmill: job %lld run %d: %lld items read, %lld done (%lld "
-		"duplicates), %lld failed, %lld already done earlier\n"
-		"pixmill: %.1f s (%s), %.1f images/s, latency p50 %.1f ms p95 "
-		"%.1f ms, first item done %.1f ms after start, peak RSS %s\n"
+		"duplicates), %lld failed, %lld already done earlier\n",
+		(long long)s->job_id, s->run_no, (long long)s->seen,
+		(long long)s->done, (long long)s->duplicates,
+		(long long)s->failed, (long long)s->skipped);
+	if (s->done + s->failed > 0)
+		fprintf(stderr,
+			"pixmill: %.1f s (%s), %.1f images/s, latency p50 %.1f "
+			"ms p95 %.1f ms, first item done %.1f ms after start, "
+			"peak RSS %s\n",
+			s->wall_s, el, s->images_per_s, s->p50_ms, s->p95_ms,
+			s->first_done_ms, rss);
+	fprintf(stderr,
 		"pixmill: whole job: %lld items, %lld done, %lld failed\n"
 		"pixmill: outputs in %s\npixmill: manifest %s\npixmill: "
 		"database %s\n",
-		(long long)s->job_id, s->run_no, (long long)s->seen,
-		(long long)s->done, (long long)s->duplicates,
-		(long long)s->failed, (long long)s->skipped, s->wall_s, el,
-		s->images_per_s, s->p50_ms, s->p95_ms, s->first_done_ms, rss,
 		(long long)s->job_items, (long long)s->job_done,
 		(long long)s->job_failed, s->out_dir, s->manifest, s->db);
 	if (s->job_failed > 0)

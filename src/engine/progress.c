@@ -90,6 +90,8 @@ void pm_progress_update(pm_progress *p, const pm_progress_state *s, bool final)
 
 	if (frac > 1)
 		frac = 1;
+	if (final && processed == 0 && !p->drew)
+		return; /* nothing was processed: the summary says so */
 	if (!final && s->elapsed - p->last_print < (p->bar ? 0.1 : p->interval))
 		return;
 	p->last_print = s->elapsed;
