@@ -156,6 +156,9 @@ static int run_opt(int id, const char *arg, void *ud)
 			    "run", "--queue-depth wants 1 to 100000");
 		c->o.queue_depth = (int)v;
 		break;
+	case OPT_REFRESH:
+		c->o.refresh = true;
+		break;
 	case OPT_ALLOW_PRIVATE:
 		c->o.fetch.allow_private = true;
 		break;
@@ -245,10 +248,12 @@ static void print_summary(const pm_run_summary *s)
 	}
 	fprintf(stderr,
 		"pixmill: job %lld run %d: %lld items read, %lld done (%lld "
-		"duplicates), %lld failed, %lld already done earlier\n",
+		"duplicates, %lld not modified), %lld failed, %lld already "
+		"done earlier\n",
 		(long long)s->job_id, s->run_no, (long long)s->seen,
 		(long long)s->done, (long long)s->duplicates,
-		(long long)s->failed, (long long)s->skipped);
+		(long long)s->cache_hits, (long long)s->failed,
+		(long long)s->skipped);
 	if (s->done + s->failed > 0)
 		fprintf(stderr,
 			"pixmill: %.1f s (%s), %.1f images/s, latency p50 %.1f "
@@ -272,16 +277,17 @@ static void print_summary(const pm_run_summary *s)
 static void print_json(const pm_run_summary *s)
 {
 	json_t *o = json_pack(
-	    "{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,"
+	    "{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,"
 	    "s:f,s:I,s:b,s:s,s:s,s:s}",
 	    "job", (json_int_t)s->job_id, "run", s->run_no, "items_read",
 	    (json_int_t)s->seen, "done", (json_int_t)s->done, "failed",
 	    (json_int_t)s->failed, "duplicates", (json_int_t)s->duplicates,
-	    "already_done", (json_int_t)s->skipped, "job_items",
-	    (json_int_t)s->job_items, "job_done", (json_int_t)s->job_done,
-	    "job_failed", (json_int_t)s->job_failed, "wall_s", s->wall_s,
-	    "images_per_s", s->images_per_s, "p50_ms", s->p50_ms, "p95_ms",
-	    s->p95_ms, "first_done_ms", s->first_done_ms, "peak_rss_bytes",
+	    "cache_hits", (json_int_t)s->cache_hits, "already_done",
+	    (json_int_t)s->skipped, "job_items", (json_int_t)s->job_items,
+	    "job_done", (json_int_t)s->job_done, "job_failed",
+	    (json_int_t)s->job_failed, "wall_s", s->wall_s, "images_per_s",
+	    s->images_per_s, "p50_ms", s->p50_ms, "p95_ms", s->p95_ms,
+	    "first_done_ms", s->first_done_ms, "peak_rss_bytes",
 	    (json_int_t)s->peak_rss, "interrupted", s->interrupted, "out",
 	    s->out_dir, "manifest", s->manifest, "db", s->db);
 	char *txt = json_dumps(o, JSON_INDENT(2));

@@ -77,6 +77,10 @@ const pm_opt pm_opts[] = {
      "also redo items that failed in an earlier run", OPT_RETRY_FAILED},
     {"run", "all-files", 0, NULL, NULL,
      "folders: take every file, not only image file names", OPT_ALL_FILES},
+    {"run", "refresh", 0, NULL, NULL,
+     "re-check done http(s) images with conditional requests (ETag, "
+     "Last-Modified); unchanged ones cost a 304, changed ones are redone",
+     OPT_REFRESH},
     {"run", "allow-private", 0, NULL, NULL,
      "fetch from private, loopback and link-local addresses (refused by "
      "default: SSRF guard)",

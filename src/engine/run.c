@@ -102,8 +102,15 @@ typedef struct work {
 	bool have_header;
 	pm_item_ctx ctx;
 	char asset_dir[160];
-	char ctype[64];	   /* Content-Type the origin declared, or "" */
-	int attempts;	   /* network requests made for it (0: local file) */
+	char ctype[64]; /* Content-Type the origin declared, or "" */
+	int attempts;	/* network requests made for it (0: local file) */
+	/* http(s): validators sent with a conditional request (from the URL
+	 * cache), then those the origin sent back; cond_sha is what the URL
+	 * served last time; not_modified: it answered 304 */
+	char etag[256];
+	char lastmod[64];
+	char cond_sha[65];
+	bool not_modified;
 	struct work *next; /* waiters chain */
 } work;
 
@@ -141,6 +148,7 @@ typedef struct run {
 
 	/* counters for progress (written by one thread each, read by main) */
 	atomic_llong seen, skipped, done, failed, dups, total;
+	atomic_llong cache_hits; /* http 304s: unchanged, nothing fetched */
 	atomic_int total_known;
 	atomic_int writer_done;
 	double t0;
@@ -316,6 +324,12 @@ static bool dd_claim(run *r, work *w)
 
 /* ---- ingest thread ---- */
 
+static bool is_http(const char *s)
+{
+	return strncasecmp(s, "http://", 7) == 0 ||
+	       strncasecmp(s, "https://", 8) == 0;
+}
+
 /* Failures worth another try on the next run (network, memory, store,
  * interruption); the others (bad rows, bad files) fail the same way again
  * and are only redone with --retry-failed. */
@@ -324,6 +338,27 @@ static bool transient(pm_status code)
 	return code == PM_ERR_IO || code == PM_ERR_NOMEM ||
 	       code == PM_ERR_STORE || code == PM_ERR_CANCELLED ||
 	       code == PM_ERR_LOCKED;
+}
+
+/* Ingest thread: when this URL was fetched before and its asset exists
+ * for this pipeline, arms a conditional request (If-None-Match /
+ * If-Modified-Since): a 304 then costs no download and no image work. */
+static pm_status url_cache_lookup(run *r, pm_store *st, work *w, pm_err *e)
+{
+	pm_url_info ui;
+	bool found = false, exists = false;
+	pm_status s = pm_store_url_get(st, w->rec->image, &ui, &found, e);
+
+	if (s || !found)
+		return s;
+	s = pm_store_asset_exists(st, ui.sha256, pm_pipeline_hash(r->pipe),
+				  &exists, e);
+	if (s || !exists)
+		return s;
+	snprintf(w->etag, sizeof w->etag, "%s", ui.etag);
+	snprintf(w->lastmod, sizeof w->lastmod, "%s", ui.last_modified);
+	memcpy(w->cond_sha, ui.sha256, sizeof w->cond_sha);
+	return PM_OK;
 }
 
 static void *ingest_main(void *arg)
@@ -360,7 +395,8 @@ static void *ingest_main(void *arg)
 				set_fatal(r, s, &e);
 				break;
 			}
-			if (state == PM_ITEM_DONE ||
+			if ((state == PM_ITEM_DONE &&
+			     !(r->o->refresh && is_http(rec->image))) ||
 			    (state == PM_ITEM_FAILED && !r->o->retry_failed &&
 			     !transient(code))) {
 				atomic_fetch_add(&r->skipped, 1);
@@ -378,6 +414,14 @@ static void *ingest_main(void *arg)
 		w->rec = rec;
 		w->t_start = pm_now();
 		w->ctx.sharpness = NAN;
+		if (rec->status == PM_OK && is_http(rec->image)) {
+			s = url_cache_lookup(r, st, w, &e);
+			if (s) {
+				work_free(w);
+				set_fatal(r, s, &e);
+				break;
+			}
+		}
 		if (rec->status != PM_OK) {
 			w->status = rec->status;
 			snprintf(w->error, sizeof w->error, "%s", rec->error);
@@ -444,12 +488,6 @@ static bool is_url(const char *s)
  * finished-but-waiting list, hence the memory of downloaded bodies. */
 #define REMOTE_WINDOW 128
 
-static bool is_http(const char *s)
-{
-	return strncasecmp(s, "http://", 7) == 0 ||
-	       strncasecmp(s, "https://", 8) == 0;
-}
-
 /* Fetch engine thread: must return quickly (every transfer waits). Takes
  * the body (ownership moves to the work item). */
 static void fetch_done(pm_fetch_result *res, void *ud)
@@ -465,12 +503,20 @@ static void fetch_done(pm_fetch_result *res, void *ud)
 			 res->history && res->attempts > 1 ? "; attempts: "
 							   : "",
 			 res->history && res->attempts > 1 ? res->history : "");
+	} else if (res->not_modified) {
+		w->not_modified = true; /* same bytes as cond_sha */
+		if (res->etag)
+			snprintf(w->etag, sizeof w->etag, "%s", res->etag);
 	} else {
 		w->src = res->body;
 		w->src_len = res->len;
 		res->body = NULL;
 		snprintf(w->ctype, sizeof w->ctype, "%s",
 			 res->content_type ? res->content_type : "");
+		snprintf(w->etag, sizeof w->etag, "%s",
+			 res->etag ? res->etag : "");
+		snprintf(w->lastmod, sizeof w->lastmod, "%s",
+			 res->last_modified ? res->last_modified : "");
 	}
 	pthread_mutex_lock(&r->rq_mu);
 	w->next = NULL;
@@ -536,7 +582,13 @@ static bool submit_remote(run *r, work *w)
 {
 	pm_err e = {{0}};
 	pm_status s = PM_OK;
-	pm_fetch_req req = {.url = w->rec->image, .ud = w};
+	pm_fetch_req req = {
+	    .url = w->rec->image,
+	    .etag = w->cond_sha[0] && w->etag[0] ? w->etag : NULL,
+	    .last_modified =
+		w->cond_sha[0] && w->lastmod[0] ? w->lastmod : NULL,
+	    .ud = w,
+	};
 
 	if (!r->fe)
 		s = pm_fetch_new(&r->fopts, fetch_done, r, &r->fe, &e);
@@ -673,6 +725,14 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	int64_t est = 0;
 	int edge = pm_pipeline_decode_size(r->pipe);
 
+	if (w->not_modified) {
+		/* 304: the bytes are the ones recorded for this URL, whose
+		 * asset exists (the ingest thread checked): a cache hit. */
+		memcpy(w->sha, w->cond_sha, sizeof w->sha);
+		w->have_sha = true;
+		w->duplicate = true;
+		return;
+	}
 	pm_sha256_hex(w->src, w->src_len, w->sha);
 	w->have_sha = true;
 	if (r->o->dedup) {
@@ -819,6 +879,8 @@ static void manifest_line(run *r, const work *w)
 		json_object_set_new(o, "sha256", json_string(w->sha));
 	if (!w->status)
 		json_object_set_new(o, "duplicate", json_boolean(w->duplicate));
+	if (w->not_modified && !w->status)
+		json_object_set_new(o, "not_modified", json_true());
 	if (w->have_header) {
 		json_object_set_new(
 		    o, "format", json_string(pm_format_name(w->header.format)));
@@ -892,6 +954,8 @@ static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
 	it.duplicate = w->duplicate && !w->status;
 	it.latency_ms = (pm_now() - w->t_start) * 1000.0;
 	it.attempts = w->attempts > 1 ? w->attempts : 1;
+	it.url_etag = w->etag[0] ? w->etag : NULL;
+	it.url_last_modified = w->lastmod[0] ? w->lastmod : NULL;
 	if (!w->status && !w->duplicate) {
 		int sw = w->header.orientation >= 5;
 		as.sha256 = w->sha;
@@ -978,6 +1042,8 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			atomic_fetch_add(&r->done, 1);
 		if (!w->status && w->duplicate)
 			atomic_fetch_add(&r->dups, 1);
+		if (!w->status && w->not_modified)
+			atomic_fetch_add(&r->cache_hits, 1);
 		if (atomic_load(&r->first_done_us) == 0) {
 			atomic_store(&r->first_done_us,
 				     (long long)((pm_now() - r->t0) * 1e6) + 1);
@@ -1421,6 +1487,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	sum->done = atomic_load(&r->done);
 	sum->failed = atomic_load(&r->failed);
 	sum->duplicates = atomic_load(&r->dups);
+	sum->cache_hits = atomic_load(&r->cache_hits);
 	sum->wall_s = pm_now() - r->t0;
 	sum->first_done_ms = atomic_load(&r->first_done_us) / 1000.0;
 	sum->images_per_s =

@@ -46,6 +46,8 @@ typedef struct pm_run_opts {
 	bool dedup;	   /* process the same source bytes once */
 	bool retry_failed; /* re-run items that failed in an earlier run */
 	bool all_files;	   /* folders: every file, not only image names */
+	bool refresh;	   /* re-check done http(s) items with conditional
+			      requests; a changed image is processed again */
 	int progress;	   /* 1 bar (TTY), 2 plain lines, 0 none */
 	double progress_interval; /* seconds between plain lines */
 	bool json;		  /* print the summary as JSON on stdout */
@@ -67,6 +69,7 @@ typedef struct pm_run_summary {
 	int64_t done;	    /* done in this run (duplicates included) */
 	int64_t failed;	    /* failed in this run */
 	int64_t duplicates; /* done in this run without image work */
+	int64_t cache_hits; /* of those, http 304 Not Modified */
 	int64_t job_items, job_done, job_failed; /* whole job, after run */
 	double wall_s;
 	double first_done_ms; /* from t_start to the first committed item */

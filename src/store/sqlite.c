@@ -130,6 +130,15 @@ static const char *const migrations[] = {
 
     /* v2: find every item (any job) made from a given source. */
     "CREATE INDEX items_sha256 ON items (sha256) WHERE sha256 IS NOT NULL;",
+
+    /* v3: what each URL served last, for conditional re-fetch. */
+    "CREATE TABLE urls ("
+    " url TEXT PRIMARY KEY,"
+    " etag TEXT,"
+    " last_modified TEXT,"
+    " sha256 TEXT NOT NULL,"
+    " updated REAL NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -154,10 +163,18 @@ enum {
 	Q_ITEM_UPSERT,
 	Q_FAILED,
 	Q_RETRY_FAILED,
+	Q_URL_GET,
+	Q_URL_PUT,
 	Q_COUNT
 };
 
 static const char *const queries[Q_COUNT] = {
+    [Q_URL_GET] = "SELECT etag, last_modified, sha256 FROM urls WHERE url = ?1",
+    [Q_URL_PUT] = "INSERT INTO urls (url, etag, last_modified, sha256, updated)"
+		  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (url) DO UPDATE SET"
+		  " etag = excluded.etag,"
+		  " last_modified = excluded.last_modified,"
+		  " sha256 = excluded.sha256, updated = excluded.updated",
     [Q_FAILED] = "SELECT i.job_id, i.key, i.image, i.code, i.error,"
 		 " i.attempts, i.updated, j.catalog"
 		 " FROM items i JOIN jobs j ON j.id = i.job_id"
@@ -714,6 +731,34 @@ static pm_status sq_item_state(void *conn, int64_t job_id, const char *key,
 	return PM_OK;
 }
 
+static pm_status sq_url_get(void *conn, const char *url, pm_url_info *info,
+			    bool *found, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_URL_GET, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	*found = false;
+	memset(info, 0, sizeof *info);
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, url) ||
+	    ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
+		s = sq_fail(c->db, err, "URL lookup");
+	} else if (rc == SQLITE_ROW) {
+		const char *e = col_text(st, 0), *l = col_text(st, 1),
+			   *h = col_text(st, 2);
+		snprintf(info->etag, sizeof info->etag, "%s", e ? e : "");
+		snprintf(info->last_modified, sizeof info->last_modified, "%s",
+			 l ? l : "");
+		snprintf(info->sha256, sizeof info->sha256, "%s", h ? h : "");
+		*found = true;
+	}
+	q_done(st);
+	return s;
+}
+
 static pm_status sq_asset_exists(void *conn, const char *sha256,
 				 const char *pipeline_hash, bool *exists,
 				 pm_err *err)
@@ -853,6 +898,18 @@ static pm_status put_item_body(sq_conn *c, const pm_item_rec *it, pm_err *err)
 	else
 		s = PM_OK;
 	q_done(st);
+	if (s == PM_OK && done && it->sha256 && it->image &&
+	    (it->url_etag || it->url_last_modified)) {
+		st = q_get(c, Q_URL_PUT, err);
+		if (!st)
+			return PM_ERR_STORE;
+		if (b_text(st, 1, it->image) || b_text(st, 2, it->url_etag) ||
+		    b_text(st, 3, it->url_last_modified) ||
+		    b_text(st, 4, it->sha256) || b_dbl(st, 5, now) ||
+		    sqlite3_step(st) != SQLITE_DONE)
+			s = sq_fail(c->db, err, "remember URL");
+		q_done(st);
+	}
 	return s;
 }
 
@@ -989,6 +1046,7 @@ const pm_store_backend pm_store_sqlite = {
     .job_counts = sq_job_counts,
     .failed = sq_failed,
     .retry_failed = sq_retry_failed,
+    .url_get = sq_url_get,
     .item_state = sq_item_state,
     .asset_exists = sq_asset_exists,
     .begin = sq_begin,

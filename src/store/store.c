@@ -123,6 +123,12 @@ pm_status pm_store_retry_failed(pm_store *s, int64_t job_id, const char *code,
 	return s->be->retry_failed(s->conn, job_id, code, key, n, err);
 }
 
+pm_status pm_store_url_get(pm_store *s, const char *url, pm_url_info *info,
+			   bool *found, pm_err *err)
+{
+	return s->be->url_get(s->conn, url, info, found, err);
+}
+
 pm_status pm_store_item_state(pm_store *s, int64_t job_id, const char *key,
 			      pm_item_state *state, pm_status *code,
 			      pm_err *err)

@@ -115,6 +115,18 @@ pm_status pm_store_failed(pm_store *s, int64_t job_id, const char *code,
 pm_status pm_store_retry_failed(pm_store *s, int64_t job_id, const char *code,
 				const char *key, int64_t *n, pm_err *err);
 
+/* ---- the URL cache: validators of what each URL served last ---- */
+
+typedef struct pm_url_info {
+	char etag[256];		/* "" if none */
+	char last_modified[64]; /* "" if none */
+	char sha256[65];	/* of the bytes served */
+} pm_url_info;
+
+/* *found = whether url has been fetched and recorded (done) before. */
+pm_status pm_store_url_get(pm_store *s, const char *url, pm_url_info *info,
+			   bool *found, pm_err *err);
+
 /* ---- assets (dedup across runs) ---- */
 
 /* True if an asset (sha256 hex, pipeline hash) has been committed. */
@@ -165,6 +177,10 @@ typedef struct pm_item_rec {
 	int attempts;	    /* processing attempts so far, >= 1 */
 	const pm_asset_rec *asset; /* the new asset to insert with its
 				      outputs, or NULL (failed or duplicate) */
+	/* http(s) sources: the validators the origin sent with the bytes
+	 * (either may be NULL); with sha256 they are remembered per URL for
+	 * conditional re-fetch. */
+	const char *url_etag, *url_last_modified;
 } pm_item_rec;
 
 /* Batch: begin, put any number of results, commit. Putting the same

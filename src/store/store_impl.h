@@ -47,6 +47,8 @@ typedef struct pm_store_backend {
 			    void *ud, pm_err *err);
 	pm_status (*retry_failed)(void *conn, int64_t job_id, const char *code,
 				  const char *key, int64_t *n, pm_err *err);
+	pm_status (*url_get)(void *conn, const char *url, pm_url_info *info,
+			     bool *found, pm_err *err);
 	pm_status (*item_state)(void *conn, int64_t job_id, const char *key,
 				pm_item_state *state, pm_status *code,
 				pm_err *err);

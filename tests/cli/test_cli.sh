@@ -205,6 +205,16 @@ EOF
   "$PM" run "$H/cat.csv" --out "$H/out" --allow-private --max-attempts 1 --json >"$H/after.json" 2>/dev/null
   eq "after dlq retry: the next run redoes the 404 and the network failure" "$(jq_ "$H/after.json" "d['failed']")" 2
   "$PM" dlq frob --db "$H/out/pixmill.db" 2>/dev/null; eq "dlq with an unknown action exits 2" $? 2
+  # conditional re-fetch: --refresh re-checks done URLs; unchanged ones are 304s
+  before=$(python3 -c "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]+'/count'))['counts'].get('/file/opencv_fruits.jpg'))" "$B")
+  "$PM" run "$H/cat.csv" --out "$H/out" --allow-private --max-attempts 1 --refresh --json >"$H/refresh.json" 2>/dev/null
+  eq "--refresh: the 3 done URL items are 304 cache hits" "$(jq_ "$H/refresh.json" "d['cache_hits']")" 3
+  eq "--refresh: the manifest marks them not_modified" "$(mcount "$H/out" "r.get('not_modified') and r['state']=='done'")" 3
+  after=$(python3 -c "import json,sys,urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]+'/count'))['counts'].get('/file/opencv_fruits.jpg'))" "$B")
+  eq "--refresh: one conditional request per item for the repeated URL" "$((after - before))" 2
+  printf 'id,image\nz,%s/file/tuxpaint_jellyfish.jpg\n' "$B" >"$H/other.csv"
+  "$PM" run "$H/other.csv" --out "$H/out" --allow-private --json >"$H/other.json" 2>/dev/null
+  eq "a known URL in another catalog is a 304 cache hit" "$(jq_ "$H/other.json" "(d['done'], d['cache_hits'])")" "(1, 1)"
 else
   bad "http: the test origin did not start: $(cat "$H/origin.err")"
 fi
