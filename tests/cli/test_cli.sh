@@ -171,7 +171,7 @@ id,image,title
 4,$B/html,an error page sent as 200
 5,$B/file/nope.jpg,missing
 6,$B/file/opencv_fruits.jpg,same URL again
-7,$B/status/500,always fails
+7,http://localhost:$PORT/status/500,always fails (another host name: its own circuit breaker)
 8,ftp://127.0.0.1/x.jpg,wrong scheme
 9,http://user:pw@127.0.0.1:$PORT/file/opencv_fruits.jpg,userinfo
 EOF
