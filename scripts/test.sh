@@ -2,6 +2,7 @@
 # test.sh — the README's second command and what CI runs: installs the
 # dependencies, builds with warnings as errors, and runs every tier:
 #   1. unit tests (tests/unit) and CLI tests (tests/cli), release build
+#      and the network tests (tests/cli/test_network.sh)
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
 #   3. unit + CLI tests again under ASan+UBSan
 #   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 30)
@@ -42,6 +43,10 @@ run_tier() { # run_tier NAME BUILD_DIR
   tests/cli/test_cli.sh "$b/pixmill" >"$LOGS/$name-cli.log" 2>&1 || step_fail "$name CLI tests"
   grep -E '^FAIL|passed' "$LOGS/$name-cli.log"
   tally "$LOGS/$name-cli.log"
+  echo "== $name: network tests (local origin, injected faults, kill -9)"
+  tests/cli/test_network.sh "$b/pixmill" >"$LOGS/$name-net.log" 2>&1 || step_fail "$name network tests"
+  grep -E '^FAIL|passed' "$LOGS/$name-net.log"
+  tally "$LOGS/$name-net.log"
 }
 
 echo "== build (release, -Werror)"

@@ -197,6 +197,21 @@ static int run_opt(int id, const char *arg, void *ud)
 			c->o.fetch.per_host_rps = d;
 		break;
 	}
+	case OPT_BREAKER_FAILURES:
+		if (parse_int(arg, 0, 1000, &v))
+			return pm_cli_usage_error(
+			    "run", "--breaker-failures wants 0 to 1000");
+		c->o.fetch.breaker_failures = (int)v;
+		break;
+	case OPT_BREAKER_OPEN: {
+		char *end;
+		double d = strtod(arg, &end);
+		if (end == arg || *end || d <= 0 || d > 86400)
+			return pm_cli_usage_error(
+			    "run", "--breaker-open wants seconds");
+		c->o.fetch.breaker_open_ms = (long)(d * 1000);
+		break;
+	}
 	case OPT_MAX_ATTEMPTS:
 		if (parse_int(arg, 1, 100, &v))
 			return pm_cli_usage_error(

@@ -102,6 +102,12 @@ const pm_opt pm_opts[] = {
      "requests per URL before it fails (backoff with jitter between; "
      "Retry-After honoured)",
      OPT_MAX_ATTEMPTS},
+    {"run", "breaker-failures", 0, "N", "5",
+     "consecutive failures that open a host's circuit (0: no breaker)",
+     OPT_BREAKER_FAILURES},
+    {"run", "breaker-open", 0, "SEC", "30",
+     "how long an open circuit waits before one probe request",
+     OPT_BREAKER_OPEN},
     {"run", "progress", 0, "MODE", "auto",
      "auto (bar on a TTY, else lines), bar, plain, none", OPT_PROGRESS},
     {"run", "queue-depth", 0, "N", "4 x workers",

@@ -63,6 +63,10 @@ void pm_run_opts_default(pm_run_opts *o)
 	o->pipeline = "thumbnails";
 	pm_limits_default(&o->limits);
 	pm_fetch_opts_default(&o->fetch);
+	/* A batch run waits for an open circuit's probe rather than failing
+	 * items at once: a flaky origin should delay a catalog, not send
+	 * good items to the dead-letter queue. */
+	o->fetch.breaker_wait = true;
 	o->durability = PM_SYNC_FILE;
 	o->dedup = true;
 	o->progress = 2;

@@ -30,9 +30,15 @@ Paths (every path also takes ?delay=MS, a wait before answering):
   /count                   JSON: {"counts": {...}, "max_active": {host: n},
                            "max_per_sec": {host: n}, "total": n}
   /stats/reset             forgets counts and maxima
-  /file/NAME               the file NAME from the folder in $ORIGIN_ROOT
+  /file/NAME[?fault=F&times=N&tag=T]
+                           the file NAME from the folder in $ORIGIN_ROOT
                            (real images for end-to-end runs), with an ETag
-                           (its SHA-256) and 304 to a matching If-None-Match
+                           (its SHA-256) and 304 to a matching If-None-Match;
+                           the first N requests of this path+query get fault
+                           F instead: an HTTP code (500, 503, 408...), 429
+                           (with Retry-After: 1), reset (TCP reset) or
+                           truncate (half the body, then close). T only
+                           makes URLs distinct.
   /html                    200 with Content-Type text/html (an error page
                            served as success, as some origins do)
 Requests to /count, /stats and /headers are not counted.
@@ -122,6 +128,25 @@ class Handler(BaseHTTPRequestHandler):
                     active[host] -= 1
 
     def route(self, path, q, key, nth):
+        if path.startswith("/file/") and nth <= int(q.get("times", "0")):
+            fault = q.get("fault", "503")
+            if fault == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+            elif fault == "429":
+                self.send_plain(429, "slow down", {"Retry-After": "1"})
+            elif fault == "truncate":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                self.wfile.write(b"\xff\xd8\xff" + b"\0" * 1000)
+                self.close_connection = True
+            else:
+                self.send_plain(int(fault), "injected fault")
+            return
         if path.startswith("/file/"):
             root = os.environ.get("ORIGIN_ROOT", ".")
             name = os.path.basename(path[6:])
