@@ -264,7 +264,7 @@ static void print_summary(const pm_run_summary *s)
 	fprintf(stderr,
 		"pixmill: job %lld run %d: %lld items read, %lld done (%lld "
 		"duplicates, %lld not modified), %lld failed, %lld already "
-		"done earlier\n",
+		"processed earlier\n",
 		(long long)s->job_id, s->run_no, (long long)s->seen,
 		(long long)s->done, (long long)s->duplicates,
 		(long long)s->cache_hits, (long long)s->failed,

@@ -389,7 +389,7 @@ static void *ingest_main(void *arg)
 		if (!rec)
 			break;
 		atomic_fetch_add(&r->seen, 1);
-		if (rec->status == PM_OK) {
+		{ /* malformed rows have keys too: recorded once, not per run */
 			pm_item_state state;
 			pm_status code;
 			s = pm_store_item_state(st, r->job_id, rec->key, &state,
@@ -400,7 +400,8 @@ static void *ingest_main(void *arg)
 				break;
 			}
 			if ((state == PM_ITEM_DONE &&
-			     !(r->o->refresh && is_http(rec->image))) ||
+			     !(r->o->refresh && rec->image &&
+			       is_http(rec->image))) ||
 			    (state == PM_ITEM_FAILED && !r->o->retry_failed &&
 			     !transient(code))) {
 				atomic_fetch_add(&r->skipped, 1);

@@ -106,6 +106,8 @@ eq "bad rows: text file -> unsupported" "$(mcount "$M/out" "r.get('id')=='3' and
 eq "bad rows: truncated jpeg -> decode_error" "$(mcount "$M/out" "r.get('id')=='6' and r.get('code')=='decode_error'")" 1
 eq "bad rows: gopher URL -> unsupported" "$(mcount "$M/out" "r.get('id')=='7' and r.get('code')=='unsupported'")" 1
 eq "bad rows: bad catalog rows -> bad_catalog_row" "$(mcount "$M/out" "r.get('code')=='bad_catalog_row'")" 2
+"$PM" run "$M/cat.csv" --out "$M/out" --json >"$T/m2.json" 2>/dev/null
+eq "bad rows: a re-run records nothing again (all 7 already processed)" "$(jq_ "$T/m2.json" "(d['done'], d['failed'], d['already_done'])")" "(0, 0, 7)"
 "$PM" status --db "$M/out/pixmill.db" >"$T/mstatus.txt"
 check "status lists failure reasons" grep -q "decode_error" "$T/mstatus.txt"
 
