@@ -35,10 +35,23 @@ static int parse_int(const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
+/* A decimal number in [lo, hi]; -1 if malformed or out of range. */
+static int parse_num(const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || *end || !(v >= lo && v <= hi))
+		return -1;
+	*out = v;
+	return 0;
+}
+
 static int run_opt(int id, const char *arg, void *ud)
 {
 	run_cli *c = ud;
 	long v;
+	double d;
 	int64_t sz;
 
 	switch (id) {
@@ -178,40 +191,35 @@ static int run_opt(int id, const char *arg, void *ud)
 		c->o.fetch.per_host_max = (int)v;
 		break;
 	case OPT_PER_HOST_RPS:
-	case OPT_CONNECT_TIMEOUT:
-	case OPT_TIMEOUT: {
-		char *end;
-		double d = strtod(arg, &end);
-		if (end == arg || *end || d < 0 || d > 86400 ||
-		    (d == 0 && id != OPT_PER_HOST_RPS))
+		if (parse_num(arg, 0, 1e6, &d))
 			return pm_cli_usage_error(
-			    "run", "--%s wants a positive number",
-			    id == OPT_TIMEOUT	     ? "timeout"
-			    : id == OPT_PER_HOST_RPS ? "per-host-rps"
-						     : "connect-timeout");
-		if (id == OPT_TIMEOUT)
-			c->o.fetch.total_timeout_ms = (long)(d * 1000);
-		else if (id == OPT_CONNECT_TIMEOUT)
-			c->o.fetch.connect_timeout_ms = (long)(d * 1000);
-		else
-			c->o.fetch.per_host_rps = d;
+			    "run", "--per-host-rps wants a rate >= 0");
+		c->o.fetch.per_host_rps = d;
 		break;
-	}
+	case OPT_CONNECT_TIMEOUT:
+		if (parse_num(arg, 0.001, 86400, &d))
+			return pm_cli_usage_error(
+			    "run", "--connect-timeout wants seconds");
+		c->o.fetch.connect_timeout_ms = (long)(d * 1000);
+		break;
+	case OPT_TIMEOUT:
+		if (parse_num(arg, 0.001, 86400, &d))
+			return pm_cli_usage_error("run",
+						  "--timeout wants seconds");
+		c->o.fetch.total_timeout_ms = (long)(d * 1000);
+		break;
 	case OPT_BREAKER_FAILURES:
 		if (parse_int(arg, 0, 1000, &v))
 			return pm_cli_usage_error(
 			    "run", "--breaker-failures wants 0 to 1000");
 		c->o.fetch.breaker_failures = (int)v;
 		break;
-	case OPT_BREAKER_OPEN: {
-		char *end;
-		double d = strtod(arg, &end);
-		if (end == arg || *end || d <= 0 || d > 86400)
+	case OPT_BREAKER_OPEN:
+		if (parse_num(arg, 0.001, 86400, &d))
 			return pm_cli_usage_error(
 			    "run", "--breaker-open wants seconds");
 		c->o.fetch.breaker_open_ms = (long)(d * 1000);
 		break;
-	}
 	case OPT_MAX_ATTEMPTS:
 		if (parse_int(arg, 1, 100, &v))
 			return pm_cli_usage_error(

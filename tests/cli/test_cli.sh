@@ -33,6 +33,10 @@ check "unknown option is named" grep -q "no-such-option" "$T/err.txt"
 "$PM" run 2>/dev/null; eq "run without catalog exits 2" $? 2
 "$PM" frobnicate 2>/dev/null; eq "unknown command exits 2" $? 2
 "$PM" run --workers 0 x 2>/dev/null; eq "--workers 0 refused" $? 2
+for bad_opt in "--timeout 0" "--timeout soon" "--per-host-rps -1" "--breaker-open 0" "--connect-timeout 1e9"; do
+  # shellcheck disable=SC2086
+  "$PM" run $bad_opt x 2>/dev/null; eq "$bad_opt refused" $? 2
+done
 "$PM" help --markdown >"$T/opts.md"; check "markdown reference has a table" grep -q "\`--out\` | DIR" "$T/opts.md"
 check "docs/OPTIONS.md is up to date (pixmill help --markdown > docs/OPTIONS.md)" cmp -s "$T/opts.md" "$ROOT/docs/OPTIONS.md"
 
