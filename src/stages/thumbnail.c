@@ -9,6 +9,7 @@
  *
  * Threads: init/process/fini on one worker thread; check/decode_size any.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,39 +175,53 @@ static pm_status thumb_process(void *state, pm_item_ctx *ctx, pm_err *err)
 	VipsImage *cur = ctx->image, *next;
 	pm_status s = PM_OK;
 	int last = -1;
+	/* Encoded bytes of the previous size, per format: when an image is
+	 * smaller than several sizes, fit returns it unchanged and those
+	 * outputs are the same bytes, so they are encoded once. Owned here
+	 * (g_free). */
+	void *prev[MAX_FORMATS] = {NULL};
+	size_t prev_len[MAX_FORMATS] = {0};
 
 	g_object_ref(cur);
 	for (int i = 0; i < t->n_sizes; i++) {
+		bool same;
+
 		if (t->sizes[i] == last)
 			continue; /* a size listed twice */
 		last = t->sizes[i];
 		s = pm_image_fit(cur, t->sizes[i], &next, err);
 		if (s)
 			break;
+		same = next == cur;
 		g_object_unref(cur);
 		cur = next;
 		for (int f = 0; f < t->n_formats; f++) {
 			pm_encode_opts o = t->enc[f];
-			void *buf;
-			size_t len;
 			char name[32];
 
-			o.keep_meta = ctx->keep_meta;
-			s = pm_image_encode(cur, &o, &buf, &len, err);
-			if (s)
-				goto out;
+			if (!same || !prev[f]) {
+				g_free(prev[f]);
+				prev[f] = NULL;
+				o.keep_meta = ctx->keep_meta;
+				s = pm_image_encode(cur, &o, &prev[f],
+						    &prev_len[f], err);
+				if (s)
+					goto out;
+			}
 			snprintf(name, sizeof name, "%d.%s", t->sizes[i],
 				 ext_of(o.format));
-			s = pm_ctx_add_output(
-			    ctx, name, pm_format_name(o.format),
-			    vips_image_get_width(cur),
-			    vips_image_get_height(cur), buf, len, err);
-			g_free(buf);
+			s = pm_ctx_add_output(ctx, name,
+					      pm_format_name(o.format),
+					      vips_image_get_width(cur),
+					      vips_image_get_height(cur),
+					      prev[f], prev_len[f], err);
 			if (s)
 				goto out;
 		}
 	}
 out:
+	for (int f = 0; f < MAX_FORMATS; f++)
+		g_free(prev[f]);
 	g_object_unref(cur);
 	return s;
 }

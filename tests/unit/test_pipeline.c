@@ -243,6 +243,34 @@ static void test_pipeline_run(void)
 	CHECK(!isnan(ctx.sharpness));
 	CHECK(json_is_real(json_object_get(ctx.meta, "quality")));
 	pm_item_ctx_clear(&ctx);
+	pm_pipeline_run_free(r);
+	pm_pipeline_free(p);
+
+	/* sizes above the image's own: the same bytes, encoded once; a
+	 * smaller size differs */
+	CHECK_INT(pm_pipeline_parse("{\"stages\":[{\"stage\":\"thumbnail\","
+				    "\"sizes\":[1000,800,100]}]}",
+				    &p, &e),
+		  PM_OK);
+	CHECK_INT(pm_pipeline_run_new(p, &r, &e), PM_OK);
+	memset(&ctx, 0, sizeof ctx);
+	ctx.sharpness = NAN;
+	ctx.src = buf;
+	ctx.src_len = len;
+	ctx.sha256 = "00";
+	ctx.header = &h;
+	ctx.image = im;
+	ctx.out_root = dir;
+	ctx.asset_dir = "asset";
+	ctx.tmp_dir = dir;
+	CHECK_INT(pm_pipeline_run_item(r, &ctx, &e), PM_OK);
+	CHECK_INT(ctx.n_outputs, 3);
+	CHECK_INT(ctx.outputs[0].width, vips_image_get_width(im));
+	CHECK_INT(ctx.outputs[1].width, vips_image_get_width(im));
+	CHECK_STR(ctx.out_sha[0], ctx.out_sha[1]);
+	CHECK(strcmp(ctx.out_sha[1], ctx.out_sha[2]) != 0);
+	CHECK_INT(ctx.outputs[2].width, 100);
+	pm_item_ctx_clear(&ctx);
 	g_object_unref(im);
 	g_free(buf);
 	pm_pipeline_run_free(r);
