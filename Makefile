@@ -5,7 +5,7 @@
 #   make SAN=1         build-asan/: ASan+UBSan, system malloc
 #   make fuzz          build-fuzz/: libFuzzer targets (clang)
 #   make format        clang-format -i over src tests fuzz bench
-PKGS := vips gmodule-2.0 sqlite3 jansson libcrypto libcurl
+PKGS := vips gmodule-2.0 sqlite3 jansson libcrypto libcurl libmicrohttpd zlib libbrotlienc libbrotlidec libzstd
 CC ?= cc
 ifeq ($(SAN),1)
 BUILD ?= build-asan
@@ -57,6 +57,18 @@ $(BUILD)/%.o: %.c
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
+# The test origin (tests/fetch/origin.c): a programmable HTTP server on
+# loopback with injectable faults, for test_fetch, the CLI and network
+# tests and bench/net.sh, which take it from the build of the binary under
+# test ($(BUILD)/tests/origin). libc and pthreads only; built by `all`.
+ORIGIN_CFLAGS := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -pthread \
+	$(SANFLAGS) $(EXTRA_CFLAGS)
+all: $(BUILD)/tests/origin
+$(BUILD)/tests/origin: tests/fetch/origin.c
+	@mkdir -p $(@D)
+	@echo "  CCLD $@"
+	@$(CC) $(ORIGIN_CFLAGS) -o $@ $< -lpthread
+
 # libFuzzer targets: one per parser of outside input.
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
@@ -67,6 +79,31 @@ build-fuzz/%: fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
 	@echo "  FUZZ $@"
 	@clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+
+# The dashboard served at / (web/), embedded in the binary:
+# scripts/embed-web.py turns web/* and uPlot's dist files (web/node_modules,
+# fetched by `npm ci` in web/, pinned by web/package-lock.json) into
+# $(BUILD)/gen/web_assets.c (src/serve/web_assets.h), which goes into
+# libpixmill.a and so into pixmill, the unit tests and the ASan build.
+WEB_SRC := $(sort $(wildcard web/*.html web/*.js web/*.css web/*.svg)) \
+	web/LICENSES web/package.json
+WEB_VENDOR := $(addprefix web/node_modules/uplot/,package.json LICENSE \
+	dist/uPlot.iife.min.js dist/uPlot.min.css)
+WEB_OBJ := $(BUILD)/gen/web_assets.o
+LIB_OBJ += $(WEB_OBJ)
+$(BUILD)/libpixmill.a: $(WEB_OBJ)
+%/gen/web_assets.c: scripts/embed-web.py $(WEB_SRC) $(WEB_VENDOR)
+	@mkdir -p $(@D)
+	@echo "  GEN $@"
+	@python3 scripts/embed-web.py $@
+$(WEB_OBJ): $(BUILD)/gen/web_assets.c src/serve/web_assets.h
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
+web/node_modules/%:
+	@echo "missing $@: run scripts/install-deps.sh (npm ci in web/)" >&2; exit 1
+# make fuzz compiles $(LIB_SRC) itself: hand it the generated file too.
+$(FUZZ_BIN): build-fuzz/gen/web_assets.c
+$(FUZZ_BIN): LIB_SRC += build-fuzz/gen/web_assets.c
 
 test: all
 	scripts/test.sh

@@ -15,6 +15,11 @@ PKGS=(
   clang libclang-rt-14-dev       # fuzzers (libFuzzer)
   clang-format                   # style check
   python3                        # test helpers
+  libmicrohttpd-dev              # pixmill serve: HTTP server
+  zlib1g-dev libbrotli-dev libzstd-dev  # serve: gzip, brotli, zstd
+  wrk nginx                      # serve benchmarks (wrk; nginx as the peer)
+  prometheus                     # promtool + a real scrape in the tests
+  chromium                       # dashboard end-to-end test (headless)
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -24,3 +29,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The dashboard (web/: uPlot, embedded in the binary at build time) and its
+# end-to-end test (tests/dashboard/: playwright-core driving Debian's
+# chromium). No third-party code is kept in the repository: each folder's
+# package.json pins exact versions and its package-lock.json the integrity
+# hashes, and `npm ci` fetches exactly those. Skipped when node_modules
+# already holds what the lock file says.
+command -v npm >/dev/null || {
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+for d in web tests/dashboard; do
+  if ! node -e '
+    const [lock, have] = process.argv.slice(1).map((f) => require(f).packages || {});
+    delete lock[""];
+    const same = Object.keys(lock).length === Object.keys(have).length &&
+      Object.entries(lock).every(([k, v]) => have[k] && have[k].version === v.version &&
+                                             have[k].integrity === v.integrity);
+    process.exit(same ? 0 : 1);' "$ROOT/$d/package-lock.json" "$ROOT/$d/node_modules/.package-lock.json" 2>/dev/null
+  then
+    (cd "$ROOT/$d" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+      { echo "npm ci in $d failed"; exit 1; }
+  fi
+done

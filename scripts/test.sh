@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # test.sh — the README's second command and what CI runs: installs the
 # dependencies, builds with warnings as errors, and runs every tier:
-#   1. unit tests (tests/unit) and CLI tests (tests/cli), release build
-#      and the network tests (tests/cli/test_network.sh)
+#   1. unit tests (tests/unit) and CLI tests (tests/cli), release build,
+#      the network tests (tests/cli/test_network.sh), the HTTP API tests
+#      (tests/serve/test_api.sh), a real Prometheus scraping `serve`
+#      (tests/serve/test_prometheus.sh) and the dashboard in headless
+#      Chromium (tests/dashboard/run.sh)
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
-#   3. unit + CLI tests again under ASan+UBSan
+#   3. unit, CLI, network and API tests again under ASan+UBSan
 #   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 30)
 #   5. clang-format check
 # Ends with the line "N passed, N failed" summed over every tier.
@@ -47,11 +50,26 @@ run_tier() { # run_tier NAME BUILD_DIR
   tests/cli/test_network.sh "$b/pixmill" >"$LOGS/$name-net.log" 2>&1 || step_fail "$name network tests"
   grep -E '^FAIL|passed' "$LOGS/$name-net.log"
   tally "$LOGS/$name-net.log"
+  echo "== $name: HTTP API tests (pixmill serve on loopback)"
+  tests/serve/test_api.sh "$b/pixmill" >"$LOGS/$name-api.log" 2>&1 || step_fail "$name API tests"
+  grep -E '^FAIL|passed' "$LOGS/$name-api.log"
+  tally "$LOGS/$name-api.log"
 }
 
 echo "== build (release, -Werror)"
 make -j"$(nproc)" all >"$LOGS/build.log" 2>&1 || { cat "$LOGS/build.log"; echo "0 passed, 1 failed"; exit 1; }
 run_tier release build
+
+echo "== a real Prometheus server scrapes pixmill serve"
+tests/serve/test_prometheus.sh build/pixmill >"$LOGS/prometheus.log" 2>&1 || step_fail "Prometheus test"
+grep -E '^FAIL|passed' "$LOGS/prometheus.log"
+tally "$LOGS/prometheus.log"
+
+echo "== dashboard end to end (headless Chromium)"
+mkdir -p test-output
+tests/dashboard/run.sh test-output >"$LOGS/dashboard.log" 2>&1 || step_fail "dashboard e2e"
+grep -E '^FAIL|passed|failed' "$LOGS/dashboard.log" | tail -n 5
+tally "$LOGS/dashboard.log"
 
 echo "== crash-resume test"
 tests/cli/test_resume.sh build/pixmill >"$LOGS/resume.log" 2>&1 || step_fail "crash-resume test"

@@ -49,6 +49,11 @@ enum {
 	OPT_BREAKER_FAILURES,
 	OPT_BREAKER_OPEN,
 	OPT_JOB,
+	OPT_LISTEN,
+	OPT_DATA,
+	OPT_CONFIG,
+	OPT_HTTP_THREADS,
+	OPT_PORT_FILE,
 };
 
 typedef struct pm_opt {
@@ -84,7 +89,21 @@ void pm_cli_help(const char *cmd, bool markdown);
 int pm_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+#include "engine/run.h"
+
+/* The options of `run` that other commands share (serve takes the engine,
+ * limit and fetch options): on_opt for pm_cli_parse with a pm_run_cli. */
+typedef struct pm_run_cli {
+	pm_run_opts o;
+	bool quiet, verbose;
+	int progress_set;
+	const char *cmd; /* for error messages */
+} pm_run_cli;
+int pm_cli_run_opt(int id, const char *arg, void *ud);
+
 int pm_cmd_run(int argc, char **argv);
+int pm_cmd_serve(int argc, char **argv);
+int pm_cmd_hash_key(int argc, char **argv);
 int pm_cmd_status(int argc, char **argv);
 int pm_cmd_inspect(int argc, char **argv);
 int pm_cmd_dlq(int argc, char **argv);

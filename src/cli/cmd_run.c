@@ -17,13 +17,6 @@
 #include "engine/progress.h"
 #include "engine/run.h"
 
-typedef struct run_cli {
-	pm_run_opts o;
-	bool quiet, verbose;
-	int progress_set;
-	char bad[256]; /* first option error */
-} run_cli;
-
 static int parse_int(const char *s, long lo, long hi, long *out)
 {
 	char *end;
@@ -47,9 +40,9 @@ static int parse_num(const char *s, double lo, double hi, double *out)
 	return 0;
 }
 
-static int run_opt(int id, const char *arg, void *ud)
+int pm_cli_run_opt(int id, const char *arg, void *ud)
 {
-	run_cli *c = ud;
+	pm_run_cli *c = ud;
 	long v;
 	double d;
 	int64_t sz;
@@ -66,7 +59,7 @@ static int run_opt(int id, const char *arg, void *ud)
 		break;
 	case OPT_WORKERS:
 		if (parse_int(arg, 1, 256, &v))
-			return pm_cli_usage_error("run",
+			return pm_cli_usage_error(c->cmd,
 						  "--workers wants 1 to 256");
 		c->o.workers = (int)v;
 		break;
@@ -74,16 +67,16 @@ static int run_opt(int id, const char *arg, void *ud)
 		sz = pm_parse_size(arg);
 		if (sz < (16 << 20))
 			return pm_cli_usage_error(
-			    "run", "--memory-limit wants a size of at "
-				   "least 16M, such as 512M or 2G");
+			    c->cmd, "--memory-limit wants a size of at "
+				    "least 16M, such as 512M or 2G");
 		c->o.memory_limit = sz;
 		break;
 	case OPT_FORMAT: {
 		int k = pm_catalog_kind_parse(arg);
 		if (k < 0)
 			return pm_cli_usage_error(
-			    "run", "--format wants auto, csv, jsonl, "
-				   "list or folder");
+			    c->cmd, "--format wants auto, csv, jsonl, "
+				    "list or folder");
 		c->o.kind = (pm_catalog_kind)k;
 		break;
 	}
@@ -95,32 +88,32 @@ static int run_opt(int id, const char *arg, void *ud)
 		break;
 	case OPT_QUALITY:
 		if (parse_int(arg, 1, 100, &v))
-			return pm_cli_usage_error("run",
+			return pm_cli_usage_error(c->cmd,
 						  "--quality wants 1 to 100");
 		c->o.quality = (int)v;
 		break;
 	case OPT_MAX_BYTES:
 		sz = pm_parse_size(arg);
 		if (sz <= 0)
-			return pm_cli_usage_error("run",
+			return pm_cli_usage_error(c->cmd,
 						  "--max-bytes wants a size");
 		c->o.limits.max_bytes = (uint64_t)sz;
 		break;
 	case OPT_MAX_PIXELS:
 		if (parse_int(arg, 1, 4000000000L, &v))
-			return pm_cli_usage_error("run",
+			return pm_cli_usage_error(c->cmd,
 						  "--max-pixels wants a count");
 		c->o.limits.max_pixels = (uint64_t)v;
 		break;
 	case OPT_MAX_DIM:
 		if (parse_int(arg, 1, 1000000, &v))
 			return pm_cli_usage_error(
-			    "run", "--max-dimension wants pixels");
+			    c->cmd, "--max-dimension wants pixels");
 		c->o.limits.max_width = c->o.limits.max_height = (int)v;
 		break;
 	case OPT_MAX_FRAMES:
 		if (parse_int(arg, 1, 1000000, &v))
-			return pm_cli_usage_error("run",
+			return pm_cli_usage_error(c->cmd,
 						  "--max-frames wants a count");
 		c->o.limits.max_frames = (int)v;
 		break;
@@ -133,8 +126,8 @@ static int run_opt(int id, const char *arg, void *ud)
 			c->o.durability = PM_SYNC_NONE;
 		else
 			return pm_cli_usage_error(
-			    "run", "--durability wants file, batch or "
-				   "none");
+			    c->cmd, "--durability wants file, batch or "
+				    "none");
 		break;
 	case OPT_KEEP_META:
 		c->o.keep_meta = true;
@@ -159,14 +152,14 @@ static int run_opt(int id, const char *arg, void *ud)
 			c->o.progress = 0;
 		else
 			return pm_cli_usage_error(
-			    "run", "--progress wants auto, bar, plain or "
-				   "none");
+			    c->cmd, "--progress wants auto, bar, plain or "
+				    "none");
 		c->progress_set = 1;
 		break;
 	case OPT_QUEUE_DEPTH:
 		if (parse_int(arg, 1, 100000, &v))
 			return pm_cli_usage_error(
-			    "run", "--queue-depth wants 1 to 100000");
+			    c->cmd, "--queue-depth wants 1 to 100000");
 		c->o.queue_depth = (int)v;
 		break;
 	case OPT_REFRESH:
@@ -181,49 +174,49 @@ static int run_opt(int id, const char *arg, void *ud)
 	case OPT_MAX_TRANSFERS:
 		if (parse_int(arg, 1, 4096, &v))
 			return pm_cli_usage_error(
-			    "run", "--max-transfers wants 1 to 4096");
+			    c->cmd, "--max-transfers wants 1 to 4096");
 		c->o.fetch.max_transfers = (int)v;
 		break;
 	case OPT_PER_HOST:
 		if (parse_int(arg, 1, 1024, &v))
-			return pm_cli_usage_error("run",
+			return pm_cli_usage_error(c->cmd,
 						  "--per-host wants 1 to 1024");
 		c->o.fetch.per_host_max = (int)v;
 		break;
 	case OPT_PER_HOST_RPS:
 		if (parse_num(arg, 0, 1e6, &d))
 			return pm_cli_usage_error(
-			    "run", "--per-host-rps wants a rate >= 0");
+			    c->cmd, "--per-host-rps wants a rate >= 0");
 		c->o.fetch.per_host_rps = d;
 		break;
 	case OPT_CONNECT_TIMEOUT:
 		if (parse_num(arg, 0.001, 86400, &d))
 			return pm_cli_usage_error(
-			    "run", "--connect-timeout wants seconds");
+			    c->cmd, "--connect-timeout wants seconds");
 		c->o.fetch.connect_timeout_ms = (long)(d * 1000);
 		break;
 	case OPT_TIMEOUT:
 		if (parse_num(arg, 0.001, 86400, &d))
-			return pm_cli_usage_error("run",
+			return pm_cli_usage_error(c->cmd,
 						  "--timeout wants seconds");
 		c->o.fetch.total_timeout_ms = (long)(d * 1000);
 		break;
 	case OPT_BREAKER_FAILURES:
 		if (parse_int(arg, 0, 1000, &v))
 			return pm_cli_usage_error(
-			    "run", "--breaker-failures wants 0 to 1000");
+			    c->cmd, "--breaker-failures wants 0 to 1000");
 		c->o.fetch.breaker_failures = (int)v;
 		break;
 	case OPT_BREAKER_OPEN:
 		if (parse_num(arg, 0.001, 86400, &d))
 			return pm_cli_usage_error(
-			    "run", "--breaker-open wants seconds");
+			    c->cmd, "--breaker-open wants seconds");
 		c->o.fetch.breaker_open_ms = (long)(d * 1000);
 		break;
 	case OPT_MAX_ATTEMPTS:
 		if (parse_int(arg, 1, 100, &v))
 			return pm_cli_usage_error(
-			    "run", "--max-attempts wants 1 to 100");
+			    c->cmd, "--max-attempts wants 1 to 100");
 		c->o.fetch.max_attempts = (int)v;
 		break;
 	case OPT_QUIET:
@@ -323,7 +316,7 @@ static void print_json(const pm_run_summary *s)
 
 int pm_cmd_run(int argc, char **argv)
 {
-	run_cli c;
+	pm_run_cli c;
 	pm_run_summary sum;
 	pm_err err = {{0}};
 	pm_status s;
@@ -332,8 +325,9 @@ int pm_cmd_run(int argc, char **argv)
 
 	memset(&c, 0, sizeof c);
 	pm_run_opts_default(&c.o);
+	c.cmd = "run";
 	c.o.progress = isatty(2) ? 1 : 2;
-	i = pm_cli_parse("run", argc, argv, run_opt, &c);
+	i = pm_cli_parse("run", argc, argv, pm_cli_run_opt, &c);
 	if (i == -2)
 		return 0;
 	if (i < 0)

@@ -29,6 +29,11 @@ static const struct {
     [PM_ERR_INTERNAL] = {"internal", 5, 500},
     [PM_ERR_MISMATCH] = {"type_mismatch", 3, 415},
     [PM_ERR_LOCKED] = {"locked", 4, 409},
+    [PM_ERR_AUTH] = {"unauthorized", 2, 401},
+    [PM_ERR_RATE] = {"rate_limited", 4, 429},
+    [PM_ERR_BUSY] = {"overloaded", 4, 503},
+    [PM_ERR_METHOD] = {"method_not_allowed", 2, 405},
+    [PM_ERR_CONFLICT] = {"conflict", 2, 409},
 };
 
 const char *pm_status_code(pm_status s)

@@ -31,6 +31,11 @@ typedef enum pm_status {
 	PM_ERR_INTERNAL,    /* a bug: an invariant did not hold */
 	PM_ERR_MISMATCH,    /* declared type differs from sniffed content */
 	PM_ERR_LOCKED,	    /* another process holds the resource */
+	PM_ERR_AUTH,	    /* no or wrong API key */
+	PM_ERR_RATE,	    /* over a rate limit: retry later */
+	PM_ERR_BUSY,	    /* queue full or draining: retry later */
+	PM_ERR_METHOD,	    /* the route exists, not with this method */
+	PM_ERR_CONFLICT,    /* not in a state that allows it */
 	PM_STATUS_COUNT
 } pm_status;
 

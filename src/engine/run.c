@@ -42,9 +42,11 @@
 
 #include <jansson.h>
 
+#include "core/metrics.h"
 #include "core/queue.h"
 #include "core/util.h"
 #include "engine/progress.h"
+#include "engine/single.h"
 #include "stages/pipeline.h"
 #include "store/store.h"
 
@@ -163,6 +165,7 @@ typedef struct run {
 	int64_t lat[LAT_BUCKETS];
 	int64_t lat_n;
 
+	atomic_int stop; /* a fatal error: stop reading, drain */
 	pm_status fatal; /* first fatal error (store), set once */
 	pm_err fatal_err;
 	pthread_mutex_t fatal_mu;
@@ -181,6 +184,14 @@ typedef struct run {
 	int out_fd; /* for syncfs */
 } run;
 
+/* Whether the run should stop reading and drain: a signal (pm_run_cancel),
+ * its caller's flag (opts.cancel) or a fatal error. */
+static bool stopping(run *r)
+{
+	return cancel_flag || atomic_load(&r->stop) ||
+	       (r->o->cancel && atomic_load(r->o->cancel));
+}
+
 static void set_fatal(run *r, pm_status s, const pm_err *e)
 {
 	pthread_mutex_lock(&r->fatal_mu);
@@ -189,7 +200,7 @@ static void set_fatal(run *r, pm_status s, const pm_err *e)
 		r->fatal_err = *e;
 	}
 	pthread_mutex_unlock(&r->fatal_mu);
-	cancel_flag = 1;
+	atomic_store(&r->stop, 1);
 }
 
 static void work_free(work *w)
@@ -377,7 +388,7 @@ static void *ingest_main(void *arg)
 		set_fatal(r, s, &e);
 		goto out;
 	}
-	while (!cancel_flag) {
+	while (!stopping(r)) {
 		pm_record *rec = NULL;
 		work *w;
 
@@ -459,14 +470,14 @@ static void *count_main(void *arg)
 
 	if (pm_catalog_open(r->catalog_abs, &co, &c, &e))
 		return NULL;
-	while (!cancel_flag && pm_catalog_next(c, &rec, &e) == PM_OK && rec) {
+	while (!stopping(r) && pm_catalog_next(c, &rec, &e) == PM_OK && rec) {
 		n++;
 		pm_record_free(rec);
 		if ((n & 1023) == 0)
 			atomic_store(&r->total, n);
 	}
 	pm_catalog_close(c);
-	if (!cancel_flag) {
+	if (!stopping(r)) {
 		atomic_store(&r->total, n);
 		atomic_store(&r->total_known, 1);
 	}
@@ -639,7 +650,7 @@ static void *fetch_main(void *arg)
 
 	for (;;) {
 		hand_on(r);
-		if (cancel_flag && r->fe && !cancelled) {
+		if (stopping(r) && r->fe && !cancelled) {
 			pm_fetch_cancel(
 			    r->fe); /* results come back cancelled */
 			cancelled = true;
@@ -680,7 +691,7 @@ static void *fetch_main(void *arg)
 	pthread_mutex_lock(&r->rq_mu);
 	while (r->remote_out > 0) {
 		if (!r->rq_head) {
-			if (cancel_flag && r->fe && !cancelled) {
+			if (stopping(r) && r->fe && !cancelled) {
 				pthread_mutex_unlock(&r->rq_mu);
 				pm_fetch_cancel(r->fe);
 				cancelled = true;
@@ -962,23 +973,8 @@ static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
 	it.url_etag = w->etag[0] ? w->etag : NULL;
 	it.url_last_modified = w->lastmod[0] ? w->lastmod : NULL;
 	if (!w->status && !w->duplicate) {
-		int sw = w->header.orientation >= 5;
-		as.sha256 = w->sha;
-		as.pipeline_hash = pm_pipeline_hash(r->pipe);
-		as.format = pm_format_name(w->header.format);
-		as.width = sw ? w->header.height : w->header.width;
-		as.height = sw ? w->header.width : w->header.height;
-		as.bytes = (int64_t)w->src_len;
-		as.phash = w->ctx.phash;
-		as.has_phash = w->ctx.has_phash;
-		as.colors_json = w->ctx.colors_json;
-		as.sharpness = w->ctx.sharpness;
-		if (w->ctx.meta)
-			meta = json_dumps(w->ctx.meta,
-					  JSON_COMPACT | JSON_SORT_KEYS);
-		as.meta_json = meta;
-		as.n_outputs = w->ctx.n_outputs;
-		as.outputs = w->ctx.outputs;
+		pm_asset_from_ctx(&as, &w->ctx, w->sha, &w->header, w->src_len,
+				  pm_pipeline_hash(r->pipe), &meta);
 		it.asset = &as;
 	}
 	s = pm_store_put_item(st, &it, e);
@@ -1059,6 +1055,18 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			       (pm_now() - w->t_start) * 1e3);
 		}
 		lat_add(r, (pm_now() - w->t_start) * 1000.0);
+		pm_metric_inc(PM_M_ITEMS,
+			      w->status		? "failed"
+			      : w->not_modified ? "cache_hit"
+			      : w->duplicate	? "duplicate"
+						: "done",
+			      NULL, 1);
+		pm_metric_obs(PM_M_ITEM_DURATION, NULL, NULL,
+			      pm_now() - w->t_start);
+		if (!w->status && w->rec->image && is_http(w->rec->image))
+			pm_metric_inc(PM_M_URL_CACHE,
+				      w->not_modified ? "hit" : "miss", NULL,
+				      1);
 		if (w->entry && w->owner) {
 			dedup_entry *e = w->entry;
 			pthread_mutex_lock(&r->dd_mu);
@@ -1261,28 +1269,107 @@ static pm_status clear_tmp(const char *dir, pm_err *e)
 	return PM_OK;
 }
 
-static pm_status open_job(run *r, pm_err *e)
+/* The job's identity: its key is the hash of catalog, pipeline and output
+ * root, so the same command finds the same job. key is 65 bytes. */
+static void job_spec(const run *r, pm_job_spec *spec, char *key)
 {
-	pm_store *st = NULL;
-	char keysrc[PATH_MAX * 2 + 128], key[65];
-	pm_job_spec spec;
-	pm_status s;
+	char keysrc[PATH_MAX * 2 + 128];
 
 	snprintf(keysrc, sizeof keysrc, "%s\n%s\n%s", r->catalog_abs,
 		 pm_pipeline_hash(r->pipe), r->out_root);
 	pm_sha256_hex(keysrc, strlen(keysrc), key);
+	spec->key = key;
+	spec->catalog = r->catalog_abs;
+	spec->pipeline = pm_pipeline_name(r->pipe);
+	spec->pipeline_hash = pm_pipeline_hash(r->pipe);
+	spec->pipeline_json = pm_pipeline_canonical(r->pipe);
+	spec->out_dir = r->out_root;
+}
+
+static pm_status open_job(run *r, pm_err *e)
+{
+	pm_store *st = NULL;
+	char key[65];
+	pm_job_spec spec;
+	pm_status s;
+
 	s = pm_store_open(r->db_url, false, &st, e);
 	if (s)
 		return s;
-	spec.key = key;
-	spec.catalog = r->catalog_abs;
-	spec.pipeline = pm_pipeline_name(r->pipe);
-	spec.pipeline_hash = pm_pipeline_hash(r->pipe);
-	spec.pipeline_json = pm_pipeline_canonical(r->pipe);
-	spec.out_dir = r->out_root;
+	job_spec(r, &spec, key);
 	s = pm_store_job_open(st, &spec, &r->job_id, &r->run_no, e);
 	pm_store_close(st);
 	return s;
+}
+
+/* Loads the pipeline (with the overrides), resolves the catalog and the
+ * output root (created) and names the store: what pm_run and
+ * pm_run_prepare both need before they touch the job. */
+static pm_status resolve(run *r, pm_err *err)
+{
+	const pm_run_opts *o = r->o;
+	pm_status s = pm_pipeline_load(o->pipeline, &r->pipe, err);
+
+	if (!s)
+		s = apply_overrides(r, err);
+	if (s)
+		return s;
+	if (!realpath(o->catalog, r->catalog_abs))
+		return pm_fail(err, PM_ERR_NOT_FOUND, "catalog %s: %s",
+			       o->catalog, strerror(errno));
+	s = pm_mkdirs(o->out_dir, err);
+	if (s)
+		return s;
+	if (!realpath(o->out_dir, r->out_root))
+		return pm_fail(err, PM_ERR_IO, "output folder %s: %s",
+			       o->out_dir, strerror(errno));
+	if (o->db)
+		snprintf(r->db_url, sizeof r->db_url, "%s", o->db);
+	else
+		snprintf(r->db_url, sizeof r->db_url, "%s/pixmill.db",
+			 r->out_root);
+	return PM_OK;
+}
+
+pm_status pm_run_prepare(const pm_run_opts *o, const char *name,
+			 int64_t *job_id, pm_err *err)
+{
+	run *r = calloc(1, sizeof *r);
+	pm_store *st = NULL;
+	pm_job_spec spec;
+	char key[65];
+	pm_status s;
+
+	if (!r)
+		return pm_fail(err, PM_ERR_NOMEM, "out of memory");
+	r->o = o;
+	s = resolve(r, err);
+	if (!s)
+		s = pm_store_open(r->db_url, false, &st, err);
+	if (!s) {
+		job_spec(r, &spec, key);
+		s = pm_store_job_create(st, &spec, name, job_id, err);
+	}
+	pm_store_close(st);
+	pm_pipeline_free(r->pipe);
+	free(r);
+	return s;
+}
+
+/* Copies the counters to the caller's live view (serve). */
+static void live_copy(run *r)
+{
+	pm_run_live *l = r->o->live;
+
+	atomic_store(&l->seen, atomic_load(&r->seen));
+	atomic_store(&l->skipped, atomic_load(&r->skipped));
+	atomic_store(&l->done, atomic_load(&r->done));
+	atomic_store(&l->failed, atomic_load(&r->failed));
+	atomic_store(&l->dups, atomic_load(&r->dups));
+	atomic_store(&l->total, atomic_load(&r->total));
+	atomic_store(&l->cache_hits, atomic_load(&r->cache_hits));
+	atomic_store(&l->total_known, atomic_load(&r->total_known));
+	atomic_store(&l->elapsed, pm_now() - r->t0);
 }
 
 static pm_status finish_job(run *r, pm_run_summary *sum, pm_err *e)
@@ -1335,6 +1422,18 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 
 	memset(sum, 0, sizeof *sum);
 	cancel_flag = 0;
+	if (o->live) {
+		pm_run_live *l = o->live;
+		atomic_store(&l->seen, 0);
+		atomic_store(&l->skipped, 0);
+		atomic_store(&l->done, 0);
+		atomic_store(&l->failed, 0);
+		atomic_store(&l->dups, 0);
+		atomic_store(&l->total, 0);
+		atomic_store(&l->cache_hits, 0);
+		atomic_store(&l->total_known, 0);
+		atomic_store(&l->elapsed, 0.0);
+	}
 	r = calloc(1, sizeof *r);
 	if (!r)
 		return pm_fail(err, PM_ERR_NOMEM, "out of memory");
@@ -1361,24 +1460,9 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		r->workers = 256;
 	r->bytes_cap = o->inflight_bytes > 0 ? o->inflight_bytes : 256ll << 20;
 
-	s = pm_pipeline_load(o->pipeline, &r->pipe, err);
-	if (!s)
-		s = apply_overrides(r, err);
+	s = resolve(r, err);
 	if (s)
 		goto out;
-	if (!realpath(o->catalog, r->catalog_abs)) {
-		s = pm_fail(err, PM_ERR_NOT_FOUND, "catalog %s: %s", o->catalog,
-			    strerror(errno));
-		goto out;
-	}
-	s = pm_mkdirs(o->out_dir, err);
-	if (s)
-		goto out;
-	if (!realpath(o->out_dir, r->out_root)) {
-		s = pm_fail(err, PM_ERR_IO, "output folder %s: %s", o->out_dir,
-			    strerror(errno));
-		goto out;
-	}
 	/* One run per output folder at a time. */
 	snprintf(path, sizeof path, "%s/.pixmill.lock", r->out_root);
 	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -1395,11 +1479,6 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	s = clear_tmp(r->tmp_dir, err);
 	if (s)
 		goto out;
-	if (o->db)
-		snprintf(r->db_url, sizeof r->db_url, "%s", o->db);
-	else
-		snprintf(r->db_url, sizeof r->db_url, "%s/pixmill.db",
-			 r->out_root);
 	s = pm_catalog_open(r->catalog_abs, &co, &r->cat, err);
 	if (s)
 		goto out;
@@ -1409,6 +1488,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	s = open_job(r, err);
 	if (s)
 		goto out;
+	if (o->live)
+		atomic_store(&o->live->job_id, r->job_id);
 	pm_log(PM_LOG_DEBUG, "t+%.1f ms: store open, job %lld run %d",
 	       (pm_now() - r->t0) * 1e3, (long long)r->job_id, r->run_no);
 	snprintf(path, sizeof path, "%s/manifests", r->out_root);
@@ -1456,6 +1537,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		usleep(50 * 1000);
 		if (pg)
 			progress_tick(r, pg, false);
+		if (o->live)
+			live_copy(r);
 		if (pm_queue_done(r->work_q) && !pm_queue_done(r->result_q)) {
 			/* Fetch is over: once every worker has finished,
 			 * nothing else can reach the writer. */
@@ -1473,7 +1556,9 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	if (count_started) {
 		pthread_join(t_count, NULL);
 	}
-	sum->interrupted = cancel_flag && !r->fatal;
+	sum->interrupted = stopping(r) && !r->fatal;
+	if (o->live)
+		live_copy(r);
 	if (pg) {
 		progress_tick(r, pg, true);
 	}

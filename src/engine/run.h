@@ -15,6 +15,7 @@
 #ifndef PM_RUN_H
 #define PM_RUN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -28,6 +29,15 @@ typedef enum pm_durability {
 	PM_SYNC_BATCH,	  /* one syncfs of the output tree before each commit */
 	PM_SYNC_NONE,	  /* leave it to the OS (scratch runs, benchmarks) */
 } pm_durability;
+
+/* Live counters of a run, for a caller on another thread (serve): the run
+ * copies its counters here about every 50 ms. Zeroed by pm_run at start. */
+typedef struct pm_run_live {
+	atomic_llong seen, skipped, done, failed, dups, total, cache_hits;
+	atomic_int total_known;
+	atomic_llong job_id;	/* set once the job is open */
+	_Atomic double elapsed; /* seconds since the run started */
+} pm_run_live;
 
 typedef struct pm_run_opts {
 	const char *catalog;  /* path of a CSV/JSONL/list file or a folder */
@@ -57,6 +67,10 @@ typedef struct pm_run_opts {
 	double t_start;	     /* pm_now() when the process started work (main);
 				0 = when pm_run starts. first_done_ms counts
 				from here. */
+	/* For a caller that runs jobs on a thread of its own (serve); both
+	 * may be NULL. Not owned by the run. */
+	atomic_int *cancel; /* set non-zero to stop this run (drains) */
+	pm_run_live *live;  /* counters copied here while it runs */
 } pm_run_opts;
 
 void pm_run_opts_default(pm_run_opts *o);
@@ -83,6 +97,12 @@ typedef struct pm_run_summary {
 } pm_run_summary;
 
 pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err);
+
+/* Creates the job o describes in state "queued" without running it, so a
+ * caller (serve) has its id at once; a later pm_run with the same options
+ * runs it. Checks the options and the pipeline like pm_run does. */
+pm_status pm_run_prepare(const pm_run_opts *o, const char *name,
+			 int64_t *job_id, pm_err *err);
 
 /* Async-signal-safe: asks the running pm_run to stop reading the catalog
  * and finish what is in flight. */

@@ -19,6 +19,8 @@
  */
 #include "fetch/fetch.h"
 
+#include "core/metrics.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -492,8 +494,12 @@ static void deliver(pm_fetch *f, xfer *x, pm_status status, const char *msg,
 		atomic_fetch_add(&f->n_ok, 1);
 		if (not_modified)
 			atomic_fetch_add(&f->n_304, 1);
+		pm_metric_inc(PM_M_FETCH_REQUESTS,
+			      not_modified ? "not_modified" : "ok", NULL, 1);
+		pm_metric_inc(PM_M_FETCH_BYTES, NULL, NULL, (double)r.len);
 	} else {
 		atomic_fetch_add(&f->n_failed, 1);
+		pm_metric_inc(PM_M_FETCH_REQUESTS, "error", NULL, 1);
 	}
 	if (x->h) {
 		x->h->refs--;
@@ -768,6 +774,7 @@ static void delay_insert(pm_fetch *f, xfer *x)
 static void retry_or_fail(pm_fetch *f, xfer *x, const char *reason, double now)
 {
 	if (x->attempts < f->o.max_attempts) {
+		pm_metric_inc(PM_M_FETCH_REQUESTS, "retry", NULL, 1);
 		double cap = (double)f->o.backoff_base_ms *
 			     pow(2.0, (double)(x->attempts - 1));
 		if (cap > (double)f->o.backoff_max_ms)

@@ -6,6 +6,8 @@
  */
 #include "stages/pipeline.h"
 
+#include "core/metrics.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,7 +266,10 @@ pm_status pm_pipeline_run_item(pm_pipeline_run *r, pm_item_ctx *ctx,
 			       pm_err *err)
 {
 	for (int i = 0; i < r->p->n_stages; i++) {
+		double t0 = pm_now();
 		pm_status s = r->p->vt[i]->process(r->state[i], ctx, err);
+		pm_metric_obs(PM_M_STAGE_DURATION, r->p->vt[i]->name, NULL,
+			      pm_now() - t0);
 		if (s)
 			return s;
 	}

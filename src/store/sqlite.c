@@ -139,6 +139,11 @@ static const char *const migrations[] = {
     " sha256 TEXT NOT NULL,"
     " updated REAL NOT NULL"
     ") WITHOUT ROWID;",
+
+    /* v4: jobs submitted over HTTP: a label, and why a job could not run. */
+    "ALTER TABLE jobs ADD COLUMN name TEXT;"
+    "ALTER TABLE jobs ADD COLUMN error TEXT;"
+    "CREATE INDEX outputs_asset ON outputs (asset_id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -165,10 +170,65 @@ enum {
 	Q_RETRY_FAILED,
 	Q_URL_GET,
 	Q_URL_PUT,
+	Q_JOB_CREATE,
+	Q_JOB_STATE,
+	Q_ITEMS,
+	Q_OUTPUTS,
+	Q_RECENT,
+	Q_SEARCH,
+	Q_PHASH,
+	Q_TITLE,
+	Q_STATS_JOBS,
+	Q_STATS_DLQ,
 	Q_COUNT
 };
 
 static const char *const queries[Q_COUNT] = {
+    [Q_JOB_CREATE] =
+	"INSERT INTO jobs (key, catalog, pipeline, pipeline_hash,"
+	" pipeline_json, out_dir, state, runs, created, updated, name)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?7, ?8)"
+	" ON CONFLICT (key) DO UPDATE SET state = 'queued',"
+	" updated = excluded.updated, name = excluded.name, error = NULL"
+	" RETURNING id",
+    [Q_JOB_STATE] = "UPDATE jobs SET state = ?2, error = ?3, updated = ?4,"
+		    " finished = CASE WHEN ?5 THEN ?4 ELSE NULL END"
+		    " WHERE id = ?1",
+    [Q_ITEMS] = "SELECT i.key, i.ordinal, i.record_id, i.title, i.image,"
+		" i.state, i.code, i.error, i.sha256, i.duplicate,"
+		" i.attempts, i.latency_ms, a.pipeline_hash"
+		" FROM items i JOIN jobs j ON j.id = i.job_id"
+		" LEFT JOIN assets a ON a.sha256 = i.sha256"
+		" AND a.pipeline_hash = j.pipeline_hash"
+		" WHERE i.job_id = ?1 AND (?2 IS NULL OR i.state = ?2)"
+		" AND i.ordinal > ?3 ORDER BY i.ordinal LIMIT ?4",
+    [Q_OUTPUTS] =
+	"SELECT o.name, o.path, o.format, o.width, o.height,"
+	" o.bytes, o.sha256, a.pipeline_hash FROM assets a"
+	" JOIN outputs o ON o.asset_id = a.id"
+	" WHERE a.sha256 = ?1 AND (?2 IS NULL OR a.pipeline_hash = ?2)"
+	" AND (?3 IS NULL OR o.name = ?3)"
+	" ORDER BY a.id DESC, o.id",
+    [Q_RECENT] = "SELECT a.sha256, o.name, o.path, o.format, o.width,"
+		 " o.height, o.bytes, o.sha256, a.pipeline_hash,"
+		 " (SELECT title FROM items i WHERE i.sha256 = a.sha256"
+		 "  AND i.title IS NOT NULL LIMIT 1)"
+		 " FROM outputs o JOIN assets a ON a.id = o.asset_id"
+		 " WHERE o.id IN (SELECT MIN(o2.id) FROM outputs o2"
+		 "  GROUP BY o2.asset_id ORDER BY o2.asset_id DESC LIMIT ?1)"
+		 " ORDER BY o.asset_id DESC",
+    [Q_SEARCH] = "SELECT i.job_id, i.key, i.title, i.sha256, i.image,"
+		 " -bm25(items_fts) AS score, j.pipeline_hash"
+		 " FROM items_fts f JOIN items i ON i.id = f.rowid"
+		 " JOIN jobs j ON j.id = i.job_id"
+		 " WHERE items_fts MATCH ?1 ORDER BY bm25(items_fts)"
+		 " LIMIT ?2",
+    [Q_PHASH] = "SELECT sha256, pipeline_hash, phash FROM assets"
+		" WHERE phash IS NOT NULL",
+    [Q_TITLE] = "SELECT title FROM items WHERE sha256 = ?1"
+		" AND title IS NOT NULL ORDER BY id DESC LIMIT 1",
+    [Q_STATS_JOBS] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
+    [Q_STATS_DLQ] = "SELECT COUNT(*) FROM items WHERE state = 'failed'",
     [Q_URL_GET] = "SELECT etag, last_modified, sha256 FROM urls WHERE url = ?1",
     [Q_URL_PUT] = "INSERT INTO urls (url, etag, last_modified, sha256, updated)"
 		  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (url) DO UPDATE SET"
@@ -198,13 +258,15 @@ static const char *const queries[Q_COUNT] = {
 		   " RETURNING id, runs",
     [Q_JOB_FINISH] = "UPDATE jobs SET state = ?2, updated = ?3,"
 		     " finished = ?3 WHERE id = ?1",
-    [Q_JOBS] = "WITH j AS (SELECT * FROM jobs ORDER BY id DESC LIMIT ?1)"
+    [Q_JOBS] = "WITH j AS (SELECT * FROM jobs WHERE (?2 = 0 OR id = ?2)"
+	       " ORDER BY id DESC LIMIT ?1)"
 	       " SELECT j.id, j.key, j.catalog, j.pipeline, j.pipeline_hash,"
 	       " j.out_dir, j.state, j.runs, j.created, j.updated,"
 	       " COUNT(i.id),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'done'),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'failed'),"
-	       " COUNT(i.id) FILTER (WHERE i.state = 'done' AND i.duplicate)"
+	       " COUNT(i.id) FILTER (WHERE i.state = 'done' AND i.duplicate),"
+	       " j.name, j.error"
 	       " FROM j LEFT JOIN items i ON i.job_id = j.id"
 	       " GROUP BY j.id ORDER BY j.id DESC",
     [Q_JOB_FAILURES] = "SELECT code, MIN(error), COUNT(*) AS n FROM items"
@@ -590,7 +652,7 @@ static pm_status sq_job_finish(void *conn, int64_t job_id, const char *state,
 	return s;
 }
 
-static pm_status sq_jobs(void *conn, int limit,
+static pm_status sq_jobs(void *conn, int64_t id, int limit,
 			 int (*cb)(const pm_job_info *info, void *ud), void *ud,
 			 pm_err *err)
 {
@@ -599,7 +661,7 @@ static pm_status sq_jobs(void *conn, int limit,
 	if (!st)
 		return PM_ERR_STORE;
 	pm_status s = PM_OK;
-	if (b_i64(st, 1, limit > 0 ? limit : -1)) {
+	if (b_i64(st, 1, limit > 0 ? limit : -1) || b_i64(st, 2, id)) {
 		s = sq_fail(c->db, err, "list jobs");
 		goto out;
 	}
@@ -620,6 +682,8 @@ static pm_status sq_jobs(void *conn, int limit,
 		    .done = sqlite3_column_int64(st, 11),
 		    .failed = sqlite3_column_int64(st, 12),
 		    .duplicates = sqlite3_column_int64(st, 13),
+		    .name = col_text(st, 14),
+		    .error = col_text(st, 15),
 		};
 		if (cb && cb(&ji, ud))
 			goto out;
@@ -1034,6 +1098,283 @@ static pm_status sq_retry_failed(void *conn, int64_t job_id, const char *code,
 	return s;
 }
 
+/* ---- jobs submitted over HTTP, browsing and search ---- */
+
+static pm_status sq_job_create(void *conn, const pm_job_spec *spec,
+			       const char *name, int64_t *job_id, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOB_CREATE, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, spec->key) || b_text(st, 2, spec->catalog) ||
+	    b_text(st, 3, spec->pipeline) ||
+	    b_text(st, 4, spec->pipeline_hash) ||
+	    b_text(st, 5, spec->pipeline_json) ||
+	    b_text(st, 6, spec->out_dir) || b_dbl(st, 7, now_unix()) ||
+	    b_text(st, 8, name) || sqlite3_step(st) != SQLITE_ROW) {
+		s = sq_fail(c->db, err, "create job");
+		goto out;
+	}
+	*job_id = sqlite3_column_int64(st, 0);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "create job");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_job_state(void *conn, int64_t job_id, const char *state,
+			      const char *error, bool final, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOB_STATE, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_text(st, 2, state) ||
+	    b_text(st, 3, error) || b_dbl(st, 4, now_unix()) ||
+	    b_i64(st, 5, final) || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "set job state");
+	else if (sqlite3_changes(c->db) == 0)
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
+			    (long long)job_id);
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_items(void *conn, int64_t job_id, const char *state,
+			  int64_t after, int limit,
+			  int (*cb)(const pm_item_info *info, void *ud),
+			  void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_ITEMS, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_text(st, 2, state) ||
+	    b_i64(st, 3, after) || b_i64(st, 4, limit > 0 ? limit : -1)) {
+		s = sq_fail(c->db, err, "list items");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_item_info ii = {
+		    .key = col_text(st, 0),
+		    .ordinal = sqlite3_column_int64(st, 1),
+		    .id = col_text(st, 2),
+		    .title = col_text(st, 3),
+		    .image = col_text(st, 4),
+		    .state = col_text(st, 5),
+		    .code = col_text(st, 6),
+		    .error = col_text(st, 7),
+		    .sha256 = col_text(st, 8),
+		    .duplicate = sqlite3_column_int(st, 9) != 0,
+		    .attempts = sqlite3_column_int(st, 10),
+		    .latency_ms = sqlite3_column_double(st, 11),
+		    .pipeline_hash = col_text(st, 12),
+		};
+		if (cb && cb(&ii, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "list items");
+out:
+	q_done(st);
+	return s;
+}
+
+static void output_info(sqlite3_stmt *st, int at, pm_output_info *oi)
+{
+	oi->name = col_text(st, at);
+	oi->path = col_text(st, at + 1);
+	oi->format = col_text(st, at + 2);
+	oi->width = sqlite3_column_int(st, at + 3);
+	oi->height = sqlite3_column_int(st, at + 4);
+	oi->bytes = sqlite3_column_int64(st, at + 5);
+	oi->sha256 = col_text(st, at + 6);
+	oi->pipeline_hash = col_text(st, at + 7);
+}
+
+static pm_status sq_outputs(void *conn, const char *sha256,
+			    const char *pipeline_hash, const char *name,
+			    int (*cb)(const pm_output_info *info, void *ud),
+			    void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_OUTPUTS, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, sha256) || b_text(st, 2, pipeline_hash) ||
+	    b_text(st, 3, name)) {
+		s = sq_fail(c->db, err, "list outputs");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_output_info oi = {.asset_sha256 = sha256};
+		output_info(st, 0, &oi);
+		if (cb && cb(&oi, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "list outputs");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_recent(void *conn, int limit,
+			   int (*cb)(const pm_output_info *info, void *ud),
+			   void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_RECENT, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, limit > 0 ? limit : -1)) {
+		s = sq_fail(c->db, err, "recent outputs");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_output_info oi = {.asset_sha256 = col_text(st, 0),
+				     .title = col_text(st, 9)};
+		output_info(st, 1, &oi);
+		if (cb && cb(&oi, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "recent outputs");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_search(void *conn, const char *match, int limit,
+			   int (*cb)(const pm_search_hit *hit, void *ud),
+			   void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_SEARCH, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, match) || b_i64(st, 2, limit > 0 ? limit : -1)) {
+		s = sq_fail(c->db, err, "search");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_search_hit h = {
+		    .job_id = sqlite3_column_int64(st, 0),
+		    .key = col_text(st, 1),
+		    .title = col_text(st, 2),
+		    .sha256 = col_text(st, 3),
+		    .image = col_text(st, 4),
+		    .score = sqlite3_column_double(st, 5),
+		    .pipeline_hash = col_text(st, 6),
+		};
+		if (cb && cb(&h, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "search");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_phashes(void *conn,
+			    int (*cb)(const char *sha256,
+				      const char *pipeline_hash, uint64_t phash,
+				      void *ud),
+			    void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_PHASH, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cb && cb(col_text(st, 0), col_text(st, 1),
+			     (uint64_t)sqlite3_column_int64(st, 2), ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "scan hashes");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_title(void *conn, const char *sha256, char *buf,
+			  size_t size, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_TITLE, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	buf[0] = 0;
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, sha256)) {
+		s = sq_fail(c->db, err, "title");
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		snprintf(buf, size, "%s", col_text(st, 0));
+	else if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "title");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_stats(void *conn,
+			  int (*cb)(const char *state, int64_t n, void *ud),
+			  void *ud, int64_t *dlq, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_STATS_JOBS, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (cb)
+			cb(col_text(st, 0), sqlite3_column_int64(st, 1), ud);
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "job stats");
+	q_done(st);
+	if (s || !dlq)
+		return s;
+	st = q_get(c, Q_STATS_DLQ, err);
+	if (!st)
+		return PM_ERR_STORE;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*dlq = sqlite3_column_int64(st, 0);
+	else
+		s = sq_fail(c->db, err, "dead-letter count");
+	q_done(st);
+	return s;
+}
+
 const pm_store_backend pm_store_sqlite = {
     .name = "sqlite",
     .open = sq_open,
@@ -1053,4 +1394,13 @@ const pm_store_backend pm_store_sqlite = {
     .put_item = sq_put_item,
     .commit = sq_commit,
     .rollback = sq_rollback,
+    .job_create = sq_job_create,
+    .job_state = sq_job_state,
+    .items = sq_items,
+    .outputs = sq_outputs,
+    .recent = sq_recent,
+    .search = sq_search,
+    .phashes = sq_phashes,
+    .title = sq_title,
+    .stats = sq_stats,
 };

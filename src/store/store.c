@@ -12,6 +12,7 @@
  */
 #include "store/store_impl.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,7 +99,7 @@ pm_status pm_store_jobs(pm_store *s, int limit,
 			int (*cb)(const pm_job_info *info, void *ud), void *ud,
 			pm_err *err)
 {
-	return s->be->jobs(s->conn, limit, cb, ud, err);
+	return s->be->jobs(s->conn, 0, limit, cb, ud, err);
 }
 
 pm_status pm_store_job_failures(pm_store *s, int64_t job_id, int limit,
@@ -169,4 +170,131 @@ pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,
 {
 	return s->be->job_counts(s->conn, job_id, items, done, failed,
 				 duplicates, err);
+}
+
+typedef struct job_get_ctx {
+	int (*cb)(const pm_job_info *info, void *ud);
+	void *ud;
+	bool found;
+} job_get_ctx;
+
+static int job_get_cb(const pm_job_info *info, void *ud)
+{
+	job_get_ctx *g = ud;
+	g->found = true;
+	return g->cb ? g->cb(info, g->ud) : 0;
+}
+
+pm_status pm_store_job_get(pm_store *s, int64_t id,
+			   int (*cb)(const pm_job_info *info, void *ud),
+			   void *ud, pm_err *err)
+{
+	job_get_ctx g = {cb, ud, false};
+	pm_status st;
+
+	if (id <= 0)
+		return pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
+			       (long long)id);
+	st = s->be->jobs(s->conn, id, 1, job_get_cb, &g, err);
+	if (!st && !g.found)
+		st = pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
+			     (long long)id);
+	return st;
+}
+
+pm_status pm_store_job_create(pm_store *s, const pm_job_spec *spec,
+			      const char *name, int64_t *job_id, pm_err *err)
+{
+	return s->be->job_create(s->conn, spec, name, job_id, err);
+}
+
+pm_status pm_store_job_state(pm_store *s, int64_t job_id, const char *state,
+			     const char *error, bool final, pm_err *err)
+{
+	return s->be->job_state(s->conn, job_id, state, error, final, err);
+}
+
+pm_status pm_store_stats(pm_store *s,
+			 int (*cb)(const char *state, int64_t n, void *ud),
+			 void *ud, int64_t *dlq, pm_err *err)
+{
+	return s->be->stats(s->conn, cb, ud, dlq, err);
+}
+
+pm_status pm_store_items(pm_store *s, int64_t job_id, const char *state,
+			 int64_t after, int limit,
+			 int (*cb)(const pm_item_info *info, void *ud),
+			 void *ud, pm_err *err)
+{
+	return s->be->items(s->conn, job_id, state, after, limit, cb, ud, err);
+}
+
+pm_status pm_store_outputs(pm_store *s, const char *sha256,
+			   const char *pipeline_hash, const char *name,
+			   int (*cb)(const pm_output_info *info, void *ud),
+			   void *ud, pm_err *err)
+{
+	return s->be->outputs(s->conn, sha256, pipeline_hash, name, cb, ud,
+			      err);
+}
+
+pm_status pm_store_recent_outputs(pm_store *s, int limit,
+				  int (*cb)(const pm_output_info *info,
+					    void *ud),
+				  void *ud, pm_err *err)
+{
+	return s->be->recent(s->conn, limit, cb, ud, err);
+}
+
+pm_status pm_store_search_text(pm_store *s, const char *match, int limit,
+			       int (*cb)(const pm_search_hit *hit, void *ud),
+			       void *ud, pm_err *err)
+{
+	return s->be->search(s->conn, match, limit, cb, ud, err);
+}
+
+bool pm_store_fts_query(const char *text, char *out, size_t size)
+{
+	size_t n = 0;
+	int words = 0;
+	const unsigned char *p = (const unsigned char *)text;
+
+	if (!text || size < 1)
+		return false;
+	while (*p) {
+		/* A word: a run of letters, digits and any non-ASCII byte
+		 * (UTF-8 letters); everything else separates words. */
+		while (*p && !(isalnum(*p) || *p >= 0x80))
+			p++;
+		if (!*p)
+			break;
+		if (n + 3 >= size)
+			return false;
+		if (words++)
+			out[n++] = ' ';
+		out[n++] = '"';
+		while (*p && (isalnum(*p) || *p >= 0x80)) {
+			if (n + 2 >= size)
+				return false;
+			out[n++] = (char)*p++;
+		}
+		out[n++] = '"';
+	}
+	out[n] = 0;
+	return words > 0;
+}
+
+pm_status pm_store_phashes(pm_store *s,
+			   int (*cb)(const char *sha256,
+				     const char *pipeline_hash, uint64_t phash,
+				     void *ud),
+			   void *ud, pm_err *err)
+{
+	return s->be->phashes(s->conn, cb, ud, err);
+}
+
+pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
+			 size_t size, pm_err *err)
+{
+	return s->be->title(s->conn, sha256, buf, size, err);
 }

@@ -66,6 +66,8 @@ typedef struct pm_job_info {
 	int runs;
 	double created, updated; /* unix seconds */
 	int64_t items, done, failed, duplicates;
+	const char *name;  /* label given at submission, or NULL */
+	const char *error; /* why the job could not run, or NULL */
 } pm_job_info;
 
 /* Calls cb for each job, newest first (at most limit; 0 = all). The strings
@@ -73,6 +75,27 @@ typedef struct pm_job_info {
 pm_status pm_store_jobs(pm_store *s, int limit,
 			int (*cb)(const pm_job_info *info, void *ud), void *ud,
 			pm_err *err);
+
+/* Calls cb once with job id's info; PM_ERR_NOT_FOUND if there is none. */
+pm_status pm_store_job_get(pm_store *s, int64_t id,
+			   int (*cb)(const pm_job_info *info, void *ud),
+			   void *ud, pm_err *err);
+
+/* Creates the job with spec->key in state "queued" (no run yet), or puts
+ * an existing one back in the queue; *job_id receives its id. name is a
+ * label (may be NULL). Used by `serve`, whose scheduler then runs it. */
+pm_status pm_store_job_create(pm_store *s, const pm_job_spec *spec,
+			      const char *name, int64_t *job_id, pm_err *err);
+/* Sets the job's state and error message (NULL clears it); final = the
+ * job is over (records the finish time). */
+pm_status pm_store_job_state(pm_store *s, int64_t job_id, const char *state,
+			     const char *error, bool final, pm_err *err);
+
+/* Counts jobs by state (cb per state) and failed items (*dlq, if not
+ * NULL), for metrics and health. */
+pm_status pm_store_stats(pm_store *s,
+			 int (*cb)(const char *state, int64_t n, void *ud),
+			 void *ud, int64_t *dlq, pm_err *err);
 
 /* Failure reasons of a job grouped by status code: cb gets the code, one
  * example error message and the count; most frequent first. */
@@ -191,6 +214,77 @@ pm_status pm_store_begin(pm_store *s, pm_err *err);
 pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item, pm_err *err);
 pm_status pm_store_commit(pm_store *s, pm_err *err);
 void pm_store_rollback(pm_store *s);
+
+/* ---- browsing and search (serve) ----
+ * The strings in each info live only during the callback; cb returns
+ * non-zero to stop. */
+
+typedef struct pm_item_info {
+	const char *key, *id, *title, *image;
+	const char *state; /* "done" or "failed" */
+	const char *code;  /* pm_status code name */
+	const char *error; /* or NULL */
+	const char *sha256;
+	const char *pipeline_hash; /* of its asset, NULL if it has none */
+	uint64_t ordinal;
+	bool duplicate;
+	int attempts;
+	double latency_ms;
+} pm_item_info;
+
+/* Items of a job in catalog order with ordinal > after; state "done",
+ * "failed" or NULL for both; at most limit. */
+pm_status pm_store_items(pm_store *s, int64_t job_id, const char *state,
+			 int64_t after, int limit,
+			 int (*cb)(const pm_item_info *info, void *ud),
+			 void *ud, pm_err *err);
+
+typedef struct pm_output_info {
+	const char *asset_sha256;  /* the source's hash */
+	const char *pipeline_hash; /* of the asset */
+	const char *name, *path, *format, *sha256;
+	const char *title; /* recent outputs only: a title of the source */
+	int width, height;
+	int64_t bytes;
+} pm_output_info;
+
+/* Outputs of the assets made from source sha256: of one pipeline, or of
+ * any (pipeline_hash NULL, newest asset first); name NULL = every output. */
+pm_status pm_store_outputs(pm_store *s, const char *sha256,
+			   const char *pipeline_hash, const char *name,
+			   int (*cb)(const pm_output_info *info, void *ud),
+			   void *ud, pm_err *err);
+/* The first output of each of the newest `limit` assets. */
+pm_status pm_store_recent_outputs(pm_store *s, int limit,
+				  int (*cb)(const pm_output_info *info,
+					    void *ud),
+				  void *ud, pm_err *err);
+
+typedef struct pm_search_hit {
+	int64_t job_id;
+	const char *key, *title, *sha256, *image, *pipeline_hash;
+	double score; /* higher is better */
+} pm_search_hit;
+
+/* Full-text search; match is an FTS5 query (pm_store_fts_query builds a
+ * safe one from user text). Best first. */
+pm_status pm_store_search_text(pm_store *s, const char *match, int limit,
+			       int (*cb)(const pm_search_hit *hit, void *ud),
+			       void *ud, pm_err *err);
+/* Turns free text into an FTS5 query that matches rows containing every
+ * word (each word quoted, so no syntax of the user's reaches FTS5).
+ * Returns false if the text has no word or does not fit in size. */
+bool pm_store_fts_query(const char *text, char *out, size_t size);
+
+/* Every asset's perceptual hash (for nearest-image search). */
+pm_status pm_store_phashes(pm_store *s,
+			   int (*cb)(const char *sha256,
+				     const char *pipeline_hash, uint64_t phash,
+				     void *ud),
+			   void *ud, pm_err *err);
+/* A title of an item made from source sha256, "" if none. */
+pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
+			 size_t size, pm_err *err);
 
 /* Counts of the job's items (for the end summary and tests). */
 pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,

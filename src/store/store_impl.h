@@ -29,7 +29,7 @@ typedef struct pm_store_backend {
 			      int64_t *job_id, int *run_no, pm_err *err);
 	pm_status (*job_finish)(void *conn, int64_t job_id, const char *state,
 				pm_err *err);
-	pm_status (*jobs)(void *conn, int limit,
+	pm_status (*jobs)(void *conn, int64_t id, int limit,
 			  int (*cb)(const pm_job_info *info, void *ud),
 			  void *ud, pm_err *err);
 	pm_status (*job_failures)(void *conn, int64_t job_id, int limit,
@@ -60,6 +60,35 @@ typedef struct pm_store_backend {
 	pm_status (*put_item)(void *conn, const pm_item_rec *item, pm_err *err);
 	pm_status (*commit)(void *conn, pm_err *err);
 	void (*rollback)(void *conn);
+
+	pm_status (*job_create)(void *conn, const pm_job_spec *spec,
+				const char *name, int64_t *job_id, pm_err *err);
+	pm_status (*job_state)(void *conn, int64_t job_id, const char *state,
+			       const char *error, bool final, pm_err *err);
+	pm_status (*items)(void *conn, int64_t job_id, const char *state,
+			   int64_t after, int limit,
+			   int (*cb)(const pm_item_info *info, void *ud),
+			   void *ud, pm_err *err);
+	pm_status (*outputs)(void *conn, const char *sha256,
+			     const char *pipeline_hash, const char *name,
+			     int (*cb)(const pm_output_info *info, void *ud),
+			     void *ud, pm_err *err);
+	pm_status (*recent)(void *conn, int limit,
+			    int (*cb)(const pm_output_info *info, void *ud),
+			    void *ud, pm_err *err);
+	pm_status (*search)(void *conn, const char *match, int limit,
+			    int (*cb)(const pm_search_hit *hit, void *ud),
+			    void *ud, pm_err *err);
+	pm_status (*phashes)(void *conn,
+			     int (*cb)(const char *sha256,
+				       const char *pipeline_hash,
+				       uint64_t phash, void *ud),
+			     void *ud, pm_err *err);
+	pm_status (*title)(void *conn, const char *sha256, char *buf,
+			   size_t size, pm_err *err);
+	pm_status (*stats)(void *conn,
+			   int (*cb)(const char *state, int64_t n, void *ud),
+			   void *ud, int64_t *dlq, pm_err *err);
 } pm_store_backend;
 
 extern const pm_store_backend pm_store_sqlite;

@@ -655,6 +655,209 @@ static void test_dlq(void)
 	pm_store_close(s);
 }
 
+/* ---- serve's side: queued jobs, browsing, search ---- */
+
+typedef struct seen_items {
+	int n;
+	char keys[8][16];
+	int64_t last;
+	int outputs;
+} seen_items;
+
+static int items_cb(const pm_item_info *ii, void *ud)
+{
+	seen_items *si = ud;
+	if (si->n < 8)
+		snprintf(si->keys[si->n], 16, "%s", ii->key);
+	si->n++;
+	si->last = (int64_t)ii->ordinal;
+	return 0;
+}
+
+static int outputs_cb(const pm_output_info *oi, void *ud)
+{
+	seen_items *si = ud;
+	if (si->outputs < 8)
+		snprintf(si->keys[si->outputs], 16, "%s", oi->name);
+	si->outputs++;
+	return 0;
+}
+
+static int hits_cb(const pm_search_hit *h, void *ud)
+{
+	seen_items *si = ud;
+	if (si->n < 8)
+		snprintf(si->keys[si->n], 16, "%s", h->key);
+	si->n++;
+	return 0;
+}
+
+static int phash_cb(const char *sha, const char *ph, uint64_t h, void *ud)
+{
+	seen_items *si = ud;
+	(void)ph;
+	if (strcmp(sha, "sha-S1") == 0 && h == 0xF00DFACE12345678ull)
+		si->outputs++;
+	si->n++;
+	return 0;
+}
+
+static int state_cb(const char *state, int64_t n, void *ud)
+{
+	seen_items *si = ud;
+	if (strcmp(state, "queued") == 0)
+		si->n += (int)n;
+	return 0;
+}
+
+static int job_name_cb(const pm_job_info *ji, void *ud)
+{
+	seen_items *si = ud;
+	snprintf(si->keys[0], 16, "%s", ji->state);
+	snprintf(si->keys[1], 16, "%s", ji->name ? ji->name : "");
+	snprintf(si->keys[2], 16, "%s", ji->error ? ji->error : "");
+	si->last = ji->runs;
+	return 0;
+}
+
+static void test_serve_queries(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, again = 0, job_open = 0, dlq = -1;
+	int run = 0;
+	seen_items si;
+	char q[256], title[64];
+
+	CHECK_INT(pm_store_open(dbpath("serve.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	/* A queued job: no run yet; created again = the same job. */
+	CHECK_INT(pm_store_job_create(s, &spec1, "spring", &job, &err), PM_OK);
+	CHECK_INT(pm_store_job_create(s, &spec1, "spring", &again, &err),
+		  PM_OK);
+	CHECK_INT(again, job);
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_job_get(s, job, job_name_cb, &si, &err), PM_OK);
+	CHECK_STR(si.keys[0], "queued");
+	CHECK_STR(si.keys[1], "spring");
+	CHECK_INT(si.last, 0);
+	CHECK_INT(pm_store_job_get(s, job + 100, NULL, NULL, &err),
+		  PM_ERR_NOT_FOUND);
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_stats(s, state_cb, &si, &dlq, &err), PM_OK);
+	CHECK_INT(si.n, 1);
+	CHECK_INT(dlq, 0);
+	/* pm_run opens it: run 1, running. */
+	CHECK_INT(pm_store_job_open(s, &spec1, &job_open, &run, &err), PM_OK);
+	CHECK_INT(job_open, job);
+	CHECK_INT(run, 1);
+	CHECK_INT(pm_store_job_state(s, job, "failed", "boom", true, &err),
+		  PM_OK);
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_job_get(s, job, job_name_cb, &si, &err), PM_OK);
+	CHECK_STR(si.keys[0], "failed");
+	CHECK_STR(si.keys[2], "boom");
+	CHECK_INT(pm_store_job_state(s, 999, "done", NULL, true, &err),
+		  PM_ERR_NOT_FOUND);
+
+	/* Five items: S1..S4 done (S3 the duplicate of S1), one failed. */
+	pm_asset_rec a1 = asset_rec("sha-S1"), a2 = asset_rec("sha-S2");
+	pm_item_rec it[5];
+	const char *keys[5] = {"k1", "k2", "k3", "k4", "k5"};
+	for (int i = 0; i < 5; i++) {
+		it[i] = item_rec(job, keys[i]);
+		it[i].ordinal = (uint64_t)(i + 1) * 10;
+	}
+	it[0].sha256 = "sha-S1";
+	it[0].asset = &a1;
+	it[0].title = "Blue ceramic teapot";
+	it[1].sha256 = "sha-S2";
+	it[1].asset = &a2;
+	it[1].title = "Green garden chair";
+	it[2].sha256 = "sha-S1";
+	it[2].duplicate = true;
+	it[3].title = "Teapot lid, spare";
+	it[4].status = PM_ERR_DECODE;
+	it[4].error = "truncated";
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(pm_store_put_item(s, &it[i], &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+
+	/* Paging: limit 2 from cursor 0 then from the last ordinal. */
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_items(s, job, NULL, 0, 2, items_cb, &si, &err),
+		  PM_OK);
+	CHECK_INT(si.n, 2);
+	CHECK_STR(si.keys[1], "k2");
+	CHECK_INT(si.last, 20);
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_items(s, job, NULL, 20, 10, items_cb, &si, &err),
+		  PM_OK);
+	CHECK_INT(si.n, 3);
+	CHECK_STR(si.keys[0], "k3");
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_items(s, job, "failed", 0, 10, items_cb, &si, &err),
+		  PM_OK);
+	CHECK_INT(si.n, 1);
+	CHECK_STR(si.keys[0], "k5");
+
+	/* Outputs: all of an asset, one by name, none of an unknown one. */
+	memset(&si, 0, sizeof si);
+	CHECK_INT(
+	    pm_store_outputs(s, "sha-S1", "ph1", NULL, outputs_cb, &si, &err),
+	    PM_OK);
+	CHECK_INT(si.outputs, 3);
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_outputs(s, "sha-S1", NULL, "512.webp", outputs_cb,
+				   &si, &err),
+		  PM_OK);
+	CHECK_INT(si.outputs, 1);
+	CHECK_STR(si.keys[0], "512.webp");
+	memset(&si, 0, sizeof si);
+	CHECK_INT(
+	    pm_store_outputs(s, "sha-none", NULL, NULL, outputs_cb, &si, &err),
+	    PM_OK);
+	CHECK_INT(si.outputs, 0);
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_recent_outputs(s, 10, outputs_cb, &si, &err), PM_OK);
+	CHECK_INT(si.outputs, 2); /* one per asset */
+
+	/* Full text: every word must match; user syntax is quoted away. */
+	CHECK(pm_store_fts_query("teapot", q, sizeof q));
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_search_text(s, q, 10, hits_cb, &si, &err), PM_OK);
+	CHECK_INT(si.n, 2);
+	CHECK(pm_store_fts_query("ceramic TEAPOT", q, sizeof q));
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_search_text(s, q, 10, hits_cb, &si, &err), PM_OK);
+	CHECK_INT(si.n, 1);
+	CHECK_STR(si.keys[0], "k1");
+	CHECK(pm_store_fts_query("\"teapot\" OR NEAR(* -", q, sizeof q));
+	CHECK_STR(q, "\"teapot\" \"OR\" \"NEAR\"");
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_search_text(s, q, 10, hits_cb, &si, &err), PM_OK);
+	CHECK_INT(si.n, 0);
+	CHECK(!pm_store_fts_query("  *()\" - ", q, sizeof q));
+	CHECK(!pm_store_fts_query("teapot", q, 5));
+
+	/* Hashes and titles for search by image. */
+	memset(&si, 0, sizeof si);
+	CHECK_INT(pm_store_phashes(s, phash_cb, &si, &err), PM_OK);
+	CHECK_INT(si.n, 2);
+	CHECK_INT(si.outputs, 1); /* the 64-bit hash survives the round trip */
+	CHECK_INT(pm_store_title(s, "sha-S2", title, sizeof title, &err),
+		  PM_OK);
+	CHECK_STR(title, "Green garden chair");
+	CHECK_INT(pm_store_title(s, "sha-none", title, sizeof title, &err),
+		  PM_OK);
+	CHECK_STR(title, "");
+	CHECK_INT(pm_store_stats(s, NULL, NULL, &dlq, &err), PM_OK);
+	CHECK_INT(dlq, 1);
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -668,6 +871,7 @@ int main(void)
 	test_newer();
 	test_jobs_and_items();
 	test_dlq();
+	test_serve_queries();
 
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
