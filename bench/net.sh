@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # net.sh — networked benchmark: a URL catalog served by the local test
-# origin (tests/fetch/origin.py on loopback) with added latency and 25%
+# origin (tests/fetch/origin.c on loopback) with added latency and 25%
 # injected faults, the default thumbnails pipeline, 2 workers; then a second
 # run with --refresh (conditional requests) for the cache hit rate.
 #
 # Usage: bench/net.sh [N] [OUT_DIR]     (N URLs, default 10000)
 # Environment: DELAY_MS=100 PIXMILL=build/pixmill EXTRA="--per-host 32 ..."
+# PIXMILL_ORIGIN (default: tests/origin beside PIXMILL, built by make)
 # Prints products/hour, worker CPU utilisation (CPU seconds / wall / 2
 # cores), peak RSS and the second run's cache hit rate.
 set -uo pipefail
@@ -17,7 +18,8 @@ DELAY_MS=${DELAY_MS:-100}
 PM=$(realpath "${PIXMILL:-build/pixmill}")
 mkdir -p "$OUT"; OUT=$(realpath "$OUT")
 
-ORIGIN_ROOT="$ROOT/examples/images" python3 -u tests/fetch/origin.py 0 >"$OUT/port" 2>"$OUT/origin.err" &
+ORIGIN=${PIXMILL_ORIGIN:-$(dirname "$PM")/tests/origin}
+ORIGIN_ROOT="$ROOT/examples/images" "$ORIGIN" --die-with-parent 0 >"$OUT/port" 2>"$OUT/origin.err" &
 opid=$!
 trap 'kill $opid 2>/dev/null' EXIT
 for _ in $(seq 50); do PORT=$(head -n 1 "$OUT/port" 2>/dev/null); [ -n "$PORT" ] && break; sleep 0.1; done

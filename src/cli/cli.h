@@ -54,6 +54,7 @@ enum {
 	OPT_CONFIG,
 	OPT_HTTP_THREADS,
 	OPT_PORT_FILE,
+	OPT_MIN_DIM,
 };
 
 typedef struct pm_opt {

@@ -129,6 +129,12 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 			    c->cmd, "--durability wants file, batch or "
 				    "none");
 		break;
+	case OPT_MIN_DIM:
+		if (parse_int(arg, 0, 100000, &v))
+			return pm_cli_usage_error(
+			    c->cmd, "--min-dimension wants pixels");
+		c->o.min_dimension = (int)v;
+		break;
 	case OPT_KEEP_META:
 		c->o.keep_meta = true;
 		break;

@@ -88,6 +88,7 @@ int pm_cmd_serve(int argc, char **argv)
 	c.o.db = c.run.o.db;
 	c.o.workers = c.run.o.workers;
 	c.o.limits = c.run.o.limits;
+	c.o.min_dimension = c.run.o.min_dimension;
 	c.o.fetch = c.run.o.fetch;
 	c.o.fetch.breaker_wait = true;
 	c.o.durability = c.run.o.durability;

@@ -63,6 +63,10 @@ const pm_opt pm_opts[] = {
      OPT_MAX_PIXELS},
     {"run inspect serve", "max-dimension", 0, "PX", "30000",
      "refuse images wider or taller than this", OPT_MAX_DIM},
+    {"run serve", "min-dimension", 0, "PX", "0 (any)",
+     "refuse images whose short edge is under PX; a row with several "
+     "image candidates (image_urls) takes the next one",
+     OPT_MIN_DIM},
     {"run inspect serve", "max-frames", 0, "N", "1000",
      "refuse files with more frames or pages", OPT_MAX_FRAMES},
     {"run serve", "durability", 0, "MODE", "file",

@@ -34,6 +34,7 @@ static const struct {
     [PM_ERR_BUSY] = {"overloaded", 4, 503},
     [PM_ERR_METHOD] = {"method_not_allowed", 2, 405},
     [PM_ERR_CONFLICT] = {"conflict", 2, 409},
+    [PM_ERR_TOO_SMALL] = {"too_small", 3, 422},
 };
 
 const char *pm_status_code(pm_status s)

@@ -36,6 +36,7 @@ typedef enum pm_status {
 	PM_ERR_BUSY,	    /* queue full or draining: retry later */
 	PM_ERR_METHOD,	    /* the route exists, not with this method */
 	PM_ERR_CONFLICT,    /* not in a state that allows it */
+	PM_ERR_TOO_SMALL,   /* under --min-dimension */
 	PM_STATUS_COUNT
 } pm_status;
 

@@ -47,6 +47,7 @@
 #include "core/util.h"
 #include "engine/progress.h"
 #include "engine/single.h"
+#include "ingest/candidates.h"
 #include "stages/pipeline.h"
 #include "store/store.h"
 
@@ -117,6 +118,11 @@ typedef struct work {
 	char lastmod[64];
 	char cond_sha[65];
 	bool not_modified;
+	/* several image candidates, ranked (ingest/candidates.h): the one
+	 * being tried is cand[cand_i], also in rec->image */
+	pm_candidate cand[PM_MAX_CANDIDATES];
+	int n_cand, cand_i;
+	json_t *cand_log;  /* [{url, result, reason}], owned */
 	struct work *next; /* waiters chain */
 } work;
 
@@ -210,6 +216,8 @@ static void work_free(work *w)
 	pm_record_free(w->rec);
 	free(w->src);
 	pm_item_ctx_clear(&w->ctx);
+	pm_candidates_free(w->cand, w->n_cand);
+	json_decref(w->cand_log);
 	free(w);
 }
 
@@ -376,6 +384,27 @@ static pm_status url_cache_lookup(run *r, pm_store *st, work *w, pm_err *e)
 	return PM_OK;
 }
 
+/* Ingest thread: ranks a row's candidates; rec->image becomes the first
+ * to try. */
+static void take_candidates(run *r, work *w)
+{
+	int n = pm_candidates_parse(w->rec->candidates, r->o->min_dimension,
+				    w->cand, PM_MAX_CANDIDATES, NULL);
+	char *first;
+
+	if (n <= 0)
+		return; /* out of memory: the row's first image only */
+	first = strdup(w->cand[0].url);
+	if (!first) {
+		pm_candidates_free(w->cand, n);
+		return;
+	}
+	free(w->rec->image);
+	w->rec->image = first;
+	w->n_cand = n;
+	w->cand_log = json_array();
+}
+
 static void *ingest_main(void *arg)
 {
 	run *r = arg;
@@ -430,6 +459,8 @@ static void *ingest_main(void *arg)
 		w->rec = rec;
 		w->t_start = pm_now();
 		w->ctx.sharpness = NAN;
+		if (rec->status == PM_OK && rec->candidates)
+			take_candidates(r, w);
 		if (rec->status == PM_OK && is_http(rec->image)) {
 			s = url_cache_lookup(r, st, w, &e);
 			if (s) {
@@ -545,6 +576,8 @@ static void fetch_done(pm_fetch_result *res, void *ud)
 	pthread_mutex_unlock(&r->rq_mu);
 }
 
+static bool cand_advance(run *r, work *w, bool from_remote);
+
 /* Fetch thread: passes finished transfers on (blocking on a full work
  * queue is fine here: the engine's thread never waits for us). */
 static void hand_on(run *r)
@@ -563,6 +596,8 @@ static void hand_on(run *r)
 			r->bytes_inflight += (int64_t)w->src_len;
 			pthread_mutex_unlock(&r->bytes_mu);
 		}
+		if (w->n_cand > 1 && cand_advance(r, w, true))
+			continue; /* the next candidate is in flight */
 		if (pm_queue_push(w->status ? r->result_q : r->work_q, w)) {
 			bytes_release(r, w);
 			work_free(w);
@@ -642,6 +677,136 @@ static pm_status read_local(run *r, work *w, pm_err *e)
 	return s;
 }
 
+/* Fetch thread: starts on w's current source. True if it went to the
+ * network (the result comes back through fetch_done); false if w is ready:
+ * its bytes are read, or w->status says why not. */
+static bool start_source(run *r, work *w)
+{
+	pm_err e = {{0}};
+	const char *src = w->rec->image;
+	pm_status s;
+
+	if (is_http(src))
+		return submit_remote(r, w);
+	if (is_url(src)) {
+		const char *colon = strchr(src, ':');
+		s = pm_fail(&e, PM_ERR_UNSUPPORTED,
+			    "URL scheme \"%.*s\" is not supported "
+			    "(http, https, file and local paths are)",
+			    (int)(colon - src), src);
+		work_fail(w, s, &e);
+		return false;
+	}
+	s = read_local(r, w, &e);
+	if (s)
+		work_fail(w, s, &e);
+	return false;
+}
+
+/* Whether w's current candidate will do: fetched, a decodable image
+ * within the limits, and at least --min-dimension on its short edge.
+ * Else *code and reason say why not. */
+static bool cand_ok(run *r, work *w, pm_status *code, char *reason, size_t size)
+{
+	pm_header h;
+	pm_err e = {{0}};
+	pm_status s;
+	int mn;
+
+	if (w->status) {
+		*code = w->status;
+		snprintf(reason, size, "%.380s", w->error);
+		return false;
+	}
+	if (w->not_modified)
+		return true;
+	s = pm_image_probe(w->src, w->src_len, &r->o->limits, &h, &e);
+	if (s) {
+		*code = s;
+		snprintf(reason, size, "%.380s", e.msg);
+		return false;
+	}
+	mn = h.width < h.height ? h.width : h.height;
+	if (r->o->min_dimension > 0 && mn < r->o->min_dimension) {
+		*code = PM_ERR_TOO_SMALL;
+		snprintf(reason, size, "%dx%d is under --min-dimension %d",
+			 h.width, h.height, r->o->min_dimension);
+		return false;
+	}
+	return true;
+}
+
+static void cand_note(work *w, int i, const char *result, const char *why)
+{
+	json_t *o =
+	    json_pack("{s:s,s:s}", "url", w->cand[i].url, "result", result);
+
+	if (!o)
+		return;
+	if (why)
+		json_object_set_new(o, "reason", json_string(why));
+	if (w->cand[i].width)
+		json_object_set_new(o, "width_hint",
+				    json_integer(w->cand[i].width));
+	json_array_append_new(w->cand_log, o);
+}
+
+/* Fetch thread: judges w's current candidate once its bytes (or failure)
+ * are in. The first that will do is kept (the rest are not fetched); a
+ * rejected one makes way for the next. Returns true when the next went to
+ * the network: its result comes back through fetch_done, in the remote
+ * slot w already holds when from_remote. False: w is ready to go on, done
+ * or failed (w->status). */
+static bool cand_advance(run *r, work *w, bool from_remote)
+{
+	for (;;) {
+		char reason[400];
+		pm_status code = PM_OK;
+		pm_err e = {{0}};
+
+		if (cand_ok(r, w, &code, reason, sizeof reason)) {
+			cand_note(w, w->cand_i, "chosen", NULL);
+			for (int i = w->cand_i + 1; i < w->n_cand; i++)
+				cand_note(w, i, "untried", NULL);
+			return false;
+		}
+		cand_note(w, w->cand_i, "rejected", reason);
+		bytes_release(r, w);
+		if (w->cand_i + 1 >= w->n_cand) {
+			w->status = code;
+			snprintf(w->error, sizeof w->error,
+				 "none of the %d image candidates will do; "
+				 "the last: %.400s",
+				 w->n_cand, reason);
+			return false;
+		}
+		/* The next candidate, from a clean slate. */
+		w->cand_i++;
+		free(w->rec->image);
+		w->rec->image = strdup(w->cand[w->cand_i].url);
+		w->status = PM_OK;
+		w->error[0] = w->ctype[0] = w->etag[0] = w->lastmod[0] = 0;
+		w->cond_sha[0] = 0;
+		w->not_modified = false;
+		if (!w->rec->image) {
+			work_fail(w, pm_fail(&e, PM_ERR_NOMEM, "out of memory"),
+				  &e);
+			return false;
+		}
+		if (from_remote && is_http(w->rec->image)) {
+			/* Keeps the remote slot it holds. */
+			pm_fetch_req req = {.url = w->rec->image, .ud = w};
+			pm_status s = pm_fetch_submit(r->fe, &req, &e);
+			if (!s)
+				return true;
+			work_fail(w, s, &e);
+			continue;
+		}
+		if (start_source(r, w))
+			return true;
+	}
+}
+
 static void *fetch_main(void *arg)
 {
 	run *r = arg;
@@ -661,28 +826,12 @@ static void *fetch_main(void *arg)
 				break;
 			continue;
 		}
-		pm_err e = {{0}};
-		pm_status s;
-		const char *src = w->rec->image;
-
 		w->t_start = pm_now();
-		if (is_http(src)) {
-			if (submit_remote(r, w))
-				continue;
-			s = w->status;
-		} else if (is_url(src)) {
-			const char *colon = strchr(src, ':');
-			s = pm_fail(&e, PM_ERR_UNSUPPORTED,
-				    "URL scheme \"%.*s\" is not supported "
-				    "(http, https, file and local paths are)",
-				    (int)(colon - src), src);
-			work_fail(w, s, &e);
-		} else {
-			s = read_local(r, w, &e);
-			if (s)
-				work_fail(w, s, &e);
-		}
-		if (pm_queue_push(s ? r->result_q : r->work_q, w)) {
+		if (start_source(r, w))
+			continue;
+		if (w->n_cand > 1 && cand_advance(r, w, false))
+			continue;
+		if (pm_queue_push(w->status ? r->result_q : r->work_q, w)) {
 			bytes_release(r, w);
 			work_free(w);
 		}
@@ -775,6 +924,13 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 			    "the origin sent %.40s, not an image (%s)",
 			    w->ctype,
 			    pm_format_name(pm_sniff(w->src, w->src_len)));
+	if (!s && r->o->min_dimension > 0) {
+		int a = w->header.width, b = w->header.height;
+		if ((a < b ? a : b) < r->o->min_dimension)
+			s = pm_fail(&e, PM_ERR_TOO_SMALL,
+				    "%dx%d is under --min-dimension %d", a, b,
+				    r->o->min_dimension);
+	}
 	if (s) {
 		work_fail(w, s, &e);
 		return;
@@ -893,6 +1049,8 @@ static void manifest_line(run *r, const work *w)
 	}
 	if (w->have_sha)
 		json_object_set_new(o, "sha256", json_string(w->sha));
+	if (w->cand_log)
+		json_object_set(o, "candidates", w->cand_log);
 	if (!w->status)
 		json_object_set_new(o, "duplicate", json_boolean(w->duplicate));
 	if (w->not_modified && !w->status)
@@ -952,7 +1110,7 @@ static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
 {
 	pm_item_rec it = {0};
 	pm_asset_rec as = {0};
-	char *meta = NULL;
+	char *meta = NULL, *cands = NULL;
 	pm_status s;
 
 	it.job_id = r->job_id;
@@ -971,6 +1129,9 @@ static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
 	it.latency_ms = (pm_now() - w->t_start) * 1000.0;
 	it.attempts = w->attempts > 1 ? w->attempts : 1;
 	it.url_etag = w->etag[0] ? w->etag : NULL;
+	if (w->cand_log)
+		cands = json_dumps(w->cand_log, JSON_COMPACT);
+	it.candidates_json = cands;
 	it.url_last_modified = w->lastmod[0] ? w->lastmod : NULL;
 	if (!w->status && !w->duplicate) {
 		pm_asset_from_ctx(&as, &w->ctx, w->sha, &w->header, w->src_len,
@@ -979,6 +1140,7 @@ static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
 	}
 	s = pm_store_put_item(st, &it, e);
 	free(meta);
+	free(cands);
 	return s;
 }
 

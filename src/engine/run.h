@@ -53,6 +53,9 @@ typedef struct pm_run_opts {
 	pm_limits limits;
 	pm_durability durability;
 	bool keep_meta;	   /* keep EXIF/XMP/ICC in outputs */
+	int min_dimension; /* an image's short edge must be at least this
+			      (0 = any); rows with several candidates move
+			      on to the next one */
 	bool dedup;	   /* process the same source bytes once */
 	bool retry_failed; /* re-run items that failed in an earlier run */
 	bool all_files;	   /* folders: every file, not only image names */

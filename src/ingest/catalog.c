@@ -32,7 +32,8 @@
 #define DEF_MAX_COLUMNS 1024
 #define READ_BUF	(64 * 1024)
 
-#define IMAGE_ALIASES "image, image_url, url, path, file"
+#define IMAGE_ALIASES                                                          \
+	"image, image_url, url, path, file (or image_urls, images: several)"
 
 /* Results of the low-level readers below. */
 enum { RD_EOF = 0, RD_OK = 1, RD_IOERR = -1, RD_NOMEM = -2 };
@@ -64,6 +65,7 @@ enum role {
 	ROLE_TITLE,
 	ROLE_PRICE,
 	ROLE_CATEGORY,
+	ROLE_IMAGES, /* several candidates */
 };
 
 /* The record field a column or JSON key of this role fills, or NULL (the
@@ -211,6 +213,9 @@ static enum role role_of(const char *s, size_t n)
 	for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
 		if (eq_ci(s, n, aliases[i]))
 			return ROLE_IMAGE;
+	if (eq_ci(s, n, "image_urls") || eq_ci(s, n, "images") ||
+	    eq_ci(s, n, "image_candidates"))
+		return ROLE_IMAGES;
 	return ROLE_ATTR;
 }
 
@@ -440,6 +445,7 @@ static void rec_fail(pm_record *r, const char *fmt, ...)
 
 	free(r->id);
 	free(r->image);
+	free(r->candidates);
 	free(r->title);
 	free(r->price);
 	free(r->category);
@@ -503,6 +509,98 @@ static int rec_set_image(pm_catalog *c, pm_record *r, uint64_t line,
 	if (rc == 1)
 		rec_fail(r, "line %" PRIu64 ": %s", line, why);
 	return rc == RD_NOMEM ? RD_NOMEM : 0;
+}
+
+/* Sets r->candidates (and r->image, if the row has no single image) from
+ * a "|"-separated list, each entry resolved like an image and its size
+ * hint kept; first, when not NULL, goes in front (a row's `image`).
+ * Fails r when no entry is usable. Returns 0, or RD_NOMEM. */
+static int rec_set_candidates(pm_catalog *c, pm_record *r, uint64_t line,
+			      const char *s, size_t n)
+{
+	struct buf b = {0};
+	char why[200] = "";
+	const char *p = s, *end = s + n;
+	int good = 0, rc = 0;
+
+	if (r->image) {
+		for (const char *q = r->image; *q; q++)
+			if (buf_push(&b, *q))
+				goto nomem;
+		good++;
+	}
+	while (p < end) {
+		const char *e = memchr(p, '|', (size_t)(end - p));
+		const char *ts, *hint = NULL;
+		size_t tn, hn = 0;
+		char *res = NULL;
+
+		if (!e)
+			e = end;
+		ts = p;
+		tn = (size_t)(e - p);
+		p = e < end ? e + 1 : end;
+		trim(&ts, &tn);
+		if (tn == 0)
+			continue;
+		/* A trailing " 800w" / " 800x600" hint stays as written. */
+		for (size_t i = tn; i > 0; i--)
+			if (ts[i - 1] == ' ' || ts[i - 1] == '\t') {
+				const char *h = ts + i;
+				size_t hl = tn - i;
+				if (hl && h[0] >= '0' && h[0] <= '9' &&
+				    (h[hl - 1] == 'w' || h[hl - 1] == 'W' ||
+				     memchr(h, 'x', hl) ||
+				     memchr(h, 'X', hl))) {
+					hint = h;
+					hn = hl;
+					tn = i - 1;
+					trim(&ts, &tn);
+				}
+				break;
+			}
+		rc = resolve_image(c, ts, tn, &res, why, sizeof why);
+		if (rc == RD_NOMEM)
+			goto nomem;
+		if (rc)
+			continue; /* a bad entry: the others may do */
+		if (!r->image && !(r->image = strdup(res))) {
+			free(res);
+			goto nomem;
+		}
+		if (good && (buf_push(&b, ' ') || buf_push(&b, '|') ||
+			     buf_push(&b, ' '))) {
+			free(res);
+			goto nomem;
+		}
+		for (const char *q = res; *q; q++)
+			if (buf_push(&b, *q)) {
+				free(res);
+				goto nomem;
+			}
+		free(res);
+		if (hint) {
+			if (buf_push(&b, ' '))
+				goto nomem;
+			for (size_t i = 0; i < hn; i++)
+				if (buf_push(&b, hint[i]))
+					goto nomem;
+		}
+		good++;
+	}
+	if (!good) {
+		free(b.p);
+		rec_fail(r, "line %" PRIu64 ": no usable image candidate%s%s",
+			 line, why[0] ? ": " : "", why);
+		return 0;
+	}
+	if (buf_terminate(&b))
+		goto nomem;
+	r->candidates = b.p; /* the record owns it */
+	return 0;
+nomem:
+	free(b.p);
+	return RD_NOMEM;
 }
 
 /* Dumps attrs (compact, keys in insertion order) into r->attrs_json and
@@ -865,7 +963,7 @@ static pm_status csv_start(pm_catalog *c, int tsv, pm_err *err)
 		if (ro != ROLE_ATTR && !(seen & 1u << ro)) {
 			seen |= 1u << ro;
 			c->role[i] = (unsigned char)ro;
-			if (ro == ROLE_IMAGE)
+			if (ro == ROLE_IMAGE || ro == ROLE_IMAGES)
 				image_col = i;
 		}
 	}
@@ -880,8 +978,9 @@ static pm_status csv_start(pm_catalog *c, int tsv, pm_err *err)
 static int csv_fill(pm_catalog *c, pm_record *r, const struct csv_row *row)
 {
 	json_t *attrs = json_object();
-	const char *img = NULL;
-	size_t imgn = 0;
+	const char *img = NULL, *imgs = NULL;
+	size_t imgn = 0, imgsn = 0;
+	int rc;
 
 	if (!attrs)
 		return RD_NOMEM;
@@ -904,6 +1003,10 @@ static int csv_fill(pm_catalog *c, pm_record *r, const struct csv_row *row)
 			img = v;
 			imgn = n;
 			break;
+		case ROLE_IMAGES:
+			imgs = v;
+			imgsn = n;
+			break;
 		case ROLE_ATTR:
 			if (json_object_set_new(attrs, c->colname[i],
 						json_stringn(v, n))) {
@@ -924,7 +1027,21 @@ static int csv_fill(pm_catalog *c, pm_record *r, const struct csv_row *row)
 	}
 	if (rec_set_attrs(r, attrs))
 		return RD_NOMEM;
-	return rec_set_image(c, r, row->line, img, imgn);
+	if (imgs)
+		trim(&imgs, &imgsn);
+	if (!imgs || imgsn == 0)
+		return rec_set_image(c, r, row->line, img, imgn);
+	if (img) {
+		const char *t = img;
+		size_t tn = imgn;
+		trim(&t, &tn);
+		if (tn) {
+			rc = rec_set_image(c, r, row->line, img, imgn);
+			if (rc || r->status)
+				return rc;
+		}
+	}
+	return rec_set_candidates(c, r, row->line, imgs, imgsn);
 }
 
 static pm_status csv_next(pm_catalog *c, pm_record **out, pm_err *err)
@@ -998,7 +1115,7 @@ static int json_text(json_t *v, char **out)
 /* Fills r from one parsed JSON object. Returns 0 or RD_NOMEM. */
 static int jsonl_fill(pm_catalog *c, pm_record *r, uint64_t line, json_t *o)
 {
-	json_t *attrs = json_object(), *v, *img = NULL;
+	json_t *attrs = json_object(), *v, *img = NULL, *imgs = NULL;
 	const char *k;
 	unsigned seen = 0;
 
@@ -1018,6 +1135,10 @@ static int jsonl_fill(pm_catalog *c, pm_record *r, uint64_t line, json_t *o)
 			continue;
 		}
 		seen |= 1u << ro;
+		if (ro == ROLE_IMAGES) {
+			imgs = v;
+			continue;
+		}
 		dst = role_field(r, ro);
 		if (!dst) { /* the image */
 			img = v;
@@ -1041,6 +1162,59 @@ static int jsonl_fill(pm_catalog *c, pm_record *r, uint64_t line, json_t *o)
 				 line, k);
 			return 0;
 		}
+	}
+	if (imgs) {
+		/* A list: a "|"-separated string or an array of strings. */
+		struct buf b = {0};
+		int rc = 0;
+		if (json_is_string(imgs)) {
+			const char *t = json_string_value(imgs);
+			while (*t && !rc)
+				rc = buf_push(&b, *t++);
+		} else if (json_is_array(imgs)) {
+			size_t i;
+			json_t *e;
+			json_array_foreach(imgs, i, e)
+			{
+				const char *t = json_string_value(e);
+				if (!t)
+					continue;
+				if (b.len)
+					rc |= buf_push(&b, '|');
+				while (*t && !rc)
+					rc = buf_push(&b, *t++);
+			}
+		}
+		if (rc || buf_terminate(&b)) {
+			free(b.p);
+			json_decref(attrs);
+			return RD_NOMEM;
+		}
+		if (b.len > c->max_field || !utf8_valid(b.p, b.len)) {
+			free(b.p);
+			json_decref(attrs);
+			rec_fail(r,
+				 "line %" PRIu64 ": image_urls must be valid "
+				 "UTF-8 of at most %zu bytes",
+				 line, c->max_field);
+			return 0;
+		}
+		if (img && json_is_string(img) && json_string_length(img)) {
+			rc = rec_set_image(c, r, line, json_string_value(img),
+					   json_string_length(img));
+			if (rc || r->status) {
+				free(b.p);
+				json_decref(attrs);
+				return rc;
+			}
+		}
+		if (rec_set_attrs(r, attrs)) {
+			free(b.p);
+			return RD_NOMEM;
+		}
+		rc = rec_set_candidates(c, r, line, b.p ? b.p : "", b.len);
+		free(b.p);
+		return rc;
 	}
 	if (!img) {
 		json_decref(attrs);
@@ -1556,7 +1730,7 @@ static pm_catalog_kind kind_from_bytes(const struct src *s)
 			p++;
 			n -= 2;
 		}
-		if (role_of(p, n) == ROLE_IMAGE)
+		if (role_of(p, n) == ROLE_IMAGE || role_of(p, n) == ROLE_IMAGES)
 			return PM_CATALOG_CSV;
 		if (last)
 			return PM_CATALOG_LIST;

@@ -48,6 +48,11 @@ typedef struct pm_record {
 			     ones are resolved against the catalog's folder),
 			     a file:// URL turned into its path, or any other
 			     URL as written (http://...). NULL when malformed. */
+	char *candidates; /* several image candidates (an image_urls column
+			     or JSON array): "SRC [HINT] | SRC [HINT] ...",
+			     each SRC resolved like `image` (see
+			     ingest/candidates.h); image is then the first
+			     one as written. NULL for a single image. */
 	char *title;	  /* NULL when absent */
 	char *price;	  /* as written (a JSON number is printed), or NULL */
 	char *category;	  /* NULL when absent */

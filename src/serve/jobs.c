@@ -230,6 +230,7 @@ static void run_opts(srv *s, const job_files *f, pm_run_opts *ro)
 	ro->quality = f->quality;
 	ro->workers = s->workers;
 	ro->limits = s->o->limits;
+	ro->min_dimension = s->o->min_dimension;
 	ro->fetch = s->o->fetch;
 	ro->fetch.breaker_wait = true;
 	ro->durability = s->o->durability;
@@ -646,6 +647,9 @@ static int item_cb(const pm_item_info *ii, void *ud)
 		      ii->sha256, "duplicate", ii->duplicate, "attempts",
 		      ii->attempts, "latency_ms", ii->latency_ms, "outputs",
 		      outs);
+	if (j && ii->candidates)
+		json_object_set_new(j, "candidates",
+				    json_loads(ii->candidates, 0, NULL));
 	if (j)
 		json_array_append_new(c->arr, j);
 	c->last = (int64_t)ii->ordinal;

@@ -42,6 +42,7 @@ typedef struct pm_serve_opts {
 			       0 = cores */
 	int http_threads;   /* libmicrohttpd pool; 0 = cores */
 	pm_limits limits;   /* image limits */
+	int min_dimension;  /* short edge at least this (0 = any) */
 	pm_fetch_opts fetch;
 	pm_durability durability;
 	const char *port_file; /* write the bound port here once listening */

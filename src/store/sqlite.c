@@ -144,6 +144,10 @@ static const char *const migrations[] = {
     "ALTER TABLE jobs ADD COLUMN name TEXT;"
     "ALTER TABLE jobs ADD COLUMN error TEXT;"
     "CREATE INDEX outputs_asset ON outputs (asset_id);",
+
+    /* v5: rows with several image candidates: the choice and the
+     * rejected ones. */
+    "ALTER TABLE items ADD COLUMN candidates TEXT;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -196,7 +200,7 @@ static const char *const queries[Q_COUNT] = {
 		    " WHERE id = ?1",
     [Q_ITEMS] = "SELECT i.key, i.ordinal, i.record_id, i.title, i.image,"
 		" i.state, i.code, i.error, i.sha256, i.duplicate,"
-		" i.attempts, i.latency_ms, a.pipeline_hash"
+		" i.attempts, i.latency_ms, a.pipeline_hash, i.candidates"
 		" FROM items i JOIN jobs j ON j.id = i.job_id"
 		" LEFT JOIN assets a ON a.sha256 = i.sha256"
 		" AND a.pipeline_hash = j.pipeline_hash"
@@ -298,9 +302,10 @@ static const char *const queries[Q_COUNT] = {
     [Q_ITEM_UPSERT] =
 	"INSERT INTO items (job_id, key, ordinal, record_id, image,"
 	" title, price, category, attrs, state, code, error, sha256,"
-	" duplicate, attempts, latency_ms, asset_id, created, updated)"
+	" duplicate, attempts, latency_ms, asset_id, created, updated,"
+	" candidates)"
 	" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
-	" ?13, ?14, ?15, ?16, ?17, ?18, ?18)"
+	" ?13, ?14, ?15, ?16, ?17, ?18, ?18, ?19)"
 	" ON CONFLICT (job_id, key) DO UPDATE SET"
 	" ordinal = excluded.ordinal, record_id = excluded.record_id,"
 	" image = excluded.image, title = excluded.title,"
@@ -310,7 +315,8 @@ static const char *const queries[Q_COUNT] = {
 	" sha256 = excluded.sha256, duplicate = excluded.duplicate,"
 	" attempts = excluded.attempts,"
 	" latency_ms = excluded.latency_ms,"
-	" asset_id = excluded.asset_id, updated = excluded.updated",
+	" asset_id = excluded.asset_id, updated = excluded.updated,"
+	" candidates = excluded.candidates",
 };
 
 typedef struct sq_conn {
@@ -956,7 +962,7 @@ static pm_status put_item_body(sq_conn *c, const pm_item_rec *it, pm_err *err)
 		 b_i64(st, 15, it->attempts) || b_dbl(st, 16, it->latency_ms) ||
 		 (done && asset_id ? b_i64(st, 17, asset_id)
 				   : sqlite3_bind_null(st, 17)) ||
-		 b_dbl(st, 18, now);
+		 b_dbl(st, 18, now) || b_text(st, 19, it->candidates_json);
 	if (rc || sqlite3_step(st) != SQLITE_DONE)
 		s = sq_fail(c->db, err, "put item");
 	else
@@ -1178,6 +1184,7 @@ static pm_status sq_items(void *conn, int64_t job_id, const char *state,
 		    .attempts = sqlite3_column_int(st, 10),
 		    .latency_ms = sqlite3_column_double(st, 11),
 		    .pipeline_hash = col_text(st, 12),
+		    .candidates = col_text(st, 13),
 		};
 		if (cb && cb(&ii, ud))
 			goto out;

@@ -204,6 +204,9 @@ typedef struct pm_item_rec {
 	 * (either may be NULL); with sha256 they are remembered per URL for
 	 * conditional re-fetch. */
 	const char *url_etag, *url_last_modified;
+	/* rows with several image candidates: which was chosen and why the
+	 * others were not, as a JSON array; NULL otherwise */
+	const char *candidates_json;
 } pm_item_rec;
 
 /* Batch: begin, put any number of results, commit. Putting the same
@@ -226,6 +229,7 @@ typedef struct pm_item_info {
 	const char *error; /* or NULL */
 	const char *sha256;
 	const char *pipeline_hash; /* of its asset, NULL if it has none */
+	const char *candidates;	   /* JSON array, or NULL (single image) */
 	uint64_t ordinal;
 	bool duplicate;
 	int attempts;

@@ -162,9 +162,9 @@ fi
 "$PM" run "$S/list.txt" --out "$S/out" --no-dedup -j 1 --json >"$T/sig.json" 2>/dev/null
 eq "after SIGTERM: re-run finishes the job" "$(jq_ "$T/sig.json" "d['job_done']")" 40
 
-# ---- http(s) sources: a local origin (tests/fetch/origin.py) on loopback ----
+# ---- http(s) sources: a local origin (tests/fetch/origin.c) on loopback ----
 H="$T/http"; mkdir -p "$H"
-ORIGIN_ROOT="$ROOT/examples/images" python3 -u "$ROOT/tests/fetch/origin.py" 0 >"$H/port" 2>"$H/origin.err" &
+ORIGIN_ROOT="$ROOT/examples/images" "${PIXMILL_ORIGIN:-$(dirname "$PM")/tests/origin}" --die-with-parent 0 >"$H/port" 2>"$H/origin.err" &
 opid=$!
 for _ in $(seq 50); do PORT=$(head -n 1 "$H/port" 2>/dev/null); [ -n "$PORT" ] && break; sleep 0.1; done
 if [ -n "${PORT:-}" ]; then
@@ -233,6 +233,35 @@ eq "inspect: 16-hex-digit phash" "$(jq_ "$T/i.json" "len(d['phash'])")" 16
 "$PM" inspect "$M/fake.jpg" >/dev/null; eq "inspect of a text file exits 3" $? 3
 "$PM" inspect --max-pixels 1000 "$J/f.jpg" --json >"$T/i2.json"; eq "inspect over pixel limit exits 3" $? 3
 eq "inspect: over-limit code" "$(jq_ "$T/i2.json" "d['code']")" too_large
+
+# ---- several image candidates per row (image_urls) ----
+C="$T/cand"
+mkdir -p "$C"
+cp "$J/f.jpg" "$C/good.jpg"
+vips thumbnail "$J/f.jpg" "$C/small.jpg" 64 >/dev/null 2>&1
+echo "not an image" >"$C/bad.jpg"
+cat >"$C/cat.csv" <<'EOF2'
+id,title,image_urls
+1,Ranked,missing.jpg 4000w | bad.jpg | small.jpg 64w | good.jpg
+2,Gif last,anim.gif | good.jpg
+3,None usable,missing.jpg|bad.jpg
+4,No entries, |
+EOF2
+"$PM" run "$C/cat.csv" --out "$C/out" --min-dimension 100 --json >"$T/cand.json" 2>/dev/null
+eq "candidates: exit 1 (two rows fail)" $? 1
+eq "candidates: 2 done" "$(jq_ "$T/cand.json" "d['done']")" 2
+eq "candidates: the first good one is chosen" "$(mcount "$C/out" "r['key']=='r1' and r['image'].endswith('/good.jpg')")" 1
+eq "candidates: rejections recorded with reasons" "$(mcount "$C/out" "r['key']=='r1' and [c['result'] for c in r['candidates']]==['rejected','rejected','chosen','untried'] and all(c.get('reason') for c in r['candidates'][:2])")" 1
+eq "candidates: a small one ranks after an unhinted one" "$(mcount "$C/out" "r['key']=='r1' and r['candidates'][3]['url'].endswith('small.jpg')")" 1
+eq "candidates: GIF ranks after JPEG, untried" "$(mcount "$C/out" "r['key']=='r2' and r['candidates'][0]['result']=='chosen' and r['candidates'][1]=={'url':r['candidates'][1]['url'],'result':'untried'}")" 1
+eq "candidates: none usable fails with the last reason" "$(mcount "$C/out" "r['key']=='r3' and r['code']=='unsupported' and 'none of the 2' in r['error']")" 1
+eq "candidates: an empty list is a bad row" "$(mcount "$C/out" "r['key']=='r4' and r['code']=='bad_catalog_row'")" 1
+printf '{"id":"a","image_urls":["missing.jpg","%s"]}\n' "$C/good.jpg" >"$C/cat.jsonl"
+"$PM" run "$C/cat.jsonl" --out "$C/out2" --quiet >/dev/null 2>&1
+eq "candidates: a JSON array works too" "$(mcount "$C/out2" "r['state']=='done' and r['candidates'][0]['result']=='rejected'")" 1
+echo "$C/good.jpg" >"$C/one.txt"
+"$PM" run "$C/one.txt" --out "$C/out3" --min-dimension 100000 --quiet >/dev/null 2>&1
+eq "--min-dimension fails a single small image as too_small" "$(mcount "$C/out3" "r.get('code')=='too_small'")" 1
 
 # ---- the edge corpus: each file done or failed with a reason, no crash ----
 if [ -d "$CORPUS/edge" ]; then

@@ -1,0 +1,196 @@
+// e2e.mjs — drives the dashboard of a running `pixmill serve` in headless
+// Chromium (Debian's /usr/bin/chromium through playwright-core). run.sh
+// starts the server and sets:
+//   BASE_URL  http://127.0.0.1:PORT
+//   CATALOG   a CSV catalog (id,title,image) of ITEMS local photos
+//   ITEMS     how many rows it has
+//   QUERY     a word of one title, for the text search
+//   OUTDIR    where the screenshots go
+// Prints one line per check and "dashboard e2e: N passed, M failed";
+// exits 1 when any check failed.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const BASE = process.env.BASE_URL || 'http://127.0.0.1:8080';
+const CATALOG = process.env.CATALOG;
+const ITEMS = Number(process.env.ITEMS || 3);
+const QUERY = process.env.QUERY || '';
+const OUTDIR = process.env.OUTDIR || '.';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const JOB_TIMEOUT = Number(process.env.JOB_TIMEOUT_MS || 180000);
+
+let passed = 0;
+let failed = 0;
+function ok(name) {
+  passed++;
+  console.log('ok   ' + name);
+}
+function fail(name, why) {
+  failed++;
+  console.log('FAIL ' + name + ': ' + String(why && why.message ? why.message : why).split('\n')[0]);
+}
+// Runs one check; a failed check does not stop the others unless fatal.
+async function check(name, fn, fatal) {
+  try {
+    await fn();
+    ok(name);
+    return true;
+  } catch (e) {
+    fail(name, e);
+    if (fatal) throw new Error('stopped after: ' + name);
+    return false;
+  }
+}
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+fs.mkdirSync(OUTDIR, { recursive: true });
+if (!CATALOG || !fs.existsSync(CATALOG)) {
+  fail('setup', 'CATALOG not set or missing');
+  console.log(`dashboard e2e: ${passed} passed, ${failed} failed`);
+  process.exit(1);
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  // --no-sandbox: CI runs as root. The rest keep Chromium from calling
+  // out (this machine has no network but loopback).
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+const consoleErrors = [];
+let page;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light' });
+  page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(m.text() + (m.location().url ? ' @ ' + m.location().url : ''));
+  });
+  page.on('pageerror', (e) => consoleErrors.push('page error: ' + e.message));
+  page.on('requestfailed', (r) => {
+    // EventSource streams are closed by the page on purpose.
+    if (!r.url().includes('/events')) consoleErrors.push('request failed: ' + r.url() + ' ' + (r.failure() || {}).errorText);
+  });
+
+  await check('page loads with its assets', async () => {
+    const res = await page.goto(BASE + '/', { waitUntil: 'load' });
+    assert(res && res.status() === 200, 'GET / answered ' + (res && res.status()));
+    assert((res.headers()['content-type'] || '').startsWith('text/html'), 'content-type ' + res.headers()['content-type']);
+    assert((await page.title()) === 'pixmill', 'title is ' + (await page.title()));
+    await page.waitForFunction(() => typeof window.uPlot === 'function', null, { timeout: 5000 });
+    await page.locator('#chart-items canvas').first().waitFor({ timeout: 5000 });
+  }, true);
+
+  await check('static assets have a strong ETag and answer 304', async () => {
+    for (const p of ['/', '/app.js', '/style.css', '/vendor/uPlot.iife.min.js', '/vendor/uPlot.min.css']) {
+      const r = await fetch(BASE + p);
+      const etag = r.headers.get('etag');
+      assert(r.status === 200, p + ': HTTP ' + r.status);
+      assert(etag && /^"[^"]+"$/.test(etag), p + ': ETag ' + etag);
+      const r2 = await fetch(BASE + p, { headers: { 'If-None-Match': etag } });
+      assert(r2.status === 304, p + ': If-None-Match gave ' + r2.status);
+    }
+    const lic = await fetch(BASE + '/licenses.txt');
+    const text = await lic.text();
+    assert(lic.status === 200 && /uplot/i.test(text) && /MIT/.test(text), '/licenses.txt lacks the uPlot licence');
+  });
+
+  let jobId = null;
+  await check('submit a catalog through the form', async () => {
+    await page.setInputFiles('#catalog-file', CATALOG);
+    await page.fill('#job-name', 'e2e catalog');
+    await page.selectOption('#pipeline', 'thumbnails');
+    await page.fill('#sizes', '128,256');
+    await page.click('#submit-btn');
+    const status = page.locator('#submit-status');
+    await page.waitForFunction(() => {
+      const s = document.getElementById('submit-status');
+      return s.dataset.jobId || s.classList.contains('error');
+    }, null, { timeout: 15000 });
+    jobId = await status.getAttribute('data-job-id');
+    assert(jobId, 'no job id: ' + (await status.textContent()));
+    await page.locator(`[data-testid="job-${jobId}"]`).waitFor({ timeout: 5000 });
+  }, true);
+
+  const job = page.locator(`[data-testid="job-${jobId}"]`);
+  await check(`job ${jobId} progress reaches 100% (done ${ITEMS})`, async () => {
+    await page.waitForFunction(({ id, n }) => {
+      const li = document.querySelector(`[data-testid="job-${id}"]`);
+      if (!li) return false;
+      const t = (k) => (li.querySelector(`[data-testid="job-${k}"]`) || {}).textContent;
+      return t('percent') === '100%' && t('done') === String(n) && li.dataset.state === 'done';
+    }, { id: jobId, n: ITEMS }, { timeout: JOB_TIMEOUT, polling: 250 });
+    const failedN = await job.locator('[data-testid="job-failed"]').textContent();
+    assert(failedN === '0', 'failed ' + failedN);
+    const bar = await job.locator('progress').evaluate((p) => p.value);
+    assert(bar === 1, 'progress bar value ' + bar);
+  });
+
+  await check('gallery shows an output that loaded', async () => {
+    await page.locator('[data-testid="gallery"] img').first().waitFor({ state: 'attached', timeout: 30000 });
+    await page.locator('#gallery').scrollIntoViewIfNeeded();
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="gallery"] img')]
+      .some((i) => i.complete && i.naturalWidth > 0), null, { timeout: 15000 });
+    const src = await page.locator('[data-testid="gallery"] img').first().getAttribute('src');
+    assert(src && src.startsWith('/api/assets/'), 'img src ' + src);
+  });
+
+  await check('titles are shown as text, not markup', async () => {
+    // One title of run.sh's catalog carries HTML: it must appear verbatim.
+    const html = await page.locator('#gallery').evaluate((g) => ({
+      text: g.textContent, injected: g.querySelectorAll('figcaption b, figcaption script').length,
+    }));
+    assert(html.injected === 0, 'markup from a title became elements');
+    assert(html.text.includes('<b>'), 'the title with markup is not shown verbatim');
+  });
+
+  await check(`text search for "${QUERY}" finds it`, async () => {
+    await page.fill('#search-q', QUERY);
+    await page.click('[data-testid="search-text-btn"]');
+    const res = page.locator('[data-testid="search-result"]');
+    await res.first().waitFor({ timeout: 10000 });
+    const texts = await res.allTextContents();
+    assert(texts.some((t) => t.toLowerCase().includes(QUERY.toLowerCase())), 'results: ' + texts.join(' | '));
+  });
+
+  await check('charts show throughput and latency', async () => {
+    await page.waitForFunction(() => document.getElementById('chart-lat-now').textContent.includes('p95'),
+      null, { timeout: 10000 });
+    const n = await page.locator('.uplot').count();
+    assert(n === 2, n + ' charts');
+  });
+
+  await check('failed-items section is empty for a clean job', async () => {
+    const rows = await page.locator('[data-testid="failed-item"]').count();
+    assert(rows === 0, rows + ' failed items listed');
+    assert(await page.locator('#failed-empty').isVisible(), '"No failed items" not shown');
+  });
+
+  await check('screenshot saved', async () => {
+    // Let lazy thumbnails (gallery, search results) finish first.
+    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+    await page.waitForFunction(() => [...document.images].every((i) => i.complete), null, { timeout: 10000 })
+      .catch(() => {});
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const file = path.join(OUTDIR, 'dashboard.png');
+    await page.screenshot({ path: file, fullPage: true });
+    assert(fs.statSync(file).size > 10000, 'tiny screenshot');
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: path.join(OUTDIR, 'dashboard-dark.png'), fullPage: true });
+  });
+
+  await check('no console errors on the page', async () => {
+    assert(consoleErrors.length === 0, consoleErrors.length + ': ' + consoleErrors.join(' || '));
+  });
+} catch (e) {
+  if (!String(e.message).startsWith('stopped after')) fail('e2e', e);
+  if (page) await page.screenshot({ path: path.join(OUTDIR, 'dashboard-failure.png'), fullPage: true }).catch(() => {});
+  if (consoleErrors.length) console.log('console errors: ' + consoleErrors.join(' || '));
+} finally {
+  await browser.close();
+}
+console.log(`dashboard e2e: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
