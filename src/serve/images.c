@@ -624,7 +624,11 @@ static int recent_cb(const pm_output_info *oi, void *ud)
 	json_t *j = output_json(oi->asset_sha256, oi);
 
 	if (j) {
-		json_object_set_new(j, "asset", json_string(oi->asset_sha256));
+		/* sha256 is the source's, as in the asset URL and search
+		 * results; the file's own hash stays as output_sha256. */
+		json_object_set(j, "output_sha256",
+				json_object_get(j, "sha256"));
+		json_object_set_new(j, "sha256", json_string(oi->asset_sha256));
 		if (oi->title)
 			json_object_set_new(j, "title", json_string(oi->title));
 		json_array_append_new(ud, j);
