@@ -868,6 +868,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 	json_t *j;
 	char *data;
 	const char *state;
+	bool fin;
 
 	(void)pos;
 	if (ss->pos < ss->len) {
@@ -887,11 +888,12 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 	if (!j)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	state = json_string_value(json_object_get(j, "state"));
+	fin = state && final_state(state); /* before j (and state) go */
 	data = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (!data)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
-	if ((state && final_state(state)) || closing) {
+	if (fin || closing) {
 		sse_event(ss, "end", data);
 		ss->ended = true;
 	} else if (!ss->last ||
