@@ -188,8 +188,8 @@ echo "# 1. health, metrics, openapi"
 s=$(req health "$A/health"); status "GET /health" health "$s" 200
 eq "/health: status ok" "$(jf health "d['status']")" ok
 eq "/health: version is a non-empty string" "$(jf health "isinstance(d['version'], str) and len(d['version']) > 0")" True
-eq "/health: components store, queue, workers (docs/API.md)" \
-  "$(jf health "sorted(k for k in ('store', 'queue', 'workers') if k in d['components'])")" "['queue', 'store', 'workers']"
+eq "/health: components store, jobs, uploads (docs/API.md)" \
+  "$(jf health "sorted(k for k in ('store', 'jobs', 'uploads') if k in d['components'])")" "['jobs', 'store', 'uploads']"
 check "/health: Content-Type application/json" grep -qi '^content-type: application/json' "$T/r/health.h"
 s=$(req live "$A/health/live"); status "GET /health/live" live "$s" 200
 eq "/health/live: status ok" "$(jf live "d['status']")" ok
