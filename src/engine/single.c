@@ -109,8 +109,8 @@ pm_status pm_single_process(const pm_single_opts *o, const void *src,
 		res->phash = ctx.phash;
 		res->has_phash = ctx.has_phash;
 	}
-	if (!o->record)
-		goto out;
+	if (!o->record || (exists && !o->title))
+		goto out; /* a re-upload keeps the item (and title) it has */
 	/* One item per distinct upload, keyed by its hash, so uploads are
 	 * searchable (title) and show in the job's item list. */
 	it.job_id = o->job_id;

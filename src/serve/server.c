@@ -677,7 +677,20 @@ static bool admit(srv_req *q)
 	if (!method_ok) {
 		srv_reply_error(q, PM_ERR_METHOD, "%s is not allowed on %.200s",
 				q->method, q->path);
-		srv_reply_header(q, "Allow", rt->method);
+		{
+			char allow[64] = "";
+			char caps[4][128];
+			int nc;
+			for (int i = 0; i < N_ROUTES; i++)
+				if (pm_route_match(routes[i].pattern, q->path,
+						   caps, 4, &nc) &&
+				    strlen(allow) + 10 < sizeof allow) {
+					if (allow[0])
+						strcat(allow, ", ");
+					strcat(allow, routes[i].method);
+				}
+			srv_reply_header(q, "Allow", allow);
+		}
 		return false;
 	}
 	if (!authenticate(q, rt) || !rate_ok(q))
