@@ -1366,50 +1366,8 @@ out:
 
 static pm_status apply_overrides(run *r, pm_err *e)
 {
-	const pm_run_opts *o = r->o;
-	pm_status s;
-
-	if (o->sizes) {
-		json_t *a = json_array();
-		const char *p = o->sizes;
-		while (*p) {
-			char *end;
-			long v = strtol(p, &end, 10);
-			if (end == p || v < 1 || v > 16384 ||
-			    (*end && *end != ',')) {
-				json_decref(a);
-				return pm_fail(
-				    e, PM_ERR_USAGE,
-				    "--sizes wants numbers from 1 to "
-				    "16384 separated by commas: %s",
-				    o->sizes);
-			}
-			json_array_append_new(a, json_integer(v));
-			p = *end ? end + 1 : end;
-		}
-		s = pm_pipeline_override(r->pipe, "thumbnail", "sizes", a, e);
-		if (s)
-			return s;
-	}
-	if (o->formats) {
-		json_t *a = json_array();
-		char buf[256], *save = NULL;
-		snprintf(buf, sizeof buf, "%s", o->formats);
-		for (char *t = strtok_r(buf, ",", &save); t;
-		     t = strtok_r(NULL, ",", &save))
-			json_array_append_new(a, json_string(t));
-		s = pm_pipeline_override(r->pipe, "thumbnail", "formats", a, e);
-		if (s)
-			return s;
-	}
-	if (o->quality) {
-		json_t *q = json_pack("{s:i,s:i,s:i}", "webp", o->quality,
-				      "jpeg", o->quality, "avif", o->quality);
-		s = pm_pipeline_override(r->pipe, "thumbnail", "quality", q, e);
-		if (s)
-			return s;
-	}
-	return PM_OK;
+	return pm_pipeline_apply_options(r->pipe, r->o->sizes, r->o->formats,
+					 r->o->quality, e);
 }
 
 static pm_status clear_tmp(const char *dir, pm_err *e)

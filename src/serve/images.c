@@ -190,43 +190,7 @@ static pm_status request_pipeline(srv_req *q, const char *dflt,
 	st = pm_pipeline_load(name, out, e);
 	if (st)
 		return st == PM_ERR_NOT_FOUND ? PM_ERR_PIPELINE : st;
-	if (sizes) {
-		json_t *a = json_array();
-		const char *p = sizes;
-		while (*p) {
-			char *end;
-			long v = strtol(p, &end, 10);
-			if (end == p || v < 1 || v > 16384 ||
-			    (*end && *end != ',')) {
-				json_decref(a);
-				return pm_fail(e, PM_ERR_USAGE,
-					       "sizes wants numbers from 1 to "
-					       "16384 separated by commas");
-			}
-			json_array_append_new(a, json_integer(v));
-			p = *end ? end + 1 : end;
-		}
-		st = pm_pipeline_override(*out, "thumbnail", "sizes", a, e);
-		if (st)
-			return st;
-	}
-	if (formats) {
-		json_t *a = json_array();
-		char buf[128], *save = NULL;
-		snprintf(buf, sizeof buf, "%s", formats);
-		for (char *t = strtok_r(buf, ",", &save); t;
-		     t = strtok_r(NULL, ",", &save))
-			json_array_append_new(a, json_string(t));
-		st = pm_pipeline_override(*out, "thumbnail", "formats", a, e);
-		if (st)
-			return st;
-	}
-	if (quality) {
-		json_t *jq = json_pack(
-		    "{s:I,s:I,s:I}", "webp", (json_int_t)quality, "jpeg",
-		    (json_int_t)quality, "avif", (json_int_t)quality);
-		st = pm_pipeline_override(*out, "thumbnail", "quality", jq, e);
-	}
+	st = pm_pipeline_apply_options(*out, sizes, formats, (int)quality, e);
 	return st;
 }
 

@@ -297,3 +297,51 @@ void pm_item_ctx_clear(pm_item_ctx *ctx)
 	ctx->has_phash = false;
 	ctx->sharpness = NAN;
 }
+
+pm_status pm_pipeline_apply_options(pm_pipeline *pipe, const char *sizes,
+				    const char *formats, int quality, pm_err *e)
+{
+	pm_status s;
+
+	if (sizes) {
+		json_t *a = json_array();
+		const char *p = sizes;
+		while (*p) {
+			char *end;
+			long v = strtol(p, &end, 10);
+			if (end == p || v < 1 || v > 16384 ||
+			    (*end && *end != ',')) {
+				json_decref(a);
+				return pm_fail(
+				    e, PM_ERR_USAGE,
+				    "--sizes wants numbers from 1 to "
+				    "16384 separated by commas: %s",
+				    sizes);
+			}
+			json_array_append_new(a, json_integer(v));
+			p = *end ? end + 1 : end;
+		}
+		s = pm_pipeline_override(pipe, "thumbnail", "sizes", a, e);
+		if (s)
+			return s;
+	}
+	if (formats) {
+		json_t *a = json_array();
+		char buf[256], *save = NULL;
+		snprintf(buf, sizeof buf, "%s", formats);
+		for (char *t = strtok_r(buf, ",", &save); t;
+		     t = strtok_r(NULL, ",", &save))
+			json_array_append_new(a, json_string(t));
+		s = pm_pipeline_override(pipe, "thumbnail", "formats", a, e);
+		if (s)
+			return s;
+	}
+	if (quality) {
+		json_t *q = json_pack("{s:i,s:i,s:i}", "webp", quality, "jpeg",
+				      quality, "avif", quality);
+		s = pm_pipeline_override(pipe, "thumbnail", "quality", q, e);
+		if (s)
+			return s;
+	}
+	return PM_OK;
+}

@@ -41,6 +41,13 @@ void pm_pipeline_free(pm_pipeline *p);
 pm_status pm_pipeline_override(pm_pipeline *p, const char *stage,
 			       const char *key, json_t *value, pm_err *err);
 
+/* The command-line / query overrides of the thumbnail stage: sizes
+ * "128,512" and formats "webp,jpeg" (NULL = keep), quality 1-100 for every
+ * lossy format (0 = keep). PM_ERR_USAGE with a reason for a bad value. */
+pm_status pm_pipeline_apply_options(pm_pipeline *p, const char *sizes,
+				    const char *formats, int quality,
+				    pm_err *err);
+
 const char *pm_pipeline_name(const pm_pipeline *p);
 const char *pm_pipeline_hash(const pm_pipeline *p);	 /* 64 hex */
 const char *pm_pipeline_canonical(const pm_pipeline *p); /* JSON text */
