@@ -1071,6 +1071,17 @@ static void *ticker_main(void *arg)
 
 /* ---- start and stop ---- */
 
+static int hexdig(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
 static bool parse_listen(const char *spec, struct sockaddr_in *sa, pm_err *err)
 {
 	char host[256];
@@ -1192,6 +1203,30 @@ static pm_status load_config(srv *s, pm_err *err)
 	return PM_OK;
 }
 
+/* libmicrohttpd's percent-decoding of paths and query values, except that
+ * an encoded NUL (%00) is left as written: decoded, it would cut the
+ * string short and "/api/jobs/1%00x" would name job 1. Left encoded, the
+ * route's own decoding (pm_url_decode) refuses it. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	char *r = s, *w = s;
+
+	(void)cls;
+	(void)c;
+	while (*r) {
+		int hi, lo;
+		if (r[0] == '%' && (hi = hexdig(r[1])) >= 0 &&
+		    (lo = hexdig(r[2])) >= 0 && (hi | lo)) {
+			*w++ = (char)(hi * 16 + lo);
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = 0;
+	return (size_t)(w - s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char buf[512];
@@ -1305,6 +1340,7 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->conf.per_ip_conns,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 	    MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_EXTERNAL_LOGGER,
 	    mhd_log, NULL, MHD_OPTION_END);
 	if (!s->d) {
