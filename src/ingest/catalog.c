@@ -451,7 +451,7 @@ static void rec_fail(pm_record *r, const char *fmt, ...)
 	free(r->category);
 	free(r->attrs_json);
 	r->id = r->image = r->title = r->price = r->category = NULL;
-	r->attrs_json = NULL;
+	r->candidates = r->attrs_json = NULL;
 	r->status = PM_ERR_CATALOG;
 	va_start(ap, fmt);
 	vsnprintf(r->error, sizeof r->error, fmt, ap);
@@ -465,6 +465,7 @@ void pm_record_free(pm_record *r)
 	free(r->key);
 	free(r->id);
 	free(r->image);
+	free(r->candidates);
 	free(r->title);
 	free(r->price);
 	free(r->category);
