@@ -243,8 +243,10 @@ static void test_csv_header_errors(void)
 	    pm_catalog_open_mem(s, strlen(s), PM_CATALOG_CSV, NULL, &c, &err),
 	    PM_ERR_CATALOG);
 	CHECK(c == NULL);
-	CHECK_STR(err.msg, "no image column (expected one of image, "
-			   "image_url, url, path, file (or image_urls, images: several))");
+	CHECK_STR(
+	    err.msg,
+	    "no image column (expected one of image, "
+	    "image_url, url, path, file (or image_urls, images: several))");
 	CHECK_INT(pm_catalog_open_mem("", 0, PM_CATALOG_CSV, NULL, &c, &err),
 		  PM_ERR_CATALOG);
 	CHECK(strstr(err.msg, "no header") != NULL);
