@@ -5,7 +5,7 @@
 #   make SAN=1         build-asan/: ASan+UBSan, system malloc
 #   make fuzz          build-fuzz/: libFuzzer targets (clang)
 #   make format        clang-format -i over src tests fuzz bench
-PKGS := vips gmodule-2.0 sqlite3 jansson libcrypto libcurl libmicrohttpd zlib libbrotlienc libbrotlidec libzstd
+PKGS := vips gmodule-2.0 sqlite3 jansson libcrypto libcurl libmicrohttpd zlib libbrotlienc libbrotlidec libzstd tesseract lept pangocairo
 CC ?= cc
 ifeq ($(SAN),1)
 BUILD ?= build-asan
@@ -27,6 +27,16 @@ CFLAGS := -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parame
 	-DPM_VERSION='"$(VERSION)"' -DPM_GITREV='"$(GITREV)"' \
 	-DPM_VIPS_MODULEDIR='"$(VIPS_MODULEDIR)"' $(EXTRA_CFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS)) $(MALLOC) -lpthread -lm
+# ONNX Runtime (src/ml/): scripts/fetch-ort.sh puts the npm-shipped headers
+# and libonnxruntime.so into deps/onnxruntime/. We link that exact file (its
+# symbols are versioned VERS_1.29.0; SONAME libonnxruntime.so.1) and record
+# $ORIGIN-relative run paths, so build*/pixmill, build*/tests/* and
+# build-fuzz/* find it from any checkout location without LD_LIBRARY_PATH.
+ORT_DIR := deps/onnxruntime
+ORT_SO := $(ORT_DIR)/lib/libonnxruntime.so.1.29.0
+ORT_LIBS := $(ORT_SO) '-Wl,-rpath,$$ORIGIN/../$(ORT_DIR)/lib:$$ORIGIN/../../$(ORT_DIR)/lib'
+CFLAGS += -I$(ORT_DIR)/include
+LDLIBS += $(ORT_LIBS)
 
 LIB_SRC := $(sort $(filter-out src/cli/%,$(wildcard src/*/*.c)))
 CLI_SRC := $(sort $(wildcard src/cli/*.c))
@@ -57,6 +67,10 @@ $(BUILD)/%.o: %.c
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
+$(filter $(BUILD)/src/ml/%,$(LIB_OBJ)): | $(ORT_DIR)/include/onnxruntime_c_api.h
+$(ORT_DIR)/%:
+	@echo "missing $@: run scripts/fetch-ort.sh (or scripts/install-deps.sh)" >&2; exit 1
+
 # The test origin (tests/fetch/origin.c): a programmable HTTP server on
 # loopback with injectable faults, for test_fetch, the CLI and network
 # tests and bench/net.sh, which take it from the build of the binary under
@@ -69,16 +83,25 @@ $(BUILD)/tests/origin: tests/fetch/origin.c
 	@echo "  CCLD $@"
 	@$(CC) $(ORIGIN_CFLAGS) -o $@ $< -lpthread
 
+# The OCR test cards (tests/ocr/gen_cards.c): renders tests/ocr/recipes.txt
+# with libvips/Pango for tests/ocr/run.sh and bench/ocr.sh. Built by `all`.
+all: $(BUILD)/tests/gen_cards
+$(BUILD)/tests/gen_cards: tests/ocr/gen_cards.c
+	@mkdir -p $(@D)
+	@echo "  CCLD $@"
+	@$(CC) $(ORIGIN_CFLAGS) $(shell pkg-config --cflags vips) -o $@ $< $(shell pkg-config --libs vips) -lm
+
 # libFuzzer targets: one per parser of outside input.
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build-fuzz/%)
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -Isrc $(shell pkg-config --cflags $(PKGS)) -pthread \
-	-fsanitize=fuzzer,address,undefined -DPM_VERSION='"fuzz"' -DPM_GITREV='"fuzz"'
+	-fsanitize=fuzzer,address,undefined -DPM_VERSION='"fuzz"' -DPM_GITREV='"fuzz"' \
+	-I$(ORT_DIR)/include
 fuzz: $(FUZZ_BIN)
-build-fuzz/%: fuzz/%.c $(LIB_SRC)
+build-fuzz/%: fuzz/%.c $(LIB_SRC) $(ORT_SO)
 	@mkdir -p $(@D)
 	@echo "  FUZZ $@"
-	@clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+	@clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm $(ORT_LIBS)
 
 # The dashboard served at / (web/), embedded in the binary:
 # scripts/embed-web.py turns web/* and uPlot's dist files (web/node_modules,

@@ -15,6 +15,10 @@ PKGS=(
   clang libclang-rt-14-dev       # fuzzers (libFuzzer)
   clang-format                   # style check
   python3                        # test helpers
+  python3-onnx python3-numpy     # tests/ml/make_tiny_model.py (the test ONNX model)
+  libtesseract-dev tesseract-ocr tesseract-ocr-eng  # ocr stage (C API; the CLI for bench/ocr.sh)
+  fonts-dejavu-core fonts-liberation fonts-freefont-ttf  # fonts for the rendered OCR test cards
+  fonts-noto-core fonts-wqy-microhei  # ad templates: Noto Sans (Latin, Greek, Cyrillic); WenQuanYi Micro Hei (CJK, Hangul fallback)
   libmicrohttpd-dev              # pixmill serve: HTTP server
   zlib1g-dev libbrotli-dev libzstd-dev  # serve: gzip, brotli, zstd
   wrk nginx                      # serve benchmarks (wrk; nginx as the peer)
@@ -54,3 +58,7 @@ for d in web tests/dashboard; do
       { echo "npm ci in $d failed"; exit 1; }
   fi
 done
+
+# ONNX Runtime (isnet cut-out, ONNX embedding models): headers and
+# libonnxruntime.so from npm, pinned by version and SHA-256, into deps/.
+"$ROOT/scripts/fetch-ort.sh" || { echo "fetching ONNX Runtime failed"; exit 1; }

@@ -2,12 +2,18 @@
 # test.sh — the README's second command and what CI runs: installs the
 # dependencies, builds with warnings as errors, and runs every tier:
 #   1. unit tests (tests/unit) and CLI tests (tests/cli), release build,
-#      the network tests (tests/cli/test_network.sh), the HTTP API tests
+#      the network tests (tests/cli/test_network.sh), the search tests
+#      (tests/cli/test_search.sh), the HTTP API tests
 #      (tests/serve/test_api.sh), a real Prometheus scraping `serve`
 #      (tests/serve/test_prometheus.sh) and the dashboard in headless
 #      Chromium (tests/dashboard/run.sh)
+#      and the analyze stage against a local vision test server
+#      (tests/vision/test_analyze.sh)
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
-#   3. unit, CLI, network and API tests again under ASan+UBSan
+#   2b. OCR: recipe cards rendered and scored (tests/ocr/run.sh)
+#   2c. ads: a products CSV through the ads pipeline, every ad OCR'd
+#       (tests/ads/run.sh)
+#   3. unit, CLI, network, API and search tests again under ASan+UBSan
 #   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 30)
 #   5. clang-format check
 # Ends with the line "N passed, N failed" summed over every tier.
@@ -39,25 +45,44 @@ run_tier() { # run_tier NAME BUILD_DIR
   echo "== $name: unit tests"
   for t in "$b"/tests/test_*; do
     "$t" >"$LOGS/$name-$(basename "$t").log" 2>&1 || step_fail "$name $(basename "$t") (exit $?)"
-    tail -n 20 "$LOGS/$name-$(basename "$t").log" | grep -E 'passed|FAIL|failed|ERROR' | tail -n 5
+    tail -n 20 "$LOGS/$name-$(basename "$t").log" | grep -E 'passed|FAIL|failed|ERROR|SKIP' | tail -n 5
     tally "$LOGS/$name-$(basename "$t").log"
   done
   echo "== $name: CLI tests"
   tests/cli/test_cli.sh "$b/pixmill" >"$LOGS/$name-cli.log" 2>&1 || step_fail "$name CLI tests"
   grep -E '^FAIL|passed' "$LOGS/$name-cli.log"
   tally "$LOGS/$name-cli.log"
+  echo "== $name: models command (install errors, licence opt-in, ISNet mask)"
+  tests/cli/test_models.sh "$b/pixmill" >"$LOGS/$name-models.log" 2>&1 || step_fail "$name models tests"
+  grep -E '^FAIL|^SKIP|passed' "$LOGS/$name-models.log"
+  tally "$LOGS/$name-models.log"
   echo "== $name: network tests (local origin, injected faults, kill -9)"
   tests/cli/test_network.sh "$b/pixmill" >"$LOGS/$name-net.log" 2>&1 || step_fail "$name network tests"
   grep -E '^FAIL|passed' "$LOGS/$name-net.log"
   tally "$LOGS/$name-net.log"
+  echo "== $name: https origin (nginx, HTTP/2, a CA of our own)"
+  tests/cli/test_tls.sh "$b/pixmill" >"$LOGS/$name-tls.log" 2>&1 || step_fail "$name TLS tests"
+  grep -E '^FAIL|passed' "$LOGS/$name-tls.log"
+  tally "$LOGS/$name-tls.log"
   echo "== $name: HTTP API tests (pixmill serve on loopback)"
   tests/serve/test_api.sh "$b/pixmill" >"$LOGS/$name-api.log" 2>&1 || step_fail "$name API tests"
   grep -E '^FAIL|passed' "$LOGS/$name-api.log"
   tally "$LOGS/$name-api.log"
+  echo "== $name: search tests (search image/text, dupes, embed on the edge corpus)"
+  # under ASan only the first 16 of the 112 edited copies are searched
+  SEARCH_EDITS=$([ "$name" = asan ] && echo 16) tests/cli/test_search.sh "$b/pixmill" >"$LOGS/$name-search.log" 2>&1 || step_fail "$name search tests"
+  grep -E '^FAIL|passed' "$LOGS/$name-search.log"
+  tally "$LOGS/$name-search.log"
 }
 
 echo "== build (release, -Werror)"
 make -j"$(nproc)" all >"$LOGS/build.log" 2>&1 || { cat "$LOGS/build.log"; echo "0 passed, 1 failed"; exit 1; }
+# The ISNet model (AGPL-3.0, so an explicit opt-in) for the isnet tests:
+# downloaded once into the models folder (a no-op when it is there with the
+# right SHA-256). Without it those tests print SKIP.
+echo "== ISNet model (pixmill models install isnet)"
+build/pixmill models install isnet --accept-license >"$LOGS/models.log" 2>&1 ||
+  { tail -n 5 "$LOGS/models.log"; step_fail "models install isnet"; }
 run_tier release build
 
 echo "== a real Prometheus server scrapes pixmill serve"
@@ -67,18 +92,46 @@ tally "$LOGS/prometheus.log"
 
 echo "== dashboard end to end (headless Chromium)"
 mkdir -p test-output
-tests/dashboard/run.sh test-output >"$LOGS/dashboard.log" 2>&1 || step_fail "dashboard e2e"
+tests/dashboard/run.sh test-output >"$LOGS/dashboard.log" 2>&1
+rc=$?
 grep -E '^FAIL|passed|failed' "$LOGS/dashboard.log" | tail -n 5
+before=$total_fail
 tally "$LOGS/dashboard.log"
+# A failure is counted once: by its "N failed" line, or (when the run
+# failed without one, e.g. the server did not exit 0) here.
+[ "$rc" -ne 0 ] && [ "$total_fail" -eq "$before" ] && step_fail "dashboard e2e (exit $rc)"
+
+echo "== vision model analysis (analyze stage, local OpenAI-compatible test server)"
+tests/vision/test_analyze.sh build/pixmill >"$LOGS/vision.log" 2>&1 || step_fail "vision tests"
+grep -E '^FAIL|passed' "$LOGS/vision.log"
+tally "$LOGS/vision.log"
 
 echo "== crash-resume test"
 tests/cli/test_resume.sh build/pixmill >"$LOGS/resume.log" 2>&1 || step_fail "crash-resume test"
 grep -E '^FAIL|passed' "$LOGS/resume.log"
 tally "$LOGS/resume.log"
 
+echo "== OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
+tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"
+grep -E '^FAIL|passed|char accuracy' "$LOGS/ocr.log"
+tally "$LOGS/ocr.log"
+
+echo "== ads: products CSV -> ads per template (sizes, dedup), OCR'd title and price, edge corpus"
+tests/ads/run.sh build/pixmill >"$LOGS/ads.log" 2>&1 || step_fail "ads tests"
+grep -E '^FAIL|^SKIP|passed' "$LOGS/ads.log"
+tally "$LOGS/ads.log"
+
 echo "== build (ASan+UBSan)"
 if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   run_tier asan build-asan
+  echo "== asan: OCR on the edge corpus and error paths"
+  OCR_EDGE_ONLY=1 tests/ocr/run.sh build-asan/pixmill >"$LOGS/asan-ocr.log" 2>&1 || step_fail "asan OCR tests"
+  grep -E '^FAIL|passed' "$LOGS/asan-ocr.log"
+  tally "$LOGS/asan-ocr.log"
+  echo "== asan: ads pipeline on the edge corpus and a hostile template"
+  ADS_EDGE_ONLY=1 tests/ads/run.sh build-asan/pixmill >"$LOGS/asan-ads.log" 2>&1 || step_fail "asan ads tests"
+  grep -E '^FAIL|passed' "$LOGS/asan-ads.log"
+  tally "$LOGS/asan-ads.log"
 else
   tail -n 30 "$LOGS/build-asan.log"; step_fail "ASan build"
 fi

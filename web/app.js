@@ -202,7 +202,11 @@
   });
 
   /* Images: plain <img src> unless a key is in use, then fetched with the
-   * header and shown from a blob: URL (revoked when the view changes). */
+   * header and shown from a blob: URL (revoked when the view changes): an
+   * <img> cannot send a key. A link around the image (the gallery's) then
+   * opens the blob too, since following the asset URL would be a 401. With
+   * public_assets in the server's config the plain URL would do, but the
+   * page cannot know, and the fetch works either way. */
   function setImg(img, url, blobs) {
     if (!apiKey) {
       img.src = url;
@@ -214,6 +218,8 @@
         const u = URL.createObjectURL(b);
         blobs.push(u);
         img.src = u;
+        const a = img.closest('a');
+        if (a) a.href = u;
       })
       .catch(() => img.dispatchEvent(new Event('error')));
   }
@@ -223,7 +229,8 @@
   }
 
   function pickOutput(outputs, want) {
-    // The smallest raster output at least `want` px wide, else the largest.
+    // The smallest output at least `want` px wide, else the largest: the
+    // one nearest `want` that the browser does not have to enlarge.
     const list = (outputs || []).filter((o) => o && o.url);
     if (!list.length) return null;
     list.sort((a, b) => (a.width || 0) - (b.width || 0));
@@ -537,8 +544,20 @@
       legend: { show: true },
       cursor: { points: { size: 6 } },
     });
+    // A second without a sample (null: no request for the latency series)
+    // is a gap in the line, not a fall to 0. A sample between two gaps has
+    // no line to be part of: it is drawn as a dot.
+    const lone = (u, sidx) => {
+      const d = u.data[sidx] || [];
+      const out = [];
+      for (let i = 0; i < d.length; i++) {
+        if (d[i] != null && d[i - 1] == null && d[i + 1] == null) out.push(i);
+      }
+      return out.length ? out : null;
+    };
     const s = (label, color, fill) => ({
       label, stroke: color, width: 2, spanGaps: false,
+      points: { show: false, size: 5, filter: lone },
       fill: fill ? hexToRgba(color, 0.15) : undefined,
       value: (u, v) => (v === null || v === undefined ? '—' : v.toFixed(1)),
     });
@@ -597,14 +616,17 @@
   async function loadGallery() {
     const r = await api('/api/outputs?limit=24');
     const outs = (r && r.outputs) || [];
-    // One tile per source image: its output nearest 256 px.
+    // One tile per source image: its output nearest 256 px. An entry may
+    // list all of its asset's outputs ("outputs"); else the entries of one
+    // asset are its outputs.
     const bySha = new Map();
     for (const o of outs) {
       // The source image's hash: the {sha256} of /api/assets/{sha256}/NAME.
       const m = /\/api\/assets\/([^/]+)\//.exec(o.url || '');
       const k = (m && m[1]) || o.asset || o.sha256 || o.url;
       if (!bySha.has(k)) bySha.set(k, []);
-      bySha.get(k).push(o);
+      const all = Array.isArray(o.outputs) && o.outputs.length ? o.outputs : [o];
+      for (const x of all) bySha.get(k).push(Object.assign({}, x, { title: o.title, sha256: o.sha256 }));
     }
     const tiles = [...bySha.values()].map((list) => pickOutput(list, 256)).filter(Boolean);
     const key = tiles.map((o) => o.url + '|' + (o.title || '')).join('\n');

@@ -20,6 +20,7 @@ enum {
 	OPT_SIZES,
 	OPT_FORMATS,
 	OPT_QUALITY,
+	OPT_TEMPLATES,
 	OPT_MAX_BYTES,
 	OPT_MAX_PIXELS,
 	OPT_MAX_DIM,
@@ -33,6 +34,9 @@ enum {
 	OPT_JSON,
 	OPT_PROGRESS,
 	OPT_QUEUE_DEPTH,
+	OPT_URL_CACHE,
+	OPT_HOST_LIMIT,
+	OPT_CA_FILE,
 	OPT_VERBOSE,
 	OPT_LIMIT,
 	OPT_MARKDOWN,
@@ -55,6 +59,15 @@ enum {
 	OPT_HTTP_THREADS,
 	OPT_PORT_FILE,
 	OPT_MIN_DIM,
+	OPT_CATEGORY,
+	OPT_HAS_TEXT,
+	OPT_K,
+	OPT_EMBED_MODEL,
+	OPT_THRESHOLD,
+	OPT_MODELS_DIR,
+	OPT_ACCEPT_LICENSE,
+	OPT_THREADS,
+	OPT_REPEAT,
 };
 
 typedef struct pm_opt {
@@ -108,5 +121,8 @@ int pm_cmd_hash_key(int argc, char **argv);
 int pm_cmd_status(int argc, char **argv);
 int pm_cmd_inspect(int argc, char **argv);
 int pm_cmd_dlq(int argc, char **argv);
+int pm_cmd_search(int argc, char **argv);
+int pm_cmd_dupes(int argc, char **argv);
+int pm_cmd_models(int argc, char **argv);
 
 #endif

@@ -86,6 +86,13 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 	case OPT_FORMATS:
 		c->o.formats = arg;
 		break;
+	case OPT_TEMPLATES:
+		/* the compose stage's default template folder; read when the
+		 * pipeline loads, before any thread starts */
+		if (!arg[0] || setenv("PIXMILL_TEMPLATES", arg, 1))
+			return pm_cli_usage_error(c->cmd,
+						  "--templates wants a folder");
+		break;
 	case OPT_QUALITY:
 		if (parse_int(arg, 1, 100, &v))
 			return pm_cli_usage_error(c->cmd,
@@ -168,6 +175,12 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 			    c->cmd, "--queue-depth wants 1 to 100000");
 		c->o.queue_depth = (int)v;
 		break;
+	case OPT_URL_CACHE:
+		if (parse_int(arg, 0, 65536, &v))
+			return pm_cli_usage_error(
+			    c->cmd, "--url-cache wants 0 to 65536 (MiB)");
+		c->o.url_cache_bytes = v ? v << 20 : -1;
+		break;
 	case OPT_REFRESH:
 		c->o.refresh = true;
 		break;
@@ -176,6 +189,22 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		break;
 	case OPT_ALLOW_HOST:
 		c->o.fetch.allow_list = arg;
+		break;
+	case OPT_HOST_LIMIT: {
+		pm_fetch_opts fo;
+		pm_err e;
+		pm_fetch_opts_default(&fo);
+		fo.host_limits = arg;
+		if (pm_fetch_opts_check(&fo, &e))
+			return pm_cli_usage_error(c->cmd, e.msg);
+		c->o.fetch.host_limits = arg;
+		break;
+	}
+	case OPT_CA_FILE:
+		if (access(arg, R_OK) != 0)
+			return pm_cli_usage_error(
+			    c->cmd, "--ca-file: cannot read that file");
+		c->o.fetch.ca_file = arg;
 		break;
 	case OPT_MAX_TRANSFERS:
 		if (parse_int(arg, 1, 4096, &v))
@@ -276,6 +305,15 @@ static void print_summary(const pm_run_summary *s)
 		(long long)s->done, (long long)s->duplicates,
 		(long long)s->cache_hits, (long long)s->failed,
 		(long long)s->skipped);
+	if (s->http_items > 0)
+		fprintf(stderr,
+			"pixmill: http cache: %.1f%% of %lld http items needed "
+			"no download (%lld not modified, %lld repeated URLs "
+			"served by an earlier download)\n",
+			100.0 * (double)(s->cache_hits + s->url_reused) /
+			    (double)s->http_items,
+			(long long)s->http_items, (long long)s->cache_hits,
+			(long long)s->url_reused);
 	if (s->done + s->failed > 0)
 		fprintf(stderr,
 			"pixmill: %.1f s (%s), %.1f images/s, latency p50 %.1f "
@@ -299,17 +337,19 @@ static void print_summary(const pm_run_summary *s)
 static void print_json(const pm_run_summary *s)
 {
 	json_t *o = json_pack(
-	    "{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,"
+	    "{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,"
+	    "s:f,s:f,"
 	    "s:f,s:I,s:b,s:s,s:s,s:s}",
 	    "job", (json_int_t)s->job_id, "run", s->run_no, "items_read",
 	    (json_int_t)s->seen, "done", (json_int_t)s->done, "failed",
 	    (json_int_t)s->failed, "duplicates", (json_int_t)s->duplicates,
-	    "cache_hits", (json_int_t)s->cache_hits, "already_done",
-	    (json_int_t)s->skipped, "job_items", (json_int_t)s->job_items,
-	    "job_done", (json_int_t)s->job_done, "job_failed",
-	    (json_int_t)s->job_failed, "wall_s", s->wall_s, "images_per_s",
-	    s->images_per_s, "p50_ms", s->p50_ms, "p95_ms", s->p95_ms,
-	    "first_done_ms", s->first_done_ms, "peak_rss_bytes",
+	    "cache_hits", (json_int_t)s->cache_hits, "url_reused",
+	    (json_int_t)s->url_reused, "http_items", (json_int_t)s->http_items,
+	    "already_done", (json_int_t)s->skipped, "job_items",
+	    (json_int_t)s->job_items, "job_done", (json_int_t)s->job_done,
+	    "job_failed", (json_int_t)s->job_failed, "wall_s", s->wall_s,
+	    "images_per_s", s->images_per_s, "p50_ms", s->p50_ms, "p95_ms",
+	    s->p95_ms, "first_done_ms", s->first_done_ms, "peak_rss_bytes",
 	    (json_int_t)s->peak_rss, "interrupted", s->interrupted, "out",
 	    s->out_dir, "manifest", s->manifest, "db", s->db);
 	char *txt = json_dumps(o, JSON_INDENT(2));

@@ -74,6 +74,11 @@ static const char *const items_preset[] = {"done", "failed", "duplicate",
 static const char *const fetch_preset[] = {"ok", "not_modified", "retry",
 					   "error", NULL};
 static const char *const cache_preset[] = {"hit", "miss", NULL};
+static const char *const vision_preset[] = {
+    "ok",	  "rate_limited", "server_error", "timeout", "network_error",
+    "auth_error", "bad_request",  "bad_answer",	  NULL};
+static const char *const tokens_preset[] = {"in", "out", NULL};
+static const double vision_buckets[] = {.1, .25, .5, 1, 2.5, 5, 10, 30, 60};
 
 #define NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -156,6 +161,36 @@ static const pm_metric_def defs[PM_M__COUNT] = {
 		      .type = PM_COUNTER,
 		      .nlabels = 1,
 		      .labels = {"result"}},
+    [PM_M_VISION_REQUESTS] = {.name = "pixmill_vision_requests_total",
+			      .help = "Requests to the vision model API, by "
+				      "outcome.",
+			      .type = PM_COUNTER,
+			      .nlabels = 1,
+			      .labels = {"outcome"},
+			      .preset = vision_preset},
+    [PM_M_VISION_TOKENS] = {.name = "pixmill_vision_tokens_total",
+			    .help = "Tokens the vision model API billed, in "
+				    "(prompt) and out (completion).",
+			    .type = PM_COUNTER,
+			    .nlabels = 1,
+			    .labels = {"direction"},
+			    .preset = tokens_preset},
+    [PM_M_VISION_COST] = {.name = "pixmill_vision_cost_microdollars_total",
+			  .help = "Cost of the vision model API calls in "
+				  "millionths of a dollar, from the configured "
+				  "prices per 1000 tokens.",
+			  .type = PM_COUNTER},
+    [PM_M_VISION_LATENCY] = {.name = "pixmill_vision_request_duration_seconds",
+			     .help = "Time of one vision model API request.",
+			     .type = PM_HISTOGRAM,
+			     .buckets = vision_buckets,
+			     .nbuckets = NB(vision_buckets)},
+    [PM_M_VISION_KEY_RATE] = {.name = "pixmill_vision_key_rate",
+			      .help = "Requests per second each vision API "
+				      "key may send now (adaptive).",
+			      .type = PM_GAUGE,
+			      .nlabels = 1,
+			      .labels = {"key"}},
 };
 
 /* ---- series table ----------------------------------------------------- */

@@ -46,6 +46,15 @@ typedef enum pm_metric {
 	PM_M_URL_CACHE,	     /* counter {result}: hit|miss */
 	PM_M_DLQ,	     /* gauge */
 	PM_M_UPLOADS,	     /* counter {result} */
+	/* vision model API (src/vision/): requests {outcome}: ok, rate_limited,
+	 * server_error, timeout, network_error, auth_error, bad_request,
+	 * bad_answer; tokens {direction}: in, out; cost in micro-dollars;
+	 * request latency (s); allowed requests/s per key {key} (AIMD) */
+	PM_M_VISION_REQUESTS,
+	PM_M_VISION_TOKENS,
+	PM_M_VISION_COST,
+	PM_M_VISION_LATENCY,
+	PM_M_VISION_KEY_RATE,
 	PM_M__COUNT
 } pm_metric;
 

@@ -35,6 +35,7 @@ static const struct {
     [PM_ERR_METHOD] = {"method_not_allowed", 2, 405},
     [PM_ERR_CONFLICT] = {"conflict", 2, 409},
     [PM_ERR_TOO_SMALL] = {"too_small", 3, 422},
+    [PM_ERR_UPSTREAM] = {"upstream_error", 4, 502},
 };
 
 const char *pm_status_code(pm_status s)

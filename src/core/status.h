@@ -37,6 +37,7 @@ typedef enum pm_status {
 	PM_ERR_METHOD,	    /* the route exists, not with this method */
 	PM_ERR_CONFLICT,    /* not in a state that allows it */
 	PM_ERR_TOO_SMALL,   /* under --min-dimension */
+	PM_ERR_UPSTREAM,    /* a remote service (vision model) answered badly */
 	PM_STATUS_COUNT
 } pm_status;
 

@@ -47,6 +47,7 @@
 #include "core/util.h"
 #include "engine/progress.h"
 #include "engine/single.h"
+#include "fetch/urlcache.h"
 #include "ingest/candidates.h"
 #include "stages/pipeline.h"
 #include "store/store.h"
@@ -100,7 +101,9 @@ typedef struct work {
 			   from here to its commit, queue waits excluded */
 	pm_status status;
 	char error[512];
-	char sha[65];
+	char sha[65];	  /* the asset key: the source's SHA-256, or for a
+			     pipeline that uses the row, pm_row_key of it */
+	char src_sha[65]; /* the source's SHA-256 */
 	bool have_sha;
 	bool duplicate;
 	dedup_entry *entry; /* dedup entry this item owns or waits on */
@@ -118,6 +121,11 @@ typedef struct work {
 	char lastmod[64];
 	char cond_sha[65];
 	bool not_modified;
+	bool url_reused; /* bytes (or 304) from an earlier transfer of the
+			    same URL in this run (urlcache.h) */
+	pm_urlent *uent; /* the URL table entry whose transfer this item
+			    owns; the fetch thread's */
+	bool needs_own;	 /* waited on a 304 it cannot use: fetch it */
 	/* several image candidates, ranked (ingest/candidates.h): the one
 	 * being tried is cand[cand_i], also in rec->image */
 	pm_candidate cand[PM_MAX_CANDIDATES];
@@ -142,6 +150,7 @@ typedef struct run {
 	pm_catalog *cat; /* owned by the ingest thread once it starts */
 
 	pm_queue *fetch_q, *work_q, *result_q;
+	pm_urlcache *uc; /* in-run URL table; the fetch thread's */
 
 	/* bytes of sources held in memory */
 	pthread_mutex_t bytes_mu;
@@ -161,6 +170,9 @@ typedef struct run {
 	/* counters for progress (written by one thread each, read by main) */
 	atomic_llong seen, skipped, done, failed, dups, total;
 	atomic_llong cache_hits; /* http 304s: unchanged, nothing fetched */
+	atomic_llong url_reused; /* http items served by an earlier transfer
+				    of the same URL in this run */
+	atomic_llong http_items; /* http items done */
 	atomic_int total_known;
 	atomic_int writer_done;
 	double t0;
@@ -358,9 +370,14 @@ static bool is_http(const char *s)
  * and are only redone with --retry-failed. */
 static bool transient(pm_status code)
 {
+	/* RATE, AUTH, BUSY and UPSTREAM come from outside services (a
+	 * vision API, a search provider): fixed keys or a calmer API make
+	 * the next run succeed without --retry-failed. */
 	return code == PM_ERR_IO || code == PM_ERR_NOMEM ||
 	       code == PM_ERR_STORE || code == PM_ERR_CANCELLED ||
-	       code == PM_ERR_LOCKED;
+	       code == PM_ERR_LOCKED || code == PM_ERR_RATE ||
+	       code == PM_ERR_AUTH || code == PM_ERR_BUSY ||
+	       code == PM_ERR_UPSTREAM;
 }
 
 /* Ingest thread: when this URL was fetched before and its asset exists
@@ -370,8 +387,13 @@ static pm_status url_cache_lookup(run *r, pm_store *st, work *w, pm_err *e)
 {
 	pm_url_info ui;
 	bool found = false, exists = false;
-	pm_status s = pm_store_url_get(st, w->rec->image, &ui, &found, e);
+	pm_status s;
 
+	/* a 304 names bytes, not a row: for a pipeline that uses the row
+	 * the asset key needs the row's text too, so no shortcut */
+	if (pm_pipeline_uses_row(r->pipe))
+		return PM_OK;
+	s = pm_store_url_get(st, w->rec->image, &ui, &found, e);
 	if (s || !found)
 		return s;
 	s = pm_store_asset_exists(st, ui.sha256, pm_pipeline_hash(r->pipe),
@@ -577,6 +599,138 @@ static void fetch_done(pm_fetch_result *res, void *ud)
 }
 
 static bool cand_advance(run *r, work *w, bool from_remote);
+static bool submit_remote(run *r, work *w);
+
+static void bytes_add(run *r, size_t n)
+{
+	pthread_mutex_lock(&r->bytes_mu);
+	r->bytes_inflight += (int64_t)n;
+	pthread_mutex_unlock(&r->bytes_mu);
+}
+
+/* Fetch thread: w is ready (bytes in, or failed): on to a worker, or to
+ * the writer when it failed. */
+static void push_on(run *r, work *w)
+{
+	if (pm_queue_push(w->status ? r->result_q : r->work_q, w)) {
+		bytes_release(r, w);
+		work_free(w);
+	}
+}
+
+enum { ROUTE_FETCH, ROUTE_WAIT, ROUTE_READY };
+
+/* Fetch thread: looks w's http URL up in the run's URL table.
+ * ROUTE_FETCH: w goes to the network (w->uent is set when it owns the
+ * URL's entry); ROUTE_WAIT: a transfer of that URL is in flight and w
+ * comes back through its owner (url_settle); ROUTE_READY: w holds the
+ * bytes of an earlier transfer, or its 304. */
+static int url_route(run *r, work *w)
+{
+	pm_urlc_result hit;
+	pm_urlent *ent = NULL;
+
+	if (!r->uc)
+		return ROUTE_FETCH;
+	switch (pm_urlcache_get(r->uc, w->rec->image, w, &ent, &hit)) {
+	case PM_URLC_WAIT:
+		return ROUTE_WAIT;
+	case PM_URLC_BODY:
+		w->src = hit.body; /* ownership moves to w */
+		w->src_len = hit.len;
+		memcpy(w->ctype, hit.ctype, sizeof w->ctype);
+		memcpy(w->etag, hit.etag, sizeof w->etag);
+		memcpy(w->lastmod, hit.lastmod, sizeof w->lastmod);
+		w->url_reused = true;
+		bytes_add(r, w->src_len);
+		return ROUTE_READY;
+	case PM_URLC_NOT_MODIFIED:
+		if (!w->cond_sha[0])
+			return ROUTE_FETCH; /* nothing to be "not modified" to
+					     */
+		w->not_modified = true;
+		w->url_reused = true;
+		return ROUTE_READY;
+	case PM_URLC_MISS:
+		w->uent = ent;
+		return ROUTE_FETCH;
+	}
+	return ROUTE_FETCH;
+}
+
+/* Fetch thread: d waited on o's transfer of the same URL; d takes a copy
+ * of its outcome (the bytes, the 304, or the failure). Returns true when
+ * d needs a request of its own instead (a 304 it has nothing to compare
+ * with). */
+static bool take_outcome(run *r, work *d, const work *o)
+{
+	pm_err e = {{0}};
+
+	if (o->status) {
+		d->status = o->status;
+		snprintf(d->error, sizeof d->error, "%s", o->error);
+	} else if (o->not_modified) {
+		if (!d->cond_sha[0])
+			return true;
+		d->not_modified = true;
+		d->url_reused = true;
+	} else if (!(d->src = malloc(o->src_len ? o->src_len : 1))) {
+		work_fail(d, pm_fail(&e, PM_ERR_NOMEM, "out of memory"), &e);
+	} else {
+		memcpy(d->src, o->src, o->src_len);
+		d->src_len = o->src_len;
+		memcpy(d->ctype, o->ctype, sizeof d->ctype);
+		memcpy(d->etag, o->etag, sizeof d->etag);
+		memcpy(d->lastmod, o->lastmod, sizeof d->lastmod);
+		d->url_reused = true;
+		bytes_add(r, d->src_len);
+	}
+	return false;
+}
+
+/* Fetch thread: w's transfer of a URL it owns in the URL table ended (w
+ * holds the bytes, the 304 or the failure): the table keeps the outcome
+ * and every item waiting on it takes a copy. The waiters come back in
+ * *out (malloc'd, the caller's; see waiters_on), to go on after w, so the
+ * first row of a URL stays the one that does the work. */
+static int url_settle(run *r, work *w, void ***out)
+{
+	pm_urlc_result res = {0};
+	int n;
+
+	*out = NULL;
+	if (!w->uent)
+		return 0;
+	res.body = w->src;
+	res.len = w->src_len;
+	memcpy(res.ctype, w->ctype, sizeof res.ctype);
+	memcpy(res.etag, w->etag, sizeof res.etag);
+	memcpy(res.lastmod, w->lastmod, sizeof res.lastmod);
+	n = pm_urlcache_finish(r->uc, w->uent, w->status == PM_OK,
+			       w->not_modified, w->src ? &res : NULL, out);
+	w->uent = NULL;
+	for (int i = 0; i < n; i++)
+		if (take_outcome(r, (*out)[i], w))
+			((work *)(*out)[i])->needs_own = true;
+	return n;
+}
+
+/* Fetch thread: the waiters url_settle returned go on (they hold no
+ * remote slot); frees the array. */
+static void waiters_on(run *r, void **ws, int n)
+{
+	for (int i = 0; i < n; i++) {
+		work *d = ws[i];
+		if (d->needs_own) {
+			d->needs_own = false;
+			if (submit_remote(r, d))
+				continue; /* its own request, its own slot */
+		} else if (d->n_cand > 1 && cand_advance(r, d, false))
+			continue;
+		push_on(r, d);
+	}
+	free(ws);
+}
 
 /* Fetch thread: passes finished transfers on (blocking on a full work
  * queue is fine here: the engine's thread never waits for us). */
@@ -591,21 +745,23 @@ static void hand_on(run *r)
 	while ((w = list)) {
 		list = w->next;
 		w->next = NULL;
-		if (w->src) {
-			pthread_mutex_lock(&r->bytes_mu);
-			r->bytes_inflight += (int64_t)w->src_len;
-			pthread_mutex_unlock(&r->bytes_mu);
+		void **ws;
+		int n;
+
+		if (w->src)
+			bytes_add(r, w->src_len);
+		n = url_settle(r, w, &ws);
+		if (w->n_cand > 1 && cand_advance(r, w, true)) {
+			/* the next candidate is in flight */
+			waiters_on(r, ws, n);
+			continue;
 		}
-		if (w->n_cand > 1 && cand_advance(r, w, true))
-			continue; /* the next candidate is in flight */
-		if (pm_queue_push(w->status ? r->result_q : r->work_q, w)) {
-			bytes_release(r, w);
-			work_free(w);
-		}
+		push_on(r, w);
 		pthread_mutex_lock(&r->rq_mu);
 		r->remote_out--;
 		pthread_cond_broadcast(&r->rq_cv);
 		pthread_mutex_unlock(&r->rq_mu);
+		waiters_on(r, ws, n);
 	}
 }
 
@@ -652,8 +808,12 @@ static bool submit_remote(run *r, work *w)
 			pthread_mutex_unlock(&r->rq_mu);
 		}
 	}
-	if (s)
+	if (s) {
+		void **ws;
 		work_fail(w, s, &e);
+		/* nobody can be waiting yet, but the entry must go */
+		waiters_on(r, ws, url_settle(r, w, &ws));
+	}
 	return s == PM_OK;
 }
 
@@ -686,8 +846,14 @@ static bool start_source(run *r, work *w)
 	const char *src = w->rec->image;
 	pm_status s;
 
-	if (is_http(src))
+	if (is_http(src)) {
+		int route = url_route(r, w);
+		if (route == ROUTE_WAIT)
+			return true;
+		if (route == ROUTE_READY)
+			return false;
 		return submit_remote(r, w);
+	}
 	if (is_url(src)) {
 		const char *colon = strchr(src, ':');
 		s = pm_fail(&e, PM_ERR_UNSUPPORTED,
@@ -794,12 +960,29 @@ static bool cand_advance(run *r, work *w, bool from_remote)
 			return false;
 		}
 		if (from_remote && is_http(w->rec->image)) {
-			/* Keeps the remote slot it holds. */
+			/* Keeps the remote slot it holds, unless it waits on
+			 * another item's transfer of the same URL. */
 			pm_fetch_req req = {.url = w->rec->image, .ud = w};
-			pm_status s = pm_fetch_submit(r->fe, &req, &e);
+			pm_status s;
+			int route = url_route(r, w);
+
+			if (route == ROUTE_READY)
+				continue; /* judged at the top */
+			if (route == ROUTE_WAIT) {
+				pthread_mutex_lock(&r->rq_mu);
+				r->remote_out--;
+				pthread_cond_broadcast(&r->rq_cv);
+				pthread_mutex_unlock(&r->rq_mu);
+				return true;
+			}
+			s = pm_fetch_submit(r->fe, &req, &e);
 			if (!s)
 				return true;
 			work_fail(w, s, &e);
+			{
+				void **ws;
+				waiters_on(r, ws, url_settle(r, w, &ws));
+			}
 			continue;
 		}
 		if (start_source(r, w))
@@ -812,6 +995,10 @@ static void *fetch_main(void *arg)
 	run *r = arg;
 	work *w;
 	bool cancelled = false;
+	int64_t keep = r->o->url_cache_bytes;
+
+	/* Without the table (out of memory) every row fetches its own. */
+	r->uc = pm_urlcache_new(keep < 0 ? 0 : keep ? keep : 64ll << 20, 65536);
 
 	for (;;) {
 		hand_on(r);
@@ -831,10 +1018,7 @@ static void *fetch_main(void *arg)
 			continue;
 		if (w->n_cand > 1 && cand_advance(r, w, false))
 			continue;
-		if (pm_queue_push(w->status ? r->result_q : r->work_q, w)) {
-			bytes_release(r, w);
-			work_free(w);
-		}
+		push_on(r, w);
 	}
 	/* Wait for every transfer, handing results on as they finish. */
 	pthread_mutex_lock(&r->rq_mu);
@@ -859,6 +1043,19 @@ static void *fetch_main(void *arg)
 		pm_fetch_close(r->fe);
 		pm_fetch_free(r->fe);
 		r->fe = NULL;
+	}
+	if (r->uc) {
+		pm_urlc_stats us;
+		pm_urlcache_stats(r->uc, &us);
+		pm_log(PM_LOG_DEBUG,
+		       "URL table: %lld lookups, %lld merged into a transfer "
+		       "in flight, %lld bodies and %lld 304s reused, %lld "
+		       "bytes kept at the end",
+		       (long long)us.lookups, (long long)us.coalesced,
+		       (long long)us.body_hits, (long long)us.nm_hits,
+		       (long long)us.kept_bytes);
+		pm_urlcache_free(r->uc);
+		r->uc = NULL;
 	}
 	pm_queue_close(r->work_q);
 	return NULL;
@@ -899,6 +1096,14 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 		return;
 	}
 	pm_sha256_hex(w->src, w->src_len, w->sha);
+	memcpy(w->src_sha, w->sha, sizeof w->sha);
+	pm_ctx_set_row(&w->ctx, w->rec->title, w->rec->price,
+		       w->rec->attrs_json);
+	if (pm_pipeline_uses_row(r->pipe))
+		/* outputs depend on the row's text too (compose): the asset,
+		 * its dedup and its folder are keyed on both, so rows that
+		 * share an image but not their text get their own ads */
+		pm_row_key(w->src_sha, &w->ctx, w->sha);
 	w->have_sha = true;
 	if (r->o->dedup) {
 		bool exists = false;
@@ -938,6 +1143,9 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	if (!pm_pipeline_needs_pixels(r->pipe))
 		return;
 	/* The decoded image, the resizes of it and the encoded outputs. */
+	if (edge <= 0) /* any size: the image's own */
+		edge = w->header.width > w->header.height ? w->header.width
+							  : w->header.height;
 	est = (int64_t)w->src_len + (int64_t)edge * edge * 4 * 3 + (8 << 20);
 	mem_acquire(r, est);
 	s = pm_image_decode(w->src, w->src_len, edge, r->o->keep_meta, &im, &e);
@@ -951,7 +1159,7 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 		goto out;
 	w->ctx.src = w->src;
 	w->ctx.src_len = w->src_len;
-	w->ctx.sha256 = w->sha;
+	w->ctx.sha256 = w->src_sha;
 	w->ctx.header = &w->header;
 	w->ctx.image = im;
 	w->ctx.out_root = r->out_root;
@@ -986,7 +1194,17 @@ static void *worker_main(void *arg)
 		set_fatal(r, s, &e);
 	while ((w = pm_queue_pop(r->work_q))) {
 		w->t_start = pm_now();
-		if (!s)
+		if (stopping(r)) {
+			/* Not started: left for the next run (the writer
+			 * drops cancelled items unrecorded), so a cancel or
+			 * a signal waits only for the images being worked
+			 * on, not for the queue behind them. */
+			pm_err ce = {{0}};
+			work_fail(w,
+				  pm_fail(&ce, PM_ERR_CANCELLED,
+					  "stopped before it started"),
+				  &ce);
+		} else if (!s)
 			process_one(r, st, pr, w);
 		else
 			work_fail(w, s, &e);
@@ -1207,6 +1425,10 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			atomic_fetch_add(&r->dups, 1);
 		if (!w->status && w->not_modified)
 			atomic_fetch_add(&r->cache_hits, 1);
+		else if (!w->status && w->url_reused)
+			atomic_fetch_add(&r->url_reused, 1);
+		if (!w->status && w->rec->image && is_http(w->rec->image))
+			atomic_fetch_add(&r->http_items, 1);
 		if (atomic_load(&r->first_done_us) == 0) {
 			atomic_store(&r->first_done_us,
 				     (long long)((pm_now() - r->t0) * 1e6) + 1);
@@ -1227,8 +1449,9 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			      pm_now() - w->t_start);
 		if (!w->status && w->rec->image && is_http(w->rec->image))
 			pm_metric_inc(PM_M_URL_CACHE,
-				      w->not_modified ? "hit" : "miss", NULL,
-				      1);
+				      w->not_modified || w->url_reused ? "hit"
+								       : "miss",
+				      NULL, 1);
 		if (w->entry && w->owner) {
 			dedup_entry *e = w->entry;
 			pthread_mutex_lock(&r->dd_mu);
@@ -1698,6 +1921,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	sum->failed = atomic_load(&r->failed);
 	sum->duplicates = atomic_load(&r->dups);
 	sum->cache_hits = atomic_load(&r->cache_hits);
+	sum->url_reused = atomic_load(&r->url_reused);
+	sum->http_items = atomic_load(&r->http_items);
 	sum->wall_s = pm_now() - r->t0;
 	sum->first_done_ms = atomic_load(&r->first_done_us) / 1000.0;
 	sum->images_per_s =

@@ -66,6 +66,9 @@ typedef struct pm_run_opts {
 	bool json;		  /* print the summary as JSON on stdout */
 	int queue_depth;	  /* items per queue; 0 = 4 x workers */
 	int64_t inflight_bytes;	  /* source bytes in memory; 0 = 256 MiB */
+	int64_t url_cache_bytes;  /* bodies kept so a URL repeated in the
+				     catalog is fetched once; -1 = none,
+				     0 = 64 MiB */
 	pm_fetch_opts fetch; /* http(s) sources: limits, retries, SSRF guard */
 	double t_start;	     /* pm_now() when the process started work (main);
 				0 = when pm_run starts. first_done_ms counts
@@ -87,6 +90,9 @@ typedef struct pm_run_summary {
 	int64_t failed;	    /* failed in this run */
 	int64_t duplicates; /* done in this run without image work */
 	int64_t cache_hits; /* of those, http 304 Not Modified */
+	int64_t url_reused; /* http items served by an earlier download
+			       of the same URL in this run */
+	int64_t http_items; /* http items done (hit rate denominator) */
 	int64_t job_items, job_done, job_failed; /* whole job, after run */
 	double wall_s;
 	double first_done_ms; /* from t_start to the first committed item */

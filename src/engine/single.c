@@ -34,6 +34,10 @@ void pm_asset_from_ctx(pm_asset_rec *as, const pm_item_ctx *ctx,
 	*meta = ctx->meta ? json_dumps(ctx->meta, JSON_COMPACT | JSON_SORT_KEYS)
 			  : NULL;
 	as->meta_json = *meta;
+	as->embedding = ctx->embedding;
+	as->embedding_dim = ctx->embedding_dim;
+	as->embedding_model =
+	    ctx->embedding_model[0] ? ctx->embedding_model : NULL;
 	as->n_outputs = ctx->n_outputs;
 	as->outputs = ctx->outputs;
 }
@@ -67,6 +71,7 @@ static pm_status run_stages(const pm_single_opts *o, const void *src,
 		ctx->asset_dir = asset_dir;
 		ctx->tmp_dir = o->tmp_dir;
 		ctx->sync = o->sync;
+		ctx->title = o->title;
 		s = pm_pipeline_run_item(o->pr, ctx, err);
 		ctx->image = NULL;
 	}
@@ -108,6 +113,14 @@ pm_status pm_single_process(const pm_single_opts *o, const void *src,
 			goto out;
 		res->phash = ctx.phash;
 		res->has_phash = ctx.has_phash;
+		if (o->want_embedding && ctx.embedding) {
+			res->embedding = ctx.embedding; /* now the caller's */
+			res->embedding_dim = ctx.embedding_dim;
+			snprintf(res->embedding_model,
+				 sizeof res->embedding_model, "%s",
+				 ctx.embedding_model);
+			ctx.embedding = NULL;
+		}
 	}
 	if (!o->record || (exists && !o->title))
 		goto out; /* a re-upload keeps the item (and title) it has */

@@ -35,9 +35,10 @@ typedef struct pm_single_opts {
 	int64_t job_id;	     /* job the item is recorded in (uploads) */
 	const char *out_root, *tmp_dir; /* absolute */
 	const pm_limits *limits;
-	bool sync;	   /* fsync outputs before renaming them */
-	const char *title; /* recorded with the item (searchable), or NULL */
-	bool record;	   /* false: only compute (search by image) */
+	bool sync;	     /* fsync outputs before renaming them */
+	const char *title;   /* recorded with the item (searchable), or NULL */
+	bool record;	     /* false: only compute (search by image) */
+	bool want_embedding; /* hand the embed stage's vector to the result */
 } pm_single_opts;
 
 typedef struct pm_single_result {
@@ -48,6 +49,11 @@ typedef struct pm_single_result {
 	uint64_t phash;	   /* when the pipeline computes it (or a */
 	bool has_phash;	   /* duplicate's stored one is unknown here) */
 	double ms;	   /* wall time spent */
+	/* with want_embedding, when the pipeline embeds (not for a duplicate):
+	 * embedding_dim floats, malloc'd, the caller's to free; else NULL */
+	float *embedding;
+	int embedding_dim;
+	char embedding_model[40];
 } pm_single_result;
 
 /* Processes src[0..len) (not owned). On success the asset, its outputs and

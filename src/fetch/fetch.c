@@ -21,6 +21,7 @@
 
 #include "core/metrics.h"
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -91,6 +92,8 @@ struct host {
 	int active;
 	int refs; /* xfers pointing here: queued, delayed, active */
 	double tokens, t_tokens;
+	int max;    /* transfers at once (per_host_max or an override) */
+	double rps; /* requests/s, <= 0: none (per_host_rps or override) */
 	int state, consec;
 	double open_until;
 	bool probing;
@@ -99,7 +102,13 @@ struct host {
 
 struct pm_fetch {
 	pm_fetch_opts o;
-	char *allow_list, *user_agent; /* owned copies */
+	char *allow_list, *user_agent, *ca_file; /* owned copies */
+	struct host_limit {
+		char pat[HOST_MAX]; /* "name" or "*.domain" */
+		int max;
+		double rps;
+	} * limits; /* parsed host_limits (owned) */
+	int n_limits;
 	pm_urlguard *guard;
 	pm_fetch_done_fn done;
 	void *cb_ud;
@@ -245,9 +254,8 @@ static uint64_t hash_str(const char *s)
 static bool host_evictable(pm_fetch *f, host *h, double now)
 {
 	double idle = (double)f->o.breaker_open_ms / 1000.0;
-	if (f->o.per_host_rps > 0 &&
-	    f->o.per_host_max / f->o.per_host_rps > idle)
-		idle = f->o.per_host_max / f->o.per_host_rps;
+	if (h->rps > 0 && h->max / h->rps > idle)
+		idle = h->max / h->rps;
 	if (idle < 1)
 		idle = 1;
 	return h->refs == 0 && h->active == 0 && !h->in_ready &&
@@ -317,7 +325,22 @@ static host *host_get(pm_fetch *f, const char *name, double now)
 	if (!h)
 		return NULL;
 	snprintf(h->name, sizeof h->name, "%s", name);
-	h->tokens = f->o.per_host_max;
+	h->max = f->o.per_host_max;
+	h->rps = f->o.per_host_rps;
+	for (int i = 0; i < f->n_limits; i++) {
+		const char *p = f->limits[i].pat;
+		size_t nl = strlen(name), pl = strlen(p);
+		bool hit = p[0] == '*'
+			       ? nl > pl - 1 && strcasecmp(name + nl - (pl - 1),
+							   p + 1) == 0
+			       : strcasecmp(name, p) == 0;
+		if (hit) {
+			h->max = f->limits[i].max;
+			h->rps = f->limits[i].rps;
+			break;
+		}
+	}
+	h->tokens = h->max;
 	h->t_tokens = now;
 	h->last_used = now;
 	b = hash_str(name) & (f->hcap - 1);
@@ -728,6 +751,8 @@ static bool start(pm_fetch *f, xfer *x, double now)
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (f->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, f->ca_file);
 	/* No CURLOPT_ACCEPT_ENCODING: image bodies do not compress. */
 	if (curl_multi_add_handle(f->multi, e) != CURLM_OK)
 		return false;
@@ -911,14 +936,19 @@ static void finish(pm_fetch *f, xfer *x, CURLcode res, double now)
 		const char *detail =
 		    x->errbuf[0] ? x->errbuf : curl_easy_strerror(res);
 		if (res == CURLE_OPERATION_TIMEDOUT) {
-			double ct = 0;
-			curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME, &ct);
+			/* libcurl says "Connection timed out after N ms"
+			 * while connecting; a request on a reused connection
+			 * has no connect time either, so the time alone
+			 * cannot tell. */
 			if (strncmp(x->errbuf, "Operation too slow", 18) == 0)
 				snprintf(reason, sizeof reason,
 					 "too slow: under %ld B/s for %ld s",
 					 f->o.low_speed_limit,
 					 f->o.low_speed_time);
-			else if (ct <= 0)
+			else if (strncmp(x->errbuf, "Connection timed out",
+					 20) == 0 ||
+				 strncmp(x->errbuf, "Failed to connect", 17) ==
+				     0)
 				snprintf(reason, sizeof reason,
 					 "connect timeout after %.1fs", took);
 			else
@@ -1073,19 +1103,18 @@ static double schedule(pm_fetch *f, double now)
 				ready_remove(f, h);
 				continue;
 			}
-			if (h->active >= f->o.per_host_max ||
+			if (h->active >= h->max ||
 			    (h->state == BR_HALF_OPEN && h->probing))
 				continue;
-			if (f->o.per_host_rps > 0) {
-				double burst = f->o.per_host_max;
-				h->tokens +=
-				    (now - h->t_tokens) * f->o.per_host_rps;
+			if (h->rps > 0) {
+				double burst = h->max;
+				h->tokens += (now - h->t_tokens) * h->rps;
 				if (h->tokens > burst)
 					h->tokens = burst;
 				h->t_tokens = now;
 				if (h->tokens < 1) {
-					double t = now + (1 - h->tokens) /
-							     f->o.per_host_rps;
+					double t =
+					    now + (1 - h->tokens) / h->rps;
 					if (t < wake)
 						wake = t;
 					continue;
@@ -1185,6 +1214,69 @@ static void *fetch_main(void *arg)
 
 /* ---- the public API ---- */
 
+/* Parses spec ("HOST=N[/RPS],...") into *out (malloc'd, the caller's;
+ * NULL when spec is NULL or empty) and *n. */
+static pm_status parse_host_limits(const char *spec, struct host_limit **out,
+				   int *n, pm_err *err)
+{
+	struct host_limit *v = NULL;
+	int cnt = 0;
+	const char *p = spec;
+
+	*out = NULL;
+	*n = 0;
+	while (p && *p) {
+		const char *end = strchr(p, ','), *eq;
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		char item[HOST_MAX + 64], *rest;
+		long max;
+		double rps = -1;
+		struct host_limit *nv;
+
+		if (len == 0 || len >= sizeof item)
+			goto bad;
+		memcpy(item, p, len);
+		item[len] = 0;
+		eq = strchr(item, '=');
+		if (!eq || eq == item || (size_t)(eq - item) >= HOST_MAX ||
+		    (item[0] == '*' && (eq - item < 3 || item[1] != '.')))
+			goto bad;
+		errno = 0;
+		max = strtol(eq + 1, &rest, 10);
+		if (rest == eq + 1 || errno || max < 1 || max > 1024)
+			goto bad;
+		if (*rest == '/') {
+			char *r2;
+			rps = strtod(rest + 1, &r2);
+			if (r2 == rest + 1 || *r2 || !isfinite(rps) || rps < 0)
+				goto bad;
+		} else if (*rest)
+			goto bad;
+		nv = realloc(v, (cnt + 1) * sizeof *v);
+		if (!nv) {
+			free(v);
+			return pm_fail(err, PM_ERR_NOMEM, "out of memory");
+		}
+		v = nv;
+		snprintf(v[cnt].pat, sizeof v[cnt].pat, "%.*s",
+			 (int)(eq - item), item);
+		v[cnt].max = (int)max;
+		v[cnt].rps = rps; /* < 0: keep per_host_rps (set below) */
+		cnt++;
+		p = end ? end + 1 : NULL;
+	}
+	*out = v;
+	*n = cnt;
+	return PM_OK;
+bad:
+	free(v);
+	return pm_fail(err, PM_ERR_USAGE,
+		       "host limits: \"%.80s\" is not HOST=N[/RPS] (N 1 to "
+		       "1024 transfers, RPS requests/s, 0 for no limit; HOST "
+		       "a name or *.domain), comma-separated",
+		       p);
+}
+
 static pm_status check_opts(const pm_fetch_opts *o, pm_err *err)
 {
 	if (o->max_transfers < 1 || o->max_queued < 0 || o->per_host_max < 1)
@@ -1205,6 +1297,19 @@ static pm_status check_opts(const pm_fetch_opts *o, pm_err *err)
 			       "fetch: timeouts and delays must not be "
 			       "negative");
 	return PM_OK;
+}
+
+pm_status pm_fetch_opts_check(const pm_fetch_opts *o, pm_err *err)
+{
+	struct host_limit *v;
+	int n;
+	pm_status s = check_opts(o, err);
+
+	if (!s)
+		s = parse_host_limits(o->host_limits, &v, &n, err);
+	if (!s)
+		free(v);
+	return s;
 }
 
 pm_status pm_fetch_new(const pm_fetch_opts *opts, pm_fetch_done_fn done,
@@ -1238,12 +1343,19 @@ pm_status pm_fetch_new(const pm_fetch_opts *opts, pm_fetch_done_fn done,
 	f->allow_list = f->o.allow_list ? strdup(f->o.allow_list) : NULL;
 	f->user_agent =
 	    strdup(f->o.user_agent ? f->o.user_agent : "pixmill/" PM_VERSION);
+	f->ca_file = f->o.ca_file ? strdup(f->o.ca_file) : NULL;
 	f->o.allow_list = f->allow_list;
 	f->o.user_agent = f->user_agent;
-	if (!f->user_agent || (opts && opts->allow_list && !f->allow_list)) {
+	f->o.ca_file = f->ca_file;
+	if (!f->user_agent || (opts && opts->allow_list && !f->allow_list) ||
+	    (opts && opts->ca_file && !f->ca_file)) {
 		s = pm_fail(err, PM_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
+	s = parse_host_limits(f->o.host_limits, &f->limits, &f->n_limits, err);
+	if (s)
+		goto fail;
+	f->o.host_limits = NULL; /* parsed; the caller's string may go */
 	s = pm_urlguard_new(f->o.allow_private, f->allow_list, &f->guard, err);
 	if (s)
 		goto fail;
@@ -1257,8 +1369,17 @@ pm_status pm_fetch_new(const pm_fetch_opts *opts, pm_fetch_done_fn done,
 		goto fail;
 	}
 	curl_multi_setopt(f->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-	curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-			  (long)f->o.per_host_max);
+	{
+		int most = f->o.per_host_max;
+		for (int i = 0; i < f->n_limits; i++) {
+			if (f->limits[i].rps < 0)
+				f->limits[i].rps = f->o.per_host_rps;
+			if (f->limits[i].max > most)
+				most = f->limits[i].max;
+		}
+		curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+				  (long)most);
+	}
 	curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS,
 			  (long)f->o.max_transfers * 2);
 	if (pthread_create(&f->thread, NULL, fetch_main, f)) {
@@ -1364,6 +1485,8 @@ void pm_fetch_free(pm_fetch *f)
 	pm_urlguard_free(f->guard);
 	free(f->allow_list);
 	free(f->user_agent);
+	free(f->ca_file);
+	free(f->limits);
 	pthread_mutex_destroy(&f->mu);
 	pthread_cond_destroy(&f->cv);
 	free(f);

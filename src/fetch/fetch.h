@@ -72,10 +72,20 @@ typedef struct pm_fetch_opts {
 	bool allow_private;	 /* turn the private-address check off */
 	const char *allow_list;	 /* hosts and CIDRs let through; copied */
 	const char *user_agent;	 /* NULL: "pixmill/VERSION"; copied */
+	/* Per-host overrides of per_host_max and per_host_rps, as
+	 * "HOST=N[/RPS],..." where HOST is a name or "*.domain" (every
+	 * subdomain); the first match wins. NULL: none. Copied. */
+	const char *host_limits;
+	const char *ca_file; /* PEM bundle trusted instead of the system's
+				(NULL: the system's); copied */
 } pm_fetch_opts;
 
 /* Fills o with the defaults above. Start from this, then change fields. */
 void pm_fetch_opts_default(pm_fetch_opts *o);
+
+/* Checks o as pm_fetch_new would (bounds, host_limits syntax), so a
+ * command line can refuse bad values before any work starts. */
+pm_status pm_fetch_opts_check(const pm_fetch_opts *o, pm_err *err);
 
 /* One request. Every string is copied by pm_fetch_submit: the caller keeps
  * ownership of its own. */

@@ -33,21 +33,7 @@ typedef struct small_img {
 
 static pm_status vips_fail(pm_err *err, const char *what)
 {
-	char *msg = vips_error_buffer_copy(); /* copies and clears */
-	size_t n = msg ? strlen(msg) : 0;
-	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-		msg[--n] = '\0';
-	pm_status s = pm_fail(err, PM_ERR_DECODE, "%s: %s", what,
-			      n ? msg : "libvips error");
-	g_free(msg);
-	return s;
-}
-
-/* Replaces *img (a reference we own) with out, dropping the old one. */
-static void swap_ref(VipsImage **img, VipsImage *out)
-{
-	g_object_unref(*img);
-	*img = out;
+	return pm_vips_fail(err, PM_ERR_DECODE, what);
 }
 
 /* New reference to an 8-bit image with 1 (grey), 2 (grey+alpha), 3 (RGB) or
@@ -78,17 +64,17 @@ static int to_uchar_srgb(VipsImage *in, VipsImage **out)
 	    vips_colourspace_issupported(img)) {
 		if (vips_colourspace(img, &t, want, NULL))
 			goto fail;
-		swap_ref(&img, t);
+		pm_vips_swap(&img, t);
 	}
 	if (img->Bands > 4) {
 		if (vips_extract_band(img, &t, 0, "n", 3, NULL))
 			goto fail;
-		swap_ref(&img, t);
+		pm_vips_swap(&img, t);
 	}
 	if (img->BandFmt != VIPS_FORMAT_UCHAR) {
 		if (vips_cast(img, &t, VIPS_FORMAT_UCHAR, NULL))
 			goto fail;
-		swap_ref(&img, t);
+		pm_vips_swap(&img, t);
 	}
 	*out = img;
 	return 0;

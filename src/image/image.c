@@ -73,8 +73,7 @@ void pm_image_global_init(void)
 	vips_block_untrusted_set(TRUE);
 }
 
-/* Copies libvips' error buffer into err and clears it. */
-static pm_status vips_fail(pm_err *err, pm_status s, const char *what)
+pm_status pm_vips_fail(pm_err *err, pm_status s, const char *what)
 {
 	char buf[400];
 	const char *v = vips_error_buffer();
@@ -86,7 +85,13 @@ static pm_status vips_fail(pm_err *err, pm_status s, const char *what)
 	for (n = 0; buf[n]; n++)
 		if (buf[n] == '\n')
 			buf[n] = buf[n + 1] ? ';' : '\0';
-	return pm_fail(err, s, "%s: %s", what, buf[0] ? buf : "unknown error");
+	return pm_fail(err, s, "%s: %s", what, buf[0] ? buf : "libvips error");
+}
+
+void pm_vips_swap(VipsImage **img, VipsImage *next)
+{
+	g_object_unref(*img);
+	*img = next;
 }
 
 pm_status pm_image_probe(const void *buf, size_t len, const pm_limits *lim,
@@ -120,7 +125,7 @@ pm_status pm_image_probe(const void *buf, size_t len, const pm_limits *lim,
 	im = vips_image_new_from_buffer(buf, len, "", "access",
 					VIPS_ACCESS_SEQUENTIAL, NULL);
 	if (!im)
-		return vips_fail(err, PM_ERR_DECODE, "unreadable header");
+		return pm_vips_fail(err, PM_ERR_DECODE, "unreadable header");
 
 	out->width = vips_image_get_width(im);
 	out->height = vips_image_get_height(im);
@@ -217,20 +222,24 @@ pm_status pm_image_decode(const void *buf, size_t len, int long_edge,
 	VipsImage *t = NULL, *mem;
 
 	*out = NULL;
+	/* long_edge <= 0: any size, so the image's own (SIZE_DOWN never
+	 * enlarges; the probe has already bounded the pixels). */
+	if (long_edge <= 0)
+		long_edge = VIPS_MAX_COORD;
 	/* fail_on=error: a truncated or corrupt file fails instead of being
 	 * padded with grey. */
 	if (vips_thumbnail_buffer((void *)buf, len, &t, long_edge, "height",
 				  long_edge, "size", VIPS_SIZE_DOWN,
 				  "option_string", "fail_on=error", NULL))
-		return vips_fail(err, PM_ERR_DECODE, "decode failed");
+		return pm_vips_fail(err, PM_ERR_DECODE, "decode failed");
 	if (to_srgb8(t, &t))
-		return vips_fail(err, PM_ERR_DECODE,
-				 "colour conversion failed");
+		return pm_vips_fail(err, PM_ERR_DECODE,
+				    "colour conversion failed");
 	/* Run the whole lazy pipeline (decode, shrink, colour) once, here. */
 	mem = vips_image_copy_memory(t);
 	g_object_unref(t);
 	if (!mem)
-		return vips_fail(err, PM_ERR_DECODE, "decode failed");
+		return pm_vips_fail(err, PM_ERR_DECODE, "decode failed");
 	if (!keep_meta)
 		strip_meta(mem);
 	vips_image_remove(mem, VIPS_META_ORIENTATION);
@@ -258,29 +267,33 @@ pm_status pm_image_fit(VipsImage *in, int long_edge, VipsImage **out,
 		/* Resample premultiplied so transparent pixels do not bleed
 		 * their colour into the edges. */
 		if (vips_premultiply(in, &t, NULL))
-			return vips_fail(err, PM_ERR_ENCODE, "resize failed");
+			return pm_vips_fail(err, PM_ERR_ENCODE,
+					    "resize failed");
 		if (vips_resize(t, &r, scale, NULL)) {
 			g_object_unref(t);
-			return vips_fail(err, PM_ERR_ENCODE, "resize failed");
+			return pm_vips_fail(err, PM_ERR_ENCODE,
+					    "resize failed");
 		}
 		g_object_unref(t);
 		if (vips_unpremultiply(r, &t, NULL)) {
 			g_object_unref(r);
-			return vips_fail(err, PM_ERR_ENCODE, "resize failed");
+			return pm_vips_fail(err, PM_ERR_ENCODE,
+					    "resize failed");
 		}
 		g_object_unref(r);
 		if (vips_cast_uchar(t, &r, NULL)) {
 			g_object_unref(t);
-			return vips_fail(err, PM_ERR_ENCODE, "resize failed");
+			return pm_vips_fail(err, PM_ERR_ENCODE,
+					    "resize failed");
 		}
 		g_object_unref(t);
 	} else if (vips_resize(in, &r, scale, NULL)) {
-		return vips_fail(err, PM_ERR_ENCODE, "resize failed");
+		return pm_vips_fail(err, PM_ERR_ENCODE, "resize failed");
 	}
 	*out = vips_image_copy_memory(r);
 	g_object_unref(r);
 	if (!*out)
-		return vips_fail(err, PM_ERR_ENCODE, "resize failed");
+		return pm_vips_fail(err, PM_ERR_ENCODE, "resize failed");
 	return PM_OK;
 }
 
@@ -296,11 +309,12 @@ pm_status pm_image_encode(VipsImage *in, const pm_encode_opts *o, void **buf,
 	*len = 0;
 	switch (o->format) {
 	case PM_FMT_WEBP:
-		rc = o->effort >= 0
-			 ? vips_webpsave_buffer(in, buf, len, "Q", q, "effort",
-						o->effort, "strip", strip, NULL)
-			 : vips_webpsave_buffer(in, buf, len, "Q", q, "strip",
-						strip, NULL);
+		/* Our default effort is 2, not libvips' 4: on the bundled
+		 * examples it takes 0.54x the CPU for 1.9% more bytes
+		 * (docs/BENCHMARKS.md, "WebP effort"). */
+		rc = vips_webpsave_buffer(in, buf, len, "Q", q, "effort",
+					  o->effort >= 0 ? o->effort : 2,
+					  "strip", strip, NULL);
 		break;
 	case PM_FMT_JPEG:
 		if (vips_image_hasalpha(in)) {
@@ -340,6 +354,6 @@ pm_status pm_image_encode(VipsImage *in, const pm_encode_opts *o, void **buf,
 	if (flat)
 		g_object_unref(flat);
 	if (rc)
-		return vips_fail(err, PM_ERR_ENCODE, "encode failed");
+		return pm_vips_fail(err, PM_ERR_ENCODE, "encode failed");
 	return PM_OK;
 }

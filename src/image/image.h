@@ -96,6 +96,13 @@ void pm_image_global_init(void);
 pm_status pm_image_probe(const void *buf, size_t len, const pm_limits *lim,
 			 pm_header *out, pm_err *err);
 
+/* Moves libvips' error buffer into err (one line, prefixed with what)
+ * and clears it; returns s. Any thread (libvips' buffer is per thread). */
+pm_status pm_vips_fail(pm_err *err, pm_status s, const char *what);
+/* Replaces *img (a reference the caller owns) with next, dropping the old
+ * one; next's reference moves to *img. */
+void pm_vips_swap(VipsImage **img, VipsImage *next);
+
 /* Decodes buf once, shrinking on load so the long edge is at most
  * long_edge (never enlarged), applying EXIF orientation, converting to
  * sRGB (8-bit, 3 or 4 bands), first frame only. The result is in memory.
@@ -111,7 +118,8 @@ pm_status pm_image_fit(VipsImage *in, int long_edge, VipsImage **out,
 typedef struct pm_encode_opts {
 	pm_format format; /* JPEG, PNG, WEBP, AVIF */
 	int quality;	  /* 1..100 (lossy formats) */
-	int effort;	  /* encoder effort; -1 = the format's default */
+	int effort;	  /* encoder effort; -1 = our default for the format
+			     (webp 2, others libvips') */
 	bool keep_meta;	  /* copy metadata into the output */
 } pm_encode_opts;
 

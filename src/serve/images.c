@@ -26,6 +26,7 @@
 
 #include "core/metrics.h"
 #include "core/util.h"
+#include "engine/search.h"
 #include "engine/single.h"
 #include "stages/pipeline.h"
 
@@ -99,6 +100,11 @@ bool srv_submit_upload(srv_req *q)
 /* A worker's state: its store connection. */
 typedef struct up_state {
 	pm_store *st;
+	/* the vectors image search compares with, loaded once and again
+	 * only when the store's stamp moves (this worker's own) */
+	pm_vecset *vs;
+	char vs_model[64];
+	int64_t vs_stamp;
 } up_state;
 
 static void *upload_main(void *arg)
@@ -134,6 +140,7 @@ static void *upload_main(void *arg)
 		s->up_busy--;
 		pthread_mutex_unlock(&s->up_mu);
 	}
+	pm_vecset_free(w.vs);
 	pm_store_close(w.st);
 	vips_thread_shutdown();
 	return NULL;
@@ -258,6 +265,23 @@ void srv_h_search_image(srv_req *q)
 		srv_submit_upload(q);
 }
 
+/* The options every single-image request of an upload worker shares:
+ * its pipeline run and store connection, the output folders, the limits
+ * and the durability. The caller adds what differs (job, title,
+ * record). */
+static void single_opts(srv *s, up_state *w, pm_pipeline *p,
+			pm_pipeline_run *pr, pm_single_opts *so)
+{
+	memset(so, 0, sizeof *so);
+	so->pipe = p;
+	so->pr = pr;
+	so->st = w->st;
+	so->out_root = s->out_root;
+	so->tmp_dir = s->tmp_dir;
+	so->limits = &s->o->limits;
+	so->sync = s->o->durability == PM_SYNC_FILE;
+}
+
 static void do_upload(srv *s, srv_req *q, up_state *w)
 {
 	pm_pipeline *p = NULL;
@@ -282,14 +306,8 @@ static void do_upload(srv *s, srv_req *q, up_state *w)
 		st = pm_pipeline_run_new(p, &pr, &e);
 	if (st)
 		goto out;
-	so.pipe = p;
-	so.pr = pr;
-	so.st = w->st;
+	single_opts(s, w, p, pr, &so);
 	so.job_id = job;
-	so.out_root = s->out_root;
-	so.tmp_dir = s->tmp_dir;
-	so.limits = &s->o->limits;
-	so.sync = s->o->durability == PM_SYNC_FILE;
 	so.title = title && strlen(title) <= 500 ? title : NULL;
 	so.record = true;
 	st = pm_single_process(&so, q->file, q->file_len, &res, &e);
@@ -361,6 +379,54 @@ static int near_cb(const char *sha, const char *ph, uint64_t h, void *ud)
 	return 0;
 }
 
+/* The limit nearest stored images to the query's vector (cosine, built-in
+ * model), appended to arr as {sha256, score, title, outputs}. */
+static pm_status embedding_hits(up_state *w, const pm_single_result *res,
+				int limit, json_t *arr, pm_err *e)
+{
+	pm_store *st = w->st;
+	pm_vecset *vs;
+	pm_vec_hit hits[NEAR_MAX];
+	pm_status rs;
+	int64_t stamp = 0;
+	int n;
+
+	if (!res->embedding)
+		return PM_OK;
+	/* Loading 100k vectors takes ~0.5 s and the scan ~8 ms: keep them
+	 * until a vector is added (docs/BENCHMARKS.md, "Search"). */
+	rs = pm_store_embeddings_stamp(st, &stamp, e);
+	if (rs)
+		return rs;
+	if (!w->vs || stamp != w->vs_stamp ||
+	    strcmp(w->vs_model, res->embedding_model) != 0) {
+		pm_vecset_free(w->vs);
+		w->vs = NULL;
+		rs = pm_vecset_load(st, res->embedding_model, &w->vs, e);
+		if (rs)
+			return rs;
+		w->vs_stamp = stamp;
+		snprintf(w->vs_model, sizeof w->vs_model, "%s",
+			 res->embedding_model);
+	}
+	vs = w->vs;
+	n = pm_vecset_dim(vs) == res->embedding_dim
+		? pm_vecset_topk(vs, res->embedding, limit, NULL, hits)
+		: 0;
+	for (int i = 0; i < n; i++) {
+		char title[512];
+		const char *sha = pm_vecset_sha(vs, hits[i].index);
+		json_t *outs = json_array();
+		pm_store_title(st, sha, title, sizeof title, e);
+		srv_outputs_json(st, sha, NULL, outs, e);
+		json_array_append_new(
+		    arr, json_pack("{s:s,s:f,s:s?,s:o}", "sha256", sha, "score",
+				   (double)hits[i].score, "title",
+				   title[0] ? title : NULL, "outputs", outs));
+	}
+	return PM_OK;
+}
+
 static void do_search_image(srv *s, srv_req *q, up_state *w)
 {
 	pm_pipeline *p = NULL;
@@ -371,8 +437,10 @@ static void do_search_image(srv *s, srv_req *q, up_state *w)
 	pm_status st;
 	int64_t limit, maxd;
 	near_ctx *c = NULL;
-	json_t *arr;
+	json_t *arr, *emb;
 	char ph[17];
+
+	memset(&res, 0, sizeof res);
 
 	if (!pm_http_int_param(srv_arg(q, "limit"), 1, NEAR_MAX, 10, &limit) ||
 	    !pm_http_int_param(srv_arg(q, "max_distance"), 0, 64, 20, &maxd)) {
@@ -385,21 +453,18 @@ static void do_search_image(srv *s, srv_req *q, up_state *w)
 		srv_reply_error(q, PM_ERR_STORE, "the store is not available");
 		return;
 	}
-	/* Only the hash of the query image: nothing is written. */
+	/* Only the hash and the vector of the query image: nothing is
+	 * written. */
 	st = pm_pipeline_parse("{\"name\":\"query\",\"stages\":[{\"stage\":"
-			       "\"phash\"}]}",
+			       "\"embed\"},{\"stage\":\"phash\"}]}",
 			       &p, &e);
 	if (!st)
 		st = pm_pipeline_run_new(p, &pr, &e);
 	if (st)
 		goto out;
-	so.pipe = p;
-	so.pr = pr;
-	so.st = w->st;
-	so.out_root = s->out_root;
-	so.tmp_dir = s->tmp_dir;
-	so.limits = &s->o->limits;
+	single_opts(s, w, p, pr, &so);
 	so.record = false;
+	so.want_embedding = true;
 	st = pm_single_process(&so, q->file, q->file_len, &res, &e);
 	if (st)
 		goto out;
@@ -431,13 +496,23 @@ static void do_search_image(srv *s, srv_req *q, up_state *w)
 			      "distance", c->best[i].d, "title",
 			      title[0] ? title : NULL, "outputs", outs));
 	}
+	emb = json_array();
+	st = embedding_hits(w, &res, (int)limit, emb, &e);
+	if (st) {
+		json_decref(arr);
+		json_decref(emb);
+		goto out;
+	}
 	snprintf(ph, sizeof ph, "%016llx", (unsigned long long)res.phash);
 	srv_reply_json(q, 200,
-		       json_pack("{s:{s:s,s:s},s:o}", "query", "phash", ph,
-				 "sha256", res.sha256, "results", arr));
+		       json_pack("{s:{s:s,s:s,s:s?},s:o,s:o}", "query", "phash",
+				 ph, "sha256", res.sha256, "model",
+				 res.embedding ? res.embedding_model : NULL,
+				 "results", arr, "embedding", emb));
 out:
 	if (st)
 		srv_reply_error(q, st, "%s", e.msg);
+	free(res.embedding);
 	free(c);
 	pm_pipeline_run_free(pr);
 	pm_pipeline_free(p);
@@ -500,6 +575,52 @@ static const char *format_ctype(const char *f)
 	return "application/octet-stream";
 }
 
+/* A per-thread memo of asset lookups (HTTP threads only; no locks): an
+ * output's file is content-addressed and never rewritten, so the store is
+ * asked once per (sha, name) per thread and MEMO_TTL seconds, which keeps
+ * SQLite and its file locks off the hot path of repeated GETs. A newer
+ * output of the same name (another pipeline) shows within MEMO_TTL. */
+#define MEMO_SLOTS 64
+#define MEMO_TTL   10.0
+typedef struct asset_memo {
+	char sha[65];
+	char name[64];
+	double t; /* pm_now() when stored; 0 = empty */
+	find_ctx f;
+} asset_memo;
+static __thread asset_memo memo[MEMO_SLOTS];
+
+static asset_memo *memo_slot(const char *sha, const char *name)
+{
+	unsigned h = 2166136261u;
+	for (const char *p = name; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	for (int i = 0; i < 16 && sha[i]; i++) /* hex: well mixed already */
+		h = (h ^ (unsigned char)sha[i]) * 16777619u;
+	return &memo[h % MEMO_SLOTS];
+}
+
+static bool memo_get(const char *sha, const char *name, find_ctx *f)
+{
+	asset_memo *m = memo_slot(sha, name);
+
+	if (m->t == 0 || pm_now() - m->t > MEMO_TTL ||
+	    strcmp(m->sha, sha) != 0 || strcmp(m->name, name) != 0)
+		return false;
+	*f = m->f;
+	return true;
+}
+
+static void memo_put(const char *sha, const char *name, const find_ctx *f)
+{
+	asset_memo *m = memo_slot(sha, name);
+
+	snprintf(m->sha, sizeof m->sha, "%.64s", sha);
+	snprintf(m->name, sizeof m->name, "%.63s", name);
+	m->f = *f;
+	m->t = pm_now();
+}
+
 void srv_h_asset(srv_req *q)
 {
 	srv *s = q->s;
@@ -518,10 +639,15 @@ void srv_h_asset(srv_req *q)
 				"digits and a file name such as 256.webp");
 		return;
 	}
-	st = srv_store(s, &e);
-	if (!st || pm_store_outputs(st, sha, NULL, name, find_cb, &f, &e)) {
-		srv_reply_error(q, PM_ERR_STORE, "%s", e.msg);
-		return;
+	if (!memo_get(sha, name, &f)) {
+		st = srv_store(s, &e);
+		if (!st ||
+		    pm_store_outputs(st, sha, NULL, name, find_cb, &f, &e)) {
+			srv_reply_error(q, PM_ERR_STORE, "%s", e.msg);
+			return;
+		}
+		if (f.found)
+			memo_put(sha, name, &f);
 	}
 	if (!f.found || strstr(f.path, "..") || f.path[0] == '/') {
 		srv_reply_error(q, PM_ERR_NOT_FOUND, "no output %s of %s", name,
@@ -583,10 +709,26 @@ void srv_h_asset(srv_req *q)
 
 /* ---- GET /api/outputs ---- */
 
+typedef struct recent_ctx {
+	pm_store *st;
+	json_t *arr;
+} recent_ctx;
+
 static int recent_cb(const pm_output_info *oi, void *ud)
 {
+	recent_ctx *c = ud;
 	json_t *j = output_json(oi->asset_sha256, oi);
+	json_t *outs = json_array();
+	pm_err e;
 
+	/* Every output of the asset, so a page can pick the size it
+	 * wants (the dashboard's gallery takes the one nearest 256 px). */
+	if (j && outs &&
+	    srv_outputs_json(c->st, oi->asset_sha256, oi->pipeline_hash, outs,
+			     &e) == PM_OK) {
+		json_object_set(j, "outputs", outs);
+	}
+	json_decref(outs);
 	if (j) {
 		/* sha256 is the source's, as in the asset URL and search
 		 * results; the file's own hash stays as output_sha256. */
@@ -595,7 +737,7 @@ static int recent_cb(const pm_output_info *oi, void *ud)
 		json_object_set_new(j, "sha256", json_string(oi->asset_sha256));
 		if (oi->title)
 			json_object_set_new(j, "title", json_string(oi->title));
-		json_array_append_new(ud, j);
+		json_array_append_new(c->arr, j);
 	}
 	return 0;
 }
@@ -613,8 +755,8 @@ void srv_h_outputs(srv_req *q)
 	}
 	st = srv_store(q->s, &e);
 	arr = json_array();
-	if (!st ||
-	    pm_store_recent_outputs(st, (int)limit, recent_cb, arr, &e)) {
+	if (!st || pm_store_recent_outputs(st, (int)limit, recent_cb,
+					   &(recent_ctx){st, arr}, &e)) {
 		json_decref(arr);
 		srv_reply_error(q, PM_ERR_STORE, "%s", e.msg);
 		return;
@@ -638,23 +780,44 @@ static int text_cb(const pm_search_hit *h, void *ud)
 	if (h->sha256)
 		srv_outputs_json(c->st, h->sha256, h->pipeline_hash, outs, &e);
 	json_array_append_new(
-	    c->arr, json_pack("{s:I,s:s,s:s?,s:s?,s:s?,s:f,s:o}", "job_id",
-			      (json_int_t)h->job_id, "key", h->key, "title",
-			      h->title, "image", h->image, "sha256", h->sha256,
-			      "score", h->score, "outputs", outs));
+	    c->arr,
+	    json_pack("{s:I,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:s?,s:b,s:f,s:o}",
+		      "job_id", (json_int_t)h->job_id, "key", h->key, "id",
+		      h->id, "title", h->title, "image", h->image, "sha256",
+		      h->sha256, "category", h->category, "snippet", h->snippet,
+		      "has_text", h->has_text, "score", h->score, "outputs",
+		      outs));
 	return 0;
 }
 
 void srv_h_search_text(srv_req *q)
 {
 	const char *text = srv_arg(q, "q");
+	const char *cat = srv_arg(q, "category");
+	const char *ht = srv_arg(q, "has_text");
 	char match[1200];
-	int64_t limit;
+	int64_t limit, job;
+	pm_text_query tq = {0};
 	text_ctx c;
 	pm_err e;
 
 	if (!pm_http_int_param(srv_arg(q, "limit"), 1, 100, 20, &limit)) {
 		srv_reply_error(q, PM_ERR_USAGE, "limit wants 1 to 100");
+		return;
+	}
+	if (!pm_http_int_param(srv_arg(q, "job"), 1, INT64_MAX, 0, &job)) {
+		srv_reply_error(q, PM_ERR_USAGE, "job wants a job id");
+		return;
+	}
+	if (ht && strcmp(ht, "true") && strcmp(ht, "false") &&
+	    strcmp(ht, "1") && strcmp(ht, "0")) {
+		srv_reply_error(q, PM_ERR_USAGE,
+				"has_text wants true or false");
+		return;
+	}
+	if (cat && strlen(cat) > 500) {
+		srv_reply_error(q, PM_ERR_USAGE,
+				"category wants at most 500 bytes");
 		return;
 	}
 	if (!text || strlen(text) > 1000 ||
@@ -664,10 +827,14 @@ void srv_h_search_text(srv_req *q)
 				"1000 bytes)");
 		return;
 	}
+	tq.match = match;
+	tq.limit = (int)limit;
+	tq.job_id = job;
+	tq.category = cat && *cat ? cat : NULL;
+	tq.has_text = ht && (strcmp(ht, "true") == 0 || strcmp(ht, "1") == 0);
 	c.st = srv_store(q->s, &e);
 	c.arr = json_array();
-	if (!c.st ||
-	    pm_store_search_text(c.st, match, (int)limit, text_cb, &c, &e)) {
+	if (!c.st || pm_store_search_text(c.st, &tq, text_cb, &c, &e)) {
 		json_decref(c.arr);
 		srv_reply_error(q, PM_ERR_STORE, "%s", e.msg);
 		return;

@@ -620,7 +620,8 @@ typedef struct items_ctx {
 	pm_store *st;
 	json_t *arr;
 	int64_t last;
-	int n;
+	int n, limit;
+	bool more; /* a row past the page exists: there is a next page */
 	pm_status err;
 	pm_err e;
 } items_ctx;
@@ -628,9 +629,14 @@ typedef struct items_ctx {
 static int item_cb(const pm_item_info *ii, void *ud)
 {
 	items_ctx *c = ud;
-	json_t *outs = json_array();
-	json_t *j;
+	json_t *outs, *j;
 
+	if (c->n == c->limit) {
+		/* The extra row asked for: the page is full and more follow. */
+		c->more = true;
+		return 1;
+	}
+	outs = json_array();
 	if (ii->sha256 && ii->pipeline_hash && strcmp(ii->state, "done") == 0) {
 		c->err = srv_outputs_json(c->st, ii->sha256, ii->pipeline_hash,
 					  outs, &c->e);
@@ -686,8 +692,10 @@ void srv_h_job_items(srv_req *q)
 		return;
 	}
 	c.arr = json_array();
-	st = pm_store_items(c.st, id, state, cursor, (int)limit, item_cb, &c,
-			    &e);
+	c.limit = (int)limit;
+	/* One row more than the page: next_cursor is null unless it exists. */
+	st = pm_store_items(c.st, id, state, cursor, (int)limit + 1, item_cb,
+			    &c, &e);
 	if (st || c.err) {
 		json_decref(c.arr);
 		reply_status(q, st ? st : c.err, st ? &e : &c.e);
@@ -696,7 +704,7 @@ void srv_h_job_items(srv_req *q)
 	snprintf(next, sizeof next, "%lld", (long long)c.last);
 	srv_reply_json(q, 200,
 		       json_pack("{s:o,s:s?}", "items", c.arr, "next_cursor",
-				 c.n == limit ? next : NULL));
+				 c.more ? next : NULL));
 }
 
 typedef struct state_of {

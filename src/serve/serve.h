@@ -72,6 +72,7 @@ typedef struct srv_conf {
 	srv_key keys[SRV_MAX_KEYS];
 	int n_keys;
 	bool protect_ops;   /* /health* and /metrics need a key too */
+	bool public_assets; /* GET /api/assets/... needs no key */
 	double rate, burst; /* per key (or client address), 0 = unlimited */
 	char cors[8][256];  /* allowed origins, exact match */
 	int n_cors;

@@ -62,6 +62,7 @@ enum {
 	F_UPLOAD = 2, /* reads an image body (max_upload) */
 	F_OPS = 4,    /* operations: open unless protect_ops */
 	F_QKEY = 8,   /* accepts ?api_key= (EventSource cannot set headers) */
+	F_ASSET = 16, /* an output file: open when public_assets is set */
 };
 
 typedef struct route {
@@ -99,13 +100,15 @@ static const route routes[] = {
     {"POST", "/api/images", srv_h_image, F_UPLOAD,
      "Process one uploaded image now", "pipeline,sizes,formats,quality,title",
      "200"},
-    {"GET", "/api/assets/{sha256}/{name}", srv_h_asset, 0, "An output file", "",
-     "200"},
+    {"GET", "/api/assets/{sha256}/{name}", srv_h_asset, F_ASSET,
+     "An output file", "", "200"},
     {"GET", "/api/outputs", srv_h_outputs, 0, "Recent outputs", "limit", "200"},
-    {"GET", "/api/search/text", srv_h_search_text, 0, "Full-text search",
-     "q,limit", "200"},
+    {"GET", "/api/search/text", srv_h_search_text, 0,
+     "Full-text search (titles, attributes, OCR text)",
+     "q,limit,job,category,has_text", "200"},
     {"POST", "/api/search/image", srv_h_search_image, F_UPLOAD,
-     "Nearest images by perceptual hash", "limit,max_distance", "200"},
+     "Nearest images by embedding and perceptual hash", "limit,max_distance",
+     "200"},
     {"GET", "/api/stats", h_stats, 0, "Per-second series for the charts", "",
      "200"},
     {"GET", "/api/openapi.json", h_openapi, F_OPS, "This document", "", "200"},
@@ -408,6 +411,7 @@ static bool authenticate(srv_req *q, const route *rt)
 	int found = -1;
 
 	if (c->n_keys == 0 || (rt && (rt->flags & F_OPS) && !c->protect_ops) ||
+	    (rt && (rt->flags & F_ASSET) && c->public_assets) ||
 	    q->route == ROUTE_STATIC)
 		return true;
 	key = request_key(q, rt && (rt->flags & F_QKEY));
@@ -996,8 +1000,12 @@ static void h_stats(srv_req *q)
 		int k = (s->st_pos - s->st_n + i + SRV_STATS_N) % SRV_STATS_N;
 		json_array_append_new(t, json_real(s->st_t[k]));
 		json_array_append_new(it, json_real(s->st_items[k]));
-		json_array_append_new(p50, json_real(s->st_p50[k]));
-		json_array_append_new(p95, json_real(s->st_p95[k]));
+		json_array_append_new(p50, isnan(s->st_p50[k])
+					       ? json_null()
+					       : json_real(s->st_p50[k]));
+		json_array_append_new(p95, isnan(s->st_p95[k])
+					       ? json_null()
+					       : json_real(s->st_p95[k]));
 	}
 	pthread_mutex_unlock(&s->st_mu);
 	srv_reply_json(q, 200,
@@ -1030,8 +1038,10 @@ static void sample_stats(srv *s)
 	k = s->st_pos;
 	s->st_t[k] = pm_wall();
 	s->st_items[k] = (double)(items - s->st_last_items);
-	s->st_p50[k] = n ? lat_quantile(s->st_lat, n, 0.50) : 0;
-	s->st_p95[k] = n ? lat_quantile(s->st_lat, n, 0.95) : 0;
+	/* No request in this second: no latency (NAN, sent as null), which
+	 * the chart draws as a gap rather than as a fall to 0 ms. */
+	s->st_p50[k] = n ? lat_quantile(s->st_lat, n, 0.50) : NAN;
+	s->st_p95[k] = n ? lat_quantile(s->st_lat, n, 0.95) : NAN;
 	s->st_last_items = items;
 	memset(s->st_lat, 0, sizeof s->st_lat);
 	s->st_pos = (k + 1) % SRV_STATS_N;
@@ -1160,6 +1170,13 @@ static pm_status load_config(srv *s, pm_err *err)
 		c->n_keys++;
 	}
 	c->protect_ops = json_is_true(json_object_get(j, "protect_ops"));
+	v = json_object_get(j, "public_assets");
+	if (v && !json_is_boolean(v)) {
+		json_decref(j);
+		return pm_fail(err, PM_ERR_USAGE,
+			       "config: public_assets wants true or false");
+	}
+	c->public_assets = json_is_true(v);
 	v = json_object_get(j, "rate_limit");
 	if (json_is_object(v)) {
 		c->rate = json_number_value(json_object_get(v, "per_second"));

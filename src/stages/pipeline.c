@@ -21,6 +21,7 @@ struct pm_pipeline {
 	char hash[65];
 	int decode_size;
 	int needs_pixels;
+	int uses_row; /* a stage's outputs depend on the row's text */
 	int n_stages;
 	const pm_stage_vt **vt; /* n_stages entries */
 };
@@ -36,22 +37,33 @@ static const struct {
 } builtins[] = {
     {"thumbnails", "{\"name\":\"thumbnails\",\"stages\":["
 		   "{\"stage\":\"thumbnail\"},{\"stage\":\"phash\"},"
-		   "{\"stage\":\"colors\"},{\"stage\":\"quality\"}]}"},
+		   "{\"stage\":\"colors\"},{\"stage\":\"quality\"},"
+		   "{\"stage\":\"embed\"}]}"},
     {"hashes", "{\"name\":\"hashes\",\"stages\":["
 	       "{\"stage\":\"phash\"},{\"stage\":\"colors\"},"
-	       "{\"stage\":\"quality\"}]}"},
+	       "{\"stage\":\"quality\"},{\"stage\":\"embed\"}]}"},
+    {"ocr", "{\"name\":\"ocr\",\"stages\":["
+	    "{\"stage\":\"ocr\"},{\"stage\":\"phash\"}]}"},
+    {"recipes", "{\"name\":\"recipes\",\"stages\":["
+		"{\"stage\":\"ocr\",\"psm\":4},{\"stage\":\"recipe\"},"
+		"{\"stage\":\"phash\"}]}"},
+    {"cutout", "{\"name\":\"cutout\",\"stages\":["
+	       "{\"stage\":\"cutout\",\"preview\":256},"
+	       "{\"stage\":\"phash\"}]}"},
+    {"ads", "{\"name\":\"ads\",\"stages\":["
+	    "{\"stage\":\"cutout\",\"engine\":\"fast\"},"
+	    "{\"stage\":\"compose\"}]}"},
 };
 
 const char *pm_pipeline_builtin_names(void)
 {
-	return "thumbnails, hashes";
+	return "thumbnails, hashes, ocr, recipes, cutout, ads";
 }
 
 static const pm_stage_vt *const stages[] = {
-    &pm_stage_thumbnail,
-    &pm_stage_phash,
-    &pm_stage_colors,
-    &pm_stage_quality,
+    &pm_stage_thumbnail, &pm_stage_phash,   &pm_stage_colors, &pm_stage_quality,
+    &pm_stage_ocr,	 &pm_stage_recipe,  &pm_stage_embed,  &pm_stage_cutout,
+    &pm_stage_analyze,	 &pm_stage_compose,
 };
 
 const pm_stage_vt *pm_stage_find(const char *name)
@@ -64,7 +76,8 @@ const pm_stage_vt *pm_stage_find(const char *name)
 
 const char *pm_stage_names(void)
 {
-	return "thumbnail, phash, colors, quality";
+	return "thumbnail, phash, colors, quality, embed, ocr, recipe, "
+	       "cutout, analyze, compose";
 }
 
 /* Validates root, fills defaults, computes canonical form and hash. */
@@ -91,6 +104,7 @@ static pm_status finish(pm_pipeline *p, pm_err *err)
 	p->n_stages = 0;
 	p->decode_size = 0;
 	p->needs_pixels = 0;
+	p->uses_row = 0;
 	json_array_foreach(list, i, st)
 	{
 		json_t *sn = json_object_get(st, "stage");
@@ -113,6 +127,7 @@ static pm_status finish(pm_pipeline *p, pm_err *err)
 		if (d > p->decode_size)
 			p->decode_size = d;
 		p->needs_pixels = 1;
+		p->uses_row |= vt->uses_row;
 	}
 	free(p->canonical);
 	p->canonical = json_dumps(p->root, JSON_SORT_KEYS | JSON_COMPACT);
@@ -234,6 +249,11 @@ int pm_pipeline_needs_pixels(const pm_pipeline *p)
 	return p->needs_pixels;
 }
 
+int pm_pipeline_uses_row(const pm_pipeline *p)
+{
+	return p->uses_row;
+}
+
 pm_status pm_pipeline_run_new(const pm_pipeline *p, pm_pipeline_run **out,
 			      pm_err *err)
 {
@@ -289,10 +309,17 @@ void pm_pipeline_run_free(pm_pipeline_run *r)
 
 void pm_item_ctx_clear(pm_item_ctx *ctx)
 {
+	json_decref(ctx->row_attrs);
+	ctx->row_attrs = NULL;
+	ctx->currency = ctx->brand = NULL;
 	free(ctx->colors_json);
 	ctx->colors_json = NULL;
 	json_decref(ctx->meta);
 	ctx->meta = NULL;
+	free(ctx->embedding);
+	ctx->embedding = NULL;
+	ctx->embedding_dim = 0;
+	ctx->embedding_model[0] = '\0';
 	ctx->n_outputs = 0;
 	ctx->has_phash = false;
 	ctx->sharpness = NAN;

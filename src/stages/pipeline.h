@@ -54,6 +54,9 @@ const char *pm_pipeline_canonical(const pm_pipeline *p); /* JSON text */
 int pm_pipeline_decode_size(const pm_pipeline *p);
 /* Whether any stage needs decoded pixels (else only hashing happens). */
 int pm_pipeline_needs_pixels(const pm_pipeline *p);
+/* Whether a stage's outputs depend on the row's text (pm_stage_vt
+ * uses_row): the engine then keys assets with pm_row_key. */
+int pm_pipeline_uses_row(const pm_pipeline *p);
 
 pm_status pm_pipeline_run_new(const pm_pipeline *p, pm_pipeline_run **out,
 			      pm_err *err);

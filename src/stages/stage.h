@@ -40,6 +40,13 @@ typedef struct pm_item_ctx {
 	const char *tmp_dir;   /* absolute folder for temporary files */
 	bool sync;	       /* fsync each output before its rename */
 	bool keep_meta;	       /* copy metadata into outputs */
+	const char *title;     /* the row's title or NULL; not owned */
+	/* the row's price (as written), currency and brand (the "currency"
+	 * and "brand" columns), NULL when absent; set by pm_ctx_set_row
+	 * (stages/row.c): price not owned, currency/brand point into
+	 * row_attrs, which the context owns */
+	const char *price, *currency, *brand;
+	json_t *row_attrs;
 
 	/* results, filled by stages; strings are owned by the context */
 	pm_output_rec outputs[PM_MAX_OUTPUTS];
@@ -52,6 +59,10 @@ typedef struct pm_item_ctx {
 	char *colors_json; /* malloc'd by the colors stage */
 	double sharpness;  /* NAN until the quality stage runs */
 	json_t *meta;	   /* extra facts (object), owned by the context */
+	float *embedding;  /* embed stage: embedding_dim floats, L2-normalised,
+			      malloc'd, owned by the context; NULL if none */
+	int embedding_dim;
+	char embedding_model[40]; /* id of the model that made it */
 } pm_item_ctx;
 
 typedef struct pm_stage_vt {
@@ -64,6 +75,11 @@ typedef struct pm_stage_vt {
 	pm_status (*init)(const json_t *params, void **state, pm_err *err);
 	pm_status (*process)(void *state, pm_item_ctx *ctx, pm_err *err);
 	void (*fini)(void *state);
+	/* true when outputs depend on the row's text (title, price,
+	 * currency, brand), not only on the image: the engine then keys the
+	 * asset on both (pm_row_key), so two rows with the same image but
+	 * different text get their own outputs */
+	bool uses_row;
 } pm_stage_vt;
 
 /* Registered stages, by name; NULL if unknown. */
@@ -81,5 +97,22 @@ extern const pm_stage_vt pm_stage_thumbnail;
 extern const pm_stage_vt pm_stage_phash;
 extern const pm_stage_vt pm_stage_colors;
 extern const pm_stage_vt pm_stage_quality;
+extern const pm_stage_vt pm_stage_ocr;	  /* stages/ocr.c */
+extern const pm_stage_vt pm_stage_recipe; /* stages/recipe_stage.c */
+extern const pm_stage_vt pm_stage_embed;
+extern const pm_stage_vt pm_stage_cutout;  /* stages/cutout.c */
+extern const pm_stage_vt pm_stage_compose; /* stages/compose.c */
+
+/* Sets ctx's row fields (stages/row.c): title and price point at the
+ * caller's strings (which must outlive ctx's use); currency and brand come
+ * from attrs_json (the record's other columns, keys matched without case)
+ * parsed into ctx->row_attrs. Any argument may be NULL. */
+void pm_ctx_set_row(pm_item_ctx *ctx, const char *title, const char *price,
+		    const char *attrs_json);
+/* The asset key of a pipeline that uses the row: hex SHA-256 over the
+ * source's hash and ctx's title, price, currency and brand (an absent field
+ * and an empty one differ). */
+void pm_row_key(const char *src_sha, const pm_item_ctx *ctx, char out[65]);
+extern const pm_stage_vt pm_stage_analyze;
 
 #endif

@@ -4,8 +4,9 @@
  * Params: "sizes" (long edges, px, never enlarged; default [128,512,1024]),
  * "formats" (webp, jpeg, png, avif; default ["webp"]), "quality" (object of
  * format -> 1..100; defaults webp 80, jpeg 82, avif 50), "effort" (encoder
- * effort, -1 = libvips default). Sizes are produced largest first, each
- * from the previous (never from a smaller one), so each resize is short.
+ * effort, -1 = our default: webp 2, libvips' for the others). Sizes are
+ * produced largest first, each from the previous (never from a smaller one), so
+ * each resize is short.
  *
  * Threads: init/process/fini on one worker thread; check/decode_size any.
  */
@@ -233,7 +234,7 @@ static void thumb_fini(void *state)
 
 const pm_stage_vt pm_stage_thumbnail = {
     .name = "thumbnail",
-    .version = 1,
+    .version = 2, /* 2: webp effort 2 by default (was libvips' 4) */
     .check = thumb_check,
     .decode_size = thumb_decode_size,
     .init = thumb_init,

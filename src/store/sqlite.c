@@ -148,6 +148,59 @@ static const char *const migrations[] = {
     /* v5: rows with several image candidates: the choice and the
      * rejected ones. */
     "ALTER TABLE items ADD COLUMN candidates TEXT;",
+
+    /* v6: visual embeddings per (model, source); the text seen in an
+     * item's image (OCR, later captions: asset_text) in the full-text
+     * index, which therefore keeps its own copy of what it indexes (the
+     * text is not an items column). */
+    "CREATE TABLE embeddings ("
+    " id INTEGER PRIMARY KEY,"
+    " sha256 TEXT NOT NULL,"
+    " model TEXT NOT NULL,"
+    " dim INTEGER NOT NULL,"
+    " vec BLOB NOT NULL,"
+    " created REAL NOT NULL,"
+    " UNIQUE (model, sha256)"
+    ");"
+    "CREATE VIEW asset_text AS SELECT id, trim("
+    " coalesce(CASE WHEN json_valid(meta_json)"
+    "  THEN json_extract(meta_json, '$.ocr.text') END, '') || ' ' ||"
+    " coalesce(CASE WHEN json_valid(meta_json)"
+    "  THEN json_extract(meta_json, '$.caption') END, '')) AS text"
+    " FROM assets;"
+    "DROP TRIGGER items_fts_ai;"
+    "DROP TRIGGER items_fts_ad;"
+    "DROP TRIGGER items_fts_au;"
+    "DROP TABLE items_fts;"
+    "CREATE VIRTUAL TABLE items_fts USING fts5 ("
+    " title, category, attrs, text);"
+    "INSERT INTO items_fts (rowid, title, category, attrs, text)"
+    " SELECT i.id, i.title, i.category, i.attrs,"
+    " (SELECT text FROM asset_text t WHERE t.id = i.asset_id)"
+    " FROM items i;"
+    "CREATE TRIGGER items_fts_ai AFTER INSERT ON items BEGIN"
+    " INSERT INTO items_fts (rowid, title, category, attrs, text)"
+    " VALUES (new.id, new.title, new.category, new.attrs,"
+    " (SELECT text FROM asset_text WHERE id = new.asset_id));"
+    "END;"
+    "CREATE TRIGGER items_fts_ad AFTER DELETE ON items BEGIN"
+    " DELETE FROM items_fts WHERE rowid = old.id;"
+    "END;"
+    "CREATE TRIGGER items_fts_au"
+    " AFTER UPDATE OF title, category, attrs, asset_id ON items BEGIN"
+    " DELETE FROM items_fts WHERE rowid = old.id;"
+    " INSERT INTO items_fts (rowid, title, category, attrs, text)"
+    " VALUES (new.id, new.title, new.category, new.attrs,"
+    " (SELECT text FROM asset_text WHERE id = new.asset_id));"
+    "END;"
+    "CREATE TRIGGER assets_fts_au AFTER UPDATE OF meta_json ON assets BEGIN"
+    " DELETE FROM items_fts"
+    "  WHERE rowid IN (SELECT id FROM items WHERE asset_id = new.id);"
+    " INSERT INTO items_fts (rowid, title, category, attrs, text)"
+    " SELECT id, title, category, attrs,"
+    " (SELECT text FROM asset_text WHERE id = new.id)"
+    " FROM items WHERE asset_id = new.id;"
+    "END;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -184,8 +237,22 @@ enum {
 	Q_TITLE,
 	Q_STATS_JOBS,
 	Q_STATS_DLQ,
+	Q_EMB_PUT,
+	Q_EMB_ALL,
+	Q_EMB_GET,
+	Q_EMB_STAMP,
+	Q_ASSET_ITEMS_ALL,
+	Q_ASSET_ITEMS_SHA,
+	Q_FIND_ITEMS,
 	Q_COUNT
 };
+
+/* Done items with their asset (pm_asset_item), before the filters. */
+#define ASSET_ITEM_COLS                                                        \
+	"SELECT i.job_id, i.key, i.record_id, i.image, i.title, i.category,"   \
+	" i.sha256, a.width, a.height, a.bytes, a.phash, a.sharpness"          \
+	" FROM items i JOIN assets a ON a.id = i.asset_id"                     \
+	" WHERE i.state = 'done' AND (?1 = 0 OR i.job_id = ?1)"
 
 static const char *const queries[Q_COUNT] = {
     [Q_JOB_CREATE] =
@@ -221,12 +288,38 @@ static const char *const queries[Q_COUNT] = {
 		 " WHERE o.id IN (SELECT MIN(o2.id) FROM outputs o2"
 		 "  GROUP BY o2.asset_id ORDER BY o2.asset_id DESC LIMIT ?1)"
 		 " ORDER BY o.asset_id DESC",
+    /* BM25 column weights: title 4, category 2, attributes 1, image
+     * text 1. */
     [Q_SEARCH] = "SELECT i.job_id, i.key, i.title, i.sha256, i.image,"
-		 " -bm25(items_fts) AS score, j.pipeline_hash"
+		 " -bm25(items_fts, 4.0, 2.0, 1.0, 1.0) AS score,"
+		 " j.pipeline_hash,"
+		 " snippet(items_fts, -1, ?5, ?6, '...', 16),"
+		 " i.category, coalesce(f.text, '') <> '', i.record_id"
 		 " FROM items_fts f JOIN items i ON i.id = f.rowid"
 		 " JOIN jobs j ON j.id = i.job_id"
-		 " WHERE items_fts MATCH ?1 ORDER BY bm25(items_fts)"
-		 " LIMIT ?2",
+		 " WHERE items_fts MATCH ?1"
+		 " AND (?3 = 0 OR i.job_id = ?3)"
+		 " AND (?4 IS NULL OR i.category = ?4)"
+		 " AND (?7 = 0 OR coalesce(f.text, '') <> '')"
+		 " ORDER BY bm25(items_fts, 4.0, 2.0, 1.0, 1.0) LIMIT ?2",
+    [Q_EMB_PUT] = "INSERT INTO embeddings (sha256, model, dim, vec, created)"
+		  " VALUES (?1, ?2, ?3, ?4, ?5)"
+		  " ON CONFLICT (model, sha256) DO UPDATE SET"
+		  " dim = excluded.dim, vec = excluded.vec,"
+		  " created = excluded.created",
+    /* a sequential scan beats the (model, sha256) index here: rows come in
+     * insertion order, not in random sha256 order */
+    [Q_EMB_ALL] = "SELECT sha256, dim, vec FROM embeddings NOT INDEXED"
+		  " WHERE model = ?1",
+    [Q_EMB_GET] = "SELECT dim, vec FROM embeddings"
+		  " WHERE model = ?1 AND sha256 = ?2",
+    [Q_EMB_STAMP] = "SELECT coalesce(max(id), 0) FROM embeddings",
+    [Q_ASSET_ITEMS_ALL] =
+	ASSET_ITEM_COLS " ORDER BY i.sha256, i.job_id, i.ordinal",
+    [Q_ASSET_ITEMS_SHA] =
+	ASSET_ITEM_COLS " AND i.sha256 = ?2 ORDER BY i.job_id, i.ordinal",
+    [Q_FIND_ITEMS] = ASSET_ITEM_COLS
+    " AND (i.key = ?2 OR i.record_id = ?2) ORDER BY i.id DESC",
     [Q_PHASH] = "SELECT sha256, pipeline_hash, phash FROM assets"
 		" WHERE phash IS NOT NULL",
     [Q_TITLE] = "SELECT title FROM items WHERE sha256 = ?1"
@@ -864,6 +957,26 @@ static pm_status lookup_id(sq_conn *c, sqlite3_stmt *st, int64_t *id,
 	return s;
 }
 
+/* Stores (or replaces) one vector as a float32 BLOB in native order. */
+static pm_status put_embedding(sq_conn *c, const char *sha256,
+			       const char *model, const float *vec, int dim,
+			       double now, pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, Q_EMB_PUT, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, sha256) || b_text(st, 2, model) ||
+	    b_i64(st, 3, dim) ||
+	    sqlite3_bind_blob(st, 4, vec, (int)((size_t)dim * sizeof *vec),
+			      SQLITE_STATIC) ||
+	    b_dbl(st, 5, now) || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "store embedding");
+	q_done(st);
+	return s;
+}
+
 /* Inserts the asset and its outputs if absent; *asset_id = its row id. */
 static pm_status put_asset(sq_conn *c, const pm_asset_rec *a, double now,
 			   int64_t *asset_id, pm_err *err)
@@ -900,6 +1013,12 @@ static pm_status put_asset(sq_conn *c, const pm_asset_rec *a, double now,
 	if (*asset_id == 0)
 		return pm_fail(err, PM_ERR_INTERNAL,
 			       "asset %s vanished after insert", a->sha256);
+	if (a->embedding && a->embedding_dim > 0 && a->embedding_model) {
+		s = put_embedding(c, a->sha256, a->embedding_model,
+				  a->embedding, a->embedding_dim, now, err);
+		if (s != PM_OK)
+			return s;
+	}
 
 	for (int i = 0; i < a->n_outputs; i++) {
 		const pm_output_rec *o = &a->outputs[i];
@@ -1267,7 +1386,7 @@ out:
 	return s;
 }
 
-static pm_status sq_search(void *conn, const char *match, int limit,
+static pm_status sq_search(void *conn, const pm_text_query *q,
 			   int (*cb)(const pm_search_hit *hit, void *ud),
 			   void *ud, pm_err *err)
 {
@@ -1278,7 +1397,12 @@ static pm_status sq_search(void *conn, const char *match, int limit,
 
 	if (!st)
 		return PM_ERR_STORE;
-	if (b_text(st, 1, match) || b_i64(st, 2, limit > 0 ? limit : -1)) {
+	if (b_text(st, 1, q->match) ||
+	    b_i64(st, 2, q->limit > 0 ? q->limit : -1) ||
+	    b_i64(st, 3, q->job_id) || b_text(st, 4, q->category) ||
+	    b_text(st, 5, q->mark_open ? q->mark_open : "[") ||
+	    b_text(st, 6, q->mark_close ? q->mark_close : "]") ||
+	    b_i64(st, 7, q->has_text ? 1 : 0)) {
 		s = sq_fail(c->db, err, "search");
 		goto out;
 	}
@@ -1291,6 +1415,10 @@ static pm_status sq_search(void *conn, const char *match, int limit,
 		    .image = col_text(st, 4),
 		    .score = sqlite3_column_double(st, 5),
 		    .pipeline_hash = col_text(st, 6),
+		    .snippet = col_text(st, 7),
+		    .category = col_text(st, 8),
+		    .has_text = sqlite3_column_int(st, 9) != 0,
+		    .id = col_text(st, 10),
 		};
 		if (cb && cb(&h, ud))
 			goto out;
@@ -1322,6 +1450,162 @@ static pm_status sq_phashes(void *conn,
 	}
 	if (rc != SQLITE_DONE)
 		s = sq_fail(c->db, err, "scan hashes");
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_embeddings(void *conn, const char *model,
+			       int (*cb)(const char *sha256, const float *vec,
+					 int dim, void *ud),
+			       void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_EMB_ALL, err);
+	pm_status s = PM_OK;
+	float *buf = NULL;
+	int cap = 0, rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, model)) {
+		s = sq_fail(c->db, err, "embeddings");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int dim = sqlite3_column_int(st, 1);
+		const void *blob = sqlite3_column_blob(st, 2);
+		int n = sqlite3_column_bytes(st, 2);
+		if (dim < 1 || !blob || n != dim * (int)sizeof(float))
+			continue; /* not a vector of this shape: skip it */
+		if (dim > cap) {
+			float *nb = realloc(buf, (size_t)dim * sizeof *buf);
+			if (!nb) {
+				s = pm_fail(err, PM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+			buf = nb;
+			cap = dim;
+		}
+		memcpy(buf, blob, (size_t)n); /* the blob may be unaligned */
+		if (cb && cb(col_text(st, 0), buf, dim, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "embeddings");
+out:
+	free(buf);
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_embeddings_stamp(void *conn, int64_t *stamp, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_EMB_STAMP, err);
+	pm_status s = PM_OK;
+
+	*stamp = 0;
+	if (!st)
+		return PM_ERR_STORE;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		*stamp = sqlite3_column_int64(st, 0);
+	else
+		s = sq_fail(c->db, err, "embeddings stamp");
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_embedding_get(void *conn, const char *sha256,
+				  const char *model, float *out, int cap,
+				  int *dim, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_EMB_GET, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	*dim = 0;
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, model) || b_text(st, 2, sha256)) {
+		s = sq_fail(c->db, err, "embedding");
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		int d = sqlite3_column_int(st, 0);
+		const void *blob = sqlite3_column_blob(st, 1);
+		int n = sqlite3_column_bytes(st, 1);
+		if (d < 1 || !blob || n != d * (int)sizeof(float))
+			s = pm_fail(err, PM_ERR_STORE,
+				    "embedding of %s: malformed", sha256);
+		else if (d > cap)
+			s = pm_fail(err, PM_ERR_INTERNAL,
+				    "embedding of %s: %d floats, room for %d",
+				    sha256, d, cap);
+		else {
+			memcpy(out, blob, (size_t)n);
+			*dim = d;
+		}
+	} else if (rc != SQLITE_DONE) {
+		s = sq_fail(c->db, err, "embedding");
+	}
+out:
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_embedding_put(void *conn, const char *sha256,
+				  const char *model, const float *vec, int dim,
+				  pm_err *err)
+{
+	return put_embedding(conn, sha256, model, vec, dim, now_unix(), err);
+}
+
+static pm_status sq_asset_items(void *conn, int64_t job_id, const char *sha256,
+				const char *ref,
+				int (*cb)(const pm_asset_item *it, void *ud),
+				void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	int q = ref	 ? Q_FIND_ITEMS
+		: sha256 ? Q_ASSET_ITEMS_SHA
+			 : Q_ASSET_ITEMS_ALL;
+	sqlite3_stmt *st = q_get(c, q, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) ||
+	    (q != Q_ASSET_ITEMS_ALL && b_text(st, 2, ref ? ref : sha256))) {
+		s = sq_fail(c->db, err, "items of assets");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_asset_item it = {
+		    .job_id = sqlite3_column_int64(st, 0),
+		    .key = col_text(st, 1),
+		    .id = col_text(st, 2),
+		    .image = col_text(st, 3),
+		    .title = col_text(st, 4),
+		    .category = col_text(st, 5),
+		    .sha256 = col_text(st, 6),
+		    .width = sqlite3_column_int(st, 7),
+		    .height = sqlite3_column_int(st, 8),
+		    .bytes = sqlite3_column_int64(st, 9),
+		    .phash = (uint64_t)sqlite3_column_int64(st, 10),
+		    .has_phash = sqlite3_column_type(st, 10) != SQLITE_NULL,
+		    .sharpness = sqlite3_column_type(st, 11) == SQLITE_NULL
+				     ? NAN
+				     : sqlite3_column_double(st, 11),
+		};
+		if (cb && cb(&it, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "items of assets");
 out:
 	q_done(st);
 	return s;
@@ -1409,5 +1693,10 @@ const pm_store_backend pm_store_sqlite = {
     .search = sq_search,
     .phashes = sq_phashes,
     .title = sq_title,
+    .embeddings = sq_embeddings,
+    .embeddings_stamp = sq_embeddings_stamp,
+    .embedding_get = sq_embedding_get,
+    .embedding_put = sq_embedding_put,
+    .asset_items = sq_asset_items,
     .stats = sq_stats,
 };

@@ -70,6 +70,18 @@ pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
 	return PM_OK;
 }
 
+pm_status pm_store_open_existing(const char *url, pm_store **out, pm_err *err)
+{
+	pm_status st = pm_store_open(url, true, out, err);
+
+	if (st || (*out)->be != &pm_store_sqlite ||
+	    pm_store_schema_version(*out) >= pm_sqlite_latest_version())
+		return st;
+	pm_store_close(*out);
+	*out = NULL;
+	return pm_store_open(url, false, out, err);
+}
+
 void pm_store_close(pm_store *s)
 {
 	if (!s)
@@ -246,11 +258,60 @@ pm_status pm_store_recent_outputs(pm_store *s, int limit,
 	return s->be->recent(s->conn, limit, cb, ud, err);
 }
 
-pm_status pm_store_search_text(pm_store *s, const char *match, int limit,
+pm_status pm_store_search_text(pm_store *s, const pm_text_query *q,
 			       int (*cb)(const pm_search_hit *hit, void *ud),
 			       void *ud, pm_err *err)
 {
-	return s->be->search(s->conn, match, limit, cb, ud, err);
+	if (!q || !q->match)
+		return pm_fail(err, PM_ERR_USAGE, "search: no query");
+	return s->be->search(s->conn, q, cb, ud, err);
+}
+
+pm_status pm_store_embeddings(pm_store *s, const char *model,
+			      int (*cb)(const char *sha256, const float *vec,
+					int dim, void *ud),
+			      void *ud, pm_err *err)
+{
+	return s->be->embeddings(s->conn, model, cb, ud, err);
+}
+
+pm_status pm_store_embeddings_stamp(pm_store *s, int64_t *stamp, pm_err *err)
+{
+	return s->be->embeddings_stamp(s->conn, stamp, err);
+}
+
+pm_status pm_store_embedding_get(pm_store *s, const char *sha256,
+				 const char *model, float *out, int cap,
+				 int *dim, pm_err *err)
+{
+	return s->be->embedding_get(s->conn, sha256, model, out, cap, dim, err);
+}
+
+pm_status pm_store_embedding_put(pm_store *s, const char *sha256,
+				 const char *model, const float *vec, int dim,
+				 pm_err *err)
+{
+	if (!sha256 || !model || !vec || dim < 1)
+		return pm_fail(err, PM_ERR_INTERNAL,
+			       "embedding_put: bad "
+			       "arguments");
+	return s->be->embedding_put(s->conn, sha256, model, vec, dim, err);
+}
+
+pm_status pm_store_asset_items(pm_store *s, int64_t job_id, const char *sha256,
+			       int (*cb)(const pm_asset_item *it, void *ud),
+			       void *ud, pm_err *err)
+{
+	return s->be->asset_items(s->conn, job_id, sha256, NULL, cb, ud, err);
+}
+
+pm_status pm_store_find_items(pm_store *s, int64_t job_id, const char *ref,
+			      int (*cb)(const pm_asset_item *it, void *ud),
+			      void *ud, pm_err *err)
+{
+	if (!ref)
+		return pm_fail(err, PM_ERR_USAGE, "find items: no reference");
+	return s->be->asset_items(s->conn, job_id, NULL, ref, cb, ud, err);
 }
 
 bool pm_store_fts_query(const char *text, char *out, size_t size)

@@ -14,7 +14,9 @@
  *           phash, colours, sharpness, metadata JSON
  *   outputs one per (asset, name): relative path, format, width, height,
  *           bytes, sha256 of the output file
- *   items_fts  full-text index over title, category and attributes
+ *   items_fts  full-text index over title, category, attributes and the
+ *           text seen in the item's image (OCR, later captions)
+ *   embeddings one vector per (source sha256, model id): float32 BLOB
  *
  * Threads: a pm_store is one connection, used by one thread at a time. Each
  * thread that needs the store opens its own (the run's writer thread writes;
@@ -38,6 +40,10 @@ typedef struct pm_store pm_store;
 pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
 			pm_err *err);
 void pm_store_close(pm_store *s);
+/* Opens an existing store for queries: read-only if its schema is current,
+ * else read-write once to migrate it (so a newer pixmill can query an
+ * older store). PM_ERR_NOT_FOUND if it does not exist. */
+pm_status pm_store_open_existing(const char *url, pm_store **out, pm_err *err);
 /* Schema version after migrations (for `status` and tests). */
 int pm_store_schema_version(pm_store *s);
 
@@ -181,6 +187,11 @@ typedef struct pm_asset_rec {
 	double sharpness;	 /* higher is sharper; NAN if not computed */
 	const char *meta_json;	 /* other per-asset facts as a JSON object,
 				    or NULL */
+	/* the embed stage's vector (embedding_dim floats), stored under
+	 * (sha256, embedding_model); NULL if none. Borrowed. */
+	const float *embedding;
+	int embedding_dim;
+	const char *embedding_model;
 	int n_outputs;
 	const pm_output_rec *outputs;
 } pm_asset_rec;
@@ -267,12 +278,27 @@ pm_status pm_store_recent_outputs(pm_store *s, int limit,
 typedef struct pm_search_hit {
 	int64_t job_id;
 	const char *key, *title, *sha256, *image, *pipeline_hash;
-	double score; /* higher is better */
+	const char *id;	      /* the catalog's id, or NULL */
+	const char *category; /* or NULL */
+	const char *snippet;  /* the best-matching passage, matches between
+				 the query's markers */
+	bool has_text;	      /* the image has OCR text */
+	double score;	      /* BM25, higher is better */
 } pm_search_hit;
 
-/* Full-text search; match is an FTS5 query (pm_store_fts_query builds a
- * safe one from user text). Best first. */
-pm_status pm_store_search_text(pm_store *s, const char *match, int limit,
+typedef struct pm_text_query {
+	const char *match;    /* FTS5 query (see pm_store_fts_query) */
+	int64_t job_id;	      /* 0 = every job */
+	const char *category; /* exact category, or NULL = any */
+	bool has_text;	      /* only items whose image has OCR text */
+	int limit;	      /* at most this many hits (0 = no limit) */
+	const char *mark_open, *mark_close; /* around matches in snippets;
+					       NULL = "[" and "]" */
+} pm_text_query;
+
+/* Full-text search over titles, categories, attributes and image text
+ * (OCR, captions), ranked by BM25 (title weighs most); best first. */
+pm_status pm_store_search_text(pm_store *s, const pm_text_query *q,
 			       int (*cb)(const pm_search_hit *hit, void *ud),
 			       void *ud, pm_err *err);
 /* Turns free text into an FTS5 query that matches rows containing every
@@ -286,6 +312,54 @@ pm_status pm_store_phashes(pm_store *s,
 				     const char *pipeline_hash, uint64_t phash,
 				     void *ud),
 			   void *ud, pm_err *err);
+/* ---- embeddings (search by image) ---- */
+
+/* Calls cb for every stored vector of model (id as in pm_asset_rec), in
+ * no particular order. vec (dim floats) lives only during the call. */
+pm_status pm_store_embeddings(pm_store *s, const char *model,
+			      int (*cb)(const char *sha256, const float *vec,
+					int dim, void *ud),
+			      void *ud, pm_err *err);
+/* Copies source sha256's vector of model into out (cap floats): *dim =
+ * its length, 0 if there is none (PM_ERR_INTERNAL if over cap). */
+pm_status pm_store_embedding_get(pm_store *s, const char *sha256,
+				 const char *model, float *out, int cap,
+				 int *dim, pm_err *err);
+/* A number that changes whenever a vector is added or replaced (the
+ * largest row id), so a caller holding loaded vectors knows when to
+ * reload them. */
+pm_status pm_store_embeddings_stamp(pm_store *s, int64_t *stamp, pm_err *err);
+/* Stores (or replaces) one vector outside an item put (backfills,
+ * benchmarks). Inside a batch if one is open. */
+pm_status pm_store_embedding_put(pm_store *s, const char *sha256,
+				 const char *model, const float *vec, int dim,
+				 pm_err *err);
+
+/* ---- items by asset (search results, duplicates) ---- */
+
+typedef struct pm_asset_item {
+	int64_t job_id;
+	const char *key, *id, *image, *title, *category; /* id: catalog id */
+	const char *sha256;				 /* the source's */
+	int width, height;				 /* of the source */
+	int64_t bytes;
+	uint64_t phash;
+	bool has_phash;
+	double sharpness; /* NAN if not measured */
+} pm_asset_item;
+
+/* Done items with an asset, with their asset's facts: of source sha256
+ * (NULL = every source, ordered by sha256, then job and catalog order),
+ * of job_id (0 = every job). */
+pm_status pm_store_asset_items(pm_store *s, int64_t job_id, const char *sha256,
+			       int (*cb)(const pm_asset_item *it, void *ud),
+			       void *ud, pm_err *err);
+/* Done items whose key or catalog id is ref (job_id 0 = any job), newest
+ * first. */
+pm_status pm_store_find_items(pm_store *s, int64_t job_id, const char *ref,
+			      int (*cb)(const pm_asset_item *it, void *ud),
+			      void *ud, pm_err *err);
+
 /* A title of an item made from source sha256, "" if none. */
 pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
 			 size_t size, pm_err *err);

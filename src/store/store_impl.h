@@ -76,9 +76,24 @@ typedef struct pm_store_backend {
 	pm_status (*recent)(void *conn, int limit,
 			    int (*cb)(const pm_output_info *info, void *ud),
 			    void *ud, pm_err *err);
-	pm_status (*search)(void *conn, const char *match, int limit,
+	pm_status (*search)(void *conn, const pm_text_query *q,
 			    int (*cb)(const pm_search_hit *hit, void *ud),
 			    void *ud, pm_err *err);
+	pm_status (*embeddings)(void *conn, const char *model,
+				int (*cb)(const char *sha256, const float *vec,
+					  int dim, void *ud),
+				void *ud, pm_err *err);
+	pm_status (*embedding_get)(void *conn, const char *sha256,
+				   const char *model, float *out, int cap,
+				   int *dim, pm_err *err);
+	pm_status (*embeddings_stamp)(void *conn, int64_t *stamp, pm_err *err);
+	pm_status (*embedding_put)(void *conn, const char *sha256,
+				   const char *model, const float *vec, int dim,
+				   pm_err *err);
+	pm_status (*asset_items)(void *conn, int64_t job_id, const char *sha256,
+				 const char *ref,
+				 int (*cb)(const pm_asset_item *it, void *ud),
+				 void *ud, pm_err *err);
 	pm_status (*phashes)(void *conn,
 			     int (*cb)(const char *sha256,
 				       const char *pipeline_hash,

@@ -217,6 +217,27 @@ eq "ssrf: a redirect to 127.0.0.1 is refused as loopback" "$(dlq "$T/ssrf.dlq" "
   "unsupported refused: 127.0.0.1 is a loopback address "
 eq "ssrf: the refused loopback target was never requested" "$(hits "/file/$F?tag=ssrf")" 0
 
+# 8. a URL on many rows is downloaded once per run: the rows that come
+# while its transfer is in flight wait on it, later ones take the kept
+# body; a URL that fails once is retried by its first row only.
+{
+  echo "id,image"
+  for i in $(seq 20); do
+    echo "a$i,$B/file/$F?tag=rep-a"
+    echo "b$i,$B/file/$F?tag=rep-b&fault=503&times=1"
+    echo "c$i,$B/file/$F?tag=rep-c$i"
+  done
+} >"$T/rep.csv"
+"$PM" run "$T/rep.csv" --out "$T/rep" --allow-private --max-attempts 3 -p bench/peer.json --json >"$T/rep.json" 2>"$T/rep.err"
+eq "repeated URLs: 60 rows done" "$(jq_ "$T/rep.json" "(d['done'], d['failed'])")" "(60, 0)"
+eq "repeated URLs: 1 request for the 20 rows of one URL" "$(hits "/file/$F?tag=rep-a")" 1
+eq "repeated URLs: 2 requests (503, then 200) for 20 rows of a flaky URL" "$(hits "/file/$F?tag=rep-b&fault=503&times=1")" 2
+eq "repeated URLs: distinct URLs are each fetched" "$(hits "/file/$F?tag=rep-c7")/$(hits "/file/$F?tag=rep-c20")" "1/1"
+eq "repeated URLs: 38 rows served by an earlier download, of 60 http items" "$(jq_ "$T/rep.json" "(d['url_reused'], d['http_items'])")" "(38, 60)"
+"$PM" run "$T/rep.csv" --out "$T/rep2" --allow-private --max-attempts 3 --url-cache 0 --progress none -p bench/peer.json 2>"$T/rep2.err"
+check "repeated URLs, --url-cache 0 (merging in flight only): all 60 done" grep -q " 60 done " "$T/rep2.err"
+check "repeated URLs: the summary gives the http cache hit rate" grep -Eq "http cache: [0-9.]+% of 60 http items needed no download" "$T/rep2.err"
+
 # 3 (end): the drip.
 wait "$drip_pid"
 dlq_tsv "$T/drip/pixmill.db" >"$T/drip.dlq"

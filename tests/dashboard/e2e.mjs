@@ -6,6 +6,10 @@
 //   ITEMS     how many rows it has
 //   QUERY     a word of one title, for the text search
 //   OUTDIR    where the screenshots go
+// and, for the checks under authentication (skipped when unset):
+//   AUTH_BASE_URL  a second server whose config has an API key
+//   API_KEY        that key
+//   UPLOAD         an image file to upload to it
 // Prints one line per check and "dashboard e2e: N passed, M failed";
 // exits 1 when any check failed.
 import { chromium } from 'playwright-core';
@@ -19,6 +23,9 @@ const QUERY = process.env.QUERY || '';
 const OUTDIR = process.env.OUTDIR || '.';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const JOB_TIMEOUT = Number(process.env.JOB_TIMEOUT_MS || 180000);
+const AUTH_BASE = process.env.AUTH_BASE_URL || '';
+const API_KEY = process.env.API_KEY || '';
+const UPLOAD = process.env.UPLOAD || '';
 
 let passed = 0;
 let failed = 0;
@@ -185,6 +192,43 @@ try {
   await check('no console errors on the page', async () => {
     assert(consoleErrors.length === 0, consoleErrors.length + ': ' + consoleErrors.join(' || '));
   });
+
+  if (AUTH_BASE && API_KEY && UPLOAD) {
+    // Under an API key: an <img src> cannot send it, so the page must fetch
+    // each image with the key and show it from a blob: URL.
+    let assetUrl = '';
+    await check('auth: an upload with the key; its asset is 401 without the key', async () => {
+      const res = await fetch(AUTH_BASE + '/api/images?sizes=200&title=' + encodeURIComponent('Keyed upload'), {
+        method: 'POST', body: fs.readFileSync(UPLOAD),
+        headers: { 'Content-Type': 'application/octet-stream', Authorization: 'Bearer ' + API_KEY },
+      });
+      assert(res.status === 200, 'upload answered ' + res.status);
+      assetUrl = (await res.json()).outputs[0].url;
+      const plain = await fetch(AUTH_BASE + assetUrl);
+      assert(plain.status === 401, 'the asset without a key answered ' + plain.status);
+    }, true);
+    const ctx2 = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page2 = await ctx2.newPage();
+    await check('auth: the page asks for a key', async () => {
+      const res = await page2.goto(AUTH_BASE + '/', { waitUntil: 'load' });
+      assert(res && res.status() === 200, 'GET / answered ' + (res && res.status()));
+      await page2.locator('#auth').waitFor({ state: 'visible', timeout: 10000 });
+    });
+    await check('auth: with the key, the gallery shows the output from a blob: URL', async () => {
+      await page2.fill('#api-key', API_KEY);
+      await page2.locator('#auth-form button[type="submit"], #auth-form input[type="submit"]').first().click();
+      await page2.locator('#auth').waitFor({ state: 'hidden', timeout: 10000 });
+      await page2.waitForFunction(() => [...document.querySelectorAll('[data-testid="gallery"] img')]
+        .some((i) => i.complete && i.naturalWidth > 0 && i.src.startsWith('blob:')), null, { timeout: 30000 });
+      const tile = page2.locator('[data-testid="gallery-item"]').first();
+      const text = await tile.textContent();
+      assert(text.includes('Keyed upload'), 'tile text: ' + text);
+      const href = await tile.locator('a').getAttribute('href');
+      assert(href && href.startsWith('blob:'), 'the tile links to ' + href + ', which would be a 401');
+    });
+    await page2.screenshot({ path: path.join(OUTDIR, 'dashboard-auth.png'), fullPage: true }).catch(() => {});
+    await ctx2.close();
+  }
 } catch (e) {
   if (!String(e.message).startsWith('stopped after')) fail('e2e', e);
   if (page) await page.screenshot({ path: path.join(OUTDIR, 'dashboard-failure.png'), fullPage: true }).catch(() => {});

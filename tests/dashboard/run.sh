@@ -8,8 +8,11 @@
 # scripts/install-deps.sh does). e2e.mjs submits a 3-row CSV catalog of
 # photos from ../shared/corpus/photos through the page's form, watches the
 # job reach 100%, checks the gallery and the text search, and saves
-# OUTDIR/dashboard.png (default build/test-output/dashboard). Then the
-# server gets SIGTERM and must drain and exit 0.
+# OUTDIR/dashboard.png (default build/test-output/dashboard). A second
+# server with an API key in its config (and public_assets off) checks the
+# page under authentication: it asks for the key, and the gallery shows an
+# output fetched with the key (a plain <img> would get 401). Then both
+# servers get SIGTERM and must drain and exit 0.
 #
 # Prints e2e.mjs's "dashboard e2e: N passed, M failed"; exits non-zero on
 # any failure. Environment: PIXMILL, PIXMILL_CORPUS, CHROMIUM.
@@ -39,11 +42,14 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 OUT=$(cd "$OUT" && pwd)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pixmill-dashboard.XXXXXX")
 PID=
+PID2=
 cleanup() {
-	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-		kill -KILL "$PID" 2>/dev/null
-		wait "$PID" 2>/dev/null
-	fi
+	for p in "$PID" "$PID2"; do
+		if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+			kill -KILL "$p" 2>/dev/null
+			wait "$p" 2>/dev/null
+		fi
+	done
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -100,7 +106,28 @@ if [ "$ready" != 1 ]; then
 	die "server did not get ready (log: $OUT/server.log)"
 fi
 
+# The second server: an API key is needed for everything but the page.
+API_KEY=pm-dashboard-e2e-key-$$-0123456789
+KEY_SHA=$(printf %s "$API_KEY" | "$PIXMILL" hash-key) || die "hash-key failed"
+printf '{"api_keys": [{"name": "e2e", "sha256": "%s"}]}\n' "$KEY_SHA" >"$TMP/auth.json"
+"$PIXMILL" serve --listen 127.0.0.1:0 --port-file "$TMP/port2" --data "$TMP/data2" \
+	--workers 1 --config "$TMP/auth.json" >"$OUT/server-auth.log" 2>&1 &
+PID2=$!
+PORT2=
+for _ in $(seq 1 300); do
+	kill -0 "$PID2" 2>/dev/null || break
+	PORT2=$(tr -dc 0-9 2>/dev/null <"$TMP/port2")
+	[ -n "$PORT2" ] && python3 - "$PORT2" <<'EOF' 2>/dev/null && break
+import sys, urllib.request
+urllib.request.urlopen("http://127.0.0.1:%s/health/ready" % sys.argv[1], timeout=2)
+EOF
+	PORT2=
+	sleep 0.1
+done
+[ -n "$PORT2" ] || die "the server with an API key did not get ready (log: $OUT/server-auth.log)"
+
 BASE_URL=http://127.0.0.1:$PORT CATALOG=$CATALOG ITEMS=3 QUERY=Zanzibar \
+	AUTH_BASE_URL=http://127.0.0.1:$PORT2 API_KEY=$API_KEY UPLOAD=${photos[0]} \
 	OUTDIR=$OUT node "$HERE/e2e.mjs"
 rc=$?
 
@@ -122,6 +149,23 @@ if [ "$stopped" = 1 ]; then
 else
 	echo "FAIL server still running 30 s after SIGTERM (log: $OUT/server.log)"
 	rc=1
+fi
+kill -TERM "$PID2"
+for _ in $(seq 1 300); do
+	kill -0 "$PID2" 2>/dev/null || break
+	sleep 0.1
+done
+if kill -0 "$PID2" 2>/dev/null; then
+	echo "FAIL server with a key still running 30 s after SIGTERM (log: $OUT/server-auth.log)"
+	rc=1
+else
+	wait "$PID2"
+	src=$?
+	PID2=
+	if [ "$src" != 0 ]; then
+		echo "FAIL server with a key exited $src after SIGTERM (log: $OUT/server-auth.log)"
+		rc=1
+	fi
 fi
 [ "$rc" = 0 ] && echo "screenshot: $OUT/dashboard.png"
 exit "$rc"

@@ -168,7 +168,7 @@ cat >"$T/a.json" <<EOF
  "max_body": 16384, "max_upload": 4194304}
 EOF
 cat >"$T/b.json" <<EOF
-{"api_keys": $KEYS, "protect_ops": true}
+{"api_keys": $KEYS, "protect_ops": true, "public_assets": true}
 EOF
 cat >"$T/c.json" <<EOF
 {"api_keys": $KEYS, "rate_limit": {"per_second": 2, "burst": 3}}
@@ -212,6 +212,23 @@ if [ $? -eq 0 ]; then ok "docs/API.md routes == openapi.json paths and methods: 
 s=$(req stats "${AUTH[@]}" "$A/api/stats"); status "GET /api/stats" stats "$s" 200
 eq "/api/stats: t, items_per_s, req_p50_ms, req_p95_ms arrays" \
   "$(jf stats "all(isinstance(d[k], list) for k in ('t', 'items_per_s', 'req_p50_ms', 'req_p95_ms'))")" True
+eq "/api/stats: the four series have one value per second each" \
+  "$(jf stats "len(d['t']) > 0 and len({len(d[k]) for k in ('t', 'items_per_s', 'req_p50_ms', 'req_p95_ms')}) == 1")" True
+eq "/api/stats: items_per_s numbers >= 0; latencies null or > 0 (never a made-up 0)" \
+  "$(jf stats "all(isinstance(x, (int, float)) and x >= 0 for x in d['items_per_s']) and all(x is None or x > 0 for k in ('req_p50_ms', 'req_p95_ms') for x in d[k])")" True
+# A second without any request has no latency: null, not 0. Stay idle for
+# a few seconds (nothing else talks to this server now), then look; an
+# idle second stays in the 300-second history once sampled.
+sleep 3
+for _ in $(seq 20); do
+  s=$(req stats2 "${AUTH[@]}" "$A/api/stats")
+  [ "$(jf stats2 "any(x is None for x in d['req_p50_ms'])")" = True ] && break
+  sleep 2
+done
+eq "/api/stats: an idle second has req_p50_ms and req_p95_ms null (the chart's gap)" \
+  "$(jf stats2 "[i for i, x in enumerate(d['req_p50_ms']) if x is None] == [i for i, x in enumerate(d['req_p95_ms']) if x is None] != []")" True
+eq "/api/stats: a second with requests has p50 <= p95" \
+  "$(jf stats2 "all(a <= b for a, b in zip(d['req_p50_ms'], d['req_p95_ms']) if a is not None)")" True
 s=$(req dash "$A/"); status "GET / (dashboard) needs no key" dash "$s" 200
 
 # ==== 2. authentication ====
@@ -238,7 +255,23 @@ s=$(req bm "$B/metrics"); experr "protect_ops: /metrics without key: 401" bm "$s
 s=$(req bh "$B/health"); experr "protect_ops: /health without key: 401" bh "$s" 401
 s=$(req bmk "${AUTH[@]}" "$B/metrics"); status "protect_ops: /metrics with key" bmk "$s" 200
 s=$(req bhk -H "X-API-Key: $KEY" "$B/health/live"); status "protect_ops: /health/live with key" bhk "$s" 200
+s=$(req bo "${AUTH[@]}" "$B/api/openapi.json"); status "protect_ops: /api/openapi.json with key" bo "$s" 200
+s=$(req bon "$B/api/openapi.json"); experr "protect_ops: /api/openapi.json without key: 401" bon "$s" 401 unauthorized
+# public_assets: true: output files need no key; nothing else opens up
+s=$(req bup "${AUTH[@]}" -H 'Content-Type: image/jpeg' --data-binary @"$PHOTOS/opencv_fruits.jpg" "$B/api/images?sizes=64")
+status "public_assets: upload with a key" bup "$s" 200
+BURL=$(jf bup "d['outputs'][0]['url']")
+s=$(req bpa "$B$BURL"); status "public_assets: GET $BURL without a key: 200" bpa "$s" 200
+eq "public_assets: the asset is the output (its ETag is the body's SHA-256)" "$(hdr bpa ETag)" "\"$(sha "$T/r/bpa.b")\""
+s=$(req bpw -H "X-API-Key: wrong-key-0123456789abcdef" "$B$BURL"); status "public_assets: a wrong key does not matter for assets" bpw "$s" 200
+s=$(req bpo "$B/api/outputs"); experr "public_assets: /api/outputs (the listing) still needs a key" bpo "$s" 401 unauthorized
+s=$(req bpu -H 'Content-Type: image/jpeg' --data-binary @"$PHOTOS/opencv_fruits.jpg" "$B/api/images"); experr "public_assets: uploads still need a key" bpu "$s" 401 unauthorized
+s=$(req bpn "$B/api/assets/$(printf '%064d' 0)/64.webp"); experr "public_assets: an unknown asset without a key: 404" bpn "$s" 404 not_found
 stop_srv b; eq "server b exits 0 on SIGTERM" "$SRC" 0
+echo '{"public_assets": "yes"}' >"$T/badpub.json"
+"$PM" serve --listen 127.0.0.1:0 --data "$T/data-x" --config "$T/badpub.json" >"$T/r/badpub.out" 2>&1
+eq "config public_assets not a boolean: exit 2" "$?" 2
+check "config public_assets not a boolean: says why" grep -q 'public_assets' "$T/r/badpub.out"
 
 # ==== 3. jobs ====
 echo "# 3. jobs"
@@ -262,7 +295,9 @@ eq "CSV job: items 4, done 3, failed 1, duplicates 1" "$(jf j1d "[d['items'], d[
 eq "CSV job: name and pipeline" "$(jf j1d "[d['name'], d['pipeline']]")" "['first', 'thumbnails']"
 eq "CSV job: progress 1, total 4, total_known" "$(jf j1d "[d['progress'], d['total'], d['total_known']]")" "[1.0, 4, True]"
 eq "job JSON has every documented field" \
-  "$(jf j1d "[k for k in ('id','name','state','pipeline','created','updated','items','done','failed','duplicates','total','total_known','progress') if k not in d]")" "[]"
+  "$(jf j1d "[k for k in ('id','name','state','pipeline','created','updated','items','done','failed','duplicates','runs','error','urls','total','total_known','progress') if k not in d]")" "[]"
+eq "finished job: runs 1, error null, no live-only fields (rate, eta_s, elapsed_s, cache_hits)" \
+  "$(jf j1d "[d['runs'], d['error'], [k for k in ('rate', 'eta_s', 'elapsed_s', 'cache_hits') if k in d]]")" "[1, None, []]"
 s=$(req j1get "${AUTH[@]}" "$A/api/jobs/$J1"); status "GET /api/jobs/ID" j1get "$s" 200
 eq "job created <= updated (Unix seconds)" "$(jf j1get "1.5e9 < d['created'] <= d['updated']")" True
 s=$(req j1items "${AUTH[@]}" "$A/api/jobs/$J1/items"); status "GET items" j1items "$s" 200
@@ -288,6 +323,19 @@ python3 "$PY" pages "$A/api/jobs/$J1/items" 3 "Authorization: Bearer $KEY" >"$T/
 eq "paging limit=3: every item exactly once" "$(jf pages3 "[d['keys'], d['error']]")" "[['r1', 'r2', 'r3', 'r4'], None]"
 s=$(req p1 "${AUTH[@]}" "$A/api/jobs/$J1/items?limit=1"); status "items?limit=1" p1 "$s" 200
 eq "items?limit=1: one item and a next_cursor string" "$(jf p1 "[len(d['items']), isinstance(d['next_cursor'], str)]")" "[1, True]"
+eq "paging limit=1 over 4 items: 4 pages, no empty last page" "$(jf pages "d['pages']")" 4
+eq "paging limit=3 over 4 items: 2 pages" "$(jf pages3 "d['pages']")" 2
+s=$(req p4 "${AUTH[@]}" "$A/api/jobs/$J1/items?limit=4"); status "items?limit=4 (exactly all 4)" p4 "$s" 200
+eq "items?limit=4: a full last page has next_cursor null" "$(jf p4 "[len(d['items']), d['next_cursor']]")" "[4, None]"
+s=$(req p3 "${AUTH[@]}" "$A/api/jobs/$J1/items?limit=3"); status "items?limit=3" p3 "$s" 200
+s=$(req p3b "${AUTH[@]}" "$A/api/jobs/$J1/items?limit=3&cursor=$(jf p3 "d['next_cursor']")"); status "items?limit=3&cursor=next" p3b "$s" 200
+eq "items: the page after limit=3 is r4 alone, next_cursor null" "$(jf p3b "[[i['key'] for i in d['items']], d['next_cursor']]")" "[['r4'], None]"
+s=$(req fi2 "${AUTH[@]}" "$A/api/jobs/$J1/items?state=failed&limit=1"); status "items?state=failed&limit=1" fi2 "$s" 200
+eq "items?state=failed&limit=1: the one failed item fills the page, next_cursor null" "$(jf fi2 "[[i['key'] for i in d['items']], d['next_cursor']]")" "[['r3'], None]"
+eq "items: every documented field" \
+  "$(jf j1items "sorted({k for i in d['items'] for k in ('key','ordinal','id','title','image','state','code','error','sha256','duplicate','attempts','latency_ms','outputs') if k not in i})")" "[]"
+eq "items: latency_ms >= 0, ordinals 1..4" "$(jf j1items "[all(i['latency_ms'] >= 0 for i in d['items']), [i['ordinal'] for i in d['items']]]")" "[True, [1, 2, 3, 4]]"
+eq "items: the failed item has no outputs and a null sha256" "$(jf j1items "[(i['outputs'], i['sha256']) for i in d['items'] if i['key'] == 'r3']")" "[([], None)]"
 s=$(req fi "${AUTH[@]}" "$A/api/jobs/$J1/items?state=failed"); status "items?state=failed" fi "$s" 200
 eq "items?state=failed: only r3" "$(jf fi "[(i['key'], i['state']) for i in d['items']]")" "[('r3', 'failed')]"
 s=$(req di "${AUTH[@]}" "$A/api/jobs/$J1/items?state=done"); status "items?state=done" di "$s" 200
@@ -409,6 +457,12 @@ eq "upload: format jpeg, duplicate false, phash 16 hex" "$(jf u1 "[d['format'], 
 eq "upload: width and height of the image" "$(jf u1 "[d['width'], d['height']]")" \
   "[$(vipsheader -f width "$UP" 2>/dev/null || echo '?'), $(vipsheader -f height "$UP" 2>/dev/null || echo '?')]"
 eq "upload: default outputs 128/512/1024.webp" "$(jf u1 "sorted(o['name'] for o in d['outputs'])")" "['1024.webp', '128.webp', '512.webp']"
+eq "upload: bytes (the upload's size), pipeline, ms" "$(jf u1 "[d['bytes'], d['pipeline'], d['ms'] > 0]")" "[$(stat -c %s "$UP"), 'thumbnails', True]"
+s=$(req ujobs "${AUTH[@]}" "$A/api/jobs?limit=100"); status "GET /api/jobs after an upload" ujobs "$s" 200
+eq "uploads are recorded in a job named uploads, state uploads" "$(jf ujobs "sorted({(j['name'], j['state']) for j in d['jobs'] if j['state'] == 'uploads'})")" "[('uploads', 'uploads')]"
+UJ=$(jf ujobs "[j['id'] for j in d['jobs'] if j['state'] == 'uploads'][0]")
+s=$(req ujd "${AUTH[@]}" -X DELETE "$A/api/jobs/$UJ"); experr "DELETE the uploads job: 409" ujd "$s" 409 conflict
+s=$(req ujr "${AUTH[@]}" -X POST "$A/api/jobs/$UJ/retry"); experr "retry the uploads job: 409" ujr "$s" 409 conflict
 eq "upload: every output has url, format, width, height, bytes" \
   "$(jf u1 "all(o['url'] == '/api/assets/%s/%s' % (d['sha256'], o['name']) and o['format'] == 'webp' and o['width'] > 0 and o['height'] > 0 and o['bytes'] > 0 for o in d['outputs'])")" True
 s=$(req t0 "${AUTH[@]}" "$A/api/search/text?q=meadow"); status "search text right after an upload with ?title=" t0 "$s" 200
@@ -423,13 +477,17 @@ eq "same multipart upload again: duplicate true" "$(jf u4 "d['duplicate']")" Tru
 s=$(req u5 "${AUTH[@]}" -F "file=@$UP" "$A/api/images?sizes=64&formats=jpeg&quality=50"); status "upload with sizes=64 formats=jpeg quality=50" u5 "$s" 200
 eq "upload sizes/formats: one 64.jp(e)g, long edge 64, not a duplicate (other pipeline)" \
   "$(jf u5 "[[(o['name'].replace('.jpeg', '.jpg'), o['format'], max(o['width'], o['height'])) for o in d['outputs']], d['duplicate']]")" "[[('64.jpg', 'jpeg', 64)], False]"
-for f in skimage_truncated.jpg png_invalid_crc32.png heic_park_truncated.heic bmp_colormap.bmp; do
+# docs/API.md: a broken image is 422 decode_error, a format pixmill does
+# not decode (or no image at all) 415 unsupported.
+for fc in skimage_truncated.jpg:422:decode_error png_invalid_crc32.png:422:decode_error \
+  heic_park_truncated.heic:422:decode_error bmp_colormap.bmp:415:unsupported; do
+  IFS=: read -r f want code <<<"$fc"
   s=$(req ub "${AUTH[@]}" -H 'Content-Type: application/octet-stream' --data-binary @"$EDGE/$f" "$A/api/images")
-  experr "broken/unsupported upload $f: 4xx with a reason" ub "$s" '4[0-9][0-9]'
+  experr "broken/unsupported upload $f: $want $code with a reason" ub "$s" "$want" "$code"
 done
 printf 'this is just some text, not an image\n%.0s' $(seq 20) >"$T/text.txt"
-s=$(req ut "${AUTH[@]}" -H 'Content-Type: text/plain' --data-binary @"$T/text.txt" "$A/api/images"); experr "text upload: 4xx with a reason" ut "$s" '4[0-9][0-9]'
-s=$(req ut2 "${AUTH[@]}" -F "file=@$T/text.txt" "$A/api/images"); experr "text upload (multipart): 4xx" ut2 "$s" '4[0-9][0-9]'
+s=$(req ut "${AUTH[@]}" -H 'Content-Type: text/plain' --data-binary @"$T/text.txt" "$A/api/images"); experr "text upload: 415 unsupported" ut "$s" 415 unsupported
+s=$(req ut2 "${AUTH[@]}" -F "file=@$T/text.txt" "$A/api/images"); experr "text upload (multipart): 415 unsupported" ut2 "$s" 415 unsupported
 s=$(req ue "${AUTH[@]}" -H 'Content-Type: image/jpeg' --data-binary '' "$A/api/images"); experr "empty upload: 400" ue "$s" 400
 s=$(req uq "${AUTH[@]}" -H 'Content-Type: image/jpeg' --data-binary @"$UP" "$A/api/images?quality=0"); experr "upload quality=0: 400" uq "$s" 400
 s=$(req upp "${AUTH[@]}" -H 'Content-Type: image/jpeg' --data-binary @"$UP" "$A/api/images?pipeline=/etc/passwd"); experr "upload pipeline=/etc/passwd: 400" upp "$s" 400
@@ -450,6 +508,7 @@ eq "asset: ETag is the output's SHA-256" "$ETAG" "\"$(sha "$T/r/as.b")\""
 eq "asset: body size == output bytes" "$(stat -c %s "$T/r/as.b")" "$OBYTES"
 [ "$OSHA" != None ] && eq "asset: body sha256 == output sha256" "$(sha "$T/r/as.b")" "$OSHA"
 check "asset: a WebP file" grep -q WEBP <(head -c 16 "$T/r/as.b")
+s=$(req asnk "$A$URL1"); experr "asset without a key (public_assets off, the default): 401" asnk "$s" 401 unauthorized
 s=$(req as304 "${AUTH[@]}" -H "If-None-Match: $ETAG" "$A$URL1"); status "If-None-Match: 304" as304 "$s" 304
 eq "304: no body" "$(fsize "$T/r/as304.b")" 0
 s=$(req as304b "${AUTH[@]}" -H "If-None-Match: \"abc\", $ETAG" "$A$URL1"); status "If-None-Match list with the tag: 304" as304b "$s" 304
@@ -488,6 +547,7 @@ done
 eq "hostile asset paths ($n_hostile): all 400 or 404, none serves a file outside the outputs" "$n_bad" 0
 s=$(req outs "${AUTH[@]}" "$A/api/outputs?limit=5"); status "GET /api/outputs" outs "$s" 200
 eq "/api/outputs: up to 5, each with sha256, name, url" "$(jf outs "0 < len(d['outputs']) <= 5 and all(o['sha256'] and o['name'] and o['url'] for o in d['outputs'])")" True
+eq "/api/outputs: each lists all its asset's outputs, itself among them" "$(jf outs "all(len(o['outputs']) >= 1 and o['name'] in [x['name'] for x in o['outputs']] and all(x['url'].startswith('/api/assets/' + o['sha256'] + '/') for x in o['outputs']) for o in d['outputs'])")" True
 
 # ==== 6. search ====
 echo "# 6. search"
@@ -515,6 +575,12 @@ s=$(req si "${AUTH[@]}" -H 'Content-Type: image/jpeg' --data-binary @"$UP" "$A/a
 eq "search image: first result distance 0, same sha256" "$(jf si "[d['results'][0]['distance'], d['results'][0]['sha256']]")" "[0, '$(sha "$UP")']"
 eq "search image: query phash == the upload's phash" "$(jf si "d['query']['phash']")" "$(jf u1 "d['phash']")"
 eq "search image: the result has outputs" "$(jf si "len(d['results'][0]['outputs']) > 0")" True
+eq "search image: nearest by embedding is the upload itself, cosine 1" "$(jf si "[d['embedding'][0]['sha256'], round(d['embedding'][0]['score'], 3), d['query']['model']]")" "['$(sha "$UP")', 1.0, 'builtin-v1']"
+s=$(req t6 "${AUTH[@]}" "$A/api/search/text?q=kitchen&job=$J1&category=kitchen"); status "search text with job and category filters" t6 "$s" 200
+eq "search text filters: r1 and r4 with snippets" "$(jf t6 "sorted((r['key'], '[' in r['snippet']) for r in d['results'])")" "[('r1', True), ('r4', True)]"
+s=$(req t7 "${AUTH[@]}" "$A/api/search/text?q=kitchen&has_text=true"); status "search text has_text" t7 "$s" 200
+eq "search text has_text: no OCR text in these images" "$(jf t7 "len(d['results'])")" 0
+s=$(req t8 "${AUTH[@]}" "$A/api/search/text?q=kitchen&has_text=maybe"); experr "search text has_text=maybe: 400" t8 "$s" 400
 s=$(req si2 "${AUTH[@]}" -F "file=@$SMALL1" "$A/api/search/image?limit=3&max_distance=0"); status "search image (multipart)" si2 "$s" 200
 eq "search image of a job's image: distance 0, its sha256" "$(jf si2 "[(r['distance'], r['sha256']) for r in d['results']][:1]")" "[(0, '$(sha "$SMALL1")')]"
 eq "search image limit=3: at most 3" "$(jf si2 "len(d['results']) <= 3")" True

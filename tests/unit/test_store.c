@@ -728,6 +728,7 @@ static void test_serve_queries(void)
 	int run = 0;
 	seen_items si;
 	char q[256], title[64];
+	pm_text_query tq = {.match = q, .limit = 10};
 
 	CHECK_INT(pm_store_open(dbpath("serve.db"), false, &s, &err), PM_OK);
 	if (!s)
@@ -827,17 +828,17 @@ static void test_serve_queries(void)
 	/* Full text: every word must match; user syntax is quoted away. */
 	CHECK(pm_store_fts_query("teapot", q, sizeof q));
 	memset(&si, 0, sizeof si);
-	CHECK_INT(pm_store_search_text(s, q, 10, hits_cb, &si, &err), PM_OK);
+	CHECK_INT(pm_store_search_text(s, &tq, hits_cb, &si, &err), PM_OK);
 	CHECK_INT(si.n, 2);
 	CHECK(pm_store_fts_query("ceramic TEAPOT", q, sizeof q));
 	memset(&si, 0, sizeof si);
-	CHECK_INT(pm_store_search_text(s, q, 10, hits_cb, &si, &err), PM_OK);
+	CHECK_INT(pm_store_search_text(s, &tq, hits_cb, &si, &err), PM_OK);
 	CHECK_INT(si.n, 1);
 	CHECK_STR(si.keys[0], "k1");
 	CHECK(pm_store_fts_query("\"teapot\" OR NEAR(* -", q, sizeof q));
 	CHECK_STR(q, "\"teapot\" \"OR\" \"NEAR\"");
 	memset(&si, 0, sizeof si);
-	CHECK_INT(pm_store_search_text(s, q, 10, hits_cb, &si, &err), PM_OK);
+	CHECK_INT(pm_store_search_text(s, &tq, hits_cb, &si, &err), PM_OK);
 	CHECK_INT(si.n, 0);
 	CHECK(!pm_store_fts_query("  *()\" - ", q, sizeof q));
 	CHECK(!pm_store_fts_query("teapot", q, 5));
@@ -858,6 +859,267 @@ static void test_serve_queries(void)
 	pm_store_close(s);
 }
 
+/* ---- image text in full-text search; embeddings; items by asset ---- */
+
+typedef struct text_hits {
+	int n;
+	char keys[8][16];
+	char snippet[256];
+	bool has_text[8];
+} text_hits;
+
+static int text_hits_cb(const pm_search_hit *h, void *ud)
+{
+	text_hits *t = ud;
+	if (t->n < 8) {
+		snprintf(t->keys[t->n], 16, "%s", h->key);
+		t->has_text[t->n] = h->has_text;
+	}
+	if (t->n == 0)
+		snprintf(t->snippet, sizeof t->snippet, "%s",
+			 h->snippet ? h->snippet : "");
+	t->n++;
+	return 0;
+}
+
+static int text_search(pm_store *s, const char *words, int64_t job,
+		       const char *cat, bool has_text, text_hits *t)
+{
+	char q[256];
+	pm_err err = {{0}};
+	pm_text_query tq = {.match = q,
+			    .job_id = job,
+			    .category = cat,
+			    .has_text = has_text,
+			    .limit = 10};
+	memset(t, 0, sizeof *t);
+	if (!pm_store_fts_query(words, q, sizeof q))
+		return -1;
+	return pm_store_search_text(s, &tq, text_hits_cb, t, &err);
+}
+
+typedef struct vec_seen {
+	int n, bad;
+	float first[4];
+} vec_seen;
+
+static int vec_cb(const char *sha, const float *v, int dim, void *ud)
+{
+	vec_seen *vs = ud;
+	if (dim != 4 || !sha)
+		vs->bad++;
+	else if (vs->n == 0)
+		memcpy(vs->first, v, sizeof vs->first);
+	vs->n++;
+	return 0;
+}
+
+typedef struct ai_seen {
+	int n;
+	char keys[8][16];
+	int width;
+	bool has_phash;
+	double sharp;
+} ai_seen;
+
+static int ai_cb(const pm_asset_item *it, void *ud)
+{
+	ai_seen *a = ud;
+	if (a->n < 8)
+		snprintf(a->keys[a->n], 16, "%s", it->key);
+	a->width = it->width;
+	a->has_phash = it->has_phash;
+	a->sharp = it->sharpness;
+	a->n++;
+	return 0;
+}
+
+static void test_text_and_vectors(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, job2 = 0;
+	text_hits t;
+	const float v1[4] = {1, 0, 0, 0}, v2[4] = {0.6f, 0.8f, 0, 0};
+	float got[8];
+	int dim = -1;
+
+	CHECK_INT(pm_store_open(dbpath("text.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	pm_job_spec spec2 = spec1;
+	spec2.key = "bbbb";
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_job_open(s, &spec2, &job2, NULL, &err), PM_OK);
+
+	pm_asset_rec a1 = asset_rec("sha-T1"), a2 = asset_rec("sha-T2");
+	a1.meta_json = "{\"ocr\":{\"text\":\"Preheat the oven to 200 C.\\n"
+		       "Whisk two eggs\"}}";
+	a1.embedding = v1;
+	a1.embedding_dim = 4;
+	a1.embedding_model = "m1";
+	a1.sharpness = 42.5;
+	a2.embedding = v2;
+	a2.embedding_dim = 4;
+	a2.embedding_model = "m1";
+	pm_item_rec it[4];
+	const char *keys[4] = {"r1", "r2", "r3", "r4"};
+	for (int i = 0; i < 4; i++) {
+		it[i] = item_rec(i < 3 ? job : job2, keys[i]);
+		it[i].ordinal = (uint64_t)i + 1;
+	}
+	it[0].sha256 = "sha-T1";
+	it[0].asset = &a1;
+	it[0].title = "Recipe card";
+	it[0].category = "cards";
+	it[1].sha256 = "sha-T2";
+	it[1].asset = &a2;
+	it[1].title = "Oven glove";
+	it[1].category = "kitchen";
+	it[2].sha256 = "sha-T1"; /* same bytes: the same image text */
+	it[2].duplicate = true;
+	it[2].title = "Card copy";
+	it[3].title = "Whisk";
+	it[3].category = "kitchen";
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	for (int i = 0; i < 4; i++)
+		CHECK_INT(pm_store_put_item(s, &it[i], &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+
+	/* OCR text is searchable, for both items of the source. */
+	CHECK_INT(text_search(s, "preheat", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 2);
+	CHECK(t.has_text[0] && t.has_text[1]);
+	CHECK(strstr(t.snippet, "[Preheat]") != NULL);
+	/* title outranks image text: "oven" is r2's title, r1's text */
+	CHECK_INT(text_search(s, "oven", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 3);
+	CHECK_STR(t.keys[0], "r2");
+	CHECK(!t.has_text[0]);
+	/* filters: has-text, category, job */
+	CHECK_INT(text_search(s, "oven", 0, NULL, true, &t), PM_OK);
+	CHECK_INT(t.n, 2);
+	CHECK_INT(text_search(s, "oven", 0, "kitchen", false, &t), PM_OK);
+	CHECK_INT(t.n, 1);
+	CHECK_STR(t.keys[0], "r2");
+	CHECK_INT(text_search(s, "whisk", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 3); /* r1, r3 (text) and r4 (title) */
+	CHECK_INT(text_search(s, "whisk", job2, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 1);
+	CHECK_STR(t.keys[0], "r4");
+	CHECK_INT(text_search(s, "whisk", job2, NULL, true, &t), PM_OK);
+	CHECK_INT(t.n, 0);
+
+	/* Embeddings: stored with the asset, read back bit for bit. */
+	vec_seen vs = {0};
+	CHECK_INT(pm_store_embeddings(s, "m1", vec_cb, &vs, &err), PM_OK);
+	CHECK_INT(vs.n, 2);
+	CHECK_INT(vs.bad, 0);
+	memset(&vs, 0, sizeof vs);
+	CHECK_INT(pm_store_embeddings(s, "other", vec_cb, &vs, &err), PM_OK);
+	CHECK_INT(vs.n, 0);
+	CHECK_INT(pm_store_embedding_get(s, "sha-T2", "m1", got, 8, &dim, &err),
+		  PM_OK);
+	CHECK_INT(dim, 4);
+	CHECK(memcmp(got, v2, sizeof v2) == 0);
+	CHECK_INT(pm_store_embedding_get(s, "sha-T2", "m1", got, 2, &dim, &err),
+		  PM_ERR_INTERNAL);
+	CHECK_INT(
+	    pm_store_embedding_get(s, "sha-none", "m1", got, 8, &dim, &err),
+	    PM_OK);
+	CHECK_INT(dim, 0);
+	/* put replaces */
+	CHECK_INT(pm_store_embedding_put(s, "sha-T2", "m1", v1, 4, &err),
+		  PM_OK);
+	CHECK_INT(pm_store_embedding_get(s, "sha-T2", "m1", got, 8, &dim, &err),
+		  PM_OK);
+	CHECK(dim == 4 && got[0] == 1.0f && got[1] == 0.0f);
+
+	/* Items by asset and by reference. */
+	ai_seen ai = {0};
+	CHECK_INT(pm_store_asset_items(s, 0, "sha-T1", ai_cb, &ai, &err),
+		  PM_OK);
+	CHECK_INT(ai.n, 2);
+	CHECK_STR(ai.keys[0], "r1");
+	CHECK_STR(ai.keys[1], "r3");
+	CHECK_INT(ai.width, 2000);
+	CHECK(ai.has_phash);
+	CHECK(ai.sharp > 42 && ai.sharp < 43);
+	memset(&ai, 0, sizeof ai);
+	CHECK_INT(pm_store_asset_items(s, 0, NULL, ai_cb, &ai, &err), PM_OK);
+	CHECK_INT(ai.n, 3); /* r4 has no asset */
+	memset(&ai, 0, sizeof ai);
+	CHECK_INT(pm_store_asset_items(s, job2, NULL, ai_cb, &ai, &err), PM_OK);
+	CHECK_INT(ai.n, 0);
+	memset(&ai, 0, sizeof ai);
+	CHECK_INT(pm_store_find_items(s, 0, "r2", ai_cb, &ai, &err), PM_OK);
+	CHECK_INT(ai.n, 1);
+	CHECK_STR(ai.keys[0], "r2");
+	pm_store_close(s);
+}
+
+/* A v5 database with an item whose asset has OCR text: after migration
+ * the text is in the index. */
+static void test_migration_text(void)
+{
+	pm_err err = {{0}};
+	void *conn = NULL;
+	const char *p = dbpath("v5.db");
+	text_hits t;
+
+	CHECK_INT(pm_sqlite_open_at(p, 5, &conn, &err), PM_OK);
+	pm_store_sqlite.close(conn);
+	sqlite3 *db = raw(p);
+	CHECK_INT(
+	    sqlite3_exec(
+		db,
+		"INSERT INTO jobs (key, catalog, pipeline, pipeline_hash,"
+		" pipeline_json, out_dir, created, updated)"
+		" VALUES ('old', 'c', 'p', 'h', '{}', '/o', 0, 0);"
+		"INSERT INTO assets (sha256, pipeline_hash, meta_json,"
+		" created, updated) VALUES ('s1', 'h',"
+		" '{\"ocr\":{\"text\":\"fresh basil\"}}', 0, 0);"
+		"INSERT INTO items (job_id, key, ordinal, title, state, code,"
+		" sha256, asset_id, created, updated) VALUES (1, 'k', 1,"
+		" 'Pesto', 'done', 'ok', 's1', 1, 0, 0);",
+		NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	pm_store *s = NULL;
+	/* a query command opens it: migrated once, then queried */
+	CHECK_INT(pm_store_open_existing(dbpath("none.db"), &s, &err),
+		  PM_ERR_NOT_FOUND);
+	CHECK(access(dbpath("none.db"), F_OK) != 0);
+	CHECK_INT(pm_store_open_existing(p, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_schema_version(s), pm_sqlite_latest_version());
+	CHECK_INT(text_search(s, "basil", 0, NULL, true, &t), PM_OK);
+	CHECK_INT(t.n, 1);
+	CHECK_INT(text_search(s, "pesto", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 1);
+	pm_store_close(s);
+	db = raw(p);
+	/* the asset's text changing re-indexes its items */
+	CHECK_INT(sqlite3_exec(db,
+			       "UPDATE assets SET meta_json ="
+			       " '{\"caption\":\"a jar of pesto sauce\"}'",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
+			    " WHERE items_fts MATCH 'basil'"),
+		  0);
+	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
+			    " WHERE items_fts MATCH 'jar'"),
+		  1);
+	CHECK_INT(sqlite3_exec(db,
+			       "INSERT INTO items_fts(items_fts, rank)"
+			       " VALUES('integrity-check', 1)",
+			       NULL, NULL, NULL),
+		  SQLITE_OK);
+	sqlite3_close(db);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -872,6 +1134,8 @@ int main(void)
 	test_jobs_and_items();
 	test_dlq();
 	test_serve_queries();
+	test_text_and_vectors();
+	test_migration_text();
 
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
