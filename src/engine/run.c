@@ -370,14 +370,15 @@ static bool is_http(const char *s)
  * and are only redone with --retry-failed. */
 static bool transient(pm_status code)
 {
-	/* RATE, AUTH, BUSY and UPSTREAM come from outside services (a
-	 * vision API, a search provider): fixed keys or a calmer API make
-	 * the next run succeed without --retry-failed. */
+	/* RATE, AUTH and BUSY come from outside services (a vision API):
+	 * fixed keys or a calmer API make the next run succeed without
+	 * --retry-failed. UPSTREAM (a model's unusable answer) is not: the
+	 * same image and prompt tend to get the same answer, and each try
+	 * is paid for. */
 	return code == PM_ERR_IO || code == PM_ERR_NOMEM ||
 	       code == PM_ERR_STORE || code == PM_ERR_CANCELLED ||
 	       code == PM_ERR_LOCKED || code == PM_ERR_RATE ||
-	       code == PM_ERR_AUTH || code == PM_ERR_BUSY ||
-	       code == PM_ERR_UPSTREAM;
+	       code == PM_ERR_AUTH || code == PM_ERR_BUSY;
 }
 
 /* Ingest thread: when this URL was fetched before and its asset exists
