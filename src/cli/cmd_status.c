@@ -78,17 +78,21 @@ static int job_cb(const pm_job_info *j, void *ud)
 		pm_store_job_failures(sc->st, j->id, 10, failure_json, f, &err);
 		json_array_append_new(
 		    sc->arr,
-		    json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,"
-			      "s:I,s:I,s:I,s:I,s:o}",
-			      "id", (json_int_t)j->id, "key", j->key, "catalog",
-			      j->catalog, "pipeline", j->pipeline,
-			      "pipeline_hash", j->pipeline_hash, "out",
-			      j->out_dir, "state", j->state, "runs", j->runs,
-			      "created", j->created, "updated", j->updated,
-			      "items", (json_int_t)j->items, "done",
-			      (json_int_t)j->done, "failed",
-			      (json_int_t)j->failed, "duplicates",
-			      (json_int_t)j->duplicates, "failures", f));
+		    json_pack(
+			"{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,"
+			"s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:o}",
+			"id", (json_int_t)j->id, "key", j->key, "catalog",
+			j->catalog, "pipeline", j->pipeline, "pipeline_hash",
+			j->pipeline_hash, "out", j->out_dir, "state", j->state,
+			"runs", j->runs, "created", j->created, "updated",
+			j->updated, "items", (json_int_t)j->items, "done",
+			(json_int_t)j->done, "failed", (json_int_t)j->failed,
+			"duplicates", (json_int_t)j->duplicates, "failures", f,
+			"http_items", (json_int_t)j->http_items, "http_hits",
+			(json_int_t)j->http_hits, "http_hit_rate",
+			j->http_items > 0 ? json_real((double)j->http_hits /
+						      (double)j->http_items)
+					  : json_null()));
 		return 0;
 	}
 	char when[32];
@@ -103,6 +107,11 @@ static int job_cb(const pm_job_info *j, void *ud)
 	printf("    items %lld  done %lld  failed %lld  duplicates %lld\n",
 	       (long long)j->items, (long long)j->done, (long long)j->failed,
 	       (long long)j->duplicates);
+	if (j->http_items > 0)
+		printf("    http cache (last run): %.1f%% of %lld http items "
+		       "needed no download\n",
+		       100.0 * (double)j->http_hits / (double)j->http_items,
+		       (long long)j->http_items);
 	if (j->failed > 0) {
 		printf("    failures by reason:\n");
 		pm_store_job_failures(sc->st, j->id, 10, failure_text, NULL,
@@ -126,7 +135,7 @@ int pm_cmd_status(int argc, char **argv)
 	if (i < argc)
 		return pm_cli_usage_error("status", "unexpected argument %s",
 					  argv[i]);
-	s = pm_store_open(c.db, true, &sc.st, &err);
+	s = pm_store_open_existing(c.db, &sc.st, &err);
 	if (s) {
 		fprintf(stderr, "pixmill status: %s\n", err.msg);
 		return pm_status_exit(s);

@@ -1726,6 +1726,11 @@ static pm_status finish_job(run *r, pm_run_summary *sum, pm_err *e)
 		return s;
 	s = pm_store_job_finish(st, r->job_id,
 				sum->interrupted ? "interrupted" : "done", e);
+	if (!s && atomic_load(&r->http_items) > 0)
+		s = pm_store_job_net(st, r->job_id, atomic_load(&r->http_items),
+				     atomic_load(&r->cache_hits) +
+					 atomic_load(&r->url_reused),
+				     e);
 	if (!s)
 		s = pm_store_job_counts(st, r->job_id, &sum->job_items,
 					&sum->job_done, &sum->job_failed, &dups,

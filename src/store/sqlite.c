@@ -201,6 +201,9 @@ static const char *const migrations[] = {
     " (SELECT text FROM asset_text WHERE id = new.id)"
     " FROM items WHERE asset_id = new.id;"
     "END;",
+    /* v7: the last run's http cache figures, for `status`. */
+    "ALTER TABLE jobs ADD COLUMN http_items INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN http_hits INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -213,6 +216,7 @@ enum {
 	Q_ROLLBACK,
 	Q_JOB_OPEN,
 	Q_JOB_FINISH,
+	Q_JOB_NET,
 	Q_JOBS,
 	Q_JOB_FAILURES,
 	Q_JOB_COUNTS,
@@ -355,6 +359,8 @@ static const char *const queries[Q_COUNT] = {
 		   " RETURNING id, runs",
     [Q_JOB_FINISH] = "UPDATE jobs SET state = ?2, updated = ?3,"
 		     " finished = ?3 WHERE id = ?1",
+    [Q_JOB_NET] = "UPDATE jobs SET http_items = ?2, http_hits = ?3"
+		  " WHERE id = ?1",
     [Q_JOBS] = "WITH j AS (SELECT * FROM jobs WHERE (?2 = 0 OR id = ?2)"
 	       " ORDER BY id DESC LIMIT ?1)"
 	       " SELECT j.id, j.key, j.catalog, j.pipeline, j.pipeline_hash,"
@@ -363,7 +369,7 @@ static const char *const queries[Q_COUNT] = {
 	       " COUNT(i.id) FILTER (WHERE i.state = 'done'),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'failed'),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'done' AND i.duplicate),"
-	       " j.name, j.error"
+	       " j.name, j.error, j.http_items, j.http_hits"
 	       " FROM j LEFT JOIN items i ON i.job_id = j.id"
 	       " GROUP BY j.id ORDER BY j.id DESC",
     [Q_JOB_FAILURES] = "SELECT code, MIN(error), COUNT(*) AS n FROM items"
@@ -751,6 +757,22 @@ static pm_status sq_job_finish(void *conn, int64_t job_id, const char *state,
 	return s;
 }
 
+static pm_status sq_job_net(void *conn, int64_t job_id, int64_t http_items,
+			    int64_t http_hits, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOB_NET, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_i64(st, 2, http_items) ||
+	    b_i64(st, 3, http_hits) || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "job http figures");
+	q_done(st);
+	return s;
+}
+
 static pm_status sq_jobs(void *conn, int64_t id, int limit,
 			 int (*cb)(const pm_job_info *info, void *ud), void *ud,
 			 pm_err *err)
@@ -783,6 +805,8 @@ static pm_status sq_jobs(void *conn, int64_t id, int limit,
 		    .duplicates = sqlite3_column_int64(st, 13),
 		    .name = col_text(st, 14),
 		    .error = col_text(st, 15),
+		    .http_items = sqlite3_column_int64(st, 16),
+		    .http_hits = sqlite3_column_int64(st, 17),
 		};
 		if (cb && cb(&ji, ud))
 			goto out;
@@ -1673,6 +1697,7 @@ const pm_store_backend pm_store_sqlite = {
     .schema_version = sq_schema_version,
     .job_open = sq_job_open,
     .job_finish = sq_job_finish,
+    .job_net = sq_job_net,
     .jobs = sq_jobs,
     .job_failures = sq_job_failures,
     .job_counts = sq_job_counts,

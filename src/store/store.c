@@ -101,6 +101,12 @@ pm_status pm_store_job_open(pm_store *s, const pm_job_spec *spec,
 	return s->be->job_open(s->conn, spec, job_id, run_no, err);
 }
 
+pm_status pm_store_job_net(pm_store *s, int64_t job_id, int64_t http_items,
+			   int64_t http_hits, pm_err *err)
+{
+	return s->be->job_net(s->conn, job_id, http_items, http_hits, err);
+}
+
 pm_status pm_store_job_finish(pm_store *s, int64_t job_id, const char *state,
 			      pm_err *err)
 {

@@ -63,6 +63,9 @@ typedef struct pm_job_spec {
 pm_status pm_store_job_open(pm_store *s, const pm_job_spec *spec,
 			    int64_t *job_id, int *run_no, pm_err *err);
 /* Sets the job's state ("done", "failed", "interrupted") and finish time. */
+/* Records the run's http cache figures on the job (see pm_job_info). */
+pm_status pm_store_job_net(pm_store *s, int64_t job_id, int64_t http_items,
+			   int64_t http_hits, pm_err *err);
 pm_status pm_store_job_finish(pm_store *s, int64_t job_id, const char *state,
 			      pm_err *err);
 
@@ -74,6 +77,9 @@ typedef struct pm_job_info {
 	int64_t items, done, failed, duplicates;
 	const char *name;  /* label given at submission, or NULL */
 	const char *error; /* why the job could not run, or NULL */
+	/* its last run's http items done, and how many of those needed no
+	 * download (304s and URLs repeated within the run) */
+	int64_t http_items, http_hits;
 } pm_job_info;
 
 /* Calls cb for each job, newest first (at most limit; 0 = all). The strings

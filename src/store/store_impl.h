@@ -27,6 +27,8 @@ typedef struct pm_store_backend {
 
 	pm_status (*job_open)(void *conn, const pm_job_spec *spec,
 			      int64_t *job_id, int *run_no, pm_err *err);
+	pm_status (*job_net)(void *conn, int64_t job_id, int64_t http_items,
+			     int64_t http_hits, pm_err *err);
 	pm_status (*job_finish)(void *conn, int64_t job_id, const char *state,
 				pm_err *err);
 	pm_status (*jobs)(void *conn, int64_t id, int limit,

@@ -90,6 +90,10 @@ eq "per-host concurrency never above 8" "$(count "['max_active']['127.0.0.1'] <=
 "$PM" run "$T/cat.csv" --out "$T/out" "${ARGS[@]}" --refresh --json >"$T/again.json" 2>/dev/null
 eq "re-run with --refresh: every done item is a 304 cache hit" \
   "$(jq_ "$T/again.json" "d['cache_hits'] == d['done'] == $done_n")" True
+"$PM" status --db "$T/out/pixmill.db" --json >"$T/status.json"
+eq "status --json: the last run's http hit rate is 1.0 ($done_n of $done_n)" \
+  "$(jq_ "$T/status.json" "(d['jobs'][0]['http_hit_rate'], d['jobs'][0]['http_hits'] == d['jobs'][0]['http_items'] == $done_n)")" "(1.0, True)"
+check "status: says it in words" grep -q "http cache (last run): 100.0% of $done_n http items needed no download" <("$PM" status --db "$T/out/pixmill.db")
 
 # 3. a drip: the body trickles at 100 B/s, under the low-speed limit (1024
 # B/s for 15 s), so the transfer is abandoned as too slow. It has its own
@@ -234,6 +238,7 @@ eq "repeated URLs: 1 request for the 20 rows of one URL" "$(hits "/file/$F?tag=r
 eq "repeated URLs: 2 requests (503, then 200) for 20 rows of a flaky URL" "$(hits "/file/$F?tag=rep-b&fault=503&times=1")" 2
 eq "repeated URLs: distinct URLs are each fetched" "$(hits "/file/$F?tag=rep-c7")/$(hits "/file/$F?tag=rep-c20")" "1/1"
 eq "repeated URLs: 38 rows served by an earlier download, of 60 http items" "$(jq_ "$T/rep.json" "(d['url_reused'], d['http_items'])")" "(38, 60)"
+eq "repeated URLs: status gives the run's hit rate, 38 of 60" "$("$PM" status --db "$T/rep/pixmill.db" --json | python3 -c "import json,sys; j=json.load(sys.stdin)['jobs'][0]; print(j['http_hits'], j['http_items'])")" "38 60"
 "$PM" run "$T/rep.csv" --out "$T/rep2" --allow-private --max-attempts 3 --url-cache 0 --progress none -p bench/peer.json 2>"$T/rep2.err"
 check "repeated URLs, --url-cache 0 (merging in flight only): all 60 done" grep -q " 60 done " "$T/rep2.err"
 check "repeated URLs: the summary gives the http cache hit rate" grep -Eq "http cache: [0-9.]+% of 60 http items needed no download" "$T/rep2.err"
