@@ -99,6 +99,11 @@ extern const pm_cmd pm_cmds[];
 int pm_cli_parse(const char *cmd, int argc, char **argv,
 		 int (*on_opt)(int id, const char *arg, void *ud), void *ud);
 void pm_cli_help(const char *cmd, bool markdown);
+/* A whole decimal number in [lo, hi] into *out: 0, or -1 if malformed or
+ * out of range (the caller says which option wanted what). */
+int pm_cli_long(const char *s, long lo, long hi, long *out);
+/* --job ID for cmd: *job = the id (>= 1), or a usage error's exit code. */
+int pm_cli_job(const char *cmd, const char *arg, long long *job);
 /* Error about usage, then "try pixmill CMD --help". Returns exit code 2. */
 int pm_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

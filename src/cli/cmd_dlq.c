@@ -4,6 +4,7 @@
  *
  * Threads: main thread only.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,6 @@ typedef struct dlq_cli {
 static int dlq_opt(int id, const char *arg, void *ud)
 {
 	dlq_cli *c = ud;
-	char *end;
 
 	switch (id) {
 	case OPT_DB:
@@ -35,14 +35,9 @@ static int dlq_opt(int id, const char *arg, void *ud)
 		c->reason = arg;
 		break;
 	case OPT_JOB:
-		c->job = strtoll(arg, &end, 10);
-		if (end == arg || *end || c->job < 1)
-			return pm_cli_usage_error("dlq",
-						  "--job wants a job id");
-		break;
+		return pm_cli_job("dlq", arg, &c->job);
 	case OPT_LIMIT:
-		c->limit = strtol(arg, &end, 10);
-		if (end == arg || *end || c->limit < 1)
+		if (pm_cli_long(arg, 1, LONG_MAX, &c->limit))
 			return pm_cli_usage_error("dlq",
 						  "--limit wants a count");
 		break;

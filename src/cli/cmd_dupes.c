@@ -31,7 +31,6 @@ typedef struct dupes_cli {
 static int dupes_opt(int id, const char *arg, void *ud)
 {
 	dupes_cli *c = ud;
-	char *end;
 	long v;
 
 	switch (id) {
@@ -39,14 +38,9 @@ static int dupes_opt(int id, const char *arg, void *ud)
 		c->db = arg;
 		break;
 	case OPT_JOB:
-		c->job = strtoll(arg, &end, 10);
-		if (end == arg || *end || c->job < 1)
-			return pm_cli_usage_error("dupes",
-						  "--job wants a job id");
-		break;
+		return pm_cli_job("dupes", arg, &c->job);
 	case OPT_THRESHOLD:
-		v = strtol(arg, &end, 10);
-		if (end == arg || *end || v < 0 || v > 64)
+		if (pm_cli_long(arg, 0, 64, &v))
 			return pm_cli_usage_error("dupes",
 						  "--threshold wants 0 to 64");
 		c->threshold = (int)v;

@@ -17,17 +17,6 @@
 #include "engine/progress.h"
 #include "engine/run.h"
 
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (end == s || *end || v < lo || v > hi)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* A decimal number in [lo, hi]; -1 if malformed or out of range. */
 static int parse_num(const char *s, double lo, double hi, double *out)
 {
@@ -58,7 +47,7 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		c->o.pipeline = arg;
 		break;
 	case OPT_WORKERS:
-		if (parse_int(arg, 1, 256, &v))
+		if (pm_cli_long(arg, 1, 256, &v))
 			return pm_cli_usage_error(c->cmd,
 						  "--workers wants 1 to 256");
 		c->o.workers = (int)v;
@@ -94,7 +83,7 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 						  "--templates wants a folder");
 		break;
 	case OPT_QUALITY:
-		if (parse_int(arg, 1, 100, &v))
+		if (pm_cli_long(arg, 1, 100, &v))
 			return pm_cli_usage_error(c->cmd,
 						  "--quality wants 1 to 100");
 		c->o.quality = (int)v;
@@ -107,19 +96,19 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		c->o.limits.max_bytes = (uint64_t)sz;
 		break;
 	case OPT_MAX_PIXELS:
-		if (parse_int(arg, 1, 4000000000L, &v))
+		if (pm_cli_long(arg, 1, 4000000000L, &v))
 			return pm_cli_usage_error(c->cmd,
 						  "--max-pixels wants a count");
 		c->o.limits.max_pixels = (uint64_t)v;
 		break;
 	case OPT_MAX_DIM:
-		if (parse_int(arg, 1, 1000000, &v))
+		if (pm_cli_long(arg, 1, 1000000, &v))
 			return pm_cli_usage_error(
 			    c->cmd, "--max-dimension wants pixels");
 		c->o.limits.max_width = c->o.limits.max_height = (int)v;
 		break;
 	case OPT_MAX_FRAMES:
-		if (parse_int(arg, 1, 1000000, &v))
+		if (pm_cli_long(arg, 1, 1000000, &v))
 			return pm_cli_usage_error(c->cmd,
 						  "--max-frames wants a count");
 		c->o.limits.max_frames = (int)v;
@@ -137,7 +126,7 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 				    "none");
 		break;
 	case OPT_MIN_DIM:
-		if (parse_int(arg, 0, 100000, &v))
+		if (pm_cli_long(arg, 0, 100000, &v))
 			return pm_cli_usage_error(
 			    c->cmd, "--min-dimension wants pixels");
 		c->o.min_dimension = (int)v;
@@ -170,13 +159,13 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		c->progress_set = 1;
 		break;
 	case OPT_QUEUE_DEPTH:
-		if (parse_int(arg, 1, 100000, &v))
+		if (pm_cli_long(arg, 1, 100000, &v))
 			return pm_cli_usage_error(
 			    c->cmd, "--queue-depth wants 1 to 100000");
 		c->o.queue_depth = (int)v;
 		break;
 	case OPT_URL_CACHE:
-		if (parse_int(arg, 0, 65536, &v))
+		if (pm_cli_long(arg, 0, 65536, &v))
 			return pm_cli_usage_error(
 			    c->cmd, "--url-cache wants 0 to 65536 (MiB)");
 		c->o.url_cache_bytes = v ? v << 20 : -1;
@@ -207,13 +196,13 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		c->o.fetch.ca_file = arg;
 		break;
 	case OPT_MAX_TRANSFERS:
-		if (parse_int(arg, 1, 4096, &v))
+		if (pm_cli_long(arg, 1, 4096, &v))
 			return pm_cli_usage_error(
 			    c->cmd, "--max-transfers wants 1 to 4096");
 		c->o.fetch.max_transfers = (int)v;
 		break;
 	case OPT_PER_HOST:
-		if (parse_int(arg, 1, 1024, &v))
+		if (pm_cli_long(arg, 1, 1024, &v))
 			return pm_cli_usage_error(c->cmd,
 						  "--per-host wants 1 to 1024");
 		c->o.fetch.per_host_max = (int)v;
@@ -237,7 +226,7 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		c->o.fetch.total_timeout_ms = (long)(d * 1000);
 		break;
 	case OPT_BREAKER_FAILURES:
-		if (parse_int(arg, 0, 1000, &v))
+		if (pm_cli_long(arg, 0, 1000, &v))
 			return pm_cli_usage_error(
 			    c->cmd, "--breaker-failures wants 0 to 1000");
 		c->o.fetch.breaker_failures = (int)v;
@@ -249,7 +238,7 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		c->o.fetch.breaker_open_ms = (long)(d * 1000);
 		break;
 	case OPT_MAX_ATTEMPTS:
-		if (parse_int(arg, 1, 100, &v))
+		if (pm_cli_long(arg, 1, 100, &v))
 			return pm_cli_usage_error(
 			    c->cmd, "--max-attempts wants 1 to 100");
 		c->o.fetch.max_attempts = (int)v;

@@ -44,18 +44,13 @@ typedef struct search_cli {
 static int search_opt(int id, const char *arg, void *ud)
 {
 	search_cli *c = ud;
-	char *end;
 
 	switch (id) {
 	case OPT_DB:
 		c->db = arg;
 		break;
 	case OPT_JOB:
-		c->job = strtoll(arg, &end, 10);
-		if (end == arg || *end || c->job < 1)
-			return pm_cli_usage_error("search",
-						  "--job wants a job id");
-		break;
+		return pm_cli_job("search", arg, &c->job);
 	case OPT_CATEGORY:
 		c->category = arg;
 		break;
@@ -70,8 +65,7 @@ static int search_opt(int id, const char *arg, void *ud)
 		break;
 	case OPT_LIMIT:
 	case OPT_K:
-		c->limit = strtol(arg, &end, 10);
-		if (end == arg || *end || c->limit < 1 || c->limit > K_MAX)
+		if (pm_cli_long(arg, 1, K_MAX, &c->limit))
 			return pm_cli_usage_error(
 			    "search", "--limit / -k wants 1 to %d", K_MAX);
 		break;

@@ -3,6 +3,7 @@
  *
  * Threads: main thread only.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,6 @@ typedef struct status_cli {
 static int status_opt(int id, const char *arg, void *ud)
 {
 	status_cli *c = ud;
-	char *end;
 
 	switch (id) {
 	case OPT_DB:
@@ -33,8 +33,7 @@ static int status_opt(int id, const char *arg, void *ud)
 		c->json = true;
 		break;
 	case OPT_LIMIT:
-		c->limit = strtol(arg, &end, 10);
-		if (end == arg || *end || c->limit < 1)
+		if (pm_cli_long(arg, 1, LONG_MAX, &c->limit))
 			return pm_cli_usage_error("status",
 						  "--limit wants a count");
 		break;

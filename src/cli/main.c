@@ -5,6 +5,8 @@
  */
 #include <getopt.h>
 #include <stdarg.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +234,29 @@ static bool in_cmd(const pm_opt *o, const char *cmd)
 		    (p[n] == ' ' || p[n] == '\0'))
 			return true;
 	return false;
+}
+
+int pm_cli_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (end == s || *end || errno || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int pm_cli_job(const char *cmd, const char *arg, long long *job)
+{
+	long v;
+
+	if (pm_cli_long(arg, 1, LONG_MAX, &v))
+		return pm_cli_usage_error(cmd, "--job wants a job id");
+	*job = v;
+	return 0;
 }
 
 int pm_cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -19,6 +19,17 @@
 
 #include <openssl/evp.h>
 
+int pm_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 void pm_sha256_hex(const void *buf, size_t len, char hex[65])
 {
 	static const char digits[] = "0123456789abcdef";

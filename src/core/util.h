@@ -21,6 +21,8 @@ int pm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
 
 /* SHA-256 of buf as 64 lowercase hex digits plus NUL in hex (65 bytes). */
 void pm_sha256_hex(const void *buf, size_t len, char hex[65]);
+/* The value of one hex digit (either case), or -1 if c is not one. */
+int pm_hexval(int c);
 
 /* Monotonic seconds (CLOCK_MONOTONIC) and wall-clock unix seconds. */
 double pm_now(void);

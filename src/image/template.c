@@ -111,14 +111,6 @@ static pm_status get_str(json_t *o, const char *where, const char *key,
 	return PM_OK;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* "#rgb", "#rrggbb" or "#rrggbbaa". */
 static bool parse_color(const char *s, pm_rgba *c)
 {
@@ -128,7 +120,7 @@ static bool parse_color(const char *s, pm_rgba *c)
 	if (s[0] != '#' || (n != 4 && n != 7 && n != 9))
 		return false;
 	for (size_t i = 1; i < n; i++)
-		if ((v[i - 1] = hexval(s[i])) < 0)
+		if ((v[i - 1] = pm_hexval(s[i])) < 0)
 			return false;
 	if (n == 4) {
 		c->r = (uint8_t)(v[0] * 17);

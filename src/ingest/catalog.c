@@ -27,6 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/util.h"
+
 #define DEF_MAX_FIELD	((size_t)1 << 20)
 #define DEF_MAX_RECORD	((size_t)4 << 20)
 #define DEF_MAX_COLUMNS 1024
@@ -316,17 +318,6 @@ static char *path_abs(const char *p)
 	return r;
 }
 
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes the path of a file: URL. Returns 0 with *out set (caller
  * owns it), 1 with why filled, or RD_NOMEM. */
 static int pct_decode(const char *s, size_t n, char **out, char *why, size_t wn)
@@ -343,8 +334,8 @@ static int pct_decode(const char *s, size_t n, char **out, char *why, size_t wn)
 			d[w++] = s[i];
 			continue;
 		}
-		hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
-		lo = hi >= 0 ? hexval((unsigned char)s[i + 2]) : -1;
+		hi = i + 2 < n ? pm_hexval((unsigned char)s[i + 1]) : -1;
+		lo = hi >= 0 ? pm_hexval((unsigned char)s[i + 2]) : -1;
 		if (lo < 0) {
 			snprintf(why, wn, "bad percent-escape in file:// URL");
 			free(d);

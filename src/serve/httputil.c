@@ -649,16 +649,6 @@ bool pm_http_etag_match(const char *hdr, const char *etag)
 
 /* ---- routes and percent-decoding ---------------------------------------- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = lower(c);
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 bool pm_url_decode(const char *in, size_t in_len, char *out, size_t out_sz)
 {
 	size_t o = 0;
@@ -672,8 +662,8 @@ bool pm_url_decode(const char *in, size_t in_len, char *out, size_t out_sz)
 		char c = in[i];
 		if (c == '%') {
 			int hi, lo;
-			if (in_len - i < 3 || (hi = hexval(in[i + 1])) < 0 ||
-			    (lo = hexval(in[i + 2])) < 0)
+			if (in_len - i < 3 || (hi = pm_hexval(in[i + 1])) < 0 ||
+			    (lo = pm_hexval(in[i + 2])) < 0)
 				goto bad;
 			c = (char)(hi * 16 + lo);
 			i += 2;
@@ -793,7 +783,7 @@ bool pm_http_key_check(const void *key, size_t len, const char *want_hex)
 	/* The configured hash is not secret; only the comparison with the
 	 * presented key's hash must not leak where they differ. */
 	for (int i = 0; i < 64; i++) {
-		if (hexval(want_hex[i]) < 0)
+		if (pm_hexval(want_hex[i]) < 0)
 			return false;
 		want[i] = lower(want_hex[i]);
 	}

@@ -1081,17 +1081,6 @@ static void *ticker_main(void *arg)
 
 /* ---- start and stop ---- */
 
-static int hexdig(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 static bool parse_listen(const char *spec, struct sockaddr_in *sa, pm_err *err)
 {
 	char host[256];
@@ -1232,8 +1221,8 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 	(void)c;
 	while (*r) {
 		int hi, lo;
-		if (r[0] == '%' && (hi = hexdig(r[1])) >= 0 &&
-		    (lo = hexdig(r[2])) >= 0 && (hi | lo)) {
+		if (r[0] == '%' && (hi = pm_hexval(r[1])) >= 0 &&
+		    (lo = pm_hexval(r[2])) >= 0 && (hi | lo)) {
 			*w++ = (char)(hi * 16 + lo);
 			r += 3;
 		} else {
