@@ -37,6 +37,20 @@ for bad_opt in "--timeout 0" "--timeout soon" "--per-host-rps -1" "--breaker-ope
   # shellcheck disable=SC2086
   "$PM" run $bad_opt x 2>/dev/null; eq "$bad_opt refused" $? 2
 done
+# ---- exit watchdog: a library exit handler that never returns must not
+# keep the process alive (a destructor that blocks forever, preloaded) ----
+if printf '#include <unistd.h>\n__attribute__((destructor)) static void hang(void) { for (;;) pause(); }\n' >"$T/hang.c" &&
+  cc -shared -fPIC -o "$T/hang.so" "$T/hang.c" 2>/dev/null; then
+  timeout 60 env ASAN_OPTIONS=${ASAN_OPTIONS:-}:verify_asan_link_order=0 PIXMILL_EXIT_GRACE=1 \
+    LD_PRELOAD="$T/hang.so" "$PM" status --db "$T/no-such.db" >"$T/wd.out" 2>"$T/wd.err"
+  eq "a hung exit handler: the command's own exit code (3), not a hang" $? 3
+  check "a hung exit handler: stderr says the shutdown was left" grep -q "did not finish in time" "$T/wd.err"
+  timeout 60 env ASAN_OPTIONS=${ASAN_OPTIONS:-}:verify_asan_link_order=0 PIXMILL_EXIT_GRACE=1 \
+    LD_PRELOAD="$T/hang.so" "$PM" version >"$T/wd.out" 2>/dev/null
+  eq "a hung exit handler: exit 0 and stdout flushed" "$?:$(head -c 8 "$T/wd.out")" "0:pixmill "
+else
+  bad "could not build the hanging-destructor library with cc"
+fi
 "$PM" help --markdown >"$T/opts.md"; check "markdown reference has a table" grep -q "\`--out\` | DIR" "$T/opts.md"
 check "docs/OPTIONS.md is up to date (pixmill help --markdown > docs/OPTIONS.md)" cmp -s "$T/opts.md" "$ROOT/docs/OPTIONS.md"
 
