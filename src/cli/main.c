@@ -446,6 +446,24 @@ static int cmd_help(int argc, char **argv)
 		       "locked by another run |\n"
 		       "| 5 | internal error |\n"
 		       "| 130 | interrupted (run again to resume) |\n");
+		printf(
+		    "\n## Environment\n\n| variable | meaning |\n"
+		    "|---|---|\n"
+		    "| `NO_COLOR` | no colour in terminal output |\n"
+		    "| `PIXMILL_MODELS` | where models are kept "
+		    "(`--models-dir`) |\n"
+		    "| `PIXMILL_TEMPLATES` | ad templates folder "
+		    "(`--templates`) |\n"
+		    "| `PIXMILL_VISION_KEYS` | vision API keys, "
+		    "comma-separated (never on the command line) |\n"
+		    "| `PIXMILL_ORT_ARENA=1` | ONNX Runtime memory arena on |\n"
+		    "| `PIXMILL_ORT_PROFILE=PREFIX` | ONNX "
+		    "Runtime per-operator profile to PREFIX_DATE.json |\n"
+		    "| `PIXMILL_NPM` | the npm used by `models install` |\n"
+		    "| `PIXMILL_EXIT_GRACE` | seconds library shutdown may "
+		    "take after a command before the process leaves "
+		    "without it (default 20) |\n"
+		    "| `TESSDATA_PREFIX` | Tesseract language data |\n");
 		return 0;
 	}
 	if (i < argc && find_cmd(argv[i]))
