@@ -128,7 +128,7 @@ void pm_vision_client_free(pm_vision_client *c)
 	free(c);
 }
 
-static void sleep_until(double at)
+void pm_vision_sleep_until(double at)
 {
 	double d = at - pm_now();
 	struct timespec ts;
@@ -201,12 +201,12 @@ static CURLcode post(pm_vision_client *c, const char *body, const char *key,
 	return rc;
 }
 
-static double jitter_backoff(pm_vision_client *c, int attempt)
+double pm_vision_backoff(unsigned *seed, int attempt)
 {
 	double cap = BACKOFF_BASE * pow(2, attempt - 1);
 	if (cap > BACKOFF_MAX)
 		cap = BACKOFF_MAX;
-	return cap * ((double)rand_r(&c->seed) / RAND_MAX); /* full jitter */
+	return cap * ((double)rand_r(seed) / RAND_MAX); /* full jitter */
 }
 
 static void count_usage(const pm_vision_cfg *cfg, const pm_vision_answer *a)
@@ -261,7 +261,7 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 		s = pm_vision_ep_pick(c->ep, pm_now(), &key, &at, err);
 		if (s)
 			break;
-		sleep_until(at);
+		pm_vision_sleep_until(at);
 		pm_vision_ep_key(c->ep, key, secret, sizeof secret, label,
 				 sizeof label);
 		t0 = pm_now();
@@ -304,8 +304,8 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 						     : curl_easy_strerror(rc),
 					attempts);
 			if (attempts < cfg.max_attempts)
-				sleep_until(pm_now() +
-					    jitter_backoff(c, attempts));
+				pm_vision_sleep_until(pm_now() +
+					    pm_vision_backoff(&c->seed, attempts));
 			continue;
 		}
 		if (code == 200) {
@@ -392,10 +392,10 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 				"attempts%s%s",
 				code, attempts, msg[0] ? ": " : "", msg);
 			if (attempts < cfg.max_attempts)
-				sleep_until(
+				pm_vision_sleep_until(
 				    pm_now() +
 				    (ra > 0 ? fmin(ra, cfg.max_wait_s)
-					    : jitter_backoff(c, attempts)));
+					    : pm_vision_backoff(&c->seed, attempts)));
 			continue;
 		}
 		/* 400, 404, 413, 422...: the same request fails again */
