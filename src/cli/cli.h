@@ -7,6 +7,9 @@
 #define PM_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 /* Option ids: one per distinct option across subcommands. */
 enum {
@@ -125,8 +128,6 @@ void pm_cli_run_free(pm_run_cli *c);
 
 /* One provider's counters (a run's, or a day's from the store) as a JSON
  * object (a new reference), and as one line of text on f. */
-#include <jansson.h>
-#include <stdio.h>
 json_t *pm_cli_provider_json(const pm_provider_day *d);
 void pm_cli_provider_line(FILE *f, const char *indent,
 			  const pm_provider_day *d);

@@ -303,18 +303,16 @@ void pm_cli_run_free(pm_run_cli *c)
 
 json_t *pm_cli_provider_json(const pm_provider_day *d)
 {
-	return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "provider",
-			 d->provider, "day", (json_int_t)d->day, "requests",
-			 (json_int_t)d->requests, "found",
-			 (json_int_t)d->found, "empty", (json_int_t)d->empty,
-			 "failed", (json_int_t)d->failed, "results",
-			 (json_int_t)d->results, "latency_ms_avg",
-			 d->requests ? d->latency_ms / (double)d->requests
-				     : 0.0);
+	return json_pack(
+	    "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "provider", d->provider, "day",
+	    (json_int_t)d->day, "requests", (json_int_t)d->requests, "found",
+	    (json_int_t)d->found, "empty", (json_int_t)d->empty, "failed",
+	    (json_int_t)d->failed, "results", (json_int_t)d->results,
+	    "latency_ms_avg",
+	    d->requests ? d->latency_ms / (double)d->requests : 0.0);
 }
 
-void pm_cli_provider_line(FILE *f, const char *indent,
-			  const pm_provider_day *d)
+void pm_cli_provider_line(FILE *f, const char *indent, const pm_provider_day *d)
 {
 	fprintf(f,
 		"%s%-12s %lld requests, %lld searches: %lld found, %lld "

@@ -470,7 +470,8 @@ static pm_status seed_providers(run *r, pm_store *st, pm_err *e)
  * row fails with every provider's reason, and the status of the first
  * passing failure (rate_limited, io_error, unauthorized: a later run
  * tries again), else upstream_error when an answer was unusable (a 4xx,
- * bad JSON), else not_found (every provider answered: nothing). Returns non-PM_OK only for a store failure (fatal). */
+ * bad JSON), else not_found (every provider answered: nothing). Returns
+ * non-PM_OK only for a store failure (fatal). */
 static pm_status search_images(run *r, pm_store *st, work *w, pm_err *e)
 {
 	pm_record *rec = w->rec;
@@ -516,14 +517,13 @@ static pm_status search_images(run *r, pm_store *st, work *w, pm_err *e)
 		r->prov[i].results = d.results + n;
 		r->prov[i].latency_ms = d.latency_ms + call.latency_ms;
 		if (query[0]) {
-			pm_provider_day delta = {
-			    .day = pm_provider_today(),
-			    .requests = call.requests,
-			    .found = !ps && n > 0,
-			    .empty = !ps && n == 0,
-			    .failed = ps != PM_OK,
-			    .results = n,
-			    .latency_ms = call.latency_ms};
+			pm_provider_day delta = {.day = pm_provider_today(),
+						 .requests = call.requests,
+						 .found = !ps && n > 0,
+						 .empty = !ps && n == 0,
+						 .failed = ps != PM_OK,
+						 .results = n,
+						 .latency_ms = call.latency_ms};
 			pm_status ss;
 			snprintf(delta.provider, sizeof delta.provider, "%s",
 				 d.provider);
@@ -545,8 +545,7 @@ static pm_status search_images(run *r, pm_store *st, work *w, pm_err *e)
 					       "out of memory");
 			}
 			for (int k = 0; k < n; k++) {
-				fprintf(f, "%s%s", k ? " | " : "",
-					hits[k].url);
+				fprintf(f, "%s%s", k ? " | " : "", hits[k].url);
 				if (hits[k].width && hits[k].height)
 					fprintf(f, " %dx%d", hits[k].width,
 						hits[k].height);
@@ -580,7 +579,8 @@ static pm_status search_images(run *r, pm_store *st, work *w, pm_err *e)
 				 d.provider);
 		if (ps == PM_ERR_UPSTREAM && fail == PM_ERR_NOT_FOUND)
 			fail = ps;
-		else if (ps && ps != PM_ERR_NOT_FOUND && ps != PM_ERR_UPSTREAM &&
+		else if (ps && ps != PM_ERR_NOT_FOUND &&
+			 ps != PM_ERR_UPSTREAM &&
 			 (fail == PM_ERR_NOT_FOUND || fail == PM_ERR_UPSTREAM))
 			fail = ps;
 		if (wl < sizeof why)

@@ -77,9 +77,9 @@ typedef struct pm_run_opts {
 	 * candidates. Not owned by the run; they must outlive it. */
 	pm_provider *providers[PM_PROVIDERS_MAX];
 	int n_providers;
-	double t_start;	     /* pm_now() when the process started work (main);
-				0 = when pm_run starts. first_done_ms counts
-				from here. */
+	double t_start; /* pm_now() when the process started work (main);
+			   0 = when pm_run starts. first_done_ms counts
+			   from here. */
 	/* For a caller that runs jobs on a thread of its own (serve); both
 	 * may be NULL. Not owned by the run. */
 	atomic_int *cancel; /* set non-zero to stop this run (drains) */

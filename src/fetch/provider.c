@@ -37,10 +37,10 @@
 /* ---- the API shapes: the vtable ---- */
 
 typedef struct pm_provider_api {
-	const char *kind;	      /* "google", "bing" */
-	const char *endpoint;	      /* the public API's URL */
-	bool needs_cx;		      /* a search engine id (Google) */
-	int max_num;		      /* results one request may ask for */
+	const char *kind;     /* "google", "bing" */
+	const char *endpoint; /* the public API's URL */
+	bool needs_cx;	      /* a search engine id (Google) */
+	int max_num;	      /* results one request may ask for */
 	/* The request URL for query (already URL-escaped) into buf;
 	 * key_esc is the escaped key (Google puts it in the URL). Returns
 	 * the length, or >= n when it does not fit. */
@@ -188,9 +188,9 @@ static pm_status parse_shape(const char *what, const char *body, size_t len,
 		d = dims ? json_object_get(e, dims) : e;
 		out[*n].width =
 		    json_is_object(d) ? dim_of(json_object_get(d, "width")) : 0;
-		out[*n].height =
-		    json_is_object(d) ? dim_of(json_object_get(d, "height"))
-				      : 0;
+		out[*n].height = json_is_object(d)
+				     ? dim_of(json_object_get(d, "height"))
+				     : 0;
 		(*n)++;
 	}
 	json_decref(root);
@@ -483,6 +483,25 @@ int64_t pm_provider_quota(const pm_provider *p)
 
 /* ---- queries ---- */
 
+/* len, or less so that s[0..len) does not end inside a UTF-8 sequence. */
+static size_t utf8_cut(const char *s, size_t len)
+{
+	size_t i = len, cont = 0, need;
+	unsigned char lead;
+
+	while (i > 0 && cont < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
+		i--;
+		cont++;
+	}
+	if (i == 0)
+		return len;
+	lead = (unsigned char)s[i - 1];
+	if (lead < 0xc0)
+		return len;
+	need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+	return cont + 1 >= need ? len : i - 1;
+}
+
 static void append_clean(char *buf, size_t n, size_t *len, const char *v)
 {
 	bool any = false;
@@ -502,21 +521,9 @@ static void append_clean(char *buf, size_t n, size_t *len, const char *v)
 	}
 	while (*len > 0 && buf[*len - 1] == ' ')
 		(*len)--;
-	/* never end inside a UTF-8 sequence */
-	while (*len > 0 && ((unsigned char)buf[*len - 1] & 0xc0) == 0x80) {
-		size_t k = *len;
-		while (k > 0 && ((unsigned char)buf[k - 1] & 0xc0) == 0x80)
-			k--;
-		if (k > 0) {
-			unsigned char lead = (unsigned char)buf[k - 1];
-			size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
-			if (*len - (k - 1) >= need)
-				break;
-			*len = k - 1;
-		} else {
-			*len = 0;
-		}
-	}
+	*len = utf8_cut(buf, *len);
+	while (*len > 0 && buf[*len - 1] == ' ')
+		(*len)--;
 	buf[*len] = '\0';
 }
 
@@ -766,8 +773,9 @@ pm_status pm_provider_search(pm_provider *p, const char *query,
 			pthread_mutex_lock(&p->mu);
 			p->used--;
 			pthread_mutex_unlock(&p->mu);
-			pm_fail(err, s, "%s: rate limited (Retry-After beyond "
-					"30 s)",
+			pm_fail(err, s,
+				"%s: rate limited (Retry-After beyond "
+				"30 s)",
 				p->name);
 			break;
 		}
@@ -778,9 +786,8 @@ pm_status pm_provider_search(pm_provider *p, const char *query,
 		attempts++;
 		call->requests++;
 		call->latency_ms += dt * 1000.0;
-		ra = pm_vision_retry_after(a.retry_after[0] ? a.retry_after
-							    : NULL,
-					   time(NULL));
+		ra = pm_vision_retry_after(
+		    a.retry_after[0] ? a.retry_after : NULL, time(NULL));
 		if (rc != CURLE_OK && !a.over) {
 			bool to = rc == CURLE_OPERATION_TIMEDOUT;
 			count(p, to ? "timeout" : "network_error", dt);
@@ -803,8 +810,8 @@ pm_status pm_provider_search(pm_provider *p, const char *query,
 			}
 			if (attempts < p->attempts)
 				pm_vision_sleep_until(
-				    pm_now() + pm_vision_backoff(&p->seed,
-								 attempts));
+				    pm_now() +
+				    pm_vision_backoff(&p->seed, attempts));
 			continue;
 		}
 		if (a.over) {
@@ -849,15 +856,14 @@ pm_status pm_provider_search(pm_provider *p, const char *query,
 					    pm_now());
 			last = PM_ERR_IO;
 			pm_fail(&last_err, PM_ERR_IO,
-				"%s: answered %ld (%d attempts)", p->name,
-				code, attempts);
+				"%s: answered %ld (%d attempts)", p->name, code,
+				attempts);
 			if (attempts < p->attempts)
 				pm_vision_sleep_until(
-				    pm_now() +
-				    (ra > 0 && ra < 30
-					 ? ra
-					 : pm_vision_backoff(&p->seed,
-							     attempts)));
+				    pm_now() + (ra > 0 && ra < 30
+						    ? ra
+						    : pm_vision_backoff(
+							  &p->seed, attempts)));
 			continue;
 		}
 		pm_vision_ep_report(p->ep, key, PM_VO_NEUTRAL, -1, pm_now());
@@ -874,18 +880,17 @@ pm_status pm_provider_search(pm_provider *p, const char *query,
 			pm_vision_error_message(a.body ? a.body : "", a.len,
 						msg, sizeof msg);
 			scrub(p, msg);
-			s = pm_fail(err, PM_ERR_UPSTREAM, "%s: answered %ld%s%s%s",
-				    p->name, code,
+			s = pm_fail(err, PM_ERR_UPSTREAM,
+				    "%s: answered %ld%s%s%s", p->name, code,
 				    code == 404 ? " (check the endpoint)" : "",
 				    msg[0] ? ": " : "", msg);
 		}
 		break;
 	}
 	if (s)
-		pm_metric_inc(PM_M_SEARCH_SEARCHES, p->name,
-			      over_quota && !call->requests ? "over_quota"
-							    : "failed",
-			      1);
+		pm_metric_inc(
+		    PM_M_SEARCH_SEARCHES, p->name,
+		    over_quota && !call->requests ? "over_quota" : "failed", 1);
 out:
 	if (e) {
 		curl_free(q_esc);

@@ -41,9 +41,9 @@
 
 #include "core/status.h"
 
-#define PM_PROVIDERS_MAX     8	  /* providers per process */
-#define PM_PROVIDER_MAX_HITS 10	  /* results asked for and kept */
-#define PM_PROVIDER_MAX_URL  2048 /* a longer result URL is skipped */
+#define PM_PROVIDERS_MAX     8		/* providers per process */
+#define PM_PROVIDER_MAX_HITS 10		/* results asked for and kept */
+#define PM_PROVIDER_MAX_URL  2048	/* a longer result URL is skipped */
 #define PM_PROVIDER_MAX_BODY (2u << 20) /* bytes of answer read */
 
 typedef struct pm_provider_hit {

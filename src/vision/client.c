@@ -304,8 +304,9 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 						     : curl_easy_strerror(rc),
 					attempts);
 			if (attempts < cfg.max_attempts)
-				pm_vision_sleep_until(pm_now() +
-					    pm_vision_backoff(&c->seed, attempts));
+				pm_vision_sleep_until(
+				    pm_now() +
+				    pm_vision_backoff(&c->seed, attempts));
 			continue;
 		}
 		if (code == 200) {
@@ -395,7 +396,8 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 				pm_vision_sleep_until(
 				    pm_now() +
 				    (ra > 0 ? fmin(ra, cfg.max_wait_s)
-					    : pm_vision_backoff(&c->seed, attempts)));
+					    : pm_vision_backoff(&c->seed,
+								attempts)));
 			continue;
 		}
 		/* 400, 404, 413, 422...: the same request fails again */

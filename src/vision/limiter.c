@@ -343,10 +343,11 @@ void pm_vision_ep_report(pm_vision_ep *ep, int key, pm_vision_outcome o,
 		break;
 	}
 	if (!ep->cfg.no_metrics)
-		pm_metric_put(PM_M_VISION_KEY_RATE, label, NULL,
-		      (key >= 0 && key < ep->n_keys && ep->keys[key].disabled)
-			  ? 0
-			  : *rate);
+		pm_metric_put(
+		    PM_M_VISION_KEY_RATE, label, NULL,
+		    (key >= 0 && key < ep->n_keys && ep->keys[key].disabled)
+			? 0
+			: *rate);
 	pthread_mutex_unlock(&ep->mu);
 }
 
