@@ -595,57 +595,6 @@ static bool quota_take(pm_provider *p)
 
 /* ---- one search ---- */
 
-typedef struct answer {
-	char *body;
-	size_t len, cap;
-	bool over;
-	char retry_after[64];
-} answer;
-
-static size_t on_body(char *d, size_t sz, size_t nm, void *ud)
-{
-	answer *a = ud;
-	size_t len = sz * nm;
-
-	if (a->len + len > PM_PROVIDER_MAX_BODY) {
-		a->over = true;
-		return 0;
-	}
-	if (a->len + len + 1 > a->cap) {
-		size_t cap = a->cap ? a->cap : 16384;
-		char *nb;
-		while (cap < a->len + len + 1)
-			cap *= 2;
-		nb = realloc(a->body, cap);
-		if (!nb)
-			return 0;
-		a->body = nb;
-		a->cap = cap;
-	}
-	memcpy(a->body + a->len, d, len);
-	a->len += len;
-	a->body[a->len] = '\0';
-	return len;
-}
-
-static size_t on_header(char *d, size_t sz, size_t nm, void *ud)
-{
-	answer *a = ud;
-	size_t len = sz * nm;
-	static const char name[] = "retry-after:";
-
-	if (len > sizeof name - 1 &&
-	    strncasecmp(d, name, sizeof name - 1) == 0) {
-		size_t v = len - (sizeof name - 1);
-		if (v >= sizeof a->retry_after)
-			v = sizeof a->retry_after - 1;
-		memcpy(a->retry_after, d + sizeof name - 1, v);
-		a->retry_after[v] = '\0';
-		a->retry_after[strcspn(a->retry_after, "\r\n")] = '\0';
-	}
-	return len;
-}
-
 /* Replaces the key wherever it appears in s (an error text may echo the
  * URL). */
 static void scrub(const pm_provider *p, char *s)
@@ -662,17 +611,16 @@ static void scrub(const pm_provider *p, char *s)
 }
 
 /* One GET; *code the HTTP status (0 when there was no answer). */
-static CURLcode get(pm_provider *p, CURL *e, const char *url, answer *a,
+static CURLcode get(pm_provider *p, CURL *e, const char *url, pm_vision_recv *a,
 		    char *errbuf, long *code)
 {
 	struct curl_slist *h = NULL;
 	char hdr[KEY_MAX + 64];
 	CURLcode rc;
 
-	a->len = 0;
-	a->over = false;
-	a->retry_after[0] = '\0';
 	errbuf[0] = '\0';
+	if (!pm_vision_recv_reset(a, PM_PROVIDER_MAX_BODY))
+		return CURLE_OUT_OF_MEMORY;
 	*code = 0;
 	curl_easy_reset(e);
 	h = curl_slist_append(h, "Accept: application/json");
@@ -690,9 +638,9 @@ static CURLcode get(pm_provider *p, CURL *e, const char *url, answer *a,
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)(p->timeout_ms < 10000 ? p->timeout_ms : 10000));
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pm_vision_recv_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pm_vision_recv_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, a);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "pixmill-search/1");
@@ -718,7 +666,7 @@ pm_status pm_provider_search(pm_provider *p, const char *query,
 {
 	char url[4096 + 1024], errbuf[CURL_ERROR_SIZE];
 	char *q_esc = NULL, *k_esc = NULL, *c_esc = NULL;
-	answer a = {0};
+	pm_vision_recv a = {0};
 	CURL *e = NULL;
 	pm_status s = PM_OK, last = PM_ERR_IO;
 	pm_err last_err = {{0}};

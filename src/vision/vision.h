@@ -183,6 +183,24 @@ void pm_vision_ep_scrub(pm_vision_ep *ep, char *s);
 
 /* ---- client.c: one worker's client ---- */
 
+/* An HTTP answer being received with libcurl (also used by the image
+ * search providers, src/fetch/provider.c): the body, bounded, and the
+ * Retry-After header. Owned by its user; free body when done. */
+typedef struct pm_vision_recv {
+	char *body;	      /* malloc'd, NUL-terminated, grows up to max */
+	size_t len, cap, max; /* bytes held, allocated, allowed */
+	bool over;	      /* the answer was over max (transfer aborted) */
+	char retry_after[64]; /* the Retry-After value, or "" */
+} pm_vision_recv;
+
+/* Before each request: empties the answer (body "" after, so it can be
+ * read even when nothing came). false if memory is short. */
+bool pm_vision_recv_reset(pm_vision_recv *a, size_t max);
+/* CURLOPT_WRITEFUNCTION and CURLOPT_HEADERFUNCTION, with a
+ * pm_vision_recv as their data. */
+size_t pm_vision_recv_body(char *p, size_t sz, size_t n, void *ud);
+size_t pm_vision_recv_header(char *p, size_t sz, size_t n, void *ud);
+
 /* Sleeps until pm_now() reaches at (EINTR resumed). */
 void pm_vision_sleep_until(double at);
 /* A backoff before retry `attempt` (1, 2, ...): full jitter up to 0.5 s
