@@ -588,13 +588,12 @@ static pm_status search_images(run *r, pm_store *st, work *w, pm_err *e)
 					       "%s%s", wl ? "; " : "", pe.msg);
 	}
 	free(hits);
-	{
-		char head[96];
-		snprintf(head, sizeof head, "%.80s", rec->error);
-		rec->status = fail;
-		snprintf(rec->error, sizeof rec->error,
-			 "%s; the image search found none: %s", head, why);
-	}
+	/* the whole reason in the item (w->error), a shorter one in the
+	 * record */
+	snprintf(w->error, sizeof w->error,
+		 "%.80s; the image search found none: %.390s", rec->error, why);
+	rec->status = fail;
+	snprintf(rec->error, sizeof rec->error, "%.255s", w->error);
 	return PM_OK;
 }
 
@@ -678,7 +677,9 @@ static void *ingest_main(void *arg)
 		}
 		if (rec->status != PM_OK) {
 			w->status = rec->status;
-			snprintf(w->error, sizeof w->error, "%s", rec->error);
+			if (!w->error[0]) /* search_images may have said more */
+				snprintf(w->error, sizeof w->error, "%s",
+					 rec->error);
 			if (pm_queue_push(r->result_q, w))
 				work_free(w);
 			continue;

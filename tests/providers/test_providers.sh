@@ -18,7 +18,8 @@
 #   5. 429 with Retry-After is waited out and retried; a Retry-After past
 #      the wait bound, timeouts and 5xx from every provider fall back and
 #      finally fail the row with a clear reason (rate_limited / io_error)
-#   6. no provider: the row fails as before (bad_catalog_row)
+#   6. no provider: the row fails as before (bad_catalog_row); result
+#      URLs go through the SSRF guard
 #   7. pixmill serve with providers: /metrics counters match the log
 #
 # Usage: tests/providers/test_providers.sh PIXMILL_BINARY
@@ -212,6 +213,13 @@ eq "unknown API shape: usage error" "$?" 2
 eq "key from an unset variable: usage error" "$?" 2
 "$PM" run c1.csv --out o7 --search-provider "bing,key=$PM_TEST_BKEY,rps=zero" >/dev/null 2>o7b.err
 check "a bad setting's error does not echo the key" sh -c "! grep -q '$PM_TEST_BKEY' o7b.err"
+
+s6g=$(nlog)
+"$PM" run c5.csv --out o8 --pipeline hashes --progress none --search-provider "$GOOGLE" >/dev/null 2>&1
+eq "no --allow-private: result URLs on loopback are refused by the SSRF guard" \
+  "$(man o8 r1 "m['state'], len(m['candidates']), all(c['result'] == 'rejected' for c in m['candidates'])")" "failed 3 True"
+eq "... without a single image request reaching the server" \
+  "$(logq "$s6g" "sum(r['api']=='img' for r in L), sum(r['api']=='google' for r in L)")" "0 1"
 
 # ---- 7. serve: /metrics match the log ----
 "$PM" serve --listen 127.0.0.1:0 --port-file "$T/sport" --data sdata -j 1 \
