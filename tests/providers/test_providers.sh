@@ -257,6 +257,9 @@ eq "/metrics: google searches found = google's non-empty answers" \
   "$(sed -n 's/^pixmill_search_searches_total{provider="google",result="found"} //p' metrics.txt)" \
   "$(logq "$s7" "sum(r['api']=='google' and r['n']>0 for r in L)")"
 check "/metrics: a latency histogram per provider" grep -q 'pixmill_search_request_duration_seconds_count{provider="bing"}' metrics.txt
+if command -v promtool >/dev/null; then
+  check "/metrics with the search metrics passes promtool check metrics" sh -c "promtool check metrics <metrics.txt"
+fi
 kill "$SERVE_PID" 2>/dev/null
 wait "$SERVE_PID" 2>/dev/null
 SERVE_PID=
