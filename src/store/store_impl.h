@@ -111,7 +111,8 @@ typedef struct pm_store_backend {
 	 * the counters of d to its (provider, day) row, creating it
 	 * (an upsert; it runs outside any open batch, on its own
 	 * connection); provider_days lists rows with day >= since_day
-	 * ordered by provider, day. */
+	 * ordered by provider, day. Both may be NULL (store.c then keeps
+	 * nothing: quotas hold per process only). */
 	pm_status (*provider_add)(void *conn, const pm_provider_day *d,
 				  pm_err *err);
 	pm_status (*provider_days)(void *conn, int64_t since_day,
