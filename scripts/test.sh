@@ -106,6 +106,11 @@ tests/vision/test_analyze.sh build/pixmill >"$LOGS/vision.log" 2>&1 || step_fail
 grep -E '^FAIL|passed' "$LOGS/vision.log"
 tally "$LOGS/vision.log"
 
+echo "== image search providers (--search-provider, local Google CSE / Bing v7 test server)"
+tests/providers/test_providers.sh build/pixmill >"$LOGS/providers.log" 2>&1 || step_fail "provider tests"
+grep -E '^FAIL|passed' "$LOGS/providers.log"
+tally "$LOGS/providers.log"
+
 echo "== crash-resume test"
 tests/cli/test_resume.sh build/pixmill >"$LOGS/resume.log" 2>&1 || step_fail "crash-resume test"
 grep -E '^FAIL|passed' "$LOGS/resume.log"
@@ -128,6 +133,10 @@ if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   OCR_EDGE_ONLY=1 tests/ocr/run.sh build-asan/pixmill >"$LOGS/asan-ocr.log" 2>&1 || step_fail "asan OCR tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ocr.log"
   tally "$LOGS/asan-ocr.log"
+  echo "== asan: image search providers"
+  tests/providers/test_providers.sh build-asan/pixmill >"$LOGS/asan-providers.log" 2>&1 || step_fail "asan provider tests"
+  grep -E '^FAIL|passed' "$LOGS/asan-providers.log"
+  tally "$LOGS/asan-providers.log"
   echo "== asan: ads pipeline on the edge corpus and a hostile template"
   ADS_EDGE_ONLY=1 tests/ads/run.sh build-asan/pixmill >"$LOGS/asan-ads.log" 2>&1 || step_fail "asan ads tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ads.log"

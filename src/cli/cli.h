@@ -7,6 +7,9 @@
 #define PM_CLI_H
 
 #include <stdbool.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 /* Option ids: one per distinct option across subcommands. */
 enum {
@@ -68,6 +71,7 @@ enum {
 	OPT_ACCEPT_LICENSE,
 	OPT_THREADS,
 	OPT_REPEAT,
+	OPT_SEARCH_PROVIDER,
 };
 
 typedef struct pm_opt {
@@ -119,6 +123,14 @@ typedef struct pm_run_cli {
 	const char *cmd; /* for error messages */
 } pm_run_cli;
 int pm_cli_run_opt(int id, const char *arg, void *ud);
+/* Frees the search providers --search-provider made (after the runs). */
+void pm_cli_run_free(pm_run_cli *c);
+
+/* One provider's counters (a run's, or a day's from the store) as a JSON
+ * object (a new reference), and as one line of text on f. */
+json_t *pm_cli_provider_json(const pm_provider_day *d);
+void pm_cli_provider_line(FILE *f, const char *indent,
+			  const pm_provider_day *d);
 
 int pm_cmd_run(int argc, char **argv);
 int pm_cmd_serve(int argc, char **argv);

@@ -189,6 +189,28 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 		c->o.fetch.host_limits = arg;
 		break;
 	}
+	case OPT_SEARCH_PROVIDER: {
+		pm_provider *p = NULL;
+		pm_err e;
+		if (c->o.n_providers >= PM_PROVIDERS_MAX)
+			return pm_cli_usage_error(
+			    c->cmd, "at most %d --search-provider",
+			    PM_PROVIDERS_MAX);
+		if (pm_provider_parse_spec(arg, &p, &e))
+			return pm_cli_usage_error(c->cmd, "%s", e.msg);
+		for (int k = 0; k < c->o.n_providers; k++)
+			if (strcmp(pm_provider_name(c->o.providers[k]),
+				   pm_provider_name(p)) == 0) {
+				pm_provider_free(p);
+				return pm_cli_usage_error(
+				    c->cmd,
+				    "two search providers are named %s: "
+				    "give one a name=",
+				    pm_provider_name(c->o.providers[k]));
+			}
+		c->o.providers[c->o.n_providers++] = p; /* c owns it */
+		break;
+	}
 	case OPT_CA_FILE:
 		if (access(arg, R_OK) != 0)
 			return pm_cli_usage_error(
@@ -272,6 +294,37 @@ static void on_signal(int sig)
 	pm_run_cancel();
 }
 
+void pm_cli_run_free(pm_run_cli *c)
+{
+	for (int i = 0; i < c->o.n_providers; i++)
+		pm_provider_free(c->o.providers[i]);
+	c->o.n_providers = 0;
+}
+
+json_t *pm_cli_provider_json(const pm_provider_day *d)
+{
+	return json_pack(
+	    "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "provider", d->provider, "day",
+	    (json_int_t)d->day, "requests", (json_int_t)d->requests, "found",
+	    (json_int_t)d->found, "empty", (json_int_t)d->empty, "failed",
+	    (json_int_t)d->failed, "results", (json_int_t)d->results,
+	    "latency_ms_avg",
+	    d->requests ? d->latency_ms / (double)d->requests : 0.0);
+}
+
+void pm_cli_provider_line(FILE *f, const char *indent, const pm_provider_day *d)
+{
+	fprintf(f,
+		"%s%-12s %lld requests, %lld searches: %lld found, %lld "
+		"empty, %lld failed; %lld image URLs; %.0f ms per "
+		"request\n",
+		indent, d->provider, (long long)d->requests,
+		(long long)(d->found + d->empty + d->failed),
+		(long long)d->found, (long long)d->empty, (long long)d->failed,
+		(long long)d->results,
+		d->requests ? d->latency_ms / (double)d->requests : 0.0);
+}
+
 static void print_summary(const pm_run_summary *s)
 {
 	char rss[32], el[32];
@@ -310,6 +363,9 @@ static void print_summary(const pm_run_summary *s)
 			"peak RSS %s\n",
 			s->wall_s, el, s->images_per_s, s->p50_ms, s->p95_ms,
 			s->first_done_ms, rss);
+	for (int i = 0; i < s->n_providers; i++)
+		pm_cli_provider_line(stderr, "pixmill: image search ",
+				     &s->providers[i]);
 	fprintf(stderr,
 		"pixmill: whole job: %lld items, %lld done, %lld failed\n"
 		"pixmill: outputs in %s\npixmill: manifest %s\npixmill: "
@@ -341,8 +397,16 @@ static void print_json(const pm_run_summary *s)
 	    s->p95_ms, "first_done_ms", s->first_done_ms, "peak_rss_bytes",
 	    (json_int_t)s->peak_rss, "interrupted", s->interrupted, "out",
 	    s->out_dir, "manifest", s->manifest, "db", s->db);
-	char *txt = json_dumps(o, JSON_INDENT(2));
+	char *txt;
 
+	if (s->n_providers) {
+		json_t *a = json_array();
+		for (int i = 0; i < s->n_providers; i++)
+			json_array_append_new(
+			    a, pm_cli_provider_json(&s->providers[i]));
+		json_object_set_new(o, "search_providers", a);
+	}
+	txt = json_dumps(o, JSON_INDENT(2));
 	if (txt)
 		printf("%s\n", txt);
 	free(txt);
@@ -386,6 +450,7 @@ int pm_cmd_run(int argc, char **argv)
 	pm_log(PM_LOG_DEBUG, "t+%.1f ms: libvips ready",
 	       (pm_now() - pm_cli_t0) * 1e3);
 	s = pm_run(&c.o, &sum, &err);
+	pm_cli_run_free(&c);
 	if (s && s != PM_ERR_CANCELLED) {
 		pm_log(PM_LOG_ERROR, "%s", err.msg);
 		return pm_status_exit(s);

@@ -91,6 +91,8 @@ int pm_cmd_serve(int argc, char **argv)
 	c.o.min_dimension = c.run.o.min_dimension;
 	c.o.fetch = c.run.o.fetch;
 	c.o.fetch.breaker_wait = true;
+	memcpy(c.o.providers, c.run.o.providers, sizeof c.o.providers);
+	c.o.n_providers = c.run.o.n_providers;
 	c.o.durability = c.run.o.durability;
 	pm_log_setup(c.run.verbose ? PM_LOG_DEBUG : PM_LOG_INFO, -1);
 
@@ -102,6 +104,7 @@ int pm_cmd_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	s = pm_serve(&c.o, &err);
+	pm_cli_run_free(&c.run);
 	if (s) {
 		pm_log(PM_LOG_ERROR, "%s", err.msg);
 		return pm_status_exit(s);

@@ -119,6 +119,77 @@ static int job_cb(const pm_job_info *j, void *ud)
 	return 0;
 }
 
+/* Image search providers: counters summed over every day the store
+ * has, and today's requests (the quota count). */
+typedef struct prov_sum {
+	pm_provider_day tot[PM_PROVIDERS_MAX * 4];
+	int64_t today[PM_PROVIDERS_MAX * 4];
+	int n;
+} prov_sum;
+
+static int prov_cb(const pm_provider_day *d, void *ud)
+{
+	prov_sum *ps = ud;
+	int i;
+
+	for (i = 0; i < ps->n; i++)
+		if (strcmp(ps->tot[i].provider, d->provider) == 0)
+			break;
+	if (i == ps->n) {
+		if (ps->n == (int)(sizeof ps->tot / sizeof *ps->tot))
+			return 0; /* more names than shown */
+		memset(&ps->tot[i], 0, sizeof ps->tot[i]);
+		memcpy(ps->tot[i].provider, d->provider,
+		       sizeof ps->tot[i].provider);
+		ps->today[i] = 0;
+		ps->n++;
+	}
+	ps->tot[i].day = d->day;
+	ps->tot[i].requests += d->requests;
+	ps->tot[i].found += d->found;
+	ps->tot[i].empty += d->empty;
+	ps->tot[i].failed += d->failed;
+	ps->tot[i].results += d->results;
+	ps->tot[i].latency_ms += d->latency_ms;
+	if (d->day == pm_provider_today())
+		ps->today[i] = d->requests;
+	return 0;
+}
+
+/* Adds the providers to o (JSON) or prints them; a store from before
+ * schema v8 has none. */
+static void providers_out(pm_store *st, json_t *o)
+{
+	prov_sum *ps = calloc(1, sizeof *ps);
+	pm_err err;
+
+	if (!ps)
+		return;
+	if (pm_store_schema_version(st) >= 8 &&
+	    pm_store_provider_days(st, 0, prov_cb, ps, &err) == PM_OK) {
+		json_t *a = o ? json_array() : NULL;
+		if (!o && ps->n)
+			printf("image search providers (all runs):\n");
+		for (int i = 0; i < ps->n; i++) {
+			if (o) {
+				json_t *j = pm_cli_provider_json(&ps->tot[i]);
+				json_object_del(j, "day");
+				json_object_set_new(
+				    j, "today_requests",
+				    json_integer((json_int_t)ps->today[i]));
+				json_array_append_new(a, j);
+				continue;
+			}
+			pm_cli_provider_line(stdout, "    ", &ps->tot[i]);
+			printf("    %-12s today (UTC) %lld requests\n", "",
+			       (long long)ps->today[i]);
+		}
+		if (o)
+			json_object_set_new(o, "search_providers", a);
+	}
+	free(ps);
+}
+
 int pm_cmd_status(int argc, char **argv)
 {
 	status_cli c = {.db = "pixmill-out/pixmill.db", .limit = 20};
@@ -148,12 +219,15 @@ int pm_cmd_status(int argc, char **argv)
 		json_t *o =
 		    json_pack("{s:s,s:i,s:O}", "db", c.db, "schema",
 			      pm_store_schema_version(sc.st), "jobs", sc.arr);
+		providers_out(sc.st, o);
 		char *txt = json_dumps(o, JSON_INDENT(2));
 		printf("%s\n", txt ? txt : "{}");
 		free(txt);
 		json_decref(o);
-	} else if (sc.n == 0) {
-		printf("no jobs in %s\n", c.db);
+	} else {
+		if (sc.n == 0)
+			printf("no jobs in %s\n", c.db);
+		providers_out(sc.st, NULL);
 	}
 	json_decref(sc.arr);
 	pm_store_close(sc.st);

@@ -191,6 +191,38 @@ static const pm_metric_def defs[PM_M__COUNT] = {
 			      .type = PM_GAUGE,
 			      .nlabels = 1,
 			      .labels = {"key"}},
+    [PM_M_SEARCH_REQUESTS] = {.name = "pixmill_search_requests_total",
+			      .help = "Requests to image search providers, by "
+				      "provider and outcome.",
+			      .type = PM_COUNTER,
+			      .nlabels = 2,
+			      .labels = {"provider", "outcome"}},
+    [PM_M_SEARCH_SEARCHES] = {.name = "pixmill_search_searches_total",
+			      .help = "Image searches for rows without an "
+				      "image, by provider and result.",
+			      .type = PM_COUNTER,
+			      .nlabels = 2,
+			      .labels = {"provider", "result"}},
+    [PM_M_SEARCH_RESULTS] = {.name = "pixmill_search_results_total",
+			     .help = "Image URLs the search providers "
+				     "returned.",
+			     .type = PM_COUNTER,
+			     .nlabels = 1,
+			     .labels = {"provider"}},
+    [PM_M_SEARCH_LATENCY] = {.name = "pixmill_search_request_duration_seconds",
+			     .help = "Time of one image search request.",
+			     .type = PM_HISTOGRAM,
+			     .nlabels = 1,
+			     .labels = {"provider"},
+			     .buckets = vision_buckets,
+			     .nbuckets = NB(vision_buckets)},
+    [PM_M_SEARCH_QUOTA_USED] = {.name = "pixmill_search_quota_used",
+				.help = "Requests an image search provider has "
+					"made today (UTC) against its daily "
+					"quota.",
+				.type = PM_GAUGE,
+				.nlabels = 1,
+				.labels = {"provider"}},
 };
 
 /* ---- series table ----------------------------------------------------- */

@@ -55,6 +55,17 @@ typedef enum pm_metric {
 	PM_M_VISION_COST,
 	PM_M_VISION_LATENCY,
 	PM_M_VISION_KEY_RATE,
+	/* image search providers (src/fetch/provider.c), by provider name:
+	 * requests {provider,outcome}: ok, rate_limited, server_error,
+	 * timeout, network_error, auth_error, bad_request, bad_answer;
+	 * searches {provider,result}: found, empty, failed, over_quota;
+	 * result URLs returned; request latency (s); requests counted
+	 * against today's quota */
+	PM_M_SEARCH_REQUESTS,
+	PM_M_SEARCH_SEARCHES,
+	PM_M_SEARCH_RESULTS,
+	PM_M_SEARCH_LATENCY,
+	PM_M_SEARCH_QUOTA_USED,
 	PM_M__COUNT
 } pm_metric;
 

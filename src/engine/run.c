@@ -131,6 +131,8 @@ typedef struct work {
 	pm_candidate cand[PM_MAX_CANDIDATES];
 	int n_cand, cand_i;
 	json_t *cand_log;  /* [{url, result, reason}], owned */
+	char provider[32]; /* the image search provider that supplied the
+			      candidates, or "" (the row named them) */
 	struct work *next; /* waiters chain */
 } work;
 
@@ -196,6 +198,10 @@ typedef struct run {
 	pthread_cond_t rq_cv;
 	work *rq_head, *rq_tail; /* finished transfers, in order */
 	int remote_out;		 /* submitted, not yet handed on */
+
+	/* image searches of this run per provider (o->providers order);
+	 * the ingest thread's until it is joined */
+	pm_provider_day prov[PM_PROVIDERS_MAX];
 
 	FILE *manifest;
 	char manifest_path[PATH_MAX + 128];
@@ -428,6 +434,169 @@ static void take_candidates(run *r, work *w)
 	w->cand_log = json_array();
 }
 
+/* Ingest thread: the quota each provider has used today, from the store
+ * (so a daily quota holds across runs), and this run's counters. */
+static int seed_one(const pm_provider_day *d, void *ud)
+{
+	run *r = ud;
+
+	for (int i = 0; i < r->o->n_providers; i++)
+		if (strcmp(d->provider, pm_provider_name(r->o->providers[i])) ==
+		    0)
+			pm_provider_seed_quota(r->o->providers[i], d->day,
+					       d->requests);
+	return 0;
+}
+
+static pm_status seed_providers(run *r, pm_store *st, pm_err *e)
+{
+	int64_t today = pm_provider_today();
+
+	for (int i = 0; i < r->o->n_providers; i++) {
+		snprintf(r->prov[i].provider, sizeof r->prov[i].provider, "%s",
+			 pm_provider_name(r->o->providers[i]));
+		r->prov[i].day = today;
+	}
+	if (!r->o->n_providers)
+		return PM_OK;
+	return pm_store_provider_days(st, today, seed_one, r, e);
+}
+
+/* Ingest thread: a row that names no image asks the providers in order
+ * for candidates; the first that finds any supplies the row's candidate
+ * list (ranked like a listed one, fetched in rank order, each URL through
+ * the fetch engine and its SSRF guard). A provider that fails, is over
+ * quota or finds nothing hands on to the next. When none finds any, the
+ * row fails with every provider's reason, and the status of the first
+ * passing failure (rate_limited, io_error, unauthorized: a later run
+ * tries again), else upstream_error when an answer was unusable (a 4xx,
+ * bad JSON), else not_found (every provider answered: nothing). Returns
+ * non-PM_OK only for a store failure (fatal). */
+static pm_status search_images(run *r, pm_store *st, work *w, pm_err *e)
+{
+	pm_record *rec = w->rec;
+	pm_provider_hit *hits = NULL;
+	char why[480] = "", query[256];
+	pm_status fail = PM_ERR_NOT_FOUND;
+	size_t wl = 0;
+
+	hits = calloc(PM_PROVIDER_MAX_HITS, sizeof *hits);
+	if (!hits)
+		return pm_fail(e, PM_ERR_NOMEM, "out of memory");
+	for (int i = 0; i < r->o->n_providers && !stopping(r); i++) {
+		pm_provider *p = r->o->providers[i];
+		pm_provider_day d = {0};
+		pm_provider_call call;
+		pm_err pe = {{0}};
+		pm_status ps;
+		int n = 0;
+
+		pm_provider_query(p, rec->title, rec->id, rec->category,
+				  rec->attrs_json, query, sizeof query);
+		if (!query[0]) {
+			snprintf(pe.msg, sizeof pe.msg,
+				 "%s: nothing to search for (the query's "
+				 "fields are empty)",
+				 pm_provider_name(p));
+			ps = PM_ERR_NOT_FOUND;
+			memset(&call, 0, sizeof call);
+		} else {
+			ps = pm_provider_search(p, query, hits,
+						PM_PROVIDER_MAX_HITS, &n, &call,
+						&pe);
+		}
+		d = r->prov[i];
+		memset(&r->prov[i], 0, sizeof r->prov[i]);
+		snprintf(r->prov[i].provider, sizeof r->prov[i].provider, "%s",
+			 d.provider);
+		r->prov[i].day = d.day;
+		r->prov[i].requests = d.requests + call.requests;
+		r->prov[i].found = d.found + (!ps && n > 0);
+		r->prov[i].empty = d.empty + (!ps && n == 0 && query[0]);
+		r->prov[i].failed = d.failed + (ps != PM_OK && query[0]);
+		r->prov[i].results = d.results + n;
+		r->prov[i].latency_ms = d.latency_ms + call.latency_ms;
+		if (query[0]) {
+			pm_provider_day delta = {.day = pm_provider_today(),
+						 .requests = call.requests,
+						 .found = !ps && n > 0,
+						 .empty = !ps && n == 0,
+						 .failed = ps != PM_OK,
+						 .results = n,
+						 .latency_ms = call.latency_ms};
+			pm_status ss;
+			snprintf(delta.provider, sizeof delta.provider, "%s",
+				 d.provider);
+			ss = pm_store_provider_add(st, &delta, e);
+			if (ss) {
+				free(hits);
+				return ss;
+			}
+		}
+		if (!ps && n > 0) {
+			struct {
+				char *p;
+				size_t len;
+			} b = {0};
+			FILE *f = open_memstream(&b.p, &b.len);
+			if (!f) {
+				free(hits);
+				return pm_fail(e, PM_ERR_NOMEM,
+					       "out of memory");
+			}
+			for (int k = 0; k < n; k++) {
+				fprintf(f, "%s%s", k ? " | " : "", hits[k].url);
+				if (hits[k].width && hits[k].height)
+					fprintf(f, " %dx%d", hits[k].width,
+						hits[k].height);
+				else if (hits[k].width)
+					fprintf(f, " %dw", hits[k].width);
+			}
+			if (fclose(f) || !b.p) {
+				free(b.p);
+				free(hits);
+				return pm_fail(e, PM_ERR_NOMEM,
+					       "out of memory");
+			}
+			free(rec->candidates);
+			free(rec->image);
+			rec->candidates = b.p; /* the record owns it */
+			rec->image = strdup(hits[0].url);
+			if (!rec->image) {
+				free(hits);
+				return pm_fail(e, PM_ERR_NOMEM,
+					       "out of memory");
+			}
+			rec->status = PM_OK;
+			rec->error[0] = '\0';
+			snprintf(w->provider, sizeof w->provider, "%s",
+				 d.provider);
+			free(hits);
+			return PM_OK;
+		}
+		if (!ps)
+			snprintf(pe.msg, sizeof pe.msg, "%s: no results",
+				 d.provider);
+		if (ps == PM_ERR_UPSTREAM && fail == PM_ERR_NOT_FOUND)
+			fail = ps;
+		else if (ps && ps != PM_ERR_NOT_FOUND &&
+			 ps != PM_ERR_UPSTREAM &&
+			 (fail == PM_ERR_NOT_FOUND || fail == PM_ERR_UPSTREAM))
+			fail = ps;
+		if (wl < sizeof why)
+			wl += (size_t)snprintf(why + wl, sizeof why - wl,
+					       "%s%s", wl ? "; " : "", pe.msg);
+	}
+	free(hits);
+	/* the whole reason in the item (w->error), a shorter one in the
+	 * record */
+	snprintf(w->error, sizeof w->error,
+		 "%.80s; the image search found none: %.390s", rec->error, why);
+	rec->status = fail;
+	snprintf(rec->error, sizeof rec->error, "%.255s", w->error);
+	return PM_OK;
+}
+
 static void *ingest_main(void *arg)
 {
 	run *r = arg;
@@ -436,6 +605,8 @@ static void *ingest_main(void *arg)
 	pm_status s;
 
 	s = pm_store_open(r->db_url, false, &st, &e);
+	if (!s)
+		s = seed_providers(r, st, &e);
 	if (s) {
 		set_fatal(r, s, &e);
 		goto out;
@@ -466,7 +637,10 @@ static void *ingest_main(void *arg)
 			     !(r->o->refresh && rec->image &&
 			       is_http(rec->image))) ||
 			    (state == PM_ITEM_FAILED && !r->o->retry_failed &&
-			     !transient(code))) {
+			     !transient(code) &&
+			     /* no image, no provider then: one now */
+			     !(rec->no_image && r->o->n_providers &&
+			       code == PM_ERR_CATALOG))) {
 				atomic_fetch_add(&r->skipped, 1);
 				pm_record_free(rec);
 				continue;
@@ -482,6 +656,15 @@ static void *ingest_main(void *arg)
 		w->rec = rec;
 		w->t_start = pm_now();
 		w->ctx.sharpness = NAN;
+		if (rec->status != PM_OK && rec->no_image &&
+		    r->o->n_providers > 0) {
+			s = search_images(r, st, w, &e);
+			if (s) {
+				work_free(w);
+				set_fatal(r, s, &e);
+				break;
+			}
+		}
 		if (rec->status == PM_OK && rec->candidates)
 			take_candidates(r, w);
 		if (rec->status == PM_OK && is_http(rec->image)) {
@@ -494,7 +677,9 @@ static void *ingest_main(void *arg)
 		}
 		if (rec->status != PM_OK) {
 			w->status = rec->status;
-			snprintf(w->error, sizeof w->error, "%s", rec->error);
+			if (!w->error[0]) /* search_images may have said more */
+				snprintf(w->error, sizeof w->error, "%s",
+					 rec->error);
 			if (pm_queue_push(r->result_q, w))
 				work_free(w);
 			continue;
@@ -915,6 +1100,8 @@ static void cand_note(work *w, int i, const char *result, const char *why)
 	if (w->cand[i].width)
 		json_object_set_new(o, "width_hint",
 				    json_integer(w->cand[i].width));
+	if (w->provider[0])
+		json_object_set_new(o, "provider", json_string(w->provider));
 	json_array_append_new(w->cand_log, o);
 }
 
@@ -1270,6 +1457,9 @@ static void manifest_line(run *r, const work *w)
 		json_object_set_new(o, "sha256", json_string(w->sha));
 	if (w->cand_log)
 		json_object_set(o, "candidates", w->cand_log);
+	if (w->provider[0])
+		json_object_set_new(o, "search_provider",
+				    json_string(w->provider));
 	if (!w->status)
 		json_object_set_new(o, "duplicate", json_boolean(w->duplicate));
 	if (w->not_modified && !w->status)
@@ -1929,6 +2119,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	sum->cache_hits = atomic_load(&r->cache_hits);
 	sum->url_reused = atomic_load(&r->url_reused);
 	sum->http_items = atomic_load(&r->http_items);
+	sum->n_providers = o->n_providers;
+	memcpy(sum->providers, r->prov, sizeof r->prov);
 	sum->wall_s = pm_now() - r->t0;
 	sum->first_done_ms = atomic_load(&r->first_done_us) / 1000.0;
 	sum->images_per_s =

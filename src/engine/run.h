@@ -21,8 +21,10 @@
 
 #include "core/status.h"
 #include "fetch/fetch.h"
+#include "fetch/provider.h"
 #include "image/image.h"
 #include "ingest/catalog.h"
+#include "store/store.h"
 
 typedef enum pm_durability {
 	PM_SYNC_FILE = 0, /* fsync each output before renaming it (default) */
@@ -70,9 +72,14 @@ typedef struct pm_run_opts {
 				     catalog is fetched once; -1 = none,
 				     0 = 64 MiB */
 	pm_fetch_opts fetch; /* http(s) sources: limits, retries, SSRF guard */
-	double t_start;	     /* pm_now() when the process started work (main);
-				0 = when pm_run starts. first_done_ms counts
-				from here. */
+	/* Image search providers, tried in this order for rows that name no
+	 * image (fetch/provider.h); their results become the row's ranked
+	 * candidates. Not owned by the run; they must outlive it. */
+	pm_provider *providers[PM_PROVIDERS_MAX];
+	int n_providers;
+	double t_start; /* pm_now() when the process started work (main);
+			   0 = when pm_run starts. first_done_ms counts
+			   from here. */
 	/* For a caller that runs jobs on a thread of its own (serve); both
 	 * may be NULL. Not owned by the run. */
 	atomic_int *cancel; /* set non-zero to stop this run (drains) */
@@ -100,6 +107,10 @@ typedef struct pm_run_summary {
 	double p50_ms, p95_ms;
 	uint64_t peak_rss;
 	bool interrupted;
+	/* this run's image searches, per provider in the order configured
+	 * (day: the UTC day the run started) */
+	pm_provider_day providers[PM_PROVIDERS_MAX];
+	int n_providers;
 	char manifest[4352];
 	char db[4352];
 	char out_dir[4096];

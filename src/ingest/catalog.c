@@ -492,12 +492,33 @@ static pm_status emit(pm_catalog *c, pm_record *r, pm_record **out, pm_err *err)
 
 /* Sets r->image from a raw value, or fails r with "line N: reason".
  * Returns 0, or RD_NOMEM. */
+/* A row that names no image at all: malformed, but unlike rec_fail its
+ * fields stay, so an image search provider can look for one (no_image). */
+static void rec_no_image(pm_record *r, uint64_t line, const char *why)
+{
+	free(r->image);
+	free(r->candidates);
+	r->image = r->candidates = NULL;
+	r->status = PM_ERR_CATALOG;
+	r->no_image = 1;
+	snprintf(r->error, sizeof r->error, "line %" PRIu64 ": %s", line, why);
+}
+
 static int rec_set_image(pm_catalog *c, pm_record *r, uint64_t line,
 			 const char *s, size_t n)
 {
 	char why[200];
-	int rc = resolve_image(c, s, n, &r->image, why, sizeof why);
+	const char *t = s;
+	size_t tn = n;
+	int rc;
 
+	if (t)
+		trim(&t, &tn);
+	if (!t || tn == 0) {
+		rec_no_image(r, line, "empty image");
+		return 0;
+	}
+	rc = resolve_image(c, s, n, &r->image, why, sizeof why);
 	if (rc == 1)
 		rec_fail(r, "line %" PRIu64 ": %s", line, why);
 	return rc == RD_NOMEM ? RD_NOMEM : 0;
@@ -1208,12 +1229,12 @@ static int jsonl_fill(pm_catalog *c, pm_record *r, uint64_t line, json_t *o)
 		free(b.p);
 		return rc;
 	}
-	if (!img) {
-		json_decref(attrs);
-		rec_fail(r,
-			 "line %" PRIu64
-			 ": no image field (expected one of " IMAGE_ALIASES ")",
-			 line);
+	if (!img || json_is_null(img)) {
+		if (rec_set_attrs(r, attrs))
+			return RD_NOMEM;
+		rec_no_image(r, line,
+			     "no image field (expected one of " IMAGE_ALIASES
+			     ")");
 		return 0;
 	}
 	if (!json_is_string(img) || json_string_length(img) > c->max_field) {

@@ -60,6 +60,12 @@ typedef struct pm_record {
 	    attrs_json;	  /* every other column/field as a compact JSON object
 			     of strings (JSONL keeps JSON values); "{}" if none */
 	pm_status status; /* PM_OK, or PM_ERR_CATALOG for a malformed row */
+	int no_image;	  /* 1: malformed only because the row names no
+			     image (an empty image column, or no image field
+			     in JSONL); unlike other malformed rows it keeps
+			     id, title, price, category and attrs_json, so an
+			     image search provider can look for one
+			     (fetch/provider.h) */
 	char error[256];  /* the reason when status != PM_OK */
 } pm_record;
 

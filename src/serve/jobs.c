@@ -233,6 +233,8 @@ static void run_opts(srv *s, const job_files *f, pm_run_opts *ro)
 	ro->min_dimension = s->o->min_dimension;
 	ro->fetch = s->o->fetch;
 	ro->fetch.breaker_wait = true;
+	memcpy(ro->providers, s->o->providers, sizeof ro->providers);
+	ro->n_providers = s->o->n_providers;
 	ro->durability = s->o->durability;
 	ro->progress = 0;
 	ro->cancel = &s->run_cancel;

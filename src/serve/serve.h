@@ -44,6 +44,10 @@ typedef struct pm_serve_opts {
 	pm_limits limits;   /* image limits */
 	int min_dimension;  /* short edge at least this (0 = any) */
 	pm_fetch_opts fetch;
+	/* image search providers for every job (fetch/provider.h); owned by
+	 * the caller, alive until pm_serve returns */
+	pm_provider *providers[PM_PROVIDERS_MAX];
+	int n_providers;
 	pm_durability durability;
 	const char *port_file; /* write the bound port here once listening */
 } pm_serve_opts;

@@ -204,6 +204,13 @@ static const char *const migrations[] = {
     /* v7: the last run's http cache figures, for `status`. */
     "ALTER TABLE jobs ADD COLUMN http_items INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE jobs ADD COLUMN http_hits INTEGER NOT NULL DEFAULT 0;",
+    /* v8: image search provider counters per UTC day (quota, health). */
+    "CREATE TABLE provider_days ("
+    " provider TEXT NOT NULL, day INTEGER NOT NULL,"
+    " requests INTEGER NOT NULL DEFAULT 0, found INTEGER NOT NULL DEFAULT 0,"
+    " empty INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,"
+    " results INTEGER NOT NULL DEFAULT 0, latency_ms REAL NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (provider, day)) WITHOUT ROWID;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -248,6 +255,8 @@ enum {
 	Q_ASSET_ITEMS_ALL,
 	Q_ASSET_ITEMS_SHA,
 	Q_FIND_ITEMS,
+	Q_PROV_ADD,
+	Q_PROV_DAYS,
 	Q_COUNT
 };
 
@@ -330,6 +339,16 @@ static const char *const queries[Q_COUNT] = {
 		" AND title IS NOT NULL ORDER BY id DESC LIMIT 1",
     [Q_STATS_JOBS] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
     [Q_STATS_DLQ] = "SELECT COUNT(*) FROM items WHERE state = 'failed'",
+    [Q_PROV_ADD] =
+	"INSERT INTO provider_days (provider, day, requests, found, empty,"
+	" failed, results, latency_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+	" ON CONFLICT (provider, day) DO UPDATE SET"
+	" requests = requests + ?3, found = found + ?4, empty = empty + ?5,"
+	" failed = failed + ?6, results = results + ?7,"
+	" latency_ms = latency_ms + ?8",
+    [Q_PROV_DAYS] = "SELECT provider, day, requests, found, empty, failed,"
+		    " results, latency_ms FROM provider_days WHERE day >= ?1"
+		    " ORDER BY provider, day",
     [Q_URL_GET] = "SELECT etag, last_modified, sha256 FROM urls WHERE url = ?1",
     [Q_URL_PUT] = "INSERT INTO urls (url, etag, last_modified, sha256, updated)"
 		  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (url) DO UPDATE SET"
@@ -1690,6 +1709,63 @@ static pm_status sq_stats(void *conn,
 	return s;
 }
 
+static pm_status sq_provider_add(void *conn, const pm_provider_day *d,
+				 pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_PROV_ADD, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (sqlite3_bind_text(st, 1, d->provider, -1, SQLITE_TRANSIENT) ||
+	    b_i64(st, 2, d->day) || b_i64(st, 3, d->requests) ||
+	    b_i64(st, 4, d->found) || b_i64(st, 5, d->empty) ||
+	    b_i64(st, 6, d->failed) || b_i64(st, 7, d->results) ||
+	    sqlite3_bind_double(st, 8, d->latency_ms) ||
+	    sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "search provider counters");
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_provider_days(void *conn, int64_t since_day,
+				  int (*cb)(const pm_provider_day *d, void *ud),
+				  void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_PROV_DAYS, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, since_day)) {
+		s = sq_fail(c->db, err, "search provider counters");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_provider_day d = {0};
+		snprintf(d.provider, sizeof d.provider, "%s", col_text(st, 0));
+		d.day = sqlite3_column_int64(st, 1);
+		d.requests = sqlite3_column_int64(st, 2);
+		d.found = sqlite3_column_int64(st, 3);
+		d.empty = sqlite3_column_int64(st, 4);
+		d.failed = sqlite3_column_int64(st, 5);
+		d.results = sqlite3_column_int64(st, 6);
+		d.latency_ms = sqlite3_column_double(st, 7);
+		if (cb(&d, ud)) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "search provider counters");
+out:
+	q_done(st);
+	return s;
+}
+
 const pm_store_backend pm_store_sqlite = {
     .name = "sqlite",
     .open = sq_open,
@@ -1724,4 +1800,6 @@ const pm_store_backend pm_store_sqlite = {
     .embedding_put = sq_embedding_put,
     .asset_items = sq_asset_items,
     .stats = sq_stats,
+    .provider_add = sq_provider_add,
+    .provider_days = sq_provider_days,
 };

@@ -103,6 +103,29 @@ pm_status pm_store_job_create(pm_store *s, const pm_job_spec *spec,
 pm_status pm_store_job_state(pm_store *s, int64_t job_id, const char *state,
 			     const char *error, bool final, pm_err *err);
 
+/* Image search providers (fetch/provider.h): per provider and UTC day,
+ * what was asked of it. The day's requests are its quota count, which
+ * holds across runs. */
+typedef struct pm_provider_day {
+	char provider[32]; /* the provider's configured name */
+	int64_t day;	   /* UTC days since 1970-01-01 */
+	int64_t requests;  /* HTTP requests (counted against the quota) */
+	int64_t found;	   /* searches that returned image URLs */
+	int64_t empty;	   /* searches that returned none */
+	int64_t failed;	   /* searches that failed (error or quota) */
+	int64_t results;   /* image URLs returned */
+	double latency_ms; /* summed over the requests */
+} pm_provider_day;
+
+/* Adds d's counters to the row (d->provider, d->day), creating it. */
+pm_status pm_store_provider_add(pm_store *s, const pm_provider_day *d,
+				pm_err *err);
+/* Rows with day >= since_day, by provider name then day; cb returns
+ * non-zero to stop. */
+pm_status pm_store_provider_days(pm_store *s, int64_t since_day,
+				 int (*cb)(const pm_provider_day *d, void *ud),
+				 void *ud, pm_err *err);
+
 /* Counts jobs by state (cb per state) and failed items (*dlq, if not
  * NULL), for metrics and health. */
 pm_status pm_store_stats(pm_store *s,

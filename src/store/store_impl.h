@@ -106,6 +106,19 @@ typedef struct pm_store_backend {
 	pm_status (*stats)(void *conn,
 			   int (*cb)(const char *state, int64_t n, void *ud),
 			   void *ud, int64_t *dlq, pm_err *err);
+	/* Image search provider counters per UTC day (added in schema v8
+	 * of the SQLite backend: table provider_days). provider_add adds
+	 * the counters of d to its (provider, day) row, creating it
+	 * (an upsert; it runs outside any open batch, on its own
+	 * connection); provider_days lists rows with day >= since_day
+	 * ordered by provider, day. Both may be NULL (store.c then keeps
+	 * nothing: quotas hold per process only). */
+	pm_status (*provider_add)(void *conn, const pm_provider_day *d,
+				  pm_err *err);
+	pm_status (*provider_days)(void *conn, int64_t since_day,
+				   int (*cb)(const pm_provider_day *d,
+					     void *ud),
+				   void *ud, pm_err *err);
 } pm_store_backend;
 
 extern const pm_store_backend pm_store_sqlite;

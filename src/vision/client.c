@@ -33,57 +33,71 @@ struct pm_vision_client {
 	CURL *curl;	  /* reused: keeps the connection alive */
 	char url[1100];	  /* {base_url}/chat/completions */
 	char errbuf[CURL_ERROR_SIZE];
-	char *body; /* answer bytes, malloc'd, grows to BODY_MAX */
-	size_t body_len, body_cap;
-	bool body_over; /* the answer was over BODY_MAX */
-	char retry_after[64];
-	unsigned seed; /* jitter */
+	pm_vision_recv ans; /* the answer: body (up to BODY_MAX) and
+			       Retry-After */
+	unsigned seed;	    /* jitter */
 };
 
-static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+size_t pm_vision_recv_body(char *p, size_t sz, size_t n, void *ud)
 {
-	pm_vision_client *c = ud;
+	pm_vision_recv *a = ud;
 	size_t len = sz * n;
 
-	if (c->body_len + len > BODY_MAX) {
-		c->body_over = true;
+	if (a->len + len > a->max) {
+		a->over = true;
 		return 0; /* aborts the transfer */
 	}
-	if (c->body_len + len + 1 > c->body_cap) {
-		size_t cap = c->body_cap ? c->body_cap : 16384;
+	if (a->len + len + 1 > a->cap) {
+		size_t cap = a->cap ? a->cap : 16384;
 		char *nb;
-		while (cap < c->body_len + len + 1)
+		while (cap < a->len + len + 1)
 			cap *= 2;
-		nb = realloc(c->body, cap);
+		nb = realloc(a->body, cap);
 		if (!nb)
 			return 0;
-		c->body = nb;
-		c->body_cap = cap;
+		a->body = nb;
+		a->cap = cap;
 	}
-	memcpy(c->body + c->body_len, p, len);
-	c->body_len += len;
-	c->body[c->body_len] = '\0';
+	memcpy(a->body + a->len, p, len);
+	a->len += len;
+	a->body[a->len] = '\0';
 	return len;
 }
 
-static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+size_t pm_vision_recv_header(char *p, size_t sz, size_t n, void *ud)
 {
-	pm_vision_client *c = ud;
+	pm_vision_recv *a = ud;
 	size_t len = sz * n;
 	static const char name[] = "retry-after:";
 
 	if (len > sizeof name - 1 &&
 	    strncasecmp(p, name, sizeof name - 1) == 0) {
 		size_t v = len - (sizeof name - 1);
-		if (v >= sizeof c->retry_after)
-			v = sizeof c->retry_after - 1;
-		memcpy(c->retry_after, p + sizeof name - 1, v);
-		c->retry_after[v] = '\0';
-		for (char *q = c->retry_after; *q; q++)
+		if (v >= sizeof a->retry_after)
+			v = sizeof a->retry_after - 1;
+		memcpy(a->retry_after, p + sizeof name - 1, v);
+		a->retry_after[v] = '\0';
+		for (char *q = a->retry_after; *q; q++)
 			if (*q == '\r' || *q == '\n')
 				*q = '\0';
 	}
 	return len;
+}
+
+bool pm_vision_recv_reset(pm_vision_recv *a, size_t max)
+{
+	a->max = max;
+	a->len = 0;
+	a->over = false;
+	a->retry_after[0] = '\0';
+	if (!a->body) {
+		a->body = malloc(1);
+		if (!a->body)
+			return false;
+		a->cap = 1;
+	}
+	a->body[0] = '\0';
+	return true;
 }
 
 pm_status pm_vision_client_new(pm_vision_ep *ep, const char *base_url,
@@ -124,11 +138,11 @@ void pm_vision_client_free(pm_vision_client *c)
 	if (!c)
 		return;
 	curl_easy_cleanup(c->curl);
-	free(c->body);
+	free(c->ans.body);
 	free(c);
 }
 
-static void sleep_until(double at)
+void pm_vision_sleep_until(double at)
 {
 	double d = at - pm_now();
 	struct timespec ts;
@@ -150,12 +164,9 @@ static CURLcode post(pm_vision_client *c, const char *body, const char *key,
 	CURLcode rc;
 	CURL *e = c->curl;
 
-	c->body_len = 0;
-	c->body_over = false;
-	c->retry_after[0] = '\0';
 	c->errbuf[0] = '\0';
-	if (c->body)
-		c->body[0] = '\0';
+	if (!pm_vision_recv_reset(&c->ans, BODY_MAX))
+		return CURLE_OUT_OF_MEMORY;
 	*code = 0;
 	curl_easy_reset(e); /* keeps the connection cache */
 	h = curl_slist_append(h, "Content-Type: application/json");
@@ -178,10 +189,10 @@ static CURLcode post(pm_vision_client *c, const char *body, const char *key,
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)(timeout_ms < 10000 ? timeout_ms : 10000));
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pm_vision_recv_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &c->ans);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pm_vision_recv_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &c->ans);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "pixmill-vision/1");
 	rc = curl_easy_perform(e);
@@ -191,22 +202,15 @@ static CURLcode post(pm_vision_client *c, const char *body, const char *key,
 		explicit_bzero(p->data, strlen(p->data));
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(h);
-	if (!c->body) {
-		c->body = malloc(1);
-		if (c->body) {
-			c->body[0] = '\0';
-			c->body_cap = 1;
-		}
-	}
 	return rc;
 }
 
-static double jitter_backoff(pm_vision_client *c, int attempt)
+double pm_vision_backoff(unsigned *seed, int attempt)
 {
 	double cap = BACKOFF_BASE * pow(2, attempt - 1);
 	if (cap > BACKOFF_MAX)
 		cap = BACKOFF_MAX;
-	return cap * ((double)rand_r(&c->seed) / RAND_MAX); /* full jitter */
+	return cap * ((double)rand_r(seed) / RAND_MAX); /* full jitter */
 }
 
 static void count_usage(const pm_vision_cfg *cfg, const pm_vision_answer *a)
@@ -261,7 +265,7 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 		s = pm_vision_ep_pick(c->ep, pm_now(), &key, &at, err);
 		if (s)
 			break;
-		sleep_until(at);
+		pm_vision_sleep_until(at);
 		pm_vision_ep_key(c->ep, key, secret, sizeof secret, label,
 				 sizeof label);
 		t0 = pm_now();
@@ -270,8 +274,9 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 		stats->requests++;
 		pm_metric_obs(PM_M_VISION_LATENCY, NULL, NULL, pm_now() - t0);
 		ra = pm_vision_retry_after(
-		    c->retry_after[0] ? c->retry_after : NULL, time(NULL));
-		if (c->body_over) {
+		    c->ans.retry_after[0] ? c->ans.retry_after : NULL,
+		    time(NULL));
+		if (c->ans.over) {
 			/* asking again would bring the same flood */
 			pm_metric_inc(PM_M_VISION_REQUESTS, "bad_answer", NULL,
 				      1);
@@ -304,13 +309,14 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 						     : curl_easy_strerror(rc),
 					attempts);
 			if (attempts < cfg.max_attempts)
-				sleep_until(pm_now() +
-					    jitter_backoff(c, attempts));
+				pm_vision_sleep_until(
+				    pm_now() +
+				    pm_vision_backoff(&c->seed, attempts));
 			continue;
 		}
 		if (code == 200) {
 			pm_vision_answer_clear(out);
-			s = pm_vision_parse(c->body, c->body_len,
+			s = pm_vision_parse(c->ans.body, c->ans.len,
 					    req->title && *req->title, out,
 					    err);
 			count_usage(&cfg, out);
@@ -345,7 +351,8 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 				attempts = cfg.max_attempts - 1;
 			continue;
 		}
-		pm_vision_error_message(c->body, c->body_len, msg, sizeof msg);
+		pm_vision_error_message(c->ans.body, c->ans.len, msg,
+					sizeof msg);
 		pm_vision_ep_scrub(c->ep, msg);
 		if (code == 401 || code == 403) {
 			pm_metric_inc(PM_M_VISION_REQUESTS, "auth_error", NULL,
@@ -392,10 +399,11 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 				"attempts%s%s",
 				code, attempts, msg[0] ? ": " : "", msg);
 			if (attempts < cfg.max_attempts)
-				sleep_until(
+				pm_vision_sleep_until(
 				    pm_now() +
 				    (ra > 0 ? fmin(ra, cfg.max_wait_s)
-					    : jitter_backoff(c, attempts)));
+					    : pm_vision_backoff(&c->seed,
+								attempts)));
 			continue;
 		}
 		/* 400, 404, 413, 422...: the same request fails again */

@@ -73,6 +73,7 @@ void pm_vision_cfg_default(pm_vision_cfg *c)
 	c->rate_increase = 0.5;
 	c->rate_decrease = 0.5;
 	c->max_wait_s = 120;
+	c->no_metrics = false;
 }
 
 pm_vision_ep *pm_vision_ep_get(const char *base_url, const char *model,
@@ -136,6 +137,15 @@ void pm_vision_ep_set_cfg(pm_vision_ep *ep, const pm_vision_cfg *c)
 	pthread_mutex_unlock(&ep->mu);
 }
 
+void pm_vision_ep_reset_rate(pm_vision_ep *ep)
+{
+	pthread_mutex_lock(&ep->mu);
+	for (int i = 0; i < ep->n_keys; i++)
+		ep->keys[i].rate = ep->cfg.rate_start;
+	ep->anon_rate = ep->cfg.rate_start;
+	pthread_mutex_unlock(&ep->mu);
+}
+
 pm_status pm_vision_ep_add_key(pm_vision_ep *ep, const char *key, pm_err *err)
 {
 	size_t n = strlen(key);
@@ -172,7 +182,9 @@ pm_status pm_vision_ep_add_key(pm_vision_ep *ep, const char *key, pm_err *err)
 		snprintf(k->label, sizeof k->label, "key%d", ep->n_keys + 1);
 		k->rate = ep->cfg.rate_start;
 		ep->n_keys++;
-		pm_metric_put(PM_M_VISION_KEY_RATE, k->label, NULL, k->rate);
+		if (!ep->cfg.no_metrics)
+			pm_metric_put(PM_M_VISION_KEY_RATE, k->label, NULL,
+				      k->rate);
 	}
 out:
 	pthread_mutex_unlock(&ep->mu);
@@ -330,10 +342,12 @@ void pm_vision_ep_report(pm_vision_ep *ep, int key, pm_vision_outcome o,
 	case PM_VO_NEUTRAL:
 		break;
 	}
-	pm_metric_put(PM_M_VISION_KEY_RATE, label, NULL,
-		      (key >= 0 && key < ep->n_keys && ep->keys[key].disabled)
-			  ? 0
-			  : *rate);
+	if (!ep->cfg.no_metrics)
+		pm_metric_put(
+		    PM_M_VISION_KEY_RATE, label, NULL,
+		    (key >= 0 && key < ep->n_keys && ep->keys[key].disabled)
+			? 0
+			: *rate);
 	pthread_mutex_unlock(&ep->mu);
 }
 

@@ -122,6 +122,9 @@ typedef struct pm_vision_cfg {
 	double rate_increase; /* added per success (requests/s) */
 	double rate_decrease; /* factor on 429, 5xx, timeouts (0..1) */
 	double max_wait_s;    /* longest wait for a key before giving up */
+	bool no_metrics;      /* keep out of the vision metrics (an endpoint
+				 used as a plain rate limiter: image search
+				 providers, src/fetch/provider.c) */
 } pm_vision_cfg;
 
 void pm_vision_cfg_default(pm_vision_cfg *c);
@@ -136,6 +139,8 @@ pm_vision_ep *pm_vision_ep_get(const char *base_url, const char *model,
 			       pm_err *err);
 void pm_vision_ep_get_cfg(pm_vision_ep *ep, pm_vision_cfg *out);
 void pm_vision_ep_set_cfg(pm_vision_ep *ep, const pm_vision_cfg *c);
+/* Sets every key's rate (and the no-key rate) back to rate_start. */
+void pm_vision_ep_reset_rate(pm_vision_ep *ep);
 /* Adds an API key (copied; duplicates ignored). PM_ERR_PIPELINE if the
  * key is under 4 bytes, has spaces or control characters, is over 512 bytes, or
  * the endpoint has PM_VISION_MAX_KEYS already. The message never contains
@@ -177,6 +182,30 @@ double pm_vision_ep_rate(pm_vision_ep *ep, int key, bool *disabled);
 void pm_vision_ep_scrub(pm_vision_ep *ep, char *s);
 
 /* ---- client.c: one worker's client ---- */
+
+/* An HTTP answer being received with libcurl (also used by the image
+ * search providers, src/fetch/provider.c): the body, bounded, and the
+ * Retry-After header. Owned by its user; free body when done. */
+typedef struct pm_vision_recv {
+	char *body;	      /* malloc'd, NUL-terminated, grows up to max */
+	size_t len, cap, max; /* bytes held, allocated, allowed */
+	bool over;	      /* the answer was over max (transfer aborted) */
+	char retry_after[64]; /* the Retry-After value, or "" */
+} pm_vision_recv;
+
+/* Before each request: empties the answer (body "" after, so it can be
+ * read even when nothing came). false if memory is short. */
+bool pm_vision_recv_reset(pm_vision_recv *a, size_t max);
+/* CURLOPT_WRITEFUNCTION and CURLOPT_HEADERFUNCTION, with a
+ * pm_vision_recv as their data. */
+size_t pm_vision_recv_body(char *p, size_t sz, size_t n, void *ud);
+size_t pm_vision_recv_header(char *p, size_t sz, size_t n, void *ud);
+
+/* Sleeps until pm_now() reaches at (EINTR resumed). */
+void pm_vision_sleep_until(double at);
+/* A backoff before retry `attempt` (1, 2, ...): full jitter up to 0.5 s
+ * doubled per attempt, at most 30 s. seed: the caller's rand_r state. */
+double pm_vision_backoff(unsigned *seed, int attempt);
 
 typedef struct pm_vision_client pm_vision_client;
 

@@ -1120,6 +1120,65 @@ static void test_migration_text(void)
 	sqlite3_close(db);
 }
 
+static int prov_rows(const pm_provider_day *d, void *ud)
+{
+	pm_provider_day *out = ud;
+	int i = 0;
+
+	while (out[i].provider[0])
+		i++;
+	if (i < 3)
+		out[i] = *d;
+	return 0;
+}
+
+/* Search provider counters per day: added up, listed by name and day,
+ * and a v7 store migrated to have them. */
+static void test_provider_days(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	pm_provider_day a = {.provider = "google",
+			     .day = 20000,
+			     .requests = 2,
+			     .found = 1,
+			     .empty = 1,
+			     .results = 3,
+			     .latency_ms = 10};
+	pm_provider_day rows[4];
+	void *conn = NULL;
+	const char *p = dbpath("prov.db");
+
+	CHECK_INT(pm_sqlite_open_at(p, 7, &conn, &err), PM_OK);
+	pm_store_sqlite.close(conn);
+	CHECK_INT(pm_store_open(p, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_schema_version(s), pm_sqlite_latest_version());
+	CHECK_INT(pm_store_provider_add(s, &a, &err), PM_OK);
+	a.requests = 5;
+	a.failed = 1;
+	a.found = a.empty = a.results = 0;
+	CHECK_INT(pm_store_provider_add(s, &a, &err), PM_OK);
+	a.day = 20001;
+	CHECK_INT(pm_store_provider_add(s, &a, &err), PM_OK);
+	snprintf(a.provider, sizeof a.provider, "bing");
+	a.day = 19999; /* before since_day */
+	CHECK_INT(pm_store_provider_add(s, &a, &err), PM_OK);
+	memset(rows, 0, sizeof rows);
+	CHECK_INT(pm_store_provider_days(s, 20000, prov_rows, rows, &err),
+		  PM_OK);
+	CHECK_STR(rows[0].provider, "google");
+	CHECK_INT(rows[0].day, 20000);
+	CHECK_INT(rows[0].requests, 7);
+	CHECK_INT(rows[0].found, 1);
+	CHECK_INT(rows[0].failed, 1);
+	CHECK_INT(rows[0].results, 3);
+	CHECK(rows[0].latency_ms == 20);
+	CHECK_INT(rows[1].day, 20001);
+	CHECK_INT(rows[1].requests, 5);
+	CHECK(rows[2].provider[0] == '\0');
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -1136,6 +1195,7 @@ int main(void)
 	test_serve_queries();
 	test_text_and_vectors();
 	test_migration_text();
+	test_provider_days();
 
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
