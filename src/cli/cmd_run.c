@@ -310,6 +310,21 @@ static void print_summary(const pm_run_summary *s)
 			"peak RSS %s\n",
 			s->wall_s, el, s->images_per_s, s->p50_ms, s->p95_ms,
 			s->first_done_ms, rss);
+	if (s->placeholders + s->bg_removed + s->bg_skipped > 0)
+		fprintf(stderr,
+			"pixmill: ads: total %lld, success %lld, failed %lld, "
+			"placeholder %lld, bg_removed %lld, bg_skipped %lld, "
+			"cache_hits %lld, dlq_retries %lld\n",
+			(long long)(s->done + s->failed), (long long)s->done,
+			(long long)s->failed, (long long)s->placeholders,
+			(long long)s->bg_removed, (long long)s->bg_skipped,
+			(long long)(s->cache_hits + s->url_reused),
+			(long long)s->dlq_retries);
+	else if (s->dlq_retries > 0)
+		fprintf(stderr,
+			"pixmill: %lld items tried again after failing in an "
+			"earlier run\n",
+			(long long)s->dlq_retries);
 	fprintf(stderr,
 		"pixmill: whole job: %lld items, %lld done, %lld failed\n"
 		"pixmill: outputs in %s\npixmill: manifest %s\npixmill: "
@@ -341,8 +356,20 @@ static void print_json(const pm_run_summary *s)
 	    s->p95_ms, "first_done_ms", s->first_done_ms, "peak_rss_bytes",
 	    (json_int_t)s->peak_rss, "interrupted", s->interrupted, "out",
 	    s->out_dir, "manifest", s->manifest, "db", s->db);
-	char *txt = json_dumps(o, JSON_INDENT(2));
+	char *txt;
 
+	/* the ads figures under the names users know them by */
+	json_object_set_new(
+	    o, "stats",
+	    json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "total",
+		      (json_int_t)(s->done + s->failed), "success",
+		      (json_int_t)s->done, "failed", (json_int_t)s->failed,
+		      "placeholder", (json_int_t)s->placeholders, "bg_removed",
+		      (json_int_t)s->bg_removed, "bg_skipped",
+		      (json_int_t)s->bg_skipped, "cache_hits",
+		      (json_int_t)(s->cache_hits + s->url_reused),
+		      "dlq_retries", (json_int_t)s->dlq_retries));
+	txt = json_dumps(o, JSON_INDENT(2));
 	if (txt)
 		printf("%s\n", txt);
 	free(txt);

@@ -55,6 +55,9 @@ typedef enum pm_metric {
 	PM_M_VISION_COST,
 	PM_M_VISION_LATENCY,
 	PM_M_VISION_KEY_RATE,
+	/* ads pipeline items {result}: placeholder, bg_removed, bg_skipped,
+	 * dlq_retry (tried again after failing in an earlier run) */
+	PM_M_ADS,
 	PM_M__COUNT
 } pm_metric;
 
