@@ -570,6 +570,21 @@ static bool is_url(const char *s)
  * finished-but-waiting list, hence the memory of downloaded bodies. */
 #define REMOTE_WINDOW 128
 
+/* Any thread: appends w to the list the fetch thread hands on (finished
+ * transfers, items workers send back) and wakes it. */
+static void rq_append(run *r, work *w)
+{
+	pthread_mutex_lock(&r->rq_mu);
+	w->next = NULL;
+	if (r->rq_tail)
+		r->rq_tail->next = w;
+	else
+		r->rq_head = w;
+	r->rq_tail = w;
+	pthread_cond_broadcast(&r->rq_cv);
+	pthread_mutex_unlock(&r->rq_mu);
+}
+
 /* Fetch engine thread: must return quickly (every transfer waits). Takes
  * the body (ownership moves to the work item). */
 static void fetch_done(pm_fetch_result *res, void *ud)
@@ -600,15 +615,7 @@ static void fetch_done(pm_fetch_result *res, void *ud)
 		snprintf(w->lastmod, sizeof w->lastmod, "%s",
 			 res->last_modified ? res->last_modified : "");
 	}
-	pthread_mutex_lock(&r->rq_mu);
-	w->next = NULL;
-	if (r->rq_tail)
-		r->rq_tail->next = w;
-	else
-		r->rq_head = w;
-	r->rq_tail = w;
-	pthread_cond_broadcast(&r->rq_cv);
-	pthread_mutex_unlock(&r->rq_mu);
+	rq_append(r, w);
 }
 
 static bool cand_advance(run *r, work *w, bool from_remote);
@@ -1221,15 +1228,7 @@ static bool send_back(run *r, work *w)
 	memset(&w->header, 0, sizeof w->header);
 	w->have_sha = w->have_header = w->duplicate = false;
 	w->returned = true;
-	pthread_mutex_lock(&r->rq_mu);
-	w->next = NULL;
-	if (r->rq_tail)
-		r->rq_tail->next = w;
-	else
-		r->rq_head = w;
-	r->rq_tail = w;
-	pthread_cond_broadcast(&r->rq_cv);
-	pthread_mutex_unlock(&r->rq_mu);
+	rq_append(r, w);
 	return true;
 }
 
