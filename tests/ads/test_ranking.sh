@@ -7,9 +7,10 @@
 # Covers: a low-quality image rejected on its score; a 404; an image whose
 # text names another brand rejected by the OCR check, and one whose text
 # names the product kept; a row with no acceptable image composed with a
-# placeholder saying why; the vision model's verdict (tests/vision/
-# server.py) rejecting an image of the wrong colour; the ads stats in the
-# run summary (--json), `status --json` and the manifest agreeing; a second
+# placeholder saying why; cache_hits and dlq_retries; the vision model's
+# verdict (tests/vision/server.py) rejecting an image of the wrong colour;
+# the ads stats in the run summary (--json), `status --json`, the manifest
+# and /metrics of `pixmill serve` agreeing; a second
 # run into the same output folder refused while the first runs.
 #
 # usage: tests/ads/test_ranking.sh PIXMILL   (e.g. build/pixmill)
@@ -146,6 +147,41 @@ eq "status --json has the same stats" \
   "$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['jobs'][0]['stats']; print({k: s[k] for k in ('total','success','failed','placeholder','bg_removed','bg_skipped')})" "$T/status.json")" \
   "$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stats']; print({k: s[k] for k in ('total','success','failed','placeholder','bg_removed','bg_skipped')})" "$T/run.json")"
 check "status text shows the ads line" grep -q "ads: placeholder 1" <("$PM" status --db "$T/out/pixmill.db")
+
+# ---- 2b. cache_hits (a URL on two rows, downloaded once) and
+# dlq_retries (a failed item tried again by the next run) ----
+cat >"$T/c.csv" <<EOF
+id,title,price,image
+c1,Blue bowl,5,$B/file/studio.jpg?tag=shared
+c2,Blue bowl large,9,$B/file/studio.jpg?tag=shared
+d1,Broken thing,3,$B/status/503
+EOF
+"$PM" run "$T/c.csv" --pipeline ads --allow-private --max-attempts 1 -o "$T/cout" --quiet --json >"$T/c1.json" 2>/dev/null
+eq "a shared URL downloaded once" "$(hits '/file/studio.jpg?tag=shared')" 1
+eq "first run: cache_hits 1 (the second row took the first's download), 1 failed, no retries" \
+  "$(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stats']; print(s['cache_hits'], s['failed'], s['dlq_retries'])" "$T/c1.json")" "1 1 0"
+"$PM" run "$T/c.csv" --pipeline ads --allow-private --max-attempts 1 -o "$T/cout" --quiet --json >"$T/c2.json" 2>/dev/null
+eq "second run: the failed item tried again (dlq_retries 1), the done ones skipped" \
+  "$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); s=d['stats']; print(s['total'], s['dlq_retries'], d['already_done'])" "$T/c2.json")" "1 1 2"
+
+# ---- 2c. /metrics of `pixmill serve` after an ads job ----
+"$PM" serve --listen 127.0.0.1:0 --port-file "$T/serve.port" --data "$T/sdata" --allow-private --workers 1 >"$T/serve.log" 2>&1 &
+pids+=($!)
+SP=
+for _ in $(seq 100); do SP=$(head -n 1 "$T/serve.port" 2>/dev/null); [ -n "$SP" ] && break; sleep 0.1; done
+S="http://127.0.0.1:$SP"
+printf 'id,title,price,image\nm1,Blue bowl,5,%s\nm2,Lost lamp,7,%s\n' "$B/file/studio.jpg?tag=m" "$B/file/nowhere.jpg" >"$T/m.csv"
+job=$(curl -s -H 'Content-Type: text/csv' --data-binary @"$T/m.csv" "$S/api/jobs?pipeline=ads" |
+  python3 -c "import json,sys; print(json.load(sys.stdin).get('id', ''))")
+for _ in $(seq 600); do
+  state=$(curl -s "$S/api/jobs/$job" | python3 -c "import json,sys; print(json.load(sys.stdin).get('state', ''))" 2>/dev/null)
+  case $state in done | failed | interrupted) break ;; esac
+  sleep 0.2
+done
+eq "serve: the ads job finished" "$state" done
+msample() { curl -s "$S/metrics" | awk -v k="$1" '$1 == k {print $2}'; }
+eq "/metrics: 1 placeholder, 1 bg_removed (the studio shot)" \
+  "$(msample 'pixmill_ads_items_total{result="placeholder"}') $(msample 'pixmill_ads_items_total{result="bg_removed"}')" "1 1"
 
 # ---- 3. the vision model's verdict ----
 python3 "$ROOT/tests/vision/server.py" --port-file "$T/vport" --log "$T/vision.log" >/dev/null 2>"$T/vision.err" &
