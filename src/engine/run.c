@@ -13,6 +13,12 @@
  *   (as many results as are waiting, up to 256), makes outputs durable
  *   first when asked (syncfs), appends committed items to the manifest and
  *   only then counts them done.
+ * - image candidates (a row's image_urls) are tried in rank order on the
+ *   fetch thread; one that a worker's verify stage rejects after decoding
+ *   comes back to the fetch thread (send_back, take_back) for the next,
+ *   so later candidates are never fetched once one passes. When no image
+ *   of a row will do, a pipeline with a compose stage makes a placeholder
+ *   (run_placeholder) instead of failing the item.
  * Exactly-once: an item is done only when committed; item rows are keyed by
  * (job, record key) and written with upserts; output paths are derived from
  * hashes and written by rename, so redoing an item after a crash rewrites

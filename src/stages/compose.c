@@ -8,6 +8,12 @@
  * image; "image" always uses the decoded image; "cutout" fails the item
  * when there is no cut-out.
  *
+ * Placeholder (ctx->placeholder: no image of the row would do; the
+ * engine runs only this stage): each template's product box holds a
+ * neutral box of its shape with the brand's initial (else the title's);
+ * facts "product": "placeholder". The stage sets `placeholder` in its
+ * vtable, so pipelines with it get placeholders instead of failures.
+ *
  * Params (unknown keys refused): "templates" (names from the template
  * folder, or paths to .json files; default: every *.json of the folder,
  * sorted, at most 8), "template_dir" (default: $PIXMILL_TEMPLATES, set by
@@ -17,8 +23,9 @@
  * overrides), "product" (auto, image, cutout). check() parses and
  * validates every template (so a bad one fails the pipeline load with its
  * reason) and writes "digests" (SHA-256 of each template and its images:
- * editing a template changes the pipeline hash, so ads are re-rendered)
- * and "decode_edge" (the largest product box side).
+ * editing a template changes the pipeline hash, so ads are re-rendered),
+ * "decode_edge" (the largest product box side) and "boxes" ([w, h] of
+ * each template's product box, read by the verify stage).
  *
  * Outputs: "ad-<W>x<H>.<ext>" per template and format ("ad-<name>.<ext>"
  * when two templates share a size). Facts: ctx->meta "ads": {"product":
