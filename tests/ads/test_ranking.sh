@@ -204,7 +204,7 @@ check "the run summary has the ads stats line" grep -q "pixmill: ads: total 1, s
 # ---- 4. one run per output folder ----
 cat >"$T/slow.csv" <<EOF
 id,title,price,image
-s1,Slow thing,1,$B/file/studio.jpg?delay=2500&tag=slow
+s1,Slow thing,1,$B/file/studio.jpg?delay=8000&tag=slow
 EOF
 "$PM" run "$T/slow.csv" --pipeline ads --allow-private -o "$T/lock" --quiet 2>/dev/null &
 first=$!
