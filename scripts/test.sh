@@ -12,7 +12,9 @@
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
 #   2b. OCR: recipe cards rendered and scored (tests/ocr/run.sh)
 #   2c. ads: a products CSV through the ads pipeline, every ad OCR'd
-#       (tests/ads/run.sh)
+#       (tests/ads/run.sh); image candidates ranked and verified, early
+#       termination, placeholders, stats, the output lock
+#       (tests/ads/test_ranking.sh)
 #   3. unit, CLI, network, API and search tests again under ASan+UBSan
 #   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 30)
 #   5. clang-format check
@@ -125,6 +127,10 @@ echo "== ads: products CSV -> ads per template (sizes, dedup), OCR'd title and p
 tests/ads/run.sh build/pixmill >"$LOGS/ads.log" 2>&1 || step_fail "ads tests"
 grep -E '^FAIL|^SKIP|passed' "$LOGS/ads.log"
 tally "$LOGS/ads.log"
+echo "== ads: candidate ranking, verification, placeholders, stats (test origin, vision test server)"
+tests/ads/test_ranking.sh build/pixmill >"$LOGS/ads-ranking.log" 2>&1 || step_fail "ads ranking tests"
+grep -E '^FAIL|passed' "$LOGS/ads-ranking.log"
+tally "$LOGS/ads-ranking.log"
 
 echo "== build (ASan+UBSan)"
 if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
@@ -141,6 +147,10 @@ if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   ADS_EDGE_ONLY=1 tests/ads/run.sh build-asan/pixmill >"$LOGS/asan-ads.log" 2>&1 || step_fail "asan ads tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ads.log"
   tally "$LOGS/asan-ads.log"
+  echo "== asan: ads candidate ranking, verification and placeholders"
+  PIXMILL_ORIGIN=build/tests/origin tests/ads/test_ranking.sh build-asan/pixmill >"$LOGS/asan-ads-ranking.log" 2>&1 || step_fail "asan ads ranking tests"
+  grep -E '^FAIL|passed' "$LOGS/asan-ads-ranking.log"
+  tally "$LOGS/asan-ads-ranking.log"
 else
   tail -n 30 "$LOGS/build-asan.log"; step_fail "ASan build"
 fi

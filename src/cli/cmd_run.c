@@ -366,6 +366,21 @@ static void print_summary(const pm_run_summary *s)
 	for (int i = 0; i < s->n_providers; i++)
 		pm_cli_provider_line(stderr, "pixmill: image search ",
 				     &s->providers[i]);
+	if (s->placeholders + s->bg_removed + s->bg_skipped > 0)
+		fprintf(stderr,
+			"pixmill: ads: total %lld, success %lld, failed %lld, "
+			"placeholder %lld, bg_removed %lld, bg_skipped %lld, "
+			"cache_hits %lld, dlq_retries %lld\n",
+			(long long)(s->done + s->failed), (long long)s->done,
+			(long long)s->failed, (long long)s->placeholders,
+			(long long)s->bg_removed, (long long)s->bg_skipped,
+			(long long)(s->cache_hits + s->url_reused),
+			(long long)s->dlq_retries);
+	else if (s->dlq_retries > 0)
+		fprintf(stderr,
+			"pixmill: %lld items tried again after failing in an "
+			"earlier run\n",
+			(long long)s->dlq_retries);
 	fprintf(stderr,
 		"pixmill: whole job: %lld items, %lld done, %lld failed\n"
 		"pixmill: outputs in %s\npixmill: manifest %s\npixmill: "
@@ -406,6 +421,17 @@ static void print_json(const pm_run_summary *s)
 			    a, pm_cli_provider_json(&s->providers[i]));
 		json_object_set_new(o, "search_providers", a);
 	}
+	/* the ads figures under the names users know them by */
+	json_object_set_new(
+	    o, "stats",
+	    json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "total",
+		      (json_int_t)(s->done + s->failed), "success",
+		      (json_int_t)s->done, "failed", (json_int_t)s->failed,
+		      "placeholder", (json_int_t)s->placeholders, "bg_removed",
+		      (json_int_t)s->bg_removed, "bg_skipped",
+		      (json_int_t)s->bg_skipped, "cache_hits",
+		      (json_int_t)(s->cache_hits + s->url_reused),
+		      "dlq_retries", (json_int_t)s->dlq_retries));
 	txt = json_dumps(o, JSON_INDENT(2));
 	if (txt)
 		printf("%s\n", txt);

@@ -71,7 +71,10 @@ static int job_cb(const pm_job_info *j, void *ud)
 	status_ctx *sc = ud;
 	pm_err err;
 
+	int64_t ph = 0, bgr = 0, bgs = 0;
+
 	sc->n++;
+	pm_store_job_ads(sc->st, j->id, &ph, &bgr, &bgs, &err);
 	if (sc->c->json) {
 		json_t *f = json_array();
 		pm_store_job_failures(sc->st, j->id, 10, failure_json, f, &err);
@@ -79,7 +82,8 @@ static int job_cb(const pm_job_info *j, void *ud)
 		    sc->arr,
 		    json_pack(
 			"{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:f,s:f,"
-			"s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:o}",
+			"s:I,s:I,s:I,s:I,s:o,s:I,s:I,s:o,"
+			"s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I}}",
 			"id", (json_int_t)j->id, "key", j->key, "catalog",
 			j->catalog, "pipeline", j->pipeline, "pipeline_hash",
 			j->pipeline_hash, "out", j->out_dir, "state", j->state,
@@ -91,7 +95,12 @@ static int job_cb(const pm_job_info *j, void *ud)
 			(json_int_t)j->http_hits, "http_hit_rate",
 			j->http_items > 0 ? json_real((double)j->http_hits /
 						      (double)j->http_items)
-					  : json_null()));
+					  : json_null(),
+			"stats", "total", (json_int_t)j->items, "success",
+			(json_int_t)j->done, "failed", (json_int_t)j->failed,
+			"placeholder", (json_int_t)ph, "bg_removed",
+			(json_int_t)bgr, "bg_skipped", (json_int_t)bgs,
+			"cache_hits", (json_int_t)j->http_hits));
 		return 0;
 	}
 	char when[32];
@@ -111,6 +120,10 @@ static int job_cb(const pm_job_info *j, void *ud)
 		       "needed no download\n",
 		       100.0 * (double)j->http_hits / (double)j->http_items,
 		       (long long)j->http_items);
+	if (ph + bgr + bgs > 0)
+		printf("    ads: placeholder %lld  bg_removed %lld  bg_skipped "
+		       "%lld\n",
+		       (long long)ph, (long long)bgr, (long long)bgs);
 	if (j->failed > 0) {
 		printf("    failures by reason:\n");
 		pm_store_job_failures(sc->st, j->id, 10, failure_text, NULL,

@@ -78,6 +78,8 @@ static const char *const vision_preset[] = {
     "ok",	  "rate_limited", "server_error", "timeout", "network_error",
     "auth_error", "bad_request",  "bad_answer",	  NULL};
 static const char *const tokens_preset[] = {"in", "out", NULL};
+static const char *const ads_preset[] = {"placeholder", "bg_removed",
+					 "bg_skipped", "dlq_retry", NULL};
 static const double vision_buckets[] = {.1, .25, .5, 1, 2.5, 5, 10, 30, 60};
 
 #define NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -223,6 +225,14 @@ static const pm_metric_def defs[PM_M__COUNT] = {
 				.type = PM_GAUGE,
 				.nlabels = 1,
 				.labels = {"provider"}},
+    [PM_M_ADS] = {.name = "pixmill_ads_items_total",
+		  .help = "Ads pipeline items: composed with a placeholder, "
+			  "background removed or kept (cut-out skipped), "
+			  "and items retried after failing in an earlier run.",
+		  .type = PM_COUNTER,
+		  .nlabels = 1,
+		  .labels = {"result"},
+		  .preset = ads_preset},
 };
 
 /* ---- series table ----------------------------------------------------- */

@@ -66,6 +66,9 @@ typedef enum pm_metric {
 	PM_M_SEARCH_RESULTS,
 	PM_M_SEARCH_LATENCY,
 	PM_M_SEARCH_QUOTA_USED,
+	/* ads pipeline items {result}: placeholder, bg_removed, bg_skipped,
+	 * dlq_retry (tried again after failing in an earlier run) */
+	PM_M_ADS,
 	PM_M__COUNT
 } pm_metric;
 

@@ -36,6 +36,7 @@ static const struct {
     [PM_ERR_CONFLICT] = {"conflict", 2, 409},
     [PM_ERR_TOO_SMALL] = {"too_small", 3, 422},
     [PM_ERR_UPSTREAM] = {"upstream_error", 4, 502},
+    [PM_ERR_REJECTED] = {"rejected", 3, 422},
 };
 
 const char *pm_status_code(pm_status s)

@@ -38,6 +38,8 @@ typedef enum pm_status {
 	PM_ERR_CONFLICT,    /* not in a state that allows it */
 	PM_ERR_TOO_SMALL,   /* under --min-dimension */
 	PM_ERR_UPSTREAM,    /* a remote service (vision model) answered badly */
+	PM_ERR_REJECTED,    /* an image that does not pass the checks of the
+			       verify stage (quality, product match) */
 	PM_STATUS_COUNT
 } pm_status;
 

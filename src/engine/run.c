@@ -13,6 +13,12 @@
  *   (as many results as are waiting, up to 256), makes outputs durable
  *   first when asked (syncfs), appends committed items to the manifest and
  *   only then counts them done.
+ * - image candidates (a row's image_urls) are tried in rank order on the
+ *   fetch thread; one that a worker's verify stage rejects after decoding
+ *   comes back to the fetch thread (send_back, take_back) for the next,
+ *   so later candidates are never fetched once one passes. When no image
+ *   of a row will do, a pipeline with a compose stage makes a placeholder
+ *   (run_placeholder) instead of failing the item.
  * Exactly-once: an item is done only when committed; item rows are keyed by
  * (job, record key) and written with upserts; output paths are derived from
  * hashes and written by rename, so redoing an item after a crash rewrites
@@ -50,6 +56,7 @@
 #include "fetch/urlcache.h"
 #include "ingest/candidates.h"
 #include "stages/pipeline.h"
+#include "stages/verify.h"
 #include "store/store.h"
 
 static volatile sig_atomic_t cancel_flag;
@@ -133,6 +140,12 @@ typedef struct work {
 	json_t *cand_log;  /* [{url, result, reason}], owned */
 	char provider[32]; /* the image search provider that supplied the
 			      candidates, or "" (the row named them) */
+	/* ads: holds_slot: it went to a worker with candidates left and
+	 * holds a remote slot, so the fetch thread waits for it in case the
+	 * verify stage rejects its image and it comes back (returned) for the
+	 * next; placeholder: no image would do, composed with a placeholder;
+	 * dlq_retry: it had failed in an earlier run */
+	bool holds_slot, returned, placeholder, dlq_retry;
 	struct work *next; /* waiters chain */
 } work;
 
@@ -175,6 +188,8 @@ typedef struct run {
 	atomic_llong url_reused; /* http items served by an earlier transfer
 				    of the same URL in this run */
 	atomic_llong http_items; /* http items done */
+	atomic_llong placeholders, bg_removed, bg_skipped, dlq_retries;
+	pm_verify_seen *chosen; /* images chosen in this run (verify stage) */
 	atomic_int total_known;
 	atomic_int writer_done;
 	double t0;
@@ -613,6 +628,7 @@ static void *ingest_main(void *arg)
 	}
 	while (!stopping(r)) {
 		pm_record *rec = NULL;
+		bool prev_failed = false;
 		work *w;
 
 		s = pm_catalog_next(r->cat, &rec, &e);
@@ -645,6 +661,7 @@ static void *ingest_main(void *arg)
 				pm_record_free(rec);
 				continue;
 			}
+			prev_failed = state == PM_ITEM_FAILED;
 		}
 		w = calloc(1, sizeof *w);
 		if (!w) {
@@ -665,6 +682,7 @@ static void *ingest_main(void *arg)
 				break;
 			}
 		}
+		w->dlq_retry = prev_failed;
 		if (rec->status == PM_OK && rec->candidates)
 			take_candidates(r, w);
 		if (rec->status == PM_OK && is_http(rec->image)) {
@@ -743,6 +761,21 @@ static bool is_url(const char *s)
  * finished-but-waiting list, hence the memory of downloaded bodies. */
 #define REMOTE_WINDOW 128
 
+/* Any thread: appends w to the list the fetch thread hands on (finished
+ * transfers, items workers send back) and wakes it. */
+static void rq_append(run *r, work *w)
+{
+	pthread_mutex_lock(&r->rq_mu);
+	w->next = NULL;
+	if (r->rq_tail)
+		r->rq_tail->next = w;
+	else
+		r->rq_head = w;
+	r->rq_tail = w;
+	pthread_cond_broadcast(&r->rq_cv);
+	pthread_mutex_unlock(&r->rq_mu);
+}
+
 /* Fetch engine thread: must return quickly (every transfer waits). Takes
  * the body (ownership moves to the work item). */
 static void fetch_done(pm_fetch_result *res, void *ud)
@@ -773,19 +806,12 @@ static void fetch_done(pm_fetch_result *res, void *ud)
 		snprintf(w->lastmod, sizeof w->lastmod, "%s",
 			 res->last_modified ? res->last_modified : "");
 	}
-	pthread_mutex_lock(&r->rq_mu);
-	w->next = NULL;
-	if (r->rq_tail)
-		r->rq_tail->next = w;
-	else
-		r->rq_head = w;
-	r->rq_tail = w;
-	pthread_cond_broadcast(&r->rq_cv);
-	pthread_mutex_unlock(&r->rq_mu);
+	rq_append(r, w);
 }
 
 static bool cand_advance(run *r, work *w, bool from_remote);
 static bool submit_remote(run *r, work *w);
+static void take_back(run *r, work *w);
 
 static void bytes_add(run *r, size_t n)
 {
@@ -794,11 +820,25 @@ static void bytes_add(run *r, size_t n)
 	pthread_mutex_unlock(&r->bytes_mu);
 }
 
+static bool wants_placeholder(const run *r, const work *w);
+static void slot_release(run *r, work *w);
+
 /* Fetch thread: w is ready (bytes in, or failed): on to a worker, or to
- * the writer when it failed. */
+ * the writer when it failed (unless the pipeline makes a placeholder of
+ * it). An item with candidates left holds a remote slot while a worker
+ * has it: the verify stage may send it back for the next. */
 static void push_on(run *r, work *w)
 {
-	if (pm_queue_push(w->status ? r->result_q : r->work_q, w)) {
+	bool to_worker = !w->status || wants_placeholder(r, w);
+
+	if (to_worker && !w->status && w->cand_i + 1 < w->n_cand) {
+		pthread_mutex_lock(&r->rq_mu);
+		r->remote_out++;
+		pthread_mutex_unlock(&r->rq_mu);
+		w->holds_slot = true;
+	}
+	if (pm_queue_push(to_worker ? r->work_q : r->result_q, w)) {
+		slot_release(r, w);
 		bytes_release(r, w);
 		work_free(w);
 	}
@@ -934,6 +974,10 @@ static void hand_on(run *r)
 		void **ws;
 		int n;
 
+		if (w->returned) {
+			take_back(r, w);
+			continue;
+		}
 		if (w->src)
 			bytes_add(r, w->src_len);
 		n = url_settle(r, w, &ws);
@@ -1088,6 +1132,26 @@ static bool cand_ok(run *r, work *w, pm_status *code, char *reason, size_t size)
 	return true;
 }
 
+/* w moves on to its next candidate, from a clean slate. False (and
+ * w->status) when memory is short. */
+static bool cand_step(work *w)
+{
+	pm_err e = {{0}};
+
+	w->cand_i++;
+	free(w->rec->image);
+	w->rec->image = strdup(w->cand[w->cand_i].url);
+	w->status = PM_OK;
+	w->error[0] = w->ctype[0] = w->etag[0] = w->lastmod[0] = 0;
+	w->cond_sha[0] = 0;
+	w->not_modified = false;
+	if (!w->rec->image) {
+		work_fail(w, pm_fail(&e, PM_ERR_NOMEM, "out of memory"), &e);
+		return false;
+	}
+	return true;
+}
+
 static void cand_note(work *w, int i, const char *result, const char *why)
 {
 	json_t *o =
@@ -1134,19 +1198,8 @@ static bool cand_advance(run *r, work *w, bool from_remote)
 				 w->n_cand, reason);
 			return false;
 		}
-		/* The next candidate, from a clean slate. */
-		w->cand_i++;
-		free(w->rec->image);
-		w->rec->image = strdup(w->cand[w->cand_i].url);
-		w->status = PM_OK;
-		w->error[0] = w->ctype[0] = w->etag[0] = w->lastmod[0] = 0;
-		w->cond_sha[0] = 0;
-		w->not_modified = false;
-		if (!w->rec->image) {
-			work_fail(w, pm_fail(&e, PM_ERR_NOMEM, "out of memory"),
-				  &e);
+		if (!cand_step(w))
 			return false;
-		}
 		if (from_remote && is_http(w->rec->image)) {
 			/* Keeps the remote slot it holds, unless it waits on
 			 * another item's transfer of the same URL. */
@@ -1176,6 +1229,18 @@ static bool cand_advance(run *r, work *w, bool from_remote)
 		if (start_source(r, w))
 			return true;
 	}
+}
+
+/* Fetch thread: w came back from a worker, whose verify stage rejected
+ * its image (the candidate log says why); on to its next candidate, with
+ * the same early termination as cand_advance. */
+static void take_back(run *r, work *w)
+{
+	w->returned = false;
+	slot_release(r, w);
+	if (cand_step(w) && (start_source(r, w) || cand_advance(r, w, false)))
+		return; /* in flight */
+	push_on(r, w);
 }
 
 static void *fetch_main(void *arg)
@@ -1263,6 +1328,165 @@ static bool declared_image(const char *ctype)
 	return strncasecmp(ctype, "image/", 6) == 0 ||
 	       strncasecmp(ctype, "application/octet-stream", 24) == 0 ||
 	       strncasecmp(ctype, "binary/", 7) == 0;
+}
+
+/* ---- ads: rejected candidates and placeholders ---- */
+
+/* Any thread: gives back the remote slot w holds (push_on), waking the
+ * fetch thread, which waits for every slot before it ends. */
+static void slot_release(run *r, work *w)
+{
+	if (!w->holds_slot)
+		return;
+	w->holds_slot = false;
+	pthread_mutex_lock(&r->rq_mu);
+	r->remote_out--;
+	pthread_cond_broadcast(&r->rq_cv);
+	pthread_mutex_unlock(&r->rq_mu);
+}
+
+/* Failures that say the image will not do, for good (not the network's
+ * passing trouble, not the row's text). */
+static bool image_failure(pm_status s)
+{
+	return s == PM_ERR_NOT_FOUND || s == PM_ERR_UNSUPPORTED ||
+	       s == PM_ERR_TOO_LARGE || s == PM_ERR_DECODE ||
+	       s == PM_ERR_MISMATCH || s == PM_ERR_TOO_SMALL ||
+	       s == PM_ERR_REJECTED;
+}
+
+/* Whether failed w becomes a placeholder: its pipeline composes one (a
+ * compose stage) and no image of the row will do. */
+static bool wants_placeholder(const run *r, const work *w)
+{
+	return pm_pipeline_placeholders(r->pipe) && image_failure(w->status) &&
+	       !w->duplicate;
+}
+
+/* Worker: the candidate log's entry for w's current candidate, noted
+ * "chosen" by the fetch thread, becomes "rejected" with the verify
+ * stage's reason and facts; the "untried" ones after it go (the fetch
+ * thread notes them again). */
+static void cand_reject_note(work *w)
+{
+	json_t *o, *facts;
+
+	if (!w->cand_log)
+		return;
+	while (json_array_size(w->cand_log) > (size_t)w->cand_i)
+		json_array_remove(w->cand_log,
+				  json_array_size(w->cand_log) - 1);
+	o = json_pack("{s:s,s:s,s:s}", "url", w->cand[w->cand_i].url, "result",
+		      "rejected", "reason", w->error);
+	facts = w->ctx.meta ? json_object_get(w->ctx.meta, "verify") : NULL;
+	if (o && facts)
+		json_object_set(o, "verify", facts);
+	if (o)
+		json_array_append_new(w->cand_log, o);
+}
+
+/* Worker: w's image was rejected by the verify stage; when it has
+ * candidates left (it holds a slot), it goes back to the fetch thread for
+ * the next one and true is returned. Its dedup claim on the rejected
+ * image is dropped, unless other items wait on it: then it ends here. */
+static bool send_back(run *r, work *w)
+{
+	if (w->status != PM_ERR_REJECTED)
+		return false;
+	cand_reject_note(w);
+	if (!w->holds_slot)
+		return false;
+	if (w->entry) {
+		dedup_entry *e = w->entry, **pp;
+		bool waited = false;
+		pthread_mutex_lock(&r->dd_mu);
+		if (e->refs > 0)
+			waited = true;
+		else
+			for (pp = &r->dd[dd_bucket(e->sha)]; *pp;
+			     pp = &(*pp)->next)
+				if (*pp == e) {
+					*pp = e->next;
+					free(e);
+					break;
+				}
+		pthread_mutex_unlock(&r->dd_mu);
+		if (waited)
+			return false;
+		w->entry = NULL;
+		w->owner = false;
+	}
+	bytes_release(r, w);
+	pm_item_ctx_clear(&w->ctx);
+	memset(&w->header, 0, sizeof w->header);
+	w->have_sha = w->have_header = w->duplicate = false;
+	w->returned = true;
+	rq_append(r, w);
+	return true;
+}
+
+/* Worker: no image of w's row will do (w->status says why): the pipeline's
+ * placeholder stages (compose) run without an image, and the item is done
+ * with meta "placeholder": {"code", "reason"} (and the rejected image's
+ * "verify" facts when there was one). Its asset is keyed on the row's text
+ * alone. */
+static void run_placeholder(run *r, pm_pipeline_run *pr, work *w)
+{
+	static const char none[65] =
+	    "0000000000000000000000000000000000000000000000000000000000000000";
+	json_t *facts, *vf;
+	char why[600], dir[4600];
+	pm_err e = {{0}};
+	pm_status s;
+
+	if (w->n_cand > 1 && strncmp(w->error, "none of", 7) != 0)
+		snprintf(why, sizeof why,
+			 "none of the %d image candidates will do; the last: "
+			 "%.500s",
+			 w->n_cand, w->error);
+	else
+		snprintf(why, sizeof why, "%s", w->error);
+	facts = json_pack("{s:s,s:s}", "code", pm_status_code(w->status),
+			  "reason", why);
+	vf = w->ctx.meta ? json_object_get(w->ctx.meta, "verify") : NULL;
+	if (facts && vf)
+		json_object_set(facts, "verify", vf);
+	bytes_release(r, w);
+	pm_item_ctx_clear(&w->ctx);
+	memset(&w->header, 0, sizeof w->header);
+	w->have_header = false;
+	w->status = PM_OK;
+	w->error[0] = 0;
+	pm_ctx_set_row(&w->ctx, w->rec->title, w->rec->price,
+		       w->rec->attrs_json);
+	memcpy(w->src_sha, none, sizeof w->src_sha);
+	pm_row_key(none, &w->ctx, w->sha);
+	w->have_sha = true;
+	snprintf(w->asset_dir, sizeof w->asset_dir, "%.2s/%.2s/%s-%.12s",
+		 w->sha, w->sha + 2, w->sha, pm_pipeline_hash(r->pipe));
+	snprintf(dir, sizeof dir, "%s/%s", r->out_root, w->asset_dir);
+	s = pm_mkdirs(dir, &e);
+	if (!s && !(w->ctx.meta = json_object()))
+		s = pm_fail(&e, PM_ERR_NOMEM, "out of memory");
+	if (s) {
+		json_decref(facts);
+		work_fail(w, s, &e);
+		return;
+	}
+	json_object_set_new(w->ctx.meta, "placeholder", facts);
+	w->ctx.sha256 = w->src_sha;
+	w->ctx.header = &w->header;
+	w->ctx.image = NULL;
+	w->ctx.placeholder = true;
+	w->ctx.out_root = r->out_root;
+	w->ctx.asset_dir = w->asset_dir;
+	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
+	s = pm_pipeline_run_item(pr, &w->ctx, &e);
+	if (s)
+		work_fail(w, s, &e);
+	else
+		w->placeholder = true;
 }
 
 /* Runs the pipeline on w; w->status says how it went. */
@@ -1355,6 +1579,9 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	w->ctx.tmp_dir = r->tmp_dir;
 	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
 	w->ctx.keep_meta = r->o->keep_meta;
+	w->ctx.seen = r->chosen;
+	w->ctx.row_key = w->rec->key;
+	w->ctx.more_candidates = w->cand_i + 1 < w->n_cand;
 	s = pm_pipeline_run_item(pr, &w->ctx, &e);
 	w->ctx.image = NULL;
 out:
@@ -1392,10 +1619,15 @@ static void *worker_main(void *arg)
 				  pm_fail(&ce, PM_ERR_CANCELLED,
 					  "stopped before it started"),
 				  &ce);
-		} else if (!s)
+		} else if (!s && !w->status)
 			process_one(r, st, pr, w);
-		else
+		else if (s)
 			work_fail(w, s, &e);
+		if (!s && send_back(r, w))
+			continue; /* on to its next candidate */
+		slot_release(r, w);
+		if (!s && wants_placeholder(r, w))
+			run_placeholder(r, pr, w);
 		bytes_release(r, w);
 		if (pm_queue_push(r->result_q, w))
 			work_free(w);
@@ -1597,6 +1829,29 @@ static void writer_take(run *r, batch *b, work *w)
 	b->items[b->n++] = w;
 }
 
+/* Writer: the ads counters for committed w (see pm_run_summary). */
+static void count_ads(run *r, const work *w)
+{
+	json_t *cut =
+	    w->ctx.meta ? json_object_get(w->ctx.meta, "cutout") : NULL;
+
+	if (w->dlq_retry) {
+		atomic_fetch_add(&r->dlq_retries, 1);
+		pm_metric_inc(PM_M_ADS, "dlq_retry", NULL, 1);
+	}
+	if (w->status)
+		return;
+	if (w->placeholder) {
+		atomic_fetch_add(&r->placeholders, 1);
+		pm_metric_inc(PM_M_ADS, "placeholder", NULL, 1);
+	} else if (cut && !w->duplicate) {
+		bool skipped = json_is_true(json_object_get(cut, "skipped"));
+		atomic_fetch_add(skipped ? &r->bg_skipped : &r->bg_removed, 1);
+		pm_metric_inc(PM_M_ADS, skipped ? "bg_skipped" : "bg_removed",
+			      NULL, 1);
+	}
+}
+
 /* After a commit: count, log and free the batch; parked duplicates of the
  * committed owners move to *ready (a writer-local list, so the writer never
  * blocks on its own queue). */
@@ -1620,6 +1875,7 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			atomic_fetch_add(&r->url_reused, 1);
 		if (!w->status && w->rec->image && is_http(w->rec->image))
 			atomic_fetch_add(&r->http_items, 1);
+		count_ads(r, w);
 		if (atomic_load(&r->first_done_us) == 0) {
 			atomic_store(&r->first_done_us,
 				     (long long)((pm_now() - r->t0) * 1e6) + 1);
@@ -2002,6 +2258,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	s = resolve(r, err);
 	if (s)
 		goto out;
+	r->chosen = pm_verify_seen_new(); /* NULL: no duplicate penalty */
 	/* One run per output folder at a time. */
 	snprintf(path, sizeof path, "%s/.pixmill.lock", r->out_root);
 	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -2121,6 +2378,10 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	sum->http_items = atomic_load(&r->http_items);
 	sum->n_providers = o->n_providers;
 	memcpy(sum->providers, r->prov, sizeof r->prov);
+	sum->placeholders = atomic_load(&r->placeholders);
+	sum->bg_removed = atomic_load(&r->bg_removed);
+	sum->bg_skipped = atomic_load(&r->bg_skipped);
+	sum->dlq_retries = atomic_load(&r->dlq_retries);
 	sum->wall_s = pm_now() - r->t0;
 	sum->first_done_ms = atomic_load(&r->first_done_us) / 1000.0;
 	sum->images_per_s =
@@ -2152,6 +2413,7 @@ out:
 			r->dd[i] = e->next;
 			free(e);
 		}
+	pm_verify_seen_free(r->chosen);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
 	if (lock_fd >= 0)

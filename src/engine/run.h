@@ -100,6 +100,11 @@ typedef struct pm_run_summary {
 	int64_t url_reused; /* http items served by an earlier download
 			       of the same URL in this run */
 	int64_t http_items; /* http items done (hit rate denominator) */
+	/* ads (pipelines with verify, cutout and compose stages): items done
+	 * with a placeholder because no image would do; items whose cut-out
+	 * was made or skipped; items retried after failing in an earlier
+	 * run (transient failures, --retry-failed) */
+	int64_t placeholders, bg_removed, bg_skipped, dlq_retries;
 	int64_t job_items, job_done, job_failed; /* whole job, after run */
 	double wall_s;
 	double first_done_ms; /* from t_start to the first committed item */

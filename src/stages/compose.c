@@ -8,6 +8,12 @@
  * image; "image" always uses the decoded image; "cutout" fails the item
  * when there is no cut-out.
  *
+ * Placeholder (ctx->placeholder: no image of the row would do; the
+ * engine runs only this stage): each template's product box holds a
+ * neutral box of its shape with the brand's initial (else the title's);
+ * facts "product": "placeholder". The stage sets `placeholder` in its
+ * vtable, so pipelines with it get placeholders instead of failures.
+ *
  * Params (unknown keys refused): "templates" (names from the template
  * folder, or paths to .json files; default: every *.json of the folder,
  * sorted, at most 8), "template_dir" (default: $PIXMILL_TEMPLATES, set by
@@ -17,8 +23,9 @@
  * overrides), "product" (auto, image, cutout). check() parses and
  * validates every template (so a bad one fails the pipeline load with its
  * reason) and writes "digests" (SHA-256 of each template and its images:
- * editing a template changes the pipeline hash, so ads are re-rendered)
- * and "decode_edge" (the largest product box side).
+ * editing a template changes the pipeline hash, so ads are re-rendered),
+ * "decode_edge" (the largest product box side) and "boxes" ([w, h] of
+ * each template's product box, read by the verify stage).
  *
  * Outputs: "ad-<W>x<H>.<ext>" per template and format ("ad-<name>.<ext>"
  * when two templates share a size). Facts: ctx->meta "ads": {"product":
@@ -169,8 +176,8 @@ static json_t *dir_templates(json_t *dirv)
 }
 
 static const char *const param_keys[] = {
-    "stage",   "version", "templates", "template_dir", "formats",
-    "quality", "product", "digests",   "decode_edge",  NULL};
+    "stage",   "version", "templates",	 "template_dir", "formats", "quality",
+    "product", "digests", "decode_edge", "boxes",	 NULL};
 
 /* Loads every template the params name (used by check and init). */
 static pm_status load_all(const json_t *params, pm_template **tpl, int *n,
@@ -211,7 +218,7 @@ static pm_status compose_check(json_t *params, pm_err *err)
 	json_t *quality = json_object_get(params, "quality");
 	json_t *product = json_object_get(params, "product");
 	json_t *dirv = json_object_get(params, "template_dir");
-	json_t *digests, *v;
+	json_t *digests, *boxes, *v;
 	pm_template *tpl[MAX_TEMPLATES] = {NULL};
 	const char *k;
 	int n = 0, edge = 0;
@@ -294,11 +301,15 @@ static pm_status compose_check(json_t *params, pm_err *err)
 			       "cutout");
 	s = load_all(params, tpl, &n, err);
 	digests = json_array();
+	boxes = json_array();
 	for (int j = 0; !s && j < n; j++) {
 		char hex[65];
 		s = pm_template_digest(tpl[j], hex, err);
 		if (!s)
 			json_array_append_new(digests, json_string(hex));
+		json_array_append_new(
+		    boxes,
+		    json_pack("[ii]", tpl[j]->product.w, tpl[j]->product.h));
 		int e = tpl[j]->product.w > tpl[j]->product.h
 			    ? tpl[j]->product.w
 			    : tpl[j]->product.h;
@@ -308,9 +319,11 @@ static pm_status compose_check(json_t *params, pm_err *err)
 		pm_template_free(tpl[j]);
 	if (s) {
 		json_decref(digests);
+		json_decref(boxes);
 		return s;
 	}
 	json_object_set_new(params, "digests", digests);
+	json_object_set_new(params, "boxes", boxes);
 	json_object_set_new(params, "decode_edge", json_integer(edge));
 	return PM_OK;
 }
@@ -457,6 +470,66 @@ static const char *ext_of(pm_format f)
 	return f == PM_FMT_JPEG ? "jpg" : pm_format_name(f);
 }
 
+/* The placeholder product for template t: a neutral box of the product
+ * box's shape (light warm grey) with the brand's initial, else the
+ * title's, in a darker grey. *out is the caller's. */
+static pm_status placeholder_image(const pm_template *t, const pm_item_ctx *ctx,
+				   VipsImage **out, pm_err *err)
+{
+	static const double bg[3] = {233, 230, 225}, ink[3] = {160, 154, 146};
+	const char *src = ctx->brand && ctx->brand[0]	? ctx->brand
+			  : ctx->title && ctx->title[0] ? ctx->title
+							: "?";
+	int w = t->product.w - 2 * t->padding,
+	    h = t->product.h - 2 * t->padding;
+	VipsImage *base = NULL, *mask = NULL, *box = NULL;
+	char initial[8] = "?", font[64], *up, *esc;
+	int r = -1;
+
+	w = w < 16 ? 16 : w;
+	h = h < 16 ? 16 : h;
+	if (g_utf8_validate(src, -1, NULL)) {
+		const char *end = g_utf8_next_char(src);
+		snprintf(initial, sizeof initial, "%.*s", (int)(end - src),
+			 src);
+	}
+	up = g_utf8_strup(initial, -1);
+	esc = g_markup_escape_text(up, -1); /* vips_text reads markup */
+	snprintf(font, sizeof font, "DejaVu Sans Bold %d",
+		 (w < h ? w : h) / 2 > 4 ? (w < h ? w : h) / 2 : 4);
+	if (!vips_black(&base, w, h, "bands", 3, NULL) &&
+	    !vips_text(&mask, esc, "font", font, "dpi", 72, NULL)) {
+		VipsImage *big = NULL, *fg = NULL, *bgc = NULL;
+		int mx = (w - mask->Xsize) / 2, my = (h - mask->Ysize) / 2;
+		r = vips_embed(mask, &big, mx > 0 ? mx : 0, my > 0 ? my : 0, w,
+			       h, NULL) ||
+		    vips_linear(base, &bgc, (double[]){1, 1, 1}, (double *)bg,
+				3, "uchar", TRUE, NULL) ||
+		    vips_linear(base, &fg, (double[]){1, 1, 1}, (double *)ink,
+				3, "uchar", TRUE, NULL) ||
+		    vips_ifthenelse(big, fg, bgc, &box, "blend", TRUE, NULL);
+		if (big)
+			g_object_unref(big);
+		if (fg)
+			g_object_unref(fg);
+		if (bgc)
+			g_object_unref(bgc);
+	}
+	g_free(up);
+	g_free(esc);
+	if (base)
+		g_object_unref(base);
+	if (mask)
+		g_object_unref(mask);
+	if (r) {
+		if (box)
+			g_object_unref(box);
+		return pm_vips_fail(err, PM_ERR_ENCODE, "compose: placeholder");
+	}
+	*out = box;
+	return PM_OK;
+}
+
 static pm_status compose_process(void *state, pm_item_ctx *ctx, pm_err *err)
 {
 	compose_state *c = state;
@@ -467,7 +540,9 @@ static pm_status compose_process(void *state, pm_item_ctx *ctx, pm_err *err)
 	pm_ad_row row = {ctx->title, NULL, ctx->currency, ctx->brand};
 	pm_status s = PM_OK;
 
-	if (c->product != PROD_IMAGE) {
+	if (ctx->placeholder) {
+		/* no image will do: a placeholder box per template, below */
+	} else if (c->product != PROD_IMAGE) {
 		s = load_cutout(c, ctx, &prod, &why, err);
 		if (s)
 			return s;
@@ -477,7 +552,7 @@ static pm_status compose_process(void *state, pm_item_ctx *ctx, pm_err *err)
 				       "but %s",
 				       why);
 	}
-	if (!prod) {
+	if (!prod && !ctx->placeholder) {
 		prod = ctx->image;
 		g_object_ref(prod);
 	}
@@ -488,7 +563,10 @@ static pm_status compose_process(void *state, pm_item_ctx *ctx, pm_err *err)
 			row.currency = cur;
 	}
 	ads = json_pack("{s:s,s:{}}", "product",
-			prod == ctx->image ? "image" : "cutout", "templates");
+			ctx->placeholder     ? "placeholder"
+			: prod == ctx->image ? "image"
+					     : "cutout",
+			"templates");
 	if (why && prod == ctx->image)
 		json_object_set_new(ads, "product_reason", json_string(why));
 	per = json_object_get(ads, "templates");
@@ -497,6 +575,16 @@ static pm_status compose_process(void *state, pm_item_ctx *ctx, pm_err *err)
 		VipsImage *ad = NULL;
 		json_t *facts = NULL, *outs = json_array();
 
+		if (ctx->placeholder) {
+			if (prod)
+				g_object_unref(prod);
+			prod = NULL;
+			s = placeholder_image(t, ctx, &prod, err);
+			if (s) {
+				json_decref(outs);
+				break;
+			}
+		}
 		s = pm_ad_render(c->text, t, prod, &row, &ad, &facts, err);
 		for (int f = 0; !s && f < t->n_formats; f++) {
 			pm_encode_opts o = t->enc[f];
@@ -524,7 +612,8 @@ static pm_status compose_process(void *state, pm_item_ctx *ctx, pm_err *err)
 		if (ad)
 			g_object_unref(ad);
 	}
-	g_object_unref(prod);
+	if (prod)
+		g_object_unref(prod);
 	if (s) {
 		json_decref(ads);
 		return s;
@@ -544,4 +633,5 @@ const pm_stage_vt pm_stage_compose = {
     .process = compose_process,
     .fini = compose_fini,
     .uses_row = true,
+    .placeholder = true,
 };

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "stages/verify.h"
 
 struct pm_pipeline {
 	char name[64];
@@ -21,7 +22,8 @@ struct pm_pipeline {
 	char hash[65];
 	int decode_size;
 	int needs_pixels;
-	int uses_row; /* a stage's outputs depend on the row's text */
+	int uses_row;	  /* a stage's outputs depend on the row's text */
+	int placeholders; /* a stage runs for placeholder items */
 	int n_stages;
 	const pm_stage_vt **vt; /* n_stages entries */
 };
@@ -51,6 +53,7 @@ static const struct {
 	       "{\"stage\":\"cutout\",\"preview\":256},"
 	       "{\"stage\":\"phash\"}]}"},
     {"ads", "{\"name\":\"ads\",\"stages\":["
+	    "{\"stage\":\"verify\"},"
 	    "{\"stage\":\"cutout\",\"engine\":\"fast\"},"
 	    "{\"stage\":\"compose\"}]}"},
 };
@@ -63,7 +66,7 @@ const char *pm_pipeline_builtin_names(void)
 static const pm_stage_vt *const stages[] = {
     &pm_stage_thumbnail, &pm_stage_phash,   &pm_stage_colors, &pm_stage_quality,
     &pm_stage_ocr,	 &pm_stage_recipe,  &pm_stage_embed,  &pm_stage_cutout,
-    &pm_stage_analyze,	 &pm_stage_compose,
+    &pm_stage_analyze,	 &pm_stage_compose, &pm_stage_verify,
 };
 
 const pm_stage_vt *pm_stage_find(const char *name)
@@ -77,7 +80,7 @@ const pm_stage_vt *pm_stage_find(const char *name)
 const char *pm_stage_names(void)
 {
 	return "thumbnail, phash, colors, quality, embed, ocr, recipe, "
-	       "cutout, analyze, compose";
+	       "cutout, analyze, compose, verify";
 }
 
 /* Validates root, fills defaults, computes canonical form and hash. */
@@ -105,6 +108,7 @@ static pm_status finish(pm_pipeline *p, pm_err *err)
 	p->decode_size = 0;
 	p->needs_pixels = 0;
 	p->uses_row = 0;
+	p->placeholders = 0;
 	json_array_foreach(list, i, st)
 	{
 		json_t *sn = json_object_get(st, "stage");
@@ -128,7 +132,11 @@ static pm_status finish(pm_pipeline *p, pm_err *err)
 			p->decode_size = d;
 		p->needs_pixels = 1;
 		p->uses_row |= vt->uses_row;
+		p->placeholders |= vt->placeholder;
 	}
+	s = pm_verify_link(list, err);
+	if (s)
+		return s;
 	free(p->canonical);
 	p->canonical = json_dumps(p->root, JSON_SORT_KEYS | JSON_COMPACT);
 	if (!p->canonical)
@@ -254,6 +262,11 @@ int pm_pipeline_uses_row(const pm_pipeline *p)
 	return p->uses_row;
 }
 
+int pm_pipeline_placeholders(const pm_pipeline *p)
+{
+	return p->placeholders;
+}
+
 pm_status pm_pipeline_run_new(const pm_pipeline *p, pm_pipeline_run **out,
 			      pm_err *err)
 {
@@ -287,6 +300,8 @@ pm_status pm_pipeline_run_item(pm_pipeline_run *r, pm_item_ctx *ctx,
 {
 	for (int i = 0; i < r->p->n_stages; i++) {
 		double t0 = pm_now();
+		if (ctx->placeholder && !r->p->vt[i]->placeholder)
+			continue; /* no image to work on */
 		pm_status s = r->p->vt[i]->process(r->state[i], ctx, err);
 		pm_metric_obs(PM_M_STAGE_DURATION, r->p->vt[i]->name, NULL,
 			      pm_now() - t0);

@@ -57,6 +57,10 @@ int pm_pipeline_needs_pixels(const pm_pipeline *p);
 /* Whether a stage's outputs depend on the row's text (pm_stage_vt
  * uses_row): the engine then keys assets with pm_row_key. */
 int pm_pipeline_uses_row(const pm_pipeline *p);
+/* Whether a stage runs for placeholder items (pm_stage_vt placeholder):
+ * the engine then turns an item whose images all failed for good into a
+ * placeholder instead of a failure. */
+int pm_pipeline_placeholders(const pm_pipeline *p);
 
 pm_status pm_pipeline_run_new(const pm_pipeline *p, pm_pipeline_run **out,
 			      pm_err *err);

@@ -47,6 +47,16 @@ typedef struct pm_item_ctx {
 	 * row_attrs, which the context owns */
 	const char *price, *currency, *brand;
 	json_t *row_attrs;
+	/* ads: the run's chosen-image registry (verify stage's duplicate
+	 * penalty; owned by the engine, shared by every worker, locks
+	 * itself) and this row's record key; NULL outside a batch run */
+	struct pm_verify_seen *seen;
+	const char *row_key;
+	bool more_candidates; /* the row has image candidates after this */
+	/* no acceptable image (every candidate failed or was rejected):
+	 * image is NULL and only stages with `placeholder` set run; the
+	 * engine records why under meta "placeholder" */
+	bool placeholder;
 
 	/* results, filled by stages; strings are owned by the context */
 	pm_output_rec outputs[PM_MAX_OUTPUTS];
@@ -80,6 +90,11 @@ typedef struct pm_stage_vt {
 	 * asset on both (pm_row_key), so two rows with the same image but
 	 * different text get their own outputs */
 	bool uses_row;
+	/* true when the stage runs for a placeholder item (ctx->placeholder:
+	 * no image, ctx->image NULL); other stages are skipped for it. A
+	 * pipeline with such a stage gets a placeholder instead of a failure
+	 * when no image will do (see pm_pipeline_placeholders). */
+	bool placeholder;
 } pm_stage_vt;
 
 /* Registered stages, by name; NULL if unknown. */
@@ -114,5 +129,6 @@ void pm_ctx_set_row(pm_item_ctx *ctx, const char *title, const char *price,
  * and an empty one differ). */
 void pm_row_key(const char *src_sha, const pm_item_ctx *ctx, char out[65]);
 extern const pm_stage_vt pm_stage_analyze;
+extern const pm_stage_vt pm_stage_verify; /* stages/verify.c */
 
 #endif

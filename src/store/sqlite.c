@@ -227,6 +227,7 @@ enum {
 	Q_JOBS,
 	Q_JOB_FAILURES,
 	Q_JOB_COUNTS,
+	Q_JOB_ADS,
 	Q_ITEM_STATE,
 	Q_ASSET_EXISTS,
 	Q_ASSET_INSERT,
@@ -394,6 +395,16 @@ static const char *const queries[Q_COUNT] = {
     [Q_JOB_FAILURES] = "SELECT code, MIN(error), COUNT(*) AS n FROM items"
 		       " WHERE job_id = ?1 AND state = 'failed'"
 		       " GROUP BY code ORDER BY n DESC, code LIMIT ?2",
+    [Q_JOB_ADS] = "SELECT"
+		  " COALESCE(SUM(json_extract(a.meta_json, '$.placeholder')"
+		  " IS NOT NULL), 0),"
+		  " COALESCE(SUM(json_extract(a.meta_json, '$.cutout.skipped')"
+		  " = 0), 0),"
+		  " COALESCE(SUM(json_extract(a.meta_json, '$.cutout.skipped')"
+		  " = 1), 0)"
+		  " FROM items i JOIN assets a ON a.id = i.asset_id"
+		  " WHERE i.job_id = ?1 AND i.state = 'done'"
+		  " AND i.duplicate = 0",
     [Q_JOB_COUNTS] = "SELECT COUNT(*),"
 		     " COUNT(*) FILTER (WHERE state = 'done'),"
 		     " COUNT(*) FILTER (WHERE state = 'failed'),"
@@ -886,6 +897,24 @@ static pm_status sq_job_counts(void *conn, int64_t job_id, int64_t *items,
 		if (duplicates)
 			*duplicates = sqlite3_column_int64(st, 3);
 	}
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_job_ads(void *conn, int64_t job_id, int64_t out[3],
+			    pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_JOB_ADS, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || sqlite3_step(st) != SQLITE_ROW)
+		s = sq_fail(c->db, err, "job ads counts");
+	else
+		for (int i = 0; i < 3; i++)
+			out[i] = sqlite3_column_int64(st, i);
 	q_done(st);
 	return s;
 }
@@ -1777,6 +1806,7 @@ const pm_store_backend pm_store_sqlite = {
     .jobs = sq_jobs,
     .job_failures = sq_job_failures,
     .job_counts = sq_job_counts,
+    .job_ads = sq_job_ads,
     .failed = sq_failed,
     .retry_failed = sq_retry_failed,
     .url_get = sq_url_get,

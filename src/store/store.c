@@ -209,6 +209,19 @@ pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,
 				 duplicates, err);
 }
 
+pm_status pm_store_job_ads(pm_store *s, int64_t job_id, int64_t *placeholder,
+			   int64_t *bg_removed, int64_t *bg_skipped,
+			   pm_err *err)
+{
+	int64_t v[3] = {0, 0, 0};
+	pm_status st = s->be->job_ads(s->conn, job_id, v, err);
+
+	*placeholder = v[0];
+	*bg_removed = v[1];
+	*bg_skipped = v[2];
+	return st;
+}
+
 typedef struct job_get_ctx {
 	int (*cb)(const pm_job_info *info, void *ud);
 	void *ud;

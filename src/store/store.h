@@ -398,4 +398,11 @@ pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,
 			      int64_t *done, int64_t *failed,
 			      int64_t *duplicates, pm_err *err);
 
+/* The ads figures of a job's items done with their own image work (not
+ * duplicates): composed with a placeholder, cut-out made (background
+ * removed), cut-out skipped (background kept); from the assets' facts. */
+pm_status pm_store_job_ads(pm_store *s, int64_t job_id, int64_t *placeholder,
+			   int64_t *bg_removed, int64_t *bg_skipped,
+			   pm_err *err);
+
 #endif

@@ -42,6 +42,8 @@ typedef struct pm_store_backend {
 	pm_status (*job_counts)(void *conn, int64_t job_id, int64_t *items,
 				int64_t *done, int64_t *failed,
 				int64_t *duplicates, pm_err *err);
+	pm_status (*job_ads)(void *conn, int64_t job_id, int64_t out[3],
+			     pm_err *err);
 
 	pm_status (*failed)(void *conn, int64_t job_id, const char *code,
 			    const char *key, int limit,
