@@ -1692,6 +1692,7 @@ static pm_status sq_stats(void *conn,
 
 const pm_store_backend pm_store_sqlite = {
     .name = "sqlite",
+    .latest_version = pm_sqlite_latest_version,
     .open = sq_open,
     .close = sq_close,
     .schema_version = sq_schema_version,

@@ -2,8 +2,9 @@
  *
  * The store is where "done" is decided: an item is done when its row says so
  * in a committed transaction. The embedded backend is SQLite (store/sqlite.c,
- * WAL, versioned schema with migrations); a PostgreSQL backend will fill the
- * same vtable later, so nothing outside src/store/ contains SQL.
+ * WAL, versioned schema with migrations); the PostgreSQL backend
+ * (store/postgres.c, libpq) fills the same vtable, so nothing outside
+ * src/store/ contains SQL.
  *
  * Tables (same concepts in every backend):
  *   jobs    one per (catalog, pipeline hash, output root): key, state, counts
@@ -21,7 +22,8 @@
  * Threads: a pm_store is one connection, used by one thread at a time. Each
  * thread that needs the store opens its own (the run's writer thread writes;
  * the ingest thread and workers read). SQLite WAL lets readers run beside the
- * one writer.
+ * one writer. On PostgreSQL each pm_store is one libpq connection (so one
+ * per thread: no pool is needed).
  */
 #ifndef PM_STORE_H
 #define PM_STORE_H
@@ -34,7 +36,8 @@
 typedef struct pm_store pm_store;
 
 /* Opens (creating and migrating if needed) the store named by url: a file
- * path or "sqlite:PATH" (later "postgres://..."). *out is owned by the
+ * path or "sqlite:PATH", or a libpq URL "postgres://..." /
+ * "postgresql://...". *out is owned by the
  * caller; close with pm_store_close. readonly = true opens without creating
  * or migrating (fails with PM_ERR_NOT_FOUND if the database does not exist). */
 pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
@@ -44,6 +47,10 @@ void pm_store_close(pm_store *s);
  * else read-write once to migrate it (so a newer pixmill can query an
  * older store). PM_ERR_NOT_FOUND if it does not exist. */
 pm_status pm_store_open_existing(const char *url, pm_store **out, pm_err *err);
+/* Copies store URL url into out (size bytes, truncated) with any password
+ * ("user:PASSWORD@", "password=PASSWORD") replaced by "***": the form to
+ * print or log. */
+void pm_store_url_mask(const char *url, char *out, size_t size);
 /* Schema version after migrations (for `status` and tests). */
 int pm_store_schema_version(pm_store *s);
 
