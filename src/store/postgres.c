@@ -369,23 +369,35 @@ static const char *const queries[Q_COUNT] = {
     /* $1 is pm_store_fts_query's output ("w1" "w2"): its words, every
      * one required. ts_rank_cd weights {D, C, B, A}: image text and
      * attributes 1, category 2, title 4 (as the BM25 weights of
-     * sqlite.c). The snippet is made for the page of hits only. */
-    [Q_SEARCH] = "SELECT h.job_id, h.key, h.title, h.sha256, h.image, h.score,"
-		 " j.pipeline_hash,"
-		 " ts_headline('simple', translate(concat_ws(' ', h.title,"
-		 "  h.category, h.attrs, nullif(h.image_text, '')),"
-		 "  E'\\x01\\x02', '  '), h.tq,"
-		 "  'StartSel=\x01, StopSel=\x02, MaxWords=16, MinWords=6'),"
-		 " h.category, h.image_text <> '', h.record_id"
-		 " FROM (SELECT i.*, q.tq,"
-		 "  ts_rank_cd('{0.25, 0.25, 0.5, 1.0}', i.fts, q.tq) AS score"
-		 "  FROM items i, (SELECT plainto_tsquery('simple',"
-		 "   translate($1::text, '\"', ' ')) AS tq) q"
-		 "  WHERE i.fts @@ q.tq AND ($3::bigint = 0 OR i.job_id = $3)"
-		 "  AND ($4::text IS NULL OR i.category = $4)"
-		 "  AND (NOT $5::boolean OR i.image_text <> '')"
-		 "  ORDER BY score DESC, i.id LIMIT $2) h"
-		 " JOIN jobs j ON j.id = h.job_id ORDER BY h.score DESC, h.id",
+     * sqlite.c), normalised by log(document length) as BM25 favours short
+     * fields. The snippet comes from the first column that matches on its
+     * own (title, image text, category, attributes; all of them if none
+     * does), like FTS5's best column, and is made for the page of hits
+     * only. */
+    [Q_SEARCH] =
+	"SELECT h.job_id, h.key, h.title, h.sha256, h.image, h.score,"
+	" j.pipeline_hash,"
+	" ts_headline('simple', translate(CASE"
+	"  WHEN to_tsvector('simple', coalesce(h.title, '')) @@ h.tq"
+	"  THEN h.title"
+	"  WHEN to_tsvector('simple', h.image_text) @@ h.tq THEN h.image_text"
+	"  WHEN to_tsvector('simple', coalesce(h.category, '')) @@ h.tq"
+	"  THEN h.category"
+	"  WHEN to_tsvector('simple', coalesce(h.attrs, '')) @@ h.tq"
+	"  THEN h.attrs"
+	"  ELSE concat_ws(' ', h.title, h.category, h.attrs,"
+	"  nullif(h.image_text, '')) END, E'\\x01\\x02', '  '), h.tq,"
+	"  'StartSel=\x01, StopSel=\x02, MaxWords=16, MinWords=6'),"
+	" h.category, h.image_text <> '', h.record_id"
+	" FROM (SELECT i.*, q.tq,"
+	"  ts_rank_cd('{0.25, 0.25, 0.5, 1.0}', i.fts, q.tq, 1) AS score"
+	"  FROM items i, (SELECT plainto_tsquery('simple',"
+	"   translate($1::text, '\"', ' ')) AS tq) q"
+	"  WHERE i.fts @@ q.tq AND ($3::bigint = 0 OR i.job_id = $3)"
+	"  AND ($4::text IS NULL OR i.category = $4)"
+	"  AND (NOT $5::boolean OR i.image_text <> '')"
+	"  ORDER BY score DESC, i.id LIMIT $2) h"
+	" JOIN jobs j ON j.id = h.job_id ORDER BY h.score DESC, h.id",
     [Q_PHASH] = "SELECT sha256, pipeline_hash, phash FROM assets"
 		" WHERE phash IS NOT NULL",
     [Q_TITLE] = "SELECT title FROM items WHERE sha256 = $1"
