@@ -35,6 +35,8 @@
 
 #include "store/store_impl.h"
 
+#include "core/util.h"
+
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <math.h>
@@ -453,33 +455,6 @@ typedef struct pg_params {
 	char *owned[MAX_PARAMS];
 } pg_params;
 
-/* Length of the valid UTF-8 sequence at s (1..4), 0 if invalid. */
-static int utf8_len(const unsigned char *s)
-{
-	unsigned c = s[0];
-	int n;
-	unsigned min;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2, min = 0x80;
-	else if (c >= 0xE0 && c <= 0xEF)
-		n = 3, min = 0x800;
-	else if (c >= 0xF0 && c <= 0xF4)
-		n = 4, min = 0x10000;
-	else
-		return 0;
-	unsigned cp = c & (0x3F >> (n - 1));
-	for (int i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3F);
-	}
-	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-		return 0;
-	return n;
-}
-
 static void p_text(pg_params *p, const char *s)
 {
 	int i = p->n++;
@@ -488,23 +463,22 @@ static void p_text(pg_params *p, const char *s)
 	if (!s)
 		return;
 	const unsigned char *u = (const unsigned char *)s;
-	size_t k = 0;
-	int l;
-	while (u[k] && (l = utf8_len(u + k)) > 0)
-		k += (size_t)l;
-	if (!u[k])
+	size_t n = strlen(s), k = 0, l;
+	while (k < n && (l = pm_utf8_len(u + k, n - k)) > 0)
+		k += l;
+	if (k == n)
 		return; /* valid as it is */
 	char *copy = strdup(s);
 	if (!copy) {
 		p->oom = true;
 		return;
 	}
-	for (unsigned char *c = (unsigned char *)copy + k; *c;) {
-		l = utf8_len(c);
+	for (unsigned char *c = (unsigned char *)copy + k; k < n;) {
+		l = pm_utf8_len(c, n - k);
 		if (l == 0)
-			*c++ = '?';
-		else
-			c += l;
+			l = 1, *c = '?';
+		c += l;
+		k += l;
 	}
 	p->owned[i] = copy;
 	p->v[i] = copy;
@@ -996,18 +970,6 @@ static pm_status pg_job_counts(void *conn, int64_t job_id, int64_t *items,
 
 /* ---- items and assets ---- */
 
-static pm_status code_from_text(const char *text, pm_status *out, pm_err *err)
-{
-	for (int i = 0; i < PM_STATUS_COUNT; i++) {
-		if (text && strcmp(pm_status_code((pm_status)i), text) == 0) {
-			*out = (pm_status)i;
-			return PM_OK;
-		}
-	}
-	return pm_fail(err, PM_ERR_STORE, "unknown status code '%s' in store",
-		       text ? text : "(null)");
-}
-
 static pm_status pg_item_state(void *conn, int64_t job_id, const char *key,
 			       pm_item_state *state, pm_status *code,
 			       pm_err *err)
@@ -1028,7 +990,7 @@ static pm_status pg_item_state(void *conn, int64_t job_id, const char *key,
 			is = PM_ITEM_DONE;
 		} else {
 			is = PM_ITEM_FAILED;
-			s = code_from_text(v_text(r, 0, 1), &cd, err);
+			s = pm_store_code_parse(v_text(r, 0, 1), &cd, err);
 		}
 	}
 	PQclear(r);

@@ -404,3 +404,15 @@ pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
 {
 	return s->be->title(s->conn, sha256, buf, size, err);
 }
+
+pm_status pm_store_code_parse(const char *text, pm_status *out, pm_err *err)
+{
+	for (int i = 0; i < PM_STATUS_COUNT; i++) {
+		if (text && strcmp(pm_status_code((pm_status)i), text) == 0) {
+			*out = (pm_status)i;
+			return PM_OK;
+		}
+	}
+	return pm_fail(err, PM_ERR_STORE, "unknown status code '%s' in store",
+		       text ? text : "(null)");
+}

@@ -111,6 +111,10 @@ typedef struct pm_store_backend {
 			   void *ud, int64_t *dlq, pm_err *err);
 } pm_store_backend;
 
+/* The pm_status whose code name (pm_status_code) is text, for the code
+ * column of items; PM_ERR_STORE if there is none (a corrupt row). */
+pm_status pm_store_code_parse(const char *text, pm_status *out, pm_err *err);
+
 extern const pm_store_backend pm_store_sqlite;
 extern const pm_store_backend pm_store_postgres;
 

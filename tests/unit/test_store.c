@@ -171,38 +171,24 @@ static int64_t rq_int(rawdb *d, const char *sql)
 	return v;
 }
 
-/* Row id of the one item whose indexed text has word, or a count. */
-static int64_t fts_id(rawdb *d, const char *word)
+/* Row id of the one item whose indexed text has word (count: how many
+ * items have it). */
+static int64_t fts_q(rawdb *d, bool count, const char *word)
 {
 	char sql[200];
 	if (d->sq)
 		snprintf(sql, sizeof sql,
-			 "SELECT rowid FROM items_fts WHERE items_fts MATCH"
-			 " '%s'",
-			 word);
+			 "SELECT %s FROM items_fts WHERE items_fts MATCH '%s'",
+			 count ? "COUNT(*)" : "rowid", word);
 	else
 		snprintf(sql, sizeof sql,
-			 "SELECT id FROM items WHERE fts @@"
+			 "SELECT %s FROM items WHERE fts @@"
 			 " plainto_tsquery('simple', '%s')",
-			 word);
+			 count ? "COUNT(*)" : "id", word);
 	return rq_int(d, sql);
 }
-
-static int64_t fts_count(rawdb *d, const char *word)
-{
-	char sql[200];
-	if (d->sq)
-		snprintf(sql, sizeof sql,
-			 "SELECT COUNT(*) FROM items_fts WHERE items_fts MATCH"
-			 " '%s'",
-			 word);
-	else
-		snprintf(sql, sizeof sql,
-			 "SELECT COUNT(*) FROM items WHERE fts @@"
-			 " plainto_tsquery('simple', '%s')",
-			 word);
-	return rq_int(d, sql);
-}
+#define fts_id(d, w)	fts_q(d, false, w)
+#define fts_count(d, w) fts_q(d, true, w)
 
 static const pm_job_spec spec1 = {
     .key = "aaaa",
