@@ -432,6 +432,7 @@ typedef struct pg_conn {
 	int version;		/* schema version after open/migration */
 	bool prepared[Q_COUNT]; /* statement "pmN" exists on the server */
 	bool put_failed;	/* a put failed inside the open batch */
+	bool in_batch;		/* between begin and commit/rollback */
 	pm_status fail;		/* status of the last failed statement */
 } pg_conn;
 
@@ -572,6 +573,32 @@ static pm_status pg_fail(pg_conn *c, const PGresult *r, pm_err *err,
 	return pm_fail(err, st, "postgres: %s: %.*s", what, n, msg);
 }
 
+/* Session settings, after connecting and after a reconnect. */
+static pm_status session_setup(pg_conn *c, pm_err *err);
+
+/* A connection the server dropped (restart, failover, idle timeout) is
+ * re-opened at the next call outside a batch; prepared statements are
+ * made again as they are used. Inside a batch the batch is lost, so the
+ * call fails (and commit reports it). */
+static pm_status ensure_conn(pg_conn *c, pm_err *err)
+{
+	if (PQstatus(c->db) == CONNECTION_OK)
+		return PM_OK;
+	if (c->in_batch)
+		return c->fail = pm_fail(err, PM_ERR_STORE,
+					 "postgres: connection lost during a "
+					 "batch");
+	PQreset(c->db);
+	memset(c->prepared, 0, sizeof c->prepared);
+	if (PQstatus(c->db) != CONNECTION_OK) {
+		const char *m = PQerrorMessage(c->db);
+		return c->fail = pm_fail(err, PM_ERR_STORE,
+					 "store %s: reconnect: %.*s", c->url,
+					 (int)strcspn(m, "\n"), m);
+	}
+	return session_setup(c, err);
+}
+
 /* Runs statement q with params p; returns its result (the caller
  * PQclear()s it) or NULL with err filled. resfmt 1 = binary results. */
 static PGresult *q_run(pg_conn *c, int q, pg_params *p, int resfmt,
@@ -581,6 +608,8 @@ static PGresult *q_run(pg_conn *c, int q, pg_params *p, int resfmt,
 	PGresult *r;
 
 	snprintf(name, sizeof name, "pm%d", q);
+	if (ensure_conn(c, err) != PM_OK)
+		return NULL;
 	if (p && p->oom) {
 		c->fail = pm_fail(err, PM_ERR_NOMEM,
 				  "postgres: %s: out of memory", what);
@@ -625,6 +654,8 @@ static pm_status q_exec(pg_conn *c, int q, pg_params *p, const char *what,
 static pm_status sql_exec(pg_conn *c, const char *sql, const char *what,
 			  pm_err *err)
 {
+	if (ensure_conn(c, err) != PM_OK)
+		return c->fail;
 	PGresult *r = PQexec(c->db, sql);
 	ExecStatusType es = PQresultStatus(r);
 	pm_status s = PM_OK;
@@ -764,6 +795,17 @@ static pm_status migrate(pg_conn *c, pm_err *err)
 	}
 }
 
+static pm_status session_setup(pg_conn *c, pm_err *err)
+{
+	pm_status s = sql_exec(c, "SET client_encoding = 'UTF8'", c->url, err);
+	if (s == PM_OK && c->readonly)
+		s = sql_exec(c,
+			     "SET SESSION CHARACTERISTICS AS TRANSACTION"
+			     " READ ONLY",
+			     c->url, err);
+	return s;
+}
+
 /* url is the whole postgres:// or postgresql:// URL (libpq parses it). */
 static pm_status pg_open(const char *url, bool readonly, void **out,
 			 pm_err *err)
@@ -792,7 +834,7 @@ static pm_status pg_open(const char *url, bool readonly, void **out,
 		goto fail;
 	}
 	PQsetNoticeProcessor(c->db, notice_quiet, NULL);
-	s = sql_exec(c, "SET client_encoding = 'UTF8'", c->url, err);
+	s = session_setup(c, err);
 	if (s != PM_OK)
 		goto fail;
 	if (!readonly) {
@@ -800,12 +842,7 @@ static pm_status pg_open(const char *url, bool readonly, void **out,
 		if (s != PM_OK)
 			goto fail;
 	} else {
-		s = sql_exec(c,
-			     "SET SESSION CHARACTERISTICS AS TRANSACTION"
-			     " READ ONLY",
-			     c->url, err);
-		if (s == PM_OK)
-			s = read_version(c, &c->version, err);
+		s = read_version(c, &c->version, err);
 		if (s != PM_OK)
 			goto fail;
 		if (c->version == 0) {
@@ -1170,13 +1207,17 @@ static pm_status put_item_body(pg_conn *c, const pm_item_rec *it, pm_err *err)
 	return s;
 }
 
+static pm_status pg_begin(void *conn, pm_err *err);
+static pm_status pg_commit(void *conn, pm_err *err);
+static void pg_rollback(void *conn);
+
 /* Outside a batch a put is its own transaction. Inside one, a failed put
  * aborts the server's transaction, so it poisons the batch: commit then
  * rolls back and fails (as in sqlite.c). */
 static pm_status pg_put_item(void *conn, const pm_item_rec *it, pm_err *err)
 {
 	pg_conn *c = conn;
-	bool own_tx = PQtransactionStatus(c->db) == PQTRANS_IDLE;
+	bool own_tx = !c->in_batch;
 	pm_status s = PM_OK;
 	if (!it || !it->key)
 		s = pm_fail(err, PM_ERR_INTERNAL, "put_item: no item key");
@@ -1184,17 +1225,13 @@ static pm_status pg_put_item(void *conn, const pm_item_rec *it, pm_err *err)
 		s = pm_fail(err, PM_ERR_INTERNAL, "put_item %s: bad status %d",
 			    it->key, (int)it->status);
 	else if (own_tx)
-		s = sql_exec(c, "BEGIN", "put item", err);
+		s = pg_begin(c, err); /* no reconnect inside it */
 	if (s == PM_OK)
 		s = put_item_body(c, it, err);
-	if (s == PM_OK && own_tx)
-		s = sql_exec(c, "COMMIT", "put item", err);
-	if (s != PM_OK) {
-		if (!own_tx)
-			c->put_failed = true;
-		else if (PQtransactionStatus(c->db) != PQTRANS_IDLE)
-			PQclear(PQexec(c->db, "ROLLBACK"));
-	}
+	if (own_tx && c->in_batch)
+		return s == PM_OK ? pg_commit(c, err) : (pg_rollback(c), s);
+	if (s != PM_OK)
+		c->put_failed = true;
 	return s;
 }
 
@@ -1204,7 +1241,9 @@ static pm_status pg_begin(void *conn, pm_err *err)
 {
 	pg_conn *c = conn;
 	c->put_failed = false;
-	return sql_exec(c, "BEGIN", "begin", err);
+	pm_status s = sql_exec(c, "BEGIN", "begin", err);
+	c->in_batch = s == PM_OK;
+	return s;
 }
 
 /* A failed commit leaves nothing: the batch is rolled back (calling
@@ -1230,6 +1269,7 @@ static pm_status pg_commit(void *conn, pm_err *err)
 	if (PQtransactionStatus(c->db) != PQTRANS_IDLE)
 		PQclear(PQexec(c->db, "ROLLBACK"));
 	c->put_failed = false;
+	c->in_batch = false;
 	return s;
 }
 
@@ -1237,6 +1277,7 @@ static void pg_rollback(void *conn)
 {
 	pg_conn *c = conn;
 	c->put_failed = false;
+	c->in_batch = false;
 	if (PQtransactionStatus(c->db) != PQTRANS_IDLE)
 		PQclear(PQexec(c->db, "ROLLBACK"));
 }

@@ -85,6 +85,7 @@ static PGconn *pg_raw(const char *db)
 		fprintf(stderr, "raw connect %s: %s\n", url, PQerrorMessage(c));
 		exit(2);
 	}
+	pg_run(c, "SET client_min_messages = warning");
 	return c;
 }
 
@@ -1470,6 +1471,59 @@ static void test_pg_failed_batch(void)
 	pm_store_close(s);
 }
 
+/* The server drops every connection (a restart, a failover): the next
+ * call fails, the one after reconnects — read-only stays read-only — and
+ * a batch open at the time is lost, never half applied. */
+static void kill_others(rawdb *db)
+{
+	CHECK_INT(rq_int(db, "SELECT COUNT(pg_terminate_backend(pid))"
+			     " FROM pg_stat_activity WHERE datname ="
+			     " current_database() AND pid <> pg_backend_pid()"),
+		  2);
+}
+
+static void test_pg_reconnect(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL, *r = NULL;
+	const char *url = store_url("reconnect.db");
+	int64_t job = 0, items = -1;
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(url, true, &r, &err), PM_OK);
+	if (!s || !r)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_job_counts(r, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	rawdb db = raw_open(url);
+	kill_others(&db);
+	CHECK_INT(pm_store_job_counts(s, job, &items, NULL, NULL, NULL, &err),
+		  PM_ERR_STORE);
+	CHECK_INT(pm_store_job_counts(s, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	CHECK_INT(pm_store_job_counts(r, job, &items, NULL, NULL, NULL, &err),
+		  PM_ERR_STORE);
+	CHECK_INT(pm_store_job_counts(r, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	CHECK(pm_store_job_open(r, &spec1, &job, NULL, &err) != PM_OK);
+	CHECK(strstr(err.msg, "read-only") != NULL);
+
+	pm_item_rec a = item_rec(job, "a"), b = item_rec(job, "b");
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &a, &err), PM_OK);
+	kill_others(&db);
+	CHECK_INT(pm_store_put_item(s, &b, &err), PM_ERR_STORE);
+	CHECK_INT(pm_store_put_item(s, &b, &err), PM_ERR_STORE);
+	CHECK_INT(pm_store_commit(s, &err), PM_ERR_STORE);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items"), 0);
+	CHECK_INT(pm_store_put_item(s, &b, &err), PM_OK);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items"), 1);
+	raw_close(&db);
+	pm_store_close(r);
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -1500,6 +1554,7 @@ int main(void)
 		on_pg = true;
 		test_pg_schema();
 		test_pg_failed_batch();
+		test_pg_reconnect();
 		for (int i = 0; i < n_conf; i++)
 			conformance[i]();
 	} else {
