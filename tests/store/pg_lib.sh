@@ -1,7 +1,8 @@
 # pg_lib.sh — starts and stops a throwaway PostgreSQL server for the tests:
 # Debian's postgresql binaries (initdb, pg_ctl), a data directory in a new
 # temporary folder, listening on 127.0.0.1 only, on a free port, with trust
-# authentication for the superuser "pixmill". Source it, then:
+# authentication for the superuser "pixmill" (fsync off unless PG_FSYNC=on:
+# test data is throwaway). Source it, then:
 #   pg_start        sets PG_URL (postgresql://pixmill@127.0.0.1:PORT) and
 #                   PG_DIR; returns non-zero if the server would not start
 #   pg_createdb N   creates database N (prints nothing)
@@ -38,7 +39,7 @@ pg_start() {
   for try in 1 2 3; do
     PG_PORT=$(pg_free_port)
     if pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='$PG_DIR' -c fsync=off" \
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='$PG_DIR' -c fsync=${PG_FSYNC:-off}" \
         start >/dev/null 2>&1; then
       PG_URL="postgresql://pixmill@127.0.0.1:$PG_PORT"
       return 0
