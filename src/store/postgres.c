@@ -280,21 +280,22 @@ static const char *const queries[Q_COUNT] = {
     [Q_ASSET_EXISTS] = "SELECT 1 FROM assets"
 		       " WHERE sha256 = $1 AND pipeline_hash = $2",
     /* The new row's id, or the existing one's. */
+    /* A put's statements name the asset by (sha256, pipeline hash), not
+     * by id, so they can all be sent at once (see put_item_body). */
     [Q_ASSET_INSERT] =
-	"WITH ins AS (INSERT INTO assets (sha256, pipeline_hash, format,"
-	" width, height, bytes, phash, colors_json, sharpness, meta_json,"
-	" created, updated)"
+	"INSERT INTO assets (sha256, pipeline_hash, format, width, height,"
+	" bytes, phash, colors_json, sharpness, meta_json, created, updated)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
-	" ON CONFLICT (sha256, pipeline_hash) DO NOTHING RETURNING id)"
-	" SELECT id FROM ins UNION ALL SELECT id FROM assets"
-	" WHERE sha256 = $1 AND pipeline_hash = $2 LIMIT 1",
+	" ON CONFLICT (sha256, pipeline_hash) DO NOTHING",
     [Q_OUTPUT_INSERT] =
 	"INSERT INTO outputs (asset_id, name, path, format, width, height,"
 	" bytes, sha256, created, updated)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+	" SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM assets a"
+	" WHERE a.sha256 = $1 AND a.pipeline_hash = $2"
 	" ON CONFLICT (asset_id, name) DO NOTHING",
-    /* $17: the new asset's id; a done item without one (a duplicate)
-     * gets the asset of (its sha256, its job's pipeline hash). */
+    /* $17, $20: the new asset's pipeline hash and sha256 (NULL if none);
+     * a done item without one (a duplicate) gets the asset of (its
+     * sha256, its job's pipeline hash). */
     [Q_ITEM_UPSERT] =
 	"INSERT INTO items (job_id, key, ordinal, record_id, image,"
 	" title, price, category, attrs, state, code, error, sha256,"
@@ -302,7 +303,9 @@ static const char *const queries[Q_COUNT] = {
 	" candidates)"
 	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
 	" $13, $14, $15, $16,"
-	" CASE WHEN $10::text = 'done' THEN coalesce($17::bigint,"
+	" CASE WHEN $10::text = 'done' THEN coalesce("
+	"  (SELECT id FROM assets WHERE sha256 = $20::text"
+	"   AND pipeline_hash = $17::text),"
 	"  (SELECT a.id FROM jobs j JOIN assets a"
 	"   ON a.pipeline_hash = j.pipeline_hash"
 	"   WHERE j.id = $1 AND a.sha256 = $13::text)) END,"
@@ -1082,29 +1085,121 @@ static pm_status pg_asset_exists(void *conn, const char *sha256,
 	return PM_OK;
 }
 
+static void p_embedding(pg_params *p, const char *sha256, const char *model,
+			const float *vec, int dim, double now)
+{
+	p_text(p, sha256);
+	p_text(p, model);
+	p_i64(p, dim);
+	p_bin(p, vec, (int)((size_t)dim * sizeof *vec));
+	p_dbl(p, now);
+}
+
 /* Stores (or replaces) one vector as float32 bytea in native order. */
 static pm_status put_embedding(pg_conn *c, const char *sha256,
 			       const char *model, const float *vec, int dim,
 			       double now, pm_err *err)
 {
 	pg_params p = {0};
-	p_text(&p, sha256);
-	p_text(&p, model);
-	p_i64(&p, dim);
-	p_bin(&p, vec, (int)((size_t)dim * sizeof *vec));
-	p_dbl(&p, now);
+	p_embedding(&p, sha256, model, vec, dim, now);
 	pm_status s = q_exec(c, Q_EMB_PUT, &p, "store embedding", NULL, err);
 	p_free(&p);
 	return s;
 }
 
-/* Inserts the asset and its outputs if absent; *asset_id = its row id. */
-static pm_status put_asset(pg_conn *c, const pm_asset_rec *a, double now,
-			   int64_t *asset_id, pm_err *err)
+/* The statements of one put, sent together in pipeline mode: one round
+ * trip per item instead of one per row. */
+typedef struct pg_pipe {
+	pg_conn *c;
+	int sent;	      /* statements sent */
+	const char *what[64]; /* of each, for its error */
+	pm_status s;	      /* first failure */
+} pg_pipe;
+
+/* Sends statement q with p (freed here). Past 64 statements, or after a
+ * failure, sends nothing and records the failure. */
+static void pipe_send(pg_pipe *pp, int q, pg_params *p, const char *what,
+		      pm_err *err)
+{
+	char name[16];
+	pg_conn *c = pp->c;
+
+	snprintf(name, sizeof name, "pm%d", q);
+	if (pp->s == PM_OK && p->oom)
+		pp->s = c->fail = pm_fail(err, PM_ERR_NOMEM,
+					  "postgres: %s: out of memory", what);
+	if (pp->s == PM_OK && pp->sent == 64)
+		pp->s = c->fail =
+		    pm_fail(err, PM_ERR_TOO_LARGE,
+			    "postgres: %s: too many outputs", what);
+	if (pp->s == PM_OK) {
+		if (PQsendQueryPrepared(c->db, name, p->n, p->v, p->len, p->fmt,
+					0))
+			pp->what[pp->sent++] = what;
+		else
+			pp->s = pg_fail(c, NULL, err, what);
+	}
+	p_free(p);
+}
+
+/* Prepares (outside the pipeline) the statements a put uses. */
+static pm_status put_prepare(pg_conn *c, pm_err *err)
+{
+	static const int qs[] = {Q_ASSET_INSERT, Q_EMB_PUT, Q_OUTPUT_INSERT,
+				 Q_ITEM_UPSERT, Q_URL_PUT};
+	for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+		char name[16];
+		if (c->prepared[qs[i]])
+			continue;
+		snprintf(name, sizeof name, "pm%d", qs[i]);
+		PGresult *r = PQprepare(c->db, name, queries[qs[i]], 0, NULL);
+		pm_status s = PQresultStatus(r) == PGRES_COMMAND_OK
+				  ? PM_OK
+				  : pg_fail(c, r, err, "prepare put");
+		PQclear(r);
+		if (s != PM_OK)
+			return s;
+		c->prepared[qs[i]] = true;
+	}
+	return PM_OK;
+}
+
+/* Reads the results of every statement sent and the sync; the first
+ * failure wins (later statements report "aborted"). Leaves pipeline
+ * mode. */
+static pm_status pipe_finish(pg_pipe *pp, pm_err *err)
+{
+	pg_conn *c = pp->c;
+	if (PQpipelineSync(c->db) != 1 && pp->s == PM_OK)
+		pp->s = pg_fail(c, NULL, err, "put item");
+	for (int i = 0; i < pp->sent; i++) {
+		PGresult *r = PQgetResult(c->db);
+		if (!r) {
+			if (pp->s == PM_OK)
+				pp->s = pg_fail(c, NULL, err, pp->what[i]);
+			break;
+		}
+		ExecStatusType es = PQresultStatus(r);
+		if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK &&
+		    pp->s == PM_OK)
+			pp->s = pg_fail(c, r, err, pp->what[i]);
+		PQclear(r);
+		PQclear(PQgetResult(c->db)); /* the NULL after each */
+	}
+	/* the sync point (NULL if the connection is gone) */
+	PGresult *r = PQgetResult(c->db);
+	if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && pp->s == PM_OK)
+		pp->s = pg_fail(c, r, err, "put item");
+	PQclear(r);
+	PQexitPipelineMode(c->db);
+	return pp->s;
+}
+
+static void send_asset(pg_pipe *pp, const pm_asset_rec *a, double now,
+		       pm_err *err)
 {
 	pg_params p = {0};
 	int64_t ph = 0;
-	pm_status s = PM_OK;
 
 	memcpy(&ph, &a->phash, sizeof ph); /* same bits, see top */
 	p_text(&p, a->sha256);
@@ -1121,27 +1216,18 @@ static pm_status put_asset(pg_conn *c, const pm_asset_rec *a, double now,
 	p_dbl(&p, a->sharpness);
 	p_text(&p, a->meta_json);
 	p_dbl(&p, now);
-	PGresult *r = q_run(c, Q_ASSET_INSERT, &p, 0, "insert asset", err);
-	p_free(&p);
-	if (!r)
-		return c->fail;
-	*asset_id = PQntuples(r) > 0 ? v_i64(r, 0, 0) : 0;
-	PQclear(r);
-	if (*asset_id == 0)
-		return pm_fail(err, PM_ERR_LOCKED,
-			       "asset %s: inserted by another writer at the "
-			       "same moment; retry",
-			       a->sha256);
+	pipe_send(pp, Q_ASSET_INSERT, &p, "insert asset", err);
 	if (a->embedding && a->embedding_dim > 0 && a->embedding_model) {
-		s = put_embedding(c, a->sha256, a->embedding_model,
-				  a->embedding, a->embedding_dim, now, err);
-		if (s != PM_OK)
-			return s;
+		pg_params e = {0};
+		p_embedding(&e, a->sha256, a->embedding_model, a->embedding,
+			    a->embedding_dim, now);
+		pipe_send(pp, Q_EMB_PUT, &e, "store embedding", err);
 	}
-	for (int i = 0; i < a->n_outputs && s == PM_OK; i++) {
+	for (int i = 0; i < a->n_outputs; i++) {
 		const pm_output_rec *o = &a->outputs[i];
 		pg_params q = {0};
-		p_i64(&q, *asset_id);
+		p_text(&q, a->sha256);
+		p_text(&q, a->pipeline_hash);
 		p_text(&q, o->name);
 		p_text(&q, o->path);
 		p_text(&q, o->format);
@@ -1150,25 +1236,26 @@ static pm_status put_asset(pg_conn *c, const pm_asset_rec *a, double now,
 		p_i64(&q, o->bytes);
 		p_text(&q, o->sha256);
 		p_dbl(&q, now);
-		s = q_exec(c, Q_OUTPUT_INSERT, &q, "insert output", NULL, err);
-		p_free(&q);
+		pipe_send(pp, Q_OUTPUT_INSERT, &q, "insert output", err);
 	}
-	return s;
 }
 
+/* One put inside the open transaction: asset, its vector and outputs (if
+ * new), the item, the URL's validators. */
 static pm_status put_item_body(pg_conn *c, const pm_item_rec *it, pm_err *err)
 {
 	double now = now_unix();
 	bool done = it->status == PM_OK;
-	int64_t asset_id = 0;
+	const pm_asset_rec *a = it->asset;
+	pg_pipe pp = {.c = c};
 	pg_params p = {0};
-	pm_status s;
 
-	if (it->asset) {
-		s = put_asset(c, it->asset, now, &asset_id, err);
-		if (s != PM_OK)
-			return s;
-	}
+	if (put_prepare(c, err) != PM_OK)
+		return c->fail;
+	if (PQenterPipelineMode(c->db) != 1)
+		return pg_fail(c, NULL, err, "put item");
+	if (a)
+		send_asset(&pp, a, now, err);
 	p_i64(&p, it->job_id);
 	p_text(&p, it->key);
 	p_i64(&p, (int64_t)it->ordinal);
@@ -1185,15 +1272,12 @@ static pm_status put_item_body(pg_conn *c, const pm_item_rec *it, pm_err *err)
 	p_bool(&p, it->duplicate);
 	p_i64(&p, it->attempts);
 	p_dbl(&p, it->latency_ms);
-	if (asset_id)
-		p_i64(&p, asset_id);
-	else
-		p_null(&p);
+	p_text(&p, a ? a->pipeline_hash : NULL);
 	p_dbl(&p, now);
 	p_text(&p, it->candidates_json);
-	s = q_exec(c, Q_ITEM_UPSERT, &p, "put item", NULL, err);
-	p_free(&p);
-	if (s == PM_OK && done && it->sha256 && it->image &&
+	p_text(&p, a ? a->sha256 : NULL);
+	pipe_send(&pp, Q_ITEM_UPSERT, &p, "put item", err);
+	if (done && it->sha256 && it->image &&
 	    (it->url_etag || it->url_last_modified)) {
 		pg_params u = {0};
 		p_text(&u, it->image);
@@ -1201,10 +1285,9 @@ static pm_status put_item_body(pg_conn *c, const pm_item_rec *it, pm_err *err)
 		p_text(&u, it->url_last_modified);
 		p_text(&u, it->sha256);
 		p_dbl(&u, now);
-		s = q_exec(c, Q_URL_PUT, &u, "remember URL", NULL, err);
-		p_free(&u);
+		pipe_send(&pp, Q_URL_PUT, &u, "remember URL", err);
 	}
-	return s;
+	return pipe_finish(&pp, err);
 }
 
 static pm_status pg_begin(void *conn, pm_err *err);
