@@ -31,7 +31,7 @@ pg_start() {
   chmod 755 "$PG_DIR"
   [ "$(id -u)" = 0 ] && chown nobody "$PG_DIR"
   if ! pg_as "$PG_BIN/initdb" -D "$PG_DIR/data" -U pixmill --auth=trust \
-      -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1; then
+      -E UTF8 --locale=C.UTF-8 --no-sync >"$PG_DIR/initdb.log" 2>&1; then
     cat "$PG_DIR/initdb.log" >&2
     return 1
   fi
@@ -60,7 +60,7 @@ pg_createdb() {
 pg_stop() {
   [ -n "$PG_DIR" ] || return 0
   if [ -f "$PG_DIR/data/postmaster.pid" ]; then
-    pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1
+    pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1
   fi
   rm -rf "$PG_DIR"
   PG_DIR=
