@@ -296,11 +296,12 @@ typedef struct pm_search_hit {
 	const char *snippet;  /* the best-matching passage, matches between
 				 the query's markers */
 	bool has_text;	      /* the image has OCR text */
-	double score;	      /* BM25, higher is better */
+	double score;	      /* higher is better (BM25 on SQLite,
+				 ts_rank_cd on PostgreSQL) */
 } pm_search_hit;
 
 typedef struct pm_text_query {
-	const char *match;    /* FTS5 query (see pm_store_fts_query) */
+	const char *match;    /* pm_store_fts_query's output */
 	int64_t job_id;	      /* 0 = every job */
 	const char *category; /* exact category, or NULL = any */
 	bool has_text;	      /* only items whose image has OCR text */
@@ -310,7 +311,8 @@ typedef struct pm_text_query {
 } pm_text_query;
 
 /* Full-text search over titles, categories, attributes and image text
- * (OCR, captions), ranked by BM25 (title weighs most); best first. */
+ * (OCR, captions), ranked by BM25 (SQLite) or ts_rank_cd (PostgreSQL),
+ * title weighing most; best first. */
 pm_status pm_store_search_text(pm_store *s, const pm_text_query *q,
 			       int (*cb)(const pm_search_hit *hit, void *ud),
 			       void *ud, pm_err *err);

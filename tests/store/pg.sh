@@ -142,6 +142,7 @@ curl -s -m 10 "$SURL/api/search/text?q=fruit" >"$T/http-search.json"
 eq "serve: /api/search/text finds what the CLI finds" "$(hits "$T/http-search.json")" "$(hits "$T/search.pg" 2>/dev/null; run_both search search text fruit --json; hits "$T/search.pg")"
 kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; SRV_PID=
 
+eq "no sanitizer report in any output" "$(cat "$T"/*.pg "$T"/*.sq "$T/serve.log" | grep -cE 'ERROR: (Address|Leak)Sanitizer|runtime error:')" 0
 eq "the password appears in no output" "$(cat "$T"/*.pg "$T"/*.json "$T/serve.log" | grep -c 'pw-Secret-42')" 0
 
 echo "$pass passed, $fail failed"
