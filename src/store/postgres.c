@@ -429,7 +429,7 @@ static const char *const queries[Q_COUNT] = {
 };
 
 typedef struct pg_conn {
-	PGconn *db;
+	PGconn *db;		/* the connection; owned */
 	char url[512];		/* the URL with any password masked */
 	bool readonly;		/* session is read-only */
 	int version;		/* schema version after open/migration */
@@ -444,24 +444,37 @@ typedef struct pg_conn {
 
 /* ---- parameters ---- */
 
-#define MAX_PARAMS 20
+#define MAX_PARAMS 24
 
 /* One statement's parameters: text values (NULL = SQL NULL) or one bytea.
  * Numbers are printed into num[]; text that is not valid UTF-8 is copied
  * with the bad bytes replaced (owned[], freed by p_free). */
 typedef struct pg_params {
-	int n;
-	bool oom;
-	const char *v[MAX_PARAMS];
-	int len[MAX_PARAMS];
-	int fmt[MAX_PARAMS];
-	char num[MAX_PARAMS][32];
-	char *owned[MAX_PARAMS];
+	int n;			   /* parameters so far */
+	bool oom;		   /* a copy failed: do not run the statement */
+	const char *v[MAX_PARAMS]; /* values (NULL = SQL NULL); borrowed */
+	int len[MAX_PARAMS];	   /* byte lengths of binary values */
+	int fmt[MAX_PARAMS];	   /* 0 text, 1 binary */
+	char num[MAX_PARAMS][32];  /* numbers printed as text */
+	char *owned[MAX_PARAMS];   /* UTF-8-cleaned copies; freed by p_free */
 } pg_params;
+
+/* The next parameter's index; -1 (and the statement refused, as if out of
+ * memory) past MAX_PARAMS, which no statement here reaches. */
+static int p_slot(pg_params *p)
+{
+	if (p->n >= MAX_PARAMS) {
+		p->oom = true;
+		return -1;
+	}
+	return p->n++;
+}
 
 static void p_text(pg_params *p, const char *s)
 {
-	int i = p->n++;
+	int i = p_slot(p);
+	if (i < 0)
+		return;
 	p->v[i] = s;
 	p->fmt[i] = 0;
 	if (!s)
@@ -490,7 +503,9 @@ static void p_text(pg_params *p, const char *s)
 
 static void p_i64(pg_params *p, int64_t v)
 {
-	int i = p->n++;
+	int i = p_slot(p);
+	if (i < 0)
+		return;
 	snprintf(p->num[i], sizeof p->num[i], "%lld", (long long)v);
 	p->v[i] = p->num[i];
 	p->fmt[i] = 0;
@@ -499,7 +514,9 @@ static void p_i64(pg_params *p, int64_t v)
 /* NAN is NULL (as in sqlite.c). */
 static void p_dbl(pg_params *p, double v)
 {
-	int i = p->n++;
+	int i = p_slot(p);
+	if (i < 0)
+		return;
 	p->fmt[i] = 0;
 	if (isnan(v) || isinf(v)) {
 		p->v[i] = NULL;
@@ -511,7 +528,9 @@ static void p_dbl(pg_params *p, double v)
 
 static void p_bool(pg_params *p, bool v)
 {
-	int i = p->n++;
+	int i = p_slot(p);
+	if (i < 0)
+		return;
 	p->v[i] = v ? "true" : "false";
 	p->fmt[i] = 0;
 }
@@ -523,7 +542,9 @@ static void p_null(pg_params *p)
 
 static void p_bin(pg_params *p, const void *b, int n)
 {
-	int i = p->n++;
+	int i = p_slot(p);
+	if (i < 0)
+		return;
 	p->v[i] = b;
 	p->len[i] = n;
 	p->fmt[i] = 1;
