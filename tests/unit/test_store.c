@@ -1411,6 +1411,38 @@ static void test_pg_schema(void)
 	CHECK(strstr(err.msg, "read-only") != NULL);
 	pm_store_close(s);
 
+	/* A role with data privileges only (no CREATE) opens a current
+	 * store read-write and writes. */
+	CHECK(pg_run(db.pg,
+		     "DO $$ BEGIN CREATE ROLE pmt_app LOGIN;"
+		     " EXCEPTION WHEN duplicate_object THEN NULL; END $$"));
+	CHECK(pg_run(db.pg,
+		     "REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
+		     " GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES"
+		     " IN SCHEMA public TO pmt_app;"
+		     " GRANT USAGE ON ALL SEQUENCES IN SCHEMA public"
+		     " TO pmt_app"));
+	char app[600];
+	const char *host = strchr(strstr(pg_base, "://") + 3, '@');
+	snprintf(app, sizeof app, "postgresql://pmt_app%s/pmt_schema",
+		 host ? host : "@127.0.0.1");
+	CHECK_INT(pm_store_open(app, false, &s, &err), PM_OK);
+	if (s) {
+		CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err),
+			  PM_OK);
+		pm_store_close(s);
+		s = NULL;
+	}
+	/* ... but cannot make the schema of a new database */
+	snprintf(app, sizeof app, "postgresql://pmt_app%s/pmt_noperm",
+		 host ? host : "@127.0.0.1");
+	rawdb np = raw_open(store_url("noperm.db"));
+	CHECK(pg_run(np.pg, "REVOKE CREATE ON SCHEMA public FROM PUBLIC"));
+	raw_close(&np);
+	CHECK_INT(pm_store_open(app, false, &s, &err), PM_ERR_STORE);
+	CHECK(strstr(err.msg, "permission denied") != NULL);
+	CHECK(s == NULL);
+
 	/* A newer schema is refused, read-write and read-only. */
 	CHECK(pg_run(db.pg, "INSERT INTO pixmill_migrations (version)"
 			    " VALUES (999)"));
