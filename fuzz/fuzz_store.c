@@ -36,10 +36,13 @@ static void check_mask(const char *url)
 	}
 	/* scheme://user:SECRET@host: SECRET must not survive */
 	const char *auth = strstr(url, "://");
-	if (!auth || strlen(url) >= 400)
+	if (!auth || strlen(url) >= 400 || !isalpha((unsigned char)url[0]))
 		return;
+	for (const char *c = url; c < auth; c++)
+		if (!isalnum((unsigned char)*c) && !strchr("+-.", *c))
+			return;
 	auth += 3;
-	size_t end = strcspn(auth, "/?#");
+	size_t end = strcspn(auth, "/");
 	const char *at = NULL;
 	for (size_t i = 0; i < end; i++)
 		if (auth[i] == '@')

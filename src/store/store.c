@@ -27,17 +27,31 @@ static bool has_prefix(const char *s, const char *p)
 	return strncmp(s, p, strlen(p)) == 0;
 }
 
+/* Where "SCHEME://" ends, if url starts with one; else NULL. */
+static const char *after_scheme(const char *url)
+{
+	const char *p = url;
+	if (!isalpha((unsigned char)*p))
+		return NULL;
+	while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' ||
+	       *p == '.')
+		p++;
+	return strncmp(p, "://", 3) == 0 ? p + 3 : NULL;
+}
+
 void pm_store_url_mask(const char *url, char *out, size_t size)
 {
 	size_t n = 0;
 	const char *p = url, *at = NULL, *colon = NULL;
-	const char *auth = strstr(url, "://");
+	const char *auth = after_scheme(url);
 
 	if (size == 0)
 		return;
+	/* "user:password@": libpq ends it at the first '@' before the
+	 * first '/'; the last one is taken here, so that nothing a parser
+	 * could read as the password is shown. */
 	if (auth) {
-		auth += 3;
-		size_t end = strcspn(auth, "/?#");
+		size_t end = strcspn(auth, "/");
 		for (size_t i = 0; i < end; i++)
 			if (auth[i] == '@')
 				at = auth + i;

@@ -1274,6 +1274,14 @@ static void test_url_mask(void)
 	CHECK_STR(out, "postgres://h/db?x=a:b@c");
 	pm_store_url_mask("/tmp/a:b@c.db", out, sizeof out);
 	CHECK_STR(out, "/tmp/a:b@c.db");
+	/* libpq reads "pa?ss" as the password: '?' does not end it */
+	pm_store_url_mask("postgres://u:pa?ss@h/db", out, sizeof out);
+	CHECK_STR(out, "postgres://u:***@h/db");
+	/* a "://" inside a parameter is no authority */
+	pm_store_url_mask("x?password=postgres://u:pw@h&a=s://v:pw2@w", out,
+			  sizeof out);
+	CHECK(strstr(out, "x?password=***&") == out);
+	CHECK(strstr(out, "u:pw@") == NULL);
 	pm_store_url_mask("postgres://u:pw@h/db", out, 12);
 	CHECK_STR(out, "postgres://");
 }
