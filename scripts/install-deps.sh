@@ -8,6 +8,7 @@ PKGS=(
   build-essential pkg-config git
   libvips-dev libvips-tools      # image decode/resize/encode
   libsqlite3-dev sqlite3         # embedded store
+  libpq-dev postgresql           # PostgreSQL store (--db postgres://) and its test server
   libjansson-dev                 # JSON
   libjemalloc-dev                # allocator (libvips fragments glibc malloc)
   libssl-dev                     # SHA-256 (libcrypto, SHA-NI)

@@ -10,12 +10,15 @@
 #      and the analyze stage against a local vision test server
 #      (tests/vision/test_analyze.sh)
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
+#   2a. PostgreSQL store: a real server from Debian's packages, the store
+#       conformance suite on it and a CLI round trip (tests/store/pg.sh)
 #   2b. OCR: recipe cards rendered and scored (tests/ocr/run.sh)
 #   2c. ads: a products CSV through the ads pipeline, every ad OCR'd
 #       (tests/ads/run.sh); image candidates ranked and verified, early
 #       termination, placeholders, stats, the output lock
 #       (tests/ads/test_ranking.sh)
-#   3. unit, CLI, network, API and search tests again under ASan+UBSan
+#   3. unit, CLI, network, API and search tests again under ASan+UBSan,
+#      and the store conformance suite on PostgreSQL
 #   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 30)
 #   5. clang-format check
 # Ends with the line "N passed, N failed" summed over every tier.
@@ -118,6 +121,11 @@ tests/cli/test_resume.sh build/pixmill >"$LOGS/resume.log" 2>&1 || step_fail "cr
 grep -E '^FAIL|passed' "$LOGS/resume.log"
 tally "$LOGS/resume.log"
 
+echo "== PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.sh)"
+tests/store/pg.sh build >"$LOGS/pg.log" 2>&1 || step_fail "PostgreSQL store tests"
+grep -E '^FAIL|passed' "$LOGS/pg.log"
+tally "$LOGS/pg.log"
+
 echo "== OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
 tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"
 grep -E '^FAIL|passed|char accuracy' "$LOGS/ocr.log"
@@ -135,6 +143,10 @@ tally "$LOGS/ads-ranking.log"
 echo "== build (ASan+UBSan)"
 if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   run_tier asan build-asan
+  echo "== asan: store conformance suite on PostgreSQL"
+  PG_UNIT_ONLY=1 tests/store/pg.sh build-asan >"$LOGS/asan-pg.log" 2>&1 || step_fail "asan PostgreSQL store tests"
+  grep -E '^FAIL|passed' "$LOGS/asan-pg.log"
+  tally "$LOGS/asan-pg.log"
   echo "== asan: OCR on the edge corpus and error paths"
   OCR_EDGE_ONLY=1 tests/ocr/run.sh build-asan/pixmill >"$LOGS/asan-ocr.log" 2>&1 || step_fail "asan OCR tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ocr.log"

@@ -21,6 +21,8 @@
  */
 #include "analysis/recipe.h"
 
+#include "core/util.h"
+
 #include <ctype.h>
 #include <math.h>
 #include <stdint.h>
@@ -30,37 +32,6 @@
 #include <strings.h>
 
 /* ---- text cleaning ---- */
-
-/* Length of the valid UTF-8 sequence at p (1-4), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned c = p[0];
-	size_t l;
-	uint32_t cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		l = 2, cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		l = 3, cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		l = 4, cp = c & 0x07;
-	else
-		return 0;
-	if (n < l)
-		return 0;
-	for (size_t i = 1; i < l; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if ((l == 3 && cp < 0x800) ||
-	    (l == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return l;
-}
 
 /* Cleaned copy of text: valid UTF-8; CR, tab, other C0 controls and DEL
  * to space or newline; invalid bytes to '?'; en/em dashes and minus to
@@ -77,7 +48,7 @@ static char *clean(const char *text, size_t len, size_t *out_len)
 	if (!o)
 		return NULL;
 	for (size_t i = 0; i < len;) {
-		size_t l = utf8_len(p + i, len - i);
+		size_t l = pm_utf8_len(p + i, len - i);
 		if (l == 0) {
 			o[j++] = '?';
 			i++;

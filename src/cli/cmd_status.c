@@ -207,6 +207,7 @@ int pm_cmd_status(int argc, char **argv)
 {
 	status_cli c = {.db = "pixmill-out/pixmill.db", .limit = 20};
 	status_ctx sc = {0};
+	char shown[4352]; /* c.db without its password */
 	pm_err err = {{0}};
 	pm_status s;
 	int i = pm_cli_parse("status", argc, argv, status_opt, &c);
@@ -225,12 +226,13 @@ int pm_cmd_status(int argc, char **argv)
 	}
 	sc.c = &c;
 	sc.arr = json_array();
+	pm_store_url_mask(c.db, shown, sizeof shown);
 	s = pm_store_jobs(sc.st, (int)c.limit, job_cb, &sc, &err);
 	if (s) {
 		fprintf(stderr, "pixmill status: %s\n", err.msg);
 	} else if (c.json) {
 		json_t *o =
-		    json_pack("{s:s,s:i,s:O}", "db", c.db, "schema",
+		    json_pack("{s:s,s:i,s:O}", "db", shown, "schema",
 			      pm_store_schema_version(sc.st), "jobs", sc.arr);
 		providers_out(sc.st, o);
 		char *txt = json_dumps(o, JSON_INDENT(2));
@@ -239,7 +241,7 @@ int pm_cmd_status(int argc, char **argv)
 		json_decref(o);
 	} else {
 		if (sc.n == 0)
-			printf("no jobs in %s\n", c.db);
+			printf("no jobs in %s\n", shown);
 		providers_out(sc.st, NULL);
 	}
 	json_decref(sc.arr);

@@ -42,8 +42,11 @@ const pm_opt pm_opts[] = {
     {"run", "out", 'o', "DIR", "pixmill-out",
      "output root: thumbnails, manifests and (by default) the database",
      OPT_OUT},
-    {"run status dlq serve search dupes", "db", 0, "FILE", "OUT/pixmill.db",
-     "store: an SQLite file (or sqlite:PATH)", OPT_DB},
+    {"run status dlq serve search dupes", "db", 0, "FILE|URL", "OUT/pixmill.db",
+     "store: an SQLite file (or sqlite:PATH), or a PostgreSQL URL "
+     "postgres://USER[:PASSWORD]@HOST[:PORT]/DB (libpq; passwords are "
+     "masked in output)",
+     OPT_DB},
     {"run", "pipeline", 'p', "NAME|FILE", "thumbnails",
      "built-in pipeline (thumbnails, hashes, ocr, recipes, cutout, ads) "
      "or a pipeline JSON file",

@@ -19,6 +19,36 @@
 
 #include <openssl/evp.h>
 
+size_t pm_utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0];
+	size_t l;
+	uint32_t cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		l = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		l = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		l = 4, cp = c & 0x07;
+	else
+		return 0;
+	if (n < l)
+		return 0;
+	for (size_t i = 1; i < l; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((l == 3 && cp < 0x800) ||
+	    (l == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return l;
+}
+
 int pm_hexval(int c)
 {
 	if (c >= '0' && c <= '9')

@@ -23,6 +23,10 @@ int pm_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
 void pm_sha256_hex(const void *buf, size_t len, char hex[65]);
 /* The value of one hex digit (either case), or -1 if c is not one. */
 int pm_hexval(int c);
+/* Length (1-4) of the valid UTF-8 sequence at p, of which n bytes may be
+ * read (n >= 1); 0 if it is invalid (overlong, surrogate, past U+10FFFF,
+ * truncated). A NUL byte is a sequence of length 1. */
+size_t pm_utf8_len(const unsigned char *p, size_t n);
 
 /* Monotonic seconds (CLOCK_MONOTONIC) and wall-clock unix seconds. */
 double pm_now(void);

@@ -2390,7 +2390,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	sum->p95_ms = lat_quantile(r, 0.95);
 	sum->peak_rss = pm_peak_rss();
 	snprintf(sum->manifest, sizeof sum->manifest, "%s", r->manifest_path);
-	snprintf(sum->db, sizeof sum->db, "%s", r->db_url);
+	pm_store_url_mask(r->db_url, sum->db, sizeof sum->db); /* shown */
 	snprintf(sum->out_dir, sizeof sum->out_dir, "%s", r->out_root);
 	if (sum->interrupted)
 		s = pm_fail(err, PM_ERR_CANCELLED,

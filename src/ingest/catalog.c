@@ -161,40 +161,10 @@ static int utf8_valid(const char *s, size_t n)
 	const unsigned char *p = (const unsigned char *)s, *e = p + n;
 
 	while (p < e) {
-		unsigned ch = *p, cp, min;
-		size_t k;
-
-		if (ch == 0)
+		size_t l = *p ? pm_utf8_len(p, (size_t)(e - p)) : 0;
+		if (l == 0)
 			return 0;
-		if (ch < 0x80) {
-			p++;
-			continue;
-		}
-		if ((ch & 0xE0) == 0xC0) {
-			k = 1;
-			cp = ch & 0x1F;
-			min = 0x80;
-		} else if ((ch & 0xF0) == 0xE0) {
-			k = 2;
-			cp = ch & 0x0F;
-			min = 0x800;
-		} else if ((ch & 0xF8) == 0xF0) {
-			k = 3;
-			cp = ch & 0x07;
-			min = 0x10000;
-		} else {
-			return 0;
-		}
-		if ((size_t)(e - p) <= k)
-			return 0;
-		for (size_t i = 1; i <= k; i++) {
-			if ((p[i] & 0xC0) != 0x80)
-				return 0;
-			cp = cp << 6 | (p[i] & 0x3F);
-		}
-		if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return 0;
-		p += k + 1;
+		p += l;
 	}
 	return 1;
 }

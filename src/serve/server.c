@@ -36,6 +36,7 @@
 #include "core/metrics.h"
 #include "core/util.h"
 #include "serve/web_assets.h"
+#include "store/store.h"
 
 static volatile sig_atomic_t stop_flag;
 
@@ -833,6 +834,9 @@ static json_t *health_json(srv *s, bool *ready)
 	bool draining = atomic_load(&s->draining);
 	bool jobs_full = queued >= s->conf.max_queued_jobs;
 	bool up_full;
+	char db_shown[sizeof s->db]; /* never the password */
+
+	pm_store_url_mask(s->db, db_shown, sizeof db_shown);
 
 	pthread_mutex_lock(&s->up_mu);
 	waiting = s->up_len;
@@ -848,8 +852,8 @@ static json_t *health_json(srv *s, bool *ready)
 		     : "degraded",
 	    "version", PM_VERSION, "uptime_s", pm_now() - s->started,
 	    "components", "store", "status", store_ok ? "ok" : "unwritable",
-	    "url", s->db, "jobs", "status", jobs_full ? "full" : "ok", "queued",
-	    queued, "max_queued", s->conf.max_queued_jobs, "running",
+	    "url", db_shown, "jobs", "status", jobs_full ? "full" : "ok",
+	    "queued", queued, "max_queued", s->conf.max_queued_jobs, "running",
 	    (json_int_t)s->running, "uploads", "status",
 	    up_full ? "full" : "ok", "waiting", waiting, "max_waiting",
 	    s->conf.max_waiting_uploads, "workers", s->n_up);

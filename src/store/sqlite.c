@@ -921,18 +921,6 @@ static pm_status sq_job_ads(void *conn, int64_t job_id, int64_t out[3],
 
 /* ---- items and assets ---- */
 
-static pm_status code_from_text(const char *text, pm_status *out, pm_err *err)
-{
-	for (int i = 0; i < PM_STATUS_COUNT; i++) {
-		if (text && strcmp(pm_status_code((pm_status)i), text) == 0) {
-			*out = (pm_status)i;
-			return PM_OK;
-		}
-	}
-	return pm_fail(err, PM_ERR_STORE, "unknown status code '%s' in store",
-		       text ? text : "(null)");
-}
-
 static pm_status sq_item_state(void *conn, int64_t job_id, const char *key,
 			       pm_item_state *state, pm_status *code,
 			       pm_err *err)
@@ -953,7 +941,7 @@ static pm_status sq_item_state(void *conn, int64_t job_id, const char *key,
 			is = PM_ITEM_DONE;
 		} else {
 			is = PM_ITEM_FAILED;
-			s = code_from_text(col_text(st, 1), &cd, err);
+			s = pm_store_code_parse(col_text(st, 1), &cd, err);
 		}
 	}
 	q_done(st);
@@ -1797,6 +1785,7 @@ out:
 
 const pm_store_backend pm_store_sqlite = {
     .name = "sqlite",
+    .latest_version = pm_sqlite_latest_version,
     .open = sq_open,
     .close = sq_close,
     .schema_version = sq_schema_version,

@@ -2,8 +2,9 @@
  * and forward each call through its vtable (store_impl.h).
  *
  * URLs: "sqlite:PATH" (also "sqlite://PATH", so "sqlite:///abs/db" works) or
- * a plain path → SQLite; "postgres://" and "postgresql://" → not built yet
- * (PM_ERR_UNSUPPORTED); any other "scheme://" → PM_ERR_UNSUPPORTED.
+ * a plain path → SQLite; "postgres://" and "postgresql://" → PostgreSQL
+ * (the whole URL goes to libpq); any other "scheme://" →
+ * PM_ERR_UNSUPPORTED.
  *
  * Threads: no shared mutable state here; a pm_store is used by one thread
  * at a time (see store.h). Ownership: pm_store_open hands *out to the
@@ -26,6 +27,57 @@ static bool has_prefix(const char *s, const char *p)
 	return strncmp(s, p, strlen(p)) == 0;
 }
 
+/* Where "SCHEME://" ends, if url starts with one; else NULL. */
+static const char *after_scheme(const char *url)
+{
+	const char *p = url;
+	if (!isalpha((unsigned char)*p))
+		return NULL;
+	while (isalnum((unsigned char)*p) || *p == '+' || *p == '-' ||
+	       *p == '.')
+		p++;
+	return strncmp(p, "://", 3) == 0 ? p + 3 : NULL;
+}
+
+void pm_store_url_mask(const char *url, char *out, size_t size)
+{
+	size_t n = 0;
+	const char *p = url, *at = NULL, *colon = NULL;
+	const char *auth = after_scheme(url);
+
+	if (size == 0)
+		return;
+	/* "user:password@": libpq ends it at the first '@' before the
+	 * first '/'; the last one is taken here, so that nothing a parser
+	 * could read as the password is shown. */
+	if (auth) {
+		size_t end = strcspn(auth, "/");
+		for (size_t i = 0; i < end; i++)
+			if (auth[i] == '@')
+				at = auth + i;
+		if (at)
+			colon = memchr(auth, ':', (size_t)(at - auth));
+	}
+	while (*p && n + 1 < size) {
+		if (colon && p == colon + 1) {
+			for (const char *m = "***"; *m && n + 1 < size; m++)
+				out[n++] = *m;
+			p = at;
+			continue;
+		}
+		if ((p == url || p[-1] == '?' || p[-1] == '&') &&
+		    strncmp(p, "password=", 9) == 0) {
+			for (const char *m = "password=***"; *m && n + 1 < size;
+			     m++)
+				out[n++] = *m;
+			p += strcspn(p, "&#");
+			continue;
+		}
+		out[n++] = *p++;
+	}
+	out[n] = 0;
+}
+
 pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
 			pm_err *err)
 {
@@ -37,19 +89,21 @@ pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
 
 	const pm_store_backend *be = NULL;
 	const char *target = url;
-	if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
-		return pm_fail(err, PM_ERR_UNSUPPORTED,
-			       "PostgreSQL backend not built yet");
-	if (has_prefix(url, "sqlite:")) {
+	if (has_prefix(url, "postgres://") ||
+	    has_prefix(url, "postgresql://")) {
+		be = &pm_store_postgres;
+	} else if (has_prefix(url, "sqlite:")) {
 		target = url + strlen("sqlite:");
 		if (has_prefix(target, "//"))
 			target += 2;
 		be = &pm_store_sqlite;
 	} else if (strstr(url, "://")) {
+		char shown[512];
+		pm_store_url_mask(url, shown, sizeof shown);
 		return pm_fail(err, PM_ERR_UNSUPPORTED,
 			       "store URL %s: unknown scheme (use a path, "
 			       "sqlite:PATH or postgres://)",
-			       url);
+			       shown);
 	} else {
 		be = &pm_store_sqlite;
 	}
@@ -74,8 +128,7 @@ pm_status pm_store_open_existing(const char *url, pm_store **out, pm_err *err)
 {
 	pm_status st = pm_store_open(url, true, out, err);
 
-	if (st || (*out)->be != &pm_store_sqlite ||
-	    pm_store_schema_version(*out) >= pm_sqlite_latest_version())
+	if (st || pm_store_schema_version(*out) >= (*out)->be->latest_version())
 		return st;
 	pm_store_close(*out);
 	*out = NULL;
@@ -396,4 +449,16 @@ pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
 			 size_t size, pm_err *err)
 {
 	return s->be->title(s->conn, sha256, buf, size, err);
+}
+
+pm_status pm_store_code_parse(const char *text, pm_status *out, pm_err *err)
+{
+	for (int i = 0; i < PM_STATUS_COUNT; i++) {
+		if (text && strcmp(pm_status_code((pm_status)i), text) == 0) {
+			*out = (pm_status)i;
+			return PM_OK;
+		}
+	}
+	return pm_fail(err, PM_ERR_STORE, "unknown status code '%s' in store",
+		       text ? text : "(null)");
 }

@@ -2,8 +2,9 @@
  *
  * The store is where "done" is decided: an item is done when its row says so
  * in a committed transaction. The embedded backend is SQLite (store/sqlite.c,
- * WAL, versioned schema with migrations); a PostgreSQL backend will fill the
- * same vtable later, so nothing outside src/store/ contains SQL.
+ * WAL, versioned schema with migrations); the PostgreSQL backend
+ * (store/postgres.c, libpq) fills the same vtable, so nothing outside
+ * src/store/ contains SQL.
  *
  * Tables (same concepts in every backend):
  *   jobs    one per (catalog, pipeline hash, output root): key, state, counts
@@ -21,7 +22,8 @@
  * Threads: a pm_store is one connection, used by one thread at a time. Each
  * thread that needs the store opens its own (the run's writer thread writes;
  * the ingest thread and workers read). SQLite WAL lets readers run beside the
- * one writer.
+ * one writer. On PostgreSQL each pm_store is one libpq connection (so one
+ * per thread: no pool is needed).
  */
 #ifndef PM_STORE_H
 #define PM_STORE_H
@@ -34,7 +36,8 @@
 typedef struct pm_store pm_store;
 
 /* Opens (creating and migrating if needed) the store named by url: a file
- * path or "sqlite:PATH" (later "postgres://..."). *out is owned by the
+ * path or "sqlite:PATH", or a libpq URL "postgres://..." /
+ * "postgresql://...". *out is owned by the
  * caller; close with pm_store_close. readonly = true opens without creating
  * or migrating (fails with PM_ERR_NOT_FOUND if the database does not exist). */
 pm_status pm_store_open(const char *url, bool readonly, pm_store **out,
@@ -44,6 +47,10 @@ void pm_store_close(pm_store *s);
  * else read-write once to migrate it (so a newer pixmill can query an
  * older store). PM_ERR_NOT_FOUND if it does not exist. */
 pm_status pm_store_open_existing(const char *url, pm_store **out, pm_err *err);
+/* Copies store URL url into out (size bytes, truncated) with any password
+ * ("user:PASSWORD@", "password=PASSWORD") replaced by "***": the form to
+ * print or log. */
+void pm_store_url_mask(const char *url, char *out, size_t size);
 /* Schema version after migrations (for `status` and tests). */
 int pm_store_schema_version(pm_store *s);
 
@@ -312,11 +319,12 @@ typedef struct pm_search_hit {
 	const char *snippet;  /* the best-matching passage, matches between
 				 the query's markers */
 	bool has_text;	      /* the image has OCR text */
-	double score;	      /* BM25, higher is better */
+	double score;	      /* higher is better (BM25 on SQLite,
+				 ts_rank_cd on PostgreSQL) */
 } pm_search_hit;
 
 typedef struct pm_text_query {
-	const char *match;    /* FTS5 query (see pm_store_fts_query) */
+	const char *match;    /* pm_store_fts_query's output */
 	int64_t job_id;	      /* 0 = every job */
 	const char *category; /* exact category, or NULL = any */
 	bool has_text;	      /* only items whose image has OCR text */
@@ -326,7 +334,8 @@ typedef struct pm_text_query {
 } pm_text_query;
 
 /* Full-text search over titles, categories, attributes and image text
- * (OCR, captions), ranked by BM25 (title weighs most); best first. */
+ * (OCR, captions), ranked by BM25 (SQLite) or ts_rank_cd (PostgreSQL),
+ * title weighing most; best first. */
 pm_status pm_store_search_text(pm_store *s, const pm_text_query *q,
 			       int (*cb)(const pm_search_hit *hit, void *ud),
 			       void *ud, pm_err *err);

@@ -1,8 +1,8 @@
 /* store_impl.h — private to src/store/: the backend vtable behind store.h.
  *
  * store.c parses the URL, picks a backend and forwards every pm_store_* call
- * through a pm_store_backend. A backend is one file (sqlite.c today,
- * postgres.c later) that defines one const pm_store_backend; its connection
+ * through a pm_store_backend. A backend is one file (sqlite.c, postgres.c)
+ * that defines one const pm_store_backend; its connection
  * state is an opaque pointer that the backend allocates in open and frees in
  * close. Each function has the meaning of the store.h function of the same
  * name, with the pm_store replaced by the backend's connection.
@@ -16,10 +16,13 @@
 #include "store/store.h"
 
 typedef struct pm_store_backend {
-	const char *name; /* "sqlite", later "postgres" */
-	/* target is the URL with the backend's scheme removed (for SQLite:
-	 * the file path). On success *conn is owned by the caller and freed
-	 * with close. */
+	const char *name; /* "sqlite" or "postgres" */
+	/* Newest schema version this binary knows (its number of
+	 * migrations); an older store is migrated by a read-write open. */
+	int (*latest_version)(void);
+	/* target is what the backend connects to: for SQLite the file path
+	 * (URL scheme removed), for PostgreSQL the whole URL. On success
+	 * *conn is owned by the caller and freed with close. */
 	pm_status (*open)(const char *target, bool readonly, void **conn,
 			  pm_err *err);
 	void (*close)(void *conn);
@@ -123,7 +126,12 @@ typedef struct pm_store_backend {
 				   void *ud, pm_err *err);
 } pm_store_backend;
 
+/* The pm_status whose code name (pm_status_code) is text, for the code
+ * column of items; PM_ERR_STORE if there is none (a corrupt row). */
+pm_status pm_store_code_parse(const char *text, pm_status *out, pm_err *err);
+
 extern const pm_store_backend pm_store_sqlite;
+extern const pm_store_backend pm_store_postgres;
 
 /* ---- SQLite test hooks (used by tests/unit/test_store.c only) ---- */
 
@@ -133,5 +141,10 @@ int pm_sqlite_latest_version(void);
  * version target (1 .. latest), to build "old" databases in tests. */
 pm_status pm_sqlite_open_at(const char *path, int target, void **conn,
 			    pm_err *err);
+
+/* ---- PostgreSQL test hook ---- */
+
+/* Newest PostgreSQL schema version (its number of migrations). */
+int pm_pg_latest_version(void);
 
 #endif

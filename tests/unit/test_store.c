@@ -1,9 +1,21 @@
-/* test_store.c — unit tests of the store (SQLite backend): schema and
- * migrations, jobs, batched item/asset/output writes, resume state, dedup,
- * failure grouping, reader isolation and the full-text index.
+/* test_store.c — unit tests of the store: schema and migrations, jobs,
+ * batched item/asset/output writes, resume state, dedup, failure grouping,
+ * reader isolation and the full-text index.
  *
- * Threads: single-threaded test program (test.h counters are not atomic).
- * Every database lives in a fresh mkdtemp directory, removed at the end.
+ * One conformance suite for every backend: the cases in conformance[] use
+ * the store API (and a few raw SQL checks valid on both) and run against
+ * SQLite, then — if PIXMILL_TEST_PG is set to a server URL without a
+ * database, e.g. postgresql://pixmill@127.0.0.1:5432 (tests/store/pg.sh
+ * starts such a server) — against PostgreSQL, each case in a database of
+ * its own. Cases about SQLite files (migrations from old files, WAL) and
+ * about PostgreSQL only (URL masking, concurrent first open, invalid UTF-8)
+ * run on their backend only.
+ *
+ * Threads: single-threaded test program (test.h counters are not atomic),
+ * except the concurrent-open case, whose threads only open and close.
+ * Every SQLite database lives in a fresh mkdtemp directory, removed at the
+ * end; PostgreSQL databases are named pmt_<case> and dropped at the start
+ * of the case that makes them.
  */
 #define _DEFAULT_SOURCE
 
@@ -11,13 +23,17 @@
 #include "store/store_impl.h"
 #include "test.h"
 
+#include <libpq-fe.h>
 #include <math.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 static char dir[256];
+static const char *pg_base; /* PIXMILL_TEST_PG, or NULL */
+static bool on_pg;	    /* the conformance cases run against PostgreSQL */
 
 static const char *dbpath(const char *name)
 {
@@ -55,6 +71,125 @@ static int64_t q_int(sqlite3 *db, const char *sql)
 	sqlite3_finalize(st);
 	return v;
 }
+
+static bool pg_run(PGconn *c, const char *sql);
+
+/* A PostgreSQL connection to database db of the test server (exits if
+ * it cannot connect: the server is the test's own). */
+static PGconn *pg_raw(const char *db)
+{
+	char url[600];
+	snprintf(url, sizeof url, "%s/%s", pg_base, db);
+	PGconn *c = PQconnectdb(url);
+	if (PQstatus(c) != CONNECTION_OK) {
+		fprintf(stderr, "raw connect %s: %s\n", url, PQerrorMessage(c));
+		exit(2);
+	}
+	pg_run(c, "SET client_min_messages = warning");
+	return c;
+}
+
+static bool pg_run(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+	ExecStatusType es = PQresultStatus(r);
+	bool ok = es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK;
+	if (!ok)
+		fprintf(stderr, "raw %s: %s", sql, PQerrorMessage(c));
+	PQclear(r);
+	return ok;
+}
+
+/* The URL of a fresh, empty store for case name ("main.db"): a file in
+ * dir on SQLite, a new database pmt_main on PostgreSQL. */
+static const char *store_url(const char *name)
+{
+	static char buf[4][600];
+	static int n;
+	if (!on_pg)
+		return dbpath(name);
+	char db[64], sql[200];
+	snprintf(db, sizeof db, "pmt_%.*s", (int)strcspn(name, "."), name);
+	snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)",
+		 db);
+	PGconn *c = pg_raw("postgres");
+	pg_run(c, sql);
+	snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+	pg_run(c, sql);
+	PQfinish(c);
+	char *b = buf[n++ % 4];
+	snprintf(b, sizeof buf[0], "%s/%s", pg_base, db);
+	return b;
+}
+
+/* Raw access to a store, for checks the API does not expose: SQL that is
+ * the same on both backends (booleans read as 0/1). */
+typedef struct rawdb {
+	sqlite3 *sq;
+	PGconn *pg;
+} rawdb;
+
+static rawdb raw_open(const char *url)
+{
+	rawdb d = {0};
+	if (on_pg) {
+		d.pg = PQconnectdb(url);
+		if (PQstatus(d.pg) != CONNECTION_OK) {
+			fprintf(stderr, "raw connect: %s",
+				PQerrorMessage(d.pg));
+			exit(2);
+		}
+	} else {
+		d.sq = raw(url);
+	}
+	return d;
+}
+
+static void raw_close(rawdb *d)
+{
+	if (d->pg)
+		PQfinish(d->pg);
+	if (d->sq)
+		sqlite3_close(d->sq);
+}
+
+static int64_t rq_int(rawdb *d, const char *sql)
+{
+	if (d->sq)
+		return q_int(d->sq, sql);
+	int64_t v = -12345;
+	PGresult *r = PQexec(d->pg, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		fprintf(stderr, "raw %s: %s", sql, PQerrorMessage(d->pg));
+	else if (PQntuples(r) > 0) {
+		const char *t = PQgetvalue(r, 0, 0);
+		v = PQgetisnull(r, 0, 0) ? -1
+		    : *t == 't'		 ? 1
+		    : *t == 'f'		 ? 0
+					 : strtoll(t, NULL, 10);
+	}
+	PQclear(r);
+	return v;
+}
+
+/* Row id of the one item whose indexed text has word (count: how many
+ * items have it). */
+static int64_t fts_q(rawdb *d, bool count, const char *word)
+{
+	char sql[200];
+	if (d->sq)
+		snprintf(sql, sizeof sql,
+			 "SELECT %s FROM items_fts WHERE items_fts MATCH '%s'",
+			 count ? "COUNT(*)" : "rowid", word);
+	else
+		snprintf(sql, sizeof sql,
+			 "SELECT %s FROM items WHERE fts @@"
+			 " plainto_tsquery('simple', '%s')",
+			 count ? "COUNT(*)" : "id", word);
+	return rq_int(d, sql);
+}
+#define fts_id(d, w)	fts_q(d, false, w)
+#define fts_count(d, w) fts_q(d, true, w)
 
 static const pm_job_spec spec1 = {
     .key = "aaaa",
@@ -123,13 +258,21 @@ static void test_open_errors(void)
 {
 	pm_store *s = NULL;
 	pm_err err = {{0}};
-	CHECK_INT(pm_store_open("postgres://u@h/db", false, &s, &err),
+	/* PostgreSQL: nothing listens on port 1; the error names the
+	 * server but never the password. */
+	CHECK_INT(pm_store_open("postgres://u:s3cret@127.0.0.1:1/db", false, &s,
+				&err),
+		  PM_ERR_STORE);
+	CHECK(strstr(err.msg, "s3cret") == NULL);
+	CHECK(strstr(err.msg, "postgres://u:***@127.0.0.1:1/db") != NULL);
+	CHECK_INT(pm_store_open("postgresql://127.0.0.1:1/db?password=s3cret",
+				true, &s, &err),
+		  PM_ERR_STORE);
+	CHECK(strstr(err.msg, "s3cret") == NULL);
+	CHECK(s == NULL);
+	CHECK_INT(pm_store_open("mysql://u:pw@h/db", false, &s, &err),
 		  PM_ERR_UNSUPPORTED);
-	CHECK(strstr(err.msg, "PostgreSQL backend not built yet") != NULL);
-	CHECK_INT(pm_store_open("postgresql://h/db", false, &s, &err),
-		  PM_ERR_UNSUPPORTED);
-	CHECK_INT(pm_store_open("mysql://h/db", false, &s, &err),
-		  PM_ERR_UNSUPPORTED);
+	CHECK(strstr(err.msg, "mysql://u:***@h/db") != NULL);
 	CHECK_INT(pm_store_open("", false, &s, &err), PM_ERR_USAGE);
 	CHECK_INT(pm_store_open("sqlite:", false, &s, &err), PM_ERR_USAGE);
 	CHECK_INT(pm_store_open(dbpath("missing.db"), true, &s, &err),
@@ -292,7 +435,7 @@ static void test_jobs_and_items(void)
 {
 	pm_err err = {{0}};
 	pm_store *s = NULL, *r = NULL;
-	const char *p = dbpath("main.db");
+	const char *p = store_url("main.db");
 	CHECK_INT(pm_store_open(p, false, &s, &err), PM_OK);
 	if (!s)
 		return;
@@ -415,26 +558,26 @@ static void test_jobs_and_items(void)
 	CHECK(!ex);
 
 	/* Raw checks of what was stored. */
-	sqlite3 *db = raw(p);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM assets"), 1);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM outputs"), 3);
-	CHECK_INT(q_int(db, "SELECT COUNT(DISTINCT asset_id) FROM items"
-			    " WHERE key IN ('k1','k3')"),
+	rawdb db = raw_open(p);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM assets"), 1);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM outputs"), 3);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(DISTINCT asset_id) FROM items"
+			      " WHERE key IN ('k1','k3')"),
 		  1);
-	CHECK_INT(q_int(db, "SELECT asset_id FROM items WHERE key = 'k1'"),
-		  q_int(db, "SELECT id FROM assets"));
-	CHECK_INT(q_int(db, "SELECT asset_id FROM items WHERE key = 'k3'"),
-		  q_int(db, "SELECT id FROM assets"));
-	CHECK_INT(q_int(db, "SELECT asset_id IS NULL FROM items"
-			    " WHERE key = 'k2'"),
+	CHECK_INT(rq_int(&db, "SELECT asset_id FROM items WHERE key = 'k1'"),
+		  rq_int(&db, "SELECT id FROM assets"));
+	CHECK_INT(rq_int(&db, "SELECT asset_id FROM items WHERE key = 'k3'"),
+		  rq_int(&db, "SELECT id FROM assets"));
+	CHECK_INT(rq_int(&db, "SELECT asset_id IS NULL FROM items"
+			      " WHERE key = 'k2'"),
 		  1);
-	CHECK_INT(q_int(db, "SELECT code = 'decode_error' FROM items"
-			    " WHERE key = 'k2'"),
+	CHECK_INT(rq_int(&db, "SELECT code = 'decode_error' FROM items"
+			      " WHERE key = 'k2'"),
 		  1);
-	CHECK((uint64_t)q_int(db, "SELECT phash FROM assets") ==
+	CHECK((uint64_t)rq_int(&db, "SELECT phash FROM assets") ==
 	      0xF00DFACE12345678ull);
-	CHECK_INT(q_int(db, "SELECT sharpness IS NULL FROM assets"), 1);
-	CHECK_INT(q_int(db, "SELECT SUM(width) FROM outputs"),
+	CHECK_INT(rq_int(&db, "SELECT sharpness IS NULL FROM assets"), 1);
+	CHECK_INT(rq_int(&db, "SELECT SUM(width) FROM outputs"),
 		  256 + 512 + 1024);
 
 	/* Same key twice (and same asset again) → one row, no new asset. */
@@ -448,10 +591,12 @@ static void test_jobs_and_items(void)
 	CHECK_INT(pm_store_put_item(s, &i2b, &err), PM_OK);
 	CHECK_INT(pm_store_put_item(s, &i2b, &err), PM_OK);
 	CHECK_INT(pm_store_commit(s, &err), PM_OK);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items WHERE key = 'k2'"), 1);
-	CHECK_INT(q_int(db, "SELECT attempts FROM items WHERE key = 'k2'"), 2);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM assets"), 1);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM outputs"), 3);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items WHERE key = 'k2'"),
+		  1);
+	CHECK_INT(rq_int(&db, "SELECT attempts FROM items WHERE key = 'k2'"),
+		  2);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM assets"), 1);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM outputs"), 3);
 	CHECK_INT(pm_store_job_counts(s, job, &n, &d, &f, &dup, &err), PM_OK);
 	CHECK_INT(n, 3);
 	CHECK_INT(d, 3);
@@ -475,7 +620,7 @@ static void test_jobs_and_items(void)
 	CHECK(!ex);
 	CHECK_INT(pm_store_job_counts(s, job, &n, &d, &f, &dup, &err), PM_OK);
 	CHECK_INT(n, 3);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM outputs"), 3);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM outputs"), 3);
 
 	/* A bad put poisons its batch: commit fails and keeps nothing. */
 	pm_item_rec bad = item_rec(424242, "kbad"); /* no such job */
@@ -483,7 +628,7 @@ static void test_jobs_and_items(void)
 	CHECK_INT(pm_store_put_item(s, &i4, &err), PM_OK);
 	err.msg[0] = 0;
 	CHECK_INT(pm_store_put_item(s, &bad, &err), PM_ERR_STORE);
-	CHECK(strstr(err.msg, "FOREIGN KEY") != NULL);
+	CHECK(strstr(err.msg, on_pg ? "foreign key" : "FOREIGN KEY") != NULL);
 	CHECK_INT(pm_store_commit(s, &err), PM_ERR_STORE);
 	CHECK(strstr(err.msg, "rolled back") != NULL);
 	pm_store_rollback(s); /* harmless after a failed commit */
@@ -499,7 +644,7 @@ static void test_jobs_and_items(void)
 	CHECK_INT(is, PM_ITEM_DONE);
 	/* A failed put outside a batch leaves nothing either. */
 	CHECK_INT(pm_store_put_item(s, &bad, &err), PM_ERR_STORE);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items WHERE key = 'kbad'"),
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items WHERE key = 'kbad'"),
 		  0);
 	/* A put outside a batch is its own transaction. */
 	pm_item_rec i5 = item_rec(job, "k5");
@@ -549,42 +694,36 @@ static void test_jobs_and_items(void)
 	/* The reader cannot write. */
 	err.msg[0] = 0;
 	CHECK(pm_store_put_item(r, &i6, &err) != PM_OK);
-	CHECK(strstr(err.msg, "readonly") != NULL);
+	CHECK(strstr(err.msg, on_pg ? "read-only" : "readonly") != NULL);
 
 	/* Full-text index follows inserts and upserts. */
-	CHECK_INT(q_int(db, "SELECT rowid FROM items_fts"
-			    " WHERE items_fts MATCH 'apple'"),
-		  q_int(db, "SELECT id FROM items WHERE key = 'k1'"));
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
-			    " WHERE items_fts MATCH 'juice'"),
-		  1);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
-			    " WHERE items_fts MATCH 'blue'"),
-		  q_int(db, "SELECT COUNT(*) FROM items"));
+	CHECK_INT(fts_id(&db, "apple"),
+		  rq_int(&db, "SELECT id FROM items WHERE key = 'k1'"));
+	CHECK_INT(fts_count(&db, "juice"), 1);
+	CHECK_INT(fts_count(&db, "blue"),
+		  rq_int(&db, "SELECT COUNT(*) FROM items"));
 	pm_item_rec i1b = i1;
 	i1b.title = "Green Pear";
 	i1b.asset = NULL;
 	CHECK_INT(pm_store_put_item(s, &i1b, &err), PM_OK);
-	CHECK_INT(q_int(db, "SELECT COUNT(*) FROM items_fts"
-			    " WHERE items_fts MATCH 'apple'"),
-		  0);
-	CHECK_INT(q_int(db, "SELECT rowid FROM items_fts"
-			    " WHERE items_fts MATCH 'pear'"),
-		  q_int(db, "SELECT id FROM items WHERE key = 'k1'"));
-	CHECK_INT(q_int(db, "SELECT asset_id FROM items WHERE key = 'k1'"),
-		  q_int(db, "SELECT id FROM assets WHERE sha256 = 'sha-A'"));
-	CHECK_INT(sqlite3_exec(db,
-			       "INSERT INTO items_fts(items_fts, rank)"
-			       " VALUES('integrity-check', 1)",
-			       NULL, NULL, NULL),
-		  SQLITE_OK);
+	CHECK_INT(fts_count(&db, "apple"), 0);
+	CHECK_INT(fts_id(&db, "pear"),
+		  rq_int(&db, "SELECT id FROM items WHERE key = 'k1'"));
+	CHECK_INT(rq_int(&db, "SELECT asset_id FROM items WHERE key = 'k1'"),
+		  rq_int(&db, "SELECT id FROM assets WHERE sha256 = 'sha-A'"));
+	if (db.sq)
+		CHECK_INT(sqlite3_exec(db.sq,
+				       "INSERT INTO items_fts(items_fts, rank)"
+				       " VALUES('integrity-check', 1)",
+				       NULL, NULL, NULL),
+			  SQLITE_OK);
 
 	/* Job finish. */
 	CHECK_INT(pm_store_job_finish(s, job, "done", &err), PM_OK);
-	CHECK_INT(q_int(db, "SELECT finished IS NOT NULL AND state = 'done'"
-			    " FROM jobs WHERE key = 'aaaa'"),
+	CHECK_INT(rq_int(&db, "SELECT finished IS NOT NULL AND state = 'done'"
+			      " FROM jobs WHERE key = 'aaaa'"),
 		  1);
-	sqlite3_close(db);
+	raw_close(&db);
 	pm_store_close(r);
 	pm_store_close(s);
 }
@@ -607,7 +746,7 @@ static void test_dlq(void)
 	pm_item_state is;
 	pm_status code;
 
-	CHECK_INT(pm_store_open(dbpath("dlq.db"), false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(store_url("dlq.db"), false, &s, &err), PM_OK);
 	if (!s)
 		return;
 	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
@@ -730,7 +869,7 @@ static void test_serve_queries(void)
 	char q[256], title[64];
 	pm_text_query tq = {.match = q, .limit = 10};
 
-	CHECK_INT(pm_store_open(dbpath("serve.db"), false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(store_url("serve.db"), false, &s, &err), PM_OK);
 	if (!s)
 		return;
 	/* A queued job: no run yet; created again = the same job. */
@@ -944,7 +1083,7 @@ static void test_text_and_vectors(void)
 	float got[8];
 	int dim = -1;
 
-	CHECK_INT(pm_store_open(dbpath("text.db"), false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(store_url("text.db"), false, &s, &err), PM_OK);
 	if (!s)
 		return;
 	pm_job_spec spec2 = spec1;
@@ -1179,6 +1318,311 @@ static void test_provider_days(void)
 	pm_store_close(s);
 }
 
+static void test_url_mask(void)
+{
+	char out[128];
+	pm_store_url_mask("postgresql://u:pw@h:5432/db", out, sizeof out);
+	CHECK_STR(out, "postgresql://u:***@h:5432/db");
+	pm_store_url_mask("postgres://u@h/db?sslmode=require&password=x&a=b",
+			  out, sizeof out);
+	CHECK_STR(out, "postgres://u@h/db?sslmode=require&password=***&a=b");
+	pm_store_url_mask("postgres://h/db", out, sizeof out);
+	CHECK_STR(out, "postgres://h/db");
+	/* an '@' after the host is not a password's end */
+	pm_store_url_mask("postgres://h/db?x=a:b@c", out, sizeof out);
+	CHECK_STR(out, "postgres://h/db?x=a:b@c");
+	pm_store_url_mask("/tmp/a:b@c.db", out, sizeof out);
+	CHECK_STR(out, "/tmp/a:b@c.db");
+	/* libpq reads "pa?ss" as the password: '?' does not end it */
+	pm_store_url_mask("postgres://u:pa?ss@h/db", out, sizeof out);
+	CHECK_STR(out, "postgres://u:***@h/db");
+	/* a "://" inside a parameter is no authority */
+	pm_store_url_mask("x?password=postgres://u:pw@h&a=s://v:pw2@w", out,
+			  sizeof out);
+	CHECK(strstr(out, "x?password=***&") == out);
+	CHECK(strstr(out, "u:pw@") == NULL);
+	pm_store_url_mask("postgres://u:pw@h/db", out, 12);
+	CHECK_STR(out, "postgres://");
+}
+
+/* Bad input reaches the store as it is: text that is not UTF-8 (stored
+ * as is by SQLite, with '?' for the bad bytes by PostgreSQL), quotes and
+ * SQL in values, a search for SQL, markers with quotes and commas. */
+static int item_title_cb(const pm_item_info *ii, void *ud)
+{
+	snprintf(ud, 64, "%s", ii->title ? ii->title : "(null)");
+	return 0;
+}
+
+static int snip_cb(const pm_search_hit *h, void *ud)
+{
+	snprintf(ud, 256, "%s", h->snippet ? h->snippet : "");
+	return 1;
+}
+
+static void test_hostile_values(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0;
+	char got[256] = "", match[256];
+
+	CHECK_INT(pm_store_open(store_url("hostile.db"), false, &s, &err),
+		  PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	pm_item_rec it = item_rec(job, "k'1\"; DROP TABLE items; --");
+	it.title = "caf\xe9 \xff\xfe quote' \"dq\" $1 %s";
+	it.error = "cut in the middle of \xe2\x82";
+	it.status = PM_ERR_DECODE;
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+	CHECK_INT(pm_store_items(s, job, NULL, 0, 0, item_title_cb, got, &err),
+		  PM_OK);
+	CHECK_STR(got, on_pg ? "caf? ?? quote' \"dq\" $1 %s"
+			     : "caf\xe9 \xff\xfe quote' \"dq\" $1 %s");
+	pm_item_state is = PM_ITEM_NONE;
+	pm_status code = PM_OK;
+	CHECK_INT(pm_store_item_state(s, job, it.key, &is, &code, &err), PM_OK);
+	CHECK_INT(is, PM_ITEM_FAILED);
+	CHECK_INT(code, PM_ERR_DECODE);
+
+	/* done, so it is in the text index; the search text is SQL */
+	it.status = PM_OK;
+	it.error = NULL;
+	it.title = "Quoted 'thing' \x01marker\x02";
+	CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	CHECK(pm_store_fts_query("thing'; DROP TABLE items; --", match,
+				 sizeof match));
+	pm_text_query q = {
+	    .match = match, .mark_open = "\"<b>, x", .mark_close = "</b>"};
+	got[0] = 0;
+	CHECK_INT(pm_store_search_text(s, &q, snip_cb, got, &err), PM_OK);
+	CHECK_STR(got, ""); /* "drop" and "table" are in no item */
+	CHECK(pm_store_fts_query("thing", match, sizeof match));
+	CHECK_INT(pm_store_search_text(s, &q, snip_cb, got, &err), PM_OK);
+	CHECK(strstr(got, "\"<b>, xthing</b>") != NULL);
+	int64_t items = 0;
+	CHECK_INT(pm_store_job_counts(s, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	CHECK_INT(items, 1);
+	pm_store_close(s);
+}
+
+/* ---- PostgreSQL only ---- */
+
+typedef struct open_arg {
+	const char *url;
+	pm_status st;
+	int version;
+} open_arg;
+
+static void *open_thread(void *ud)
+{
+	open_arg *a = ud;
+	pm_store *s = NULL;
+	pm_err err = {{0}};
+	a->st = pm_store_open(a->url, false, &s, &err);
+	if (s)
+		a->version = pm_store_schema_version(s);
+	pm_store_close(s);
+	return NULL;
+}
+
+static void test_pg_schema(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	const char *url = store_url("schema.db");
+
+	/* An empty database has no pixmill schema: read-only does not make
+	 * one. */
+	CHECK_INT(pm_store_open(url, true, &s, &err), PM_ERR_NOT_FOUND);
+	CHECK(strstr(err.msg, "no pixmill schema") != NULL);
+	CHECK(s == NULL);
+	CHECK_INT(pm_store_open_existing(url, &s, &err), PM_ERR_NOT_FOUND);
+
+	/* Four processes' worth of first opens at once: each migration is
+	 * applied once (the advisory lock), every open sees the latest. */
+	pthread_t th[4];
+	open_arg args[4];
+	for (int i = 0; i < 4; i++) {
+		args[i] = (open_arg){.url = url, .st = PM_ERR_INTERNAL};
+		pthread_create(&th[i], NULL, open_thread, &args[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_INT(args[i].st, PM_OK);
+		CHECK_INT(args[i].version, pm_pg_latest_version());
+	}
+	rawdb db = raw_open(url);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM pixmill_migrations"),
+		  pm_pg_latest_version());
+	CHECK_INT(rq_int(&db, "SELECT max(version) FROM pixmill_migrations"),
+		  pm_pg_latest_version());
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM pg_indexes WHERE indexname"
+			      " IN ('items_fts', 'items_job_state',"
+			      " 'assets_phash', 'items_sha256')"),
+		  4);
+	CHECK_INT(rq_int(&db, "SELECT indexdef LIKE '%USING gin%'"
+			      " FROM pg_indexes WHERE indexname = 'items_fts'"),
+		  1);
+
+	/* Read-only sessions cannot write; reopening is a no-op. */
+	CHECK_INT(pm_store_open_existing(url, &s, &err), PM_OK);
+	CHECK_INT(pm_store_schema_version(s), pm_pg_latest_version());
+	int64_t job = 0;
+	CHECK(pm_store_job_open(s, &spec1, &job, NULL, &err) != PM_OK);
+	CHECK(strstr(err.msg, "read-only") != NULL);
+	pm_store_close(s);
+
+	/* A role with data privileges only (no CREATE) opens a current
+	 * store read-write and writes. */
+	CHECK(pg_run(db.pg,
+		     "DO $$ BEGIN CREATE ROLE pmt_app LOGIN;"
+		     " EXCEPTION WHEN duplicate_object THEN NULL; END $$"));
+	CHECK(pg_run(db.pg,
+		     "REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
+		     " GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES"
+		     " IN SCHEMA public TO pmt_app;"
+		     " GRANT USAGE ON ALL SEQUENCES IN SCHEMA public"
+		     " TO pmt_app"));
+	char app[600];
+	const char *host = strchr(strstr(pg_base, "://") + 3, '@');
+	snprintf(app, sizeof app, "postgresql://pmt_app%s/pmt_schema",
+		 host ? host : "@127.0.0.1");
+	CHECK_INT(pm_store_open(app, false, &s, &err), PM_OK);
+	if (s) {
+		CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err),
+			  PM_OK);
+		pm_store_close(s);
+		s = NULL;
+	}
+	/* ... but cannot make the schema of a new database */
+	snprintf(app, sizeof app, "postgresql://pmt_app%s/pmt_noperm",
+		 host ? host : "@127.0.0.1");
+	rawdb np = raw_open(store_url("noperm.db"));
+	CHECK(pg_run(np.pg, "REVOKE CREATE ON SCHEMA public FROM PUBLIC"));
+	raw_close(&np);
+	CHECK_INT(pm_store_open(app, false, &s, &err), PM_ERR_STORE);
+	CHECK(strstr(err.msg, "permission denied") != NULL);
+	CHECK(s == NULL);
+
+	/* A newer schema is refused, read-write and read-only. */
+	CHECK(pg_run(db.pg, "INSERT INTO pixmill_migrations (version)"
+			    " VALUES (999)"));
+	char want[128];
+	snprintf(want, sizeof want,
+		 "database schema v999 is newer than this pixmill (v%d)",
+		 pm_pg_latest_version());
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_ERR_STORE);
+	CHECK_STR(err.msg, want);
+	CHECK_INT(pm_store_open(url, true, &s, &err), PM_ERR_STORE);
+	CHECK_STR(err.msg, want);
+	CHECK(s == NULL);
+	raw_close(&db);
+
+	/* A database that does not exist. */
+	char bad[600];
+	snprintf(bad, sizeof bad, "%s/pmt_no_such_db", pg_base);
+	CHECK_INT(pm_store_open(bad, false, &s, &err), PM_ERR_STORE);
+	CHECK(strstr(err.msg, "pmt_no_such_db") != NULL);
+}
+
+/* A batch whose put fails (a lock held elsewhere times out) leaves
+ * nothing, and the connection works afterwards. */
+static void test_pg_failed_batch(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	const char *url = store_url("batch.db");
+	int64_t job = 0, items = -1;
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	rawdb db = raw_open(url);
+	CHECK(pg_run(db.pg, "ALTER TABLE items ADD CONSTRAINT no_bad"
+			    " CHECK (key <> 'bad')"));
+	pm_item_rec ok1 = item_rec(job, "ok1"), bad = item_rec(job, "bad");
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &ok1, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &bad, &err), PM_ERR_STORE);
+	CHECK(strstr(err.msg, "no_bad") != NULL);
+	CHECK_INT(pm_store_commit(s, &err), PM_ERR_STORE);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items"), 0);
+	/* outside a batch: its own transaction */
+	CHECK_INT(pm_store_put_item(s, &bad, &err), PM_ERR_STORE);
+	CHECK_INT(pm_store_put_item(s, &ok1, &err), PM_OK);
+	CHECK_INT(pm_store_job_counts(s, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	CHECK_INT(items, 1);
+	/* rollback drops an open batch */
+	pm_item_rec ok2 = item_rec(job, "ok2");
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &ok2, &err), PM_OK);
+	pm_store_rollback(s);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items"), 1);
+	raw_close(&db);
+	pm_store_close(s);
+}
+
+/* The server drops every connection (a restart, a failover): the next
+ * call fails, the one after reconnects — read-only stays read-only — and
+ * a batch open at the time is lost, never half applied. */
+static void kill_others(rawdb *db)
+{
+	CHECK_INT(rq_int(db, "SELECT COUNT(pg_terminate_backend(pid))"
+			     " FROM pg_stat_activity WHERE datname ="
+			     " current_database() AND pid <> pg_backend_pid()"),
+		  2);
+}
+
+static void test_pg_reconnect(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL, *r = NULL;
+	const char *url = store_url("reconnect.db");
+	int64_t job = 0, items = -1;
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(url, true, &r, &err), PM_OK);
+	if (!s || !r)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_job_counts(r, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	rawdb db = raw_open(url);
+	kill_others(&db);
+	CHECK_INT(pm_store_job_counts(s, job, &items, NULL, NULL, NULL, &err),
+		  PM_ERR_STORE);
+	CHECK_INT(pm_store_job_counts(s, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	CHECK_INT(pm_store_job_counts(r, job, &items, NULL, NULL, NULL, &err),
+		  PM_ERR_STORE);
+	CHECK_INT(pm_store_job_counts(r, job, &items, NULL, NULL, NULL, &err),
+		  PM_OK);
+	CHECK(pm_store_job_open(r, &spec1, &job, NULL, &err) != PM_OK);
+	CHECK(strstr(err.msg, "read-only") != NULL);
+
+	pm_item_rec a = item_rec(job, "a"), b = item_rec(job, "b");
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &a, &err), PM_OK);
+	kill_others(&db);
+	CHECK_INT(pm_store_put_item(s, &b, &err), PM_ERR_STORE);
+	CHECK_INT(pm_store_put_item(s, &b, &err), PM_ERR_STORE);
+	CHECK_INT(pm_store_commit(s, &err), PM_ERR_STORE);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items"), 0);
+	CHECK_INT(pm_store_put_item(s, &b, &err), PM_OK);
+	CHECK_INT(rq_int(&db, "SELECT COUNT(*) FROM items"), 1);
+	raw_close(&db);
+	pm_store_close(r);
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -1186,16 +1630,37 @@ int main(void)
 		perror("mkdtemp");
 		return 2;
 	}
+	/* the same cases on every backend */
+	static void (*const conformance[])(void) = {
+	    test_jobs_and_items, test_dlq,
+	    test_serve_queries,	 test_text_and_vectors,
+	    test_hostile_values,
+	};
+	int n_conf = (int)(sizeof conformance / sizeof conformance[0]);
+
 	test_open_errors();
+	test_url_mask();
 	test_schema();
 	test_migration();
 	test_newer();
-	test_jobs_and_items();
-	test_dlq();
-	test_serve_queries();
-	test_text_and_vectors();
 	test_migration_text();
 	test_provider_days();
+	for (int i = 0; i < n_conf; i++)
+		conformance[i]();
+
+	pg_base = getenv("PIXMILL_TEST_PG");
+	if (pg_base && *pg_base) {
+		printf("-- PostgreSQL: %s\n", pg_base);
+		on_pg = true;
+		test_pg_schema();
+		test_pg_failed_batch();
+		test_pg_reconnect();
+		for (int i = 0; i < n_conf; i++)
+			conformance[i]();
+	} else {
+		printf("SKIP PostgreSQL cases: PIXMILL_TEST_PG is not set"
+		       " (tests/store/pg.sh sets it)\n");
+	}
 
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

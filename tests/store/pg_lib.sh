@@ -1,0 +1,67 @@
+# pg_lib.sh — starts and stops a throwaway PostgreSQL server for the tests:
+# Debian's postgresql binaries (initdb, pg_ctl), a data directory in a new
+# temporary folder, listening on 127.0.0.1 only, on a free port, with trust
+# authentication for the superuser "pixmill" (fsync off unless PG_FSYNC=on:
+# test data is throwaway). Source it, then:
+#   pg_start        sets PG_URL (postgresql://pixmill@127.0.0.1:PORT) and
+#                   PG_DIR; returns non-zero if the server would not start
+#   pg_createdb N   creates database N (prints nothing)
+#   pg_stop         stops the server and removes PG_DIR (also on EXIT if
+#                   the caller's trap calls it)
+# initdb refuses to run as root, so as root the server runs as the user
+# "nobody" (which owns PG_DIR); otherwise as the calling user.
+# shellcheck shell=bash
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+PG_DIR= PG_URL= PG_PORT=
+
+pg_as() { # pg_as CMD...: runs CMD as the server's owner
+  if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi
+}
+
+pg_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+pg_start() {
+  if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
+    echo "pg_lib: no PostgreSQL server binaries (apt-get install postgresql)" >&2
+    return 1
+  fi
+  PG_DIR=$(mktemp -d /tmp/pixmill-pg.XXXXXX)
+  chmod 755 "$PG_DIR"
+  [ "$(id -u)" = 0 ] && chown nobody "$PG_DIR"
+  if ! pg_as "$PG_BIN/initdb" -D "$PG_DIR/data" -U pixmill --auth=trust \
+      -E UTF8 --locale=C.UTF-8 --no-sync >"$PG_DIR/initdb.log" 2>&1; then
+    cat "$PG_DIR/initdb.log" >&2
+    return 1
+  fi
+  local try
+  for try in 1 2 3; do
+    PG_PORT=$(pg_free_port)
+    if pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='$PG_DIR' -c fsync=${PG_FSYNC:-off}" \
+        start >/dev/null 2>&1; then
+      PG_URL="postgresql://pixmill@127.0.0.1:$PG_PORT"
+      return 0
+    fi
+  done
+  tail -n 20 "$PG_DIR/server.log" >&2
+  return 1
+}
+
+pg_psql() { # pg_psql DB SQL: runs SQL as the superuser, prints unaligned rows
+  "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$PG_URL/$1" -c "$2"
+}
+
+pg_createdb() {
+  pg_psql postgres "CREATE DATABASE \"$1\""
+}
+
+pg_stop() {
+  [ -n "$PG_DIR" ] || return 0
+  if [ -f "$PG_DIR/data/postmaster.pid" ]; then
+    pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1
+  fi
+  rm -rf "$PG_DIR"
+  PG_DIR=
+}
