@@ -75,6 +75,14 @@ double pm_wall(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+double pm_cpu_time(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 int64_t pm_parse_size(const char *s)
 {
 	char *end;

@@ -27,6 +27,9 @@ int pm_hexval(int c);
 /* Monotonic seconds (CLOCK_MONOTONIC) and wall-clock unix seconds. */
 double pm_now(void);
 double pm_wall(void);
+/* CPU seconds (user + system) used by the whole process so far, all its
+ * threads included (CLOCK_PROCESS_CPUTIME_ID). */
+double pm_cpu_time(void);
 
 /* Parses "512", "64k", "256M", "2G", "1.5GiB" (powers of 1024) into bytes;
  * -1 if malformed. */
