@@ -31,6 +31,14 @@ double pm_wall(void);
  * threads included (CLOCK_PROCESS_CPUTIME_ID). */
 double pm_cpu_time(void);
 
+/* A hint for stages that run threads of their own (ONNX Runtime's
+ * intra-op pool): how many workers the engine runs at once. The run engine
+ * and the server set it when they start their workers; any thread. */
+void pm_set_workers_hint(int workers);
+/* Online cores divided among the hinted workers (all cores when no hint
+ * was given), at least 1. Any thread. */
+int pm_cores_per_worker(void);
+
 /* Parses "512", "64k", "256M", "2G", "1.5GiB" (powers of 1024) into bytes;
  * -1 if malformed. */
 int64_t pm_parse_size(const char *s);
