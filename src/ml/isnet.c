@@ -81,7 +81,8 @@ static pm_status check_io(pm_isnet *n, const char *path, pm_err *err)
  * float16 (the installed ISNet is): ONNX Runtime's CPU kernels compute in
  * float32 anyway, and an fp16 graph makes it cast and reorder around every
  * concatenation and resize (about a third of the run, docs/BENCHMARKS.md).
- * Whatever the widening cannot handle is opened as it is. */
+ * Whatever the widening cannot handle is opened as it is, and so is every
+ * model when the env PIXMILL_ISNET_FP16=1 (for measurements). */
 static pm_status open_session(const char *model_path, const pm_ort_opts *o,
 			      OrtSession **sess, pm_err *err)
 {
@@ -90,8 +91,10 @@ static pm_status open_session(const char *model_path, const pm_ort_opts *o,
 	size_t len = 0, wlen = 0, widened = 0;
 	pm_err e2 = {{0}};
 	pm_status s;
+	const char *keep = getenv("PIXMILL_ISNET_FP16");
 
-	if (pm_read_file(model_path, ISNET_MAX_BYTES, &buf, &len, &e2) ||
+	if ((keep && *keep && strcmp(keep, "0") != 0) ||
+	    pm_read_file(model_path, ISNET_MAX_BYTES, &buf, &len, &e2) ||
 	    pm_onnx_to_fp32(buf, len, &wide, &wlen, &widened, &e2) || !wide) {
 		free(buf);
 		return pm_ort_session(model_path, o, sess, err);
