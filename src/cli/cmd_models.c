@@ -221,11 +221,12 @@ static int models_install(const models_cli *c, const char *name)
 	return 0;
 }
 
-/* Whether PIXMILL_ORT_ARENA turns the arena on (as src/ml/ort.c reads it). */
+/* Whether ISNet's session has ORT's arena: on (src/ml/isnet.c) unless
+ * PIXMILL_ORT_ARENA=0 (as src/ml/ort.c reads it). */
 static bool arena_on(void)
 {
 	const char *v = getenv("PIXMILL_ORT_ARENA");
-	return v && *v && strcmp(v, "0") != 0;
+	return !v || !*v || strcmp(v, "0") != 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -247,7 +248,7 @@ static int models_mask(const models_cli *c, const char *in, const char *out)
 	VipsImage *im = NULL, *mask = NULL;
 	pm_isnet *net = NULL;
 	char model[4096], hex[65], rss[32];
-	double t0, t1, t2, *times = NULL;
+	double t0, t1, t2, *times = NULL, *cpu = NULL;
 	int r;
 
 	pm_limits_default(&lim);
@@ -257,7 +258,8 @@ static int models_mask(const models_cli *c, const char *in, const char *out)
 	    (s = pm_image_decode(buf, len, lim.max_width, false, &im, &err)))
 		goto out;
 	times = calloc((size_t)c->repeat, sizeof *times);
-	if (!times) {
+	cpu = calloc((size_t)c->repeat, sizeof *cpu);
+	if (!times || !cpu) {
 		s = pm_fail(&err, PM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -273,22 +275,28 @@ static int models_mask(const models_cli *c, const char *in, const char *out)
 		goto out;
 	t1 = pm_now();
 	for (r = 0; r < c->repeat; r++) {
-		double a = pm_now();
+		double a = pm_now(), ca = pm_cpu_time();
 		if (mask)
 			g_object_unref(mask);
 		mask = NULL;
 		if ((s = pm_isnet_mask(net, im, &mask, &err)))
 			goto out;
 		times[r] = pm_now() - a;
+		cpu[r] = pm_cpu_time() - ca;
 	}
 	t2 = times[0];
 	if (c->repeat > 1) { /* later runs: steady state, sorted */
+		int m = 1 + (c->repeat - 1) / 2;
 		qsort(times + 1, (size_t)c->repeat - 1, sizeof *times,
 		      cmp_double);
+		qsort(cpu + 1, (size_t)c->repeat - 1, sizeof *cpu, cmp_double);
+		/* CPU seconds of all threads: what other load on the machine
+		 * inflates least */
 		printf("infer first %.3f s, then min %.3f s median %.3f s "
-		       "max %.3f s over %d runs\n",
-		       times[0], times[1], times[1 + (c->repeat - 1) / 2],
-		       times[c->repeat - 1], c->repeat - 1);
+		       "max %.3f s over %d runs; CPU first %.3f s, then "
+		       "median %.3f s\n",
+		       times[0], times[1], times[m], times[c->repeat - 1],
+		       c->repeat - 1, cpu[0], cpu[m]);
 	}
 	if (!(px = vips_image_write_to_memory(mask, &plen))) {
 		s = pm_fail(&err, PM_ERR_INTERNAL, "mask: %s",
@@ -313,6 +321,7 @@ out:
 		fprintf(stderr, "pixmill models mask: %s\n",
 			err.msg[0] ? err.msg : pm_status_code(s));
 	g_free(px);
+	free(cpu);
 	if (mask)
 		g_object_unref(mask);
 	if (im)

@@ -105,6 +105,33 @@ double pm_wall(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static int g_workers_hint; /* 0 = none; read and written atomically */
+
+void pm_set_workers_hint(int workers)
+{
+	__atomic_store_n(&g_workers_hint, workers, __ATOMIC_RELAXED);
+}
+
+int pm_cores_per_worker(void)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int w = __atomic_load_n(&g_workers_hint, __ATOMIC_RELAXED);
+
+	if (cores < 1)
+		cores = 1;
+	if (w < 1 || w > cores)
+		w = w < 1 ? 1 : (int)cores;
+	return (int)(cores / w);
+}
+
+double pm_cpu_time(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 int64_t pm_parse_size(const char *s)
 {
 	char *end;

@@ -31,6 +31,17 @@ size_t pm_utf8_len(const unsigned char *p, size_t n);
 /* Monotonic seconds (CLOCK_MONOTONIC) and wall-clock unix seconds. */
 double pm_now(void);
 double pm_wall(void);
+/* CPU seconds (user + system) used by the whole process so far, all its
+ * threads included (CLOCK_PROCESS_CPUTIME_ID). */
+double pm_cpu_time(void);
+
+/* A hint for stages that run threads of their own (ONNX Runtime's
+ * intra-op pool): how many workers the engine runs at once. The run engine
+ * and the server set it when they start their workers; any thread. */
+void pm_set_workers_hint(int workers);
+/* Online cores divided among the hinted workers (all cores when no hint
+ * was given), at least 1. Any thread. */
+int pm_cores_per_worker(void);
 
 /* Parses "512", "64k", "256M", "2G", "1.5GiB" (powers of 1024) into bytes;
  * -1 if malformed. */

@@ -2253,6 +2253,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		r->workers = 1;
 	if (r->workers > 256)
 		r->workers = 256;
+	pm_set_workers_hint(r->workers);
 	r->bytes_cap = o->inflight_bytes > 0 ? o->inflight_bytes : 256ll << 20;
 
 	s = resolve(r, err);

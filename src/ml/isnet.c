@@ -17,11 +17,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/util.h"
 #include "ml/isnet.h"
 #include "ml/models.h"
+#include "ml/onnx_fp32.h"
 #include "ml/ort.h"
 
-#define ISNET_N 1024 /* square input edge the model was exported with */
+#define ISNET_N		1024 /* square input edge the model was exported with */
+#define ISNET_MAX_BYTES (1ull << 30) /* a model file we read to widen */
 
 struct pm_isnet {
 	const OrtApi *api;
@@ -74,11 +77,43 @@ static pm_status check_io(pm_isnet *n, const char *path, pm_err *err)
 	return PM_OK;
 }
 
+/* Opens model_path as a session, widened to float32 when it is stored in
+ * float16 (the installed ISNet is): ONNX Runtime's CPU kernels compute in
+ * float32 anyway, and an fp16 graph makes it cast and reorder around every
+ * concatenation and resize (about a third of the run, docs/BENCHMARKS.md).
+ * Whatever the widening cannot handle is opened as it is, and so is every
+ * model when the env PIXMILL_ISNET_FP16=1 (for measurements). */
+static pm_status open_session(const char *model_path, const pm_ort_opts *o,
+			      OrtSession **sess, pm_err *err)
+{
+	void *buf = NULL;
+	uint8_t *wide = NULL;
+	size_t len = 0, wlen = 0, widened = 0;
+	pm_err e2 = {{0}};
+	pm_status s;
+	const char *keep = getenv("PIXMILL_ISNET_FP16");
+
+	if ((keep && *keep && strcmp(keep, "0") != 0) ||
+	    pm_read_file(model_path, ISNET_MAX_BYTES, &buf, &len, &e2) ||
+	    pm_onnx_to_fp32(buf, len, &wide, &wlen, &widened, &e2) || !wide) {
+		free(buf);
+		return pm_ort_session(model_path, o, sess, err);
+	}
+	free(buf); /* the widened copy is all ONNX Runtime needs */
+	s = pm_ort_session_mem(wide, wlen, model_path, o, sess, &e2);
+	free(wide);
+	return s ? pm_ort_session(model_path, o, sess, err) : PM_OK;
+}
+
 pm_status pm_isnet_open(const char *model_path, int threads, pm_isnet **out,
 			pm_err *err)
 {
 	char def[4096];
-	pm_ort_opts o = {.threads = threads > 0 ? threads : 1};
+	/* The arena keeps ISNet's ~100 intermediate blocks (up to 256 MiB
+	 * each) from one image to the next instead of handing them back and
+	 * faulting them in again: ~30 % less CPU per image for ~200 MiB more
+	 * peak RSS (docs/BENCHMARKS.md). */
+	pm_ort_opts o = {.threads = threads > 0 ? threads : 1, .arena = true};
 	pm_isnet *n;
 	pm_status s;
 
@@ -110,7 +145,7 @@ pm_status pm_isnet_open(const char *model_path, int threads, pm_isnet **out,
 							   OrtMemTypeDefault,
 							   &n->mem),
 			       "memory info", err)) ||
-	    (s = pm_ort_session(model_path, &o, &n->sess, err)) ||
+	    (s = open_session(model_path, &o, &n->sess, err)) ||
 	    (s = check_io(n, model_path, err)))
 		goto fail;
 	*out = n;

@@ -91,34 +91,31 @@ pm_status pm_ort_status(OrtStatus *st, const char *what, pm_err *err)
 	return s;
 }
 
-static bool env_flag(const char *name)
+/* The value of the environment flag name: 1 set (not "0"), 0 set to
+ * "0", -1 unset or empty. */
+static int env_flag(const char *name)
 {
 	const char *v = getenv(name);
-	return v && *v && strcmp(v, "0") != 0;
+	if (!v || !*v)
+		return -1;
+	return strcmp(v, "0") != 0;
 }
 
-pm_status pm_ort_session(const char *model_path, const pm_ort_opts *o,
-			 OrtSession **out, pm_err *err)
+/* New session options with pixmill's settings; *out is the caller's. */
+static pm_status session_options(const OrtApi *api, const pm_ort_opts *o,
+				 OrtSessionOptions **out, pm_err *err)
 {
-	const OrtApi *api = pm_ort_api(err);
 	OrtSessionOptions *so = NULL;
 	pm_status s;
-	struct stat sb;
 	int threads = o && o->threads > 0 ? o->threads : 1;
-	bool arena = (o && o->arena) || env_flag("PIXMILL_ORT_ARENA");
+	int arena_env = env_flag("PIXMILL_ORT_ARENA");
+	int pattern_env = env_flag("PIXMILL_ORT_MEM_PATTERN");
+	bool arena = arena_env >= 0 ? arena_env : (o && o->arena);
 	bool mem_pattern =
-	    (o && o->mem_pattern) || env_flag("PIXMILL_ORT_MEM_PATTERN");
+	    pattern_env >= 0 ? pattern_env : (o && o->mem_pattern);
+	const char *prof = getenv("PIXMILL_ORT_PROFILE");
 
 	*out = NULL;
-	if (!api)
-		return PM_ERR_UNSUPPORTED;
-	if (stat(model_path, &sb) != 0)
-		return pm_fail(err,
-			       errno == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
-			       "model %s: %s", model_path, strerror(errno));
-	if (!S_ISREG(sb.st_mode))
-		return pm_fail(err, PM_ERR_IO, "model %s: not a regular file",
-			       model_path);
 	s = pm_ort_status(api->CreateSessionOptions(&so), "session options",
 			  err);
 	if (s)
@@ -138,31 +135,84 @@ pm_status pm_ort_session(const char *model_path, const pm_ort_opts *o,
 	    (s = pm_ort_status(
 		 api->SetSessionGraphOptimizationLevel(so, ORT_ENABLE_ALL),
 		 "graph optimisation", err)))
-		goto out;
+		goto fail;
 	if (!arena &&
 	    (s = pm_ort_status(api->DisableCpuMemArena(so), "arena", err)))
-		goto out;
+		goto fail;
 	if (!mem_pattern && (s = pm_ort_status(api->DisableMemPattern(so),
 					       "memory pattern", err)))
-		goto out;
+		goto fail;
 	/* Diagnostics: PIXMILL_ORT_PROFILE=PREFIX writes ONNX Runtime's
 	 * per-operator JSON profile to PREFIX_<date>.json when the session
 	 * ends. */
-	if (getenv("PIXMILL_ORT_PROFILE") && *getenv("PIXMILL_ORT_PROFILE") &&
-	    (s = pm_ort_status(
-		 api->EnableProfiling(so, getenv("PIXMILL_ORT_PROFILE")),
-		 "profiling", err)))
-		goto out;
-	s = pm_ort_status(api->CreateSession(g_env, model_path, so, out),
-			  model_path, err);
+	if (prof && *prof &&
+	    (s = pm_ort_status(api->EnableProfiling(so, prof), "profiling",
+			       err)))
+		goto fail;
+	*out = so;
+	return PM_OK;
+fail:
+	api->ReleaseSessionOptions(so);
+	return s;
+}
+
+/* ORT says ORT_FAIL for many a malformed model: for the caller it is a
+ * model we cannot use, not a bug of ours. */
+static pm_status created(pm_status s, OrtSession **out)
+{
 	if (s) {
-		/* ORT says ORT_FAIL for many a malformed file: for the caller
-		 * it is a model we cannot use, not a bug of ours. */
 		*out = NULL;
 		if (s == PM_ERR_INTERNAL)
 			s = PM_ERR_UNSUPPORTED;
 	}
-out:
+	return s;
+}
+
+pm_status pm_ort_session(const char *model_path, const pm_ort_opts *o,
+			 OrtSession **out, pm_err *err)
+{
+	const OrtApi *api = pm_ort_api(err);
+	OrtSessionOptions *so = NULL;
+	pm_status s;
+	struct stat sb;
+
+	*out = NULL;
+	if (!api)
+		return PM_ERR_UNSUPPORTED;
+	if (stat(model_path, &sb) != 0)
+		return pm_fail(err,
+			       errno == ENOENT ? PM_ERR_NOT_FOUND : PM_ERR_IO,
+			       "model %s: %s", model_path, strerror(errno));
+	if (!S_ISREG(sb.st_mode))
+		return pm_fail(err, PM_ERR_IO, "model %s: not a regular file",
+			       model_path);
+	if ((s = session_options(api, o, &so, err)))
+		return s;
+	s = created(
+	    pm_ort_status(api->CreateSession(g_env, model_path, so, out),
+			  model_path, err),
+	    out);
+	api->ReleaseSessionOptions(so);
+	return s;
+}
+
+pm_status pm_ort_session_mem(const void *model, size_t len, const char *name,
+			     const pm_ort_opts *o, OrtSession **out,
+			     pm_err *err)
+{
+	const OrtApi *api = pm_ort_api(err);
+	OrtSessionOptions *so = NULL;
+	pm_status s;
+
+	*out = NULL;
+	if (!api)
+		return PM_ERR_UNSUPPORTED;
+	if ((s = session_options(api, o, &so, err)))
+		return s;
+	s = created(pm_ort_status(
+			api->CreateSessionFromArray(g_env, model, len, so, out),
+			name, err),
+		    out);
 	api->ReleaseSessionOptions(so);
 	return s;
 }

@@ -32,13 +32,14 @@ const char *pm_ort_version(void);
 typedef struct pm_ort_opts {
 	int threads;	  /* intra-op threads; <= 0 means 1 (workers already
 			     parallelise across images) */
-	bool arena;	  /* CPU memory arena: off by default. Off, ISNet's peak
-			     RSS is ~1.1 GB instead of ~2.1 GB (docs/BENCHMARKS.md);
-			     the env PIXMILL_ORT_ARENA=1 turns it back on */
+	bool arena;	  /* CPU memory arena (default off): blocks are kept
+			     for the next run instead of being freed and
+			     faulted in again; the env PIXMILL_ORT_ARENA=1 or
+			     =0 overrides this (docs/BENCHMARKS.md) */
 	bool mem_pattern; /* ORT's memory pattern (one block sized by the
 			     first run, allocated for each later run): off
 			     by default, see docs/BENCHMARKS.md; the env
-			     PIXMILL_ORT_MEM_PATTERN=1 turns it on */
+			     PIXMILL_ORT_MEM_PATTERN=1 or =0 overrides it */
 } pm_ort_opts;
 
 /* Opens model_path as a new session with o's options (NULL = defaults),
@@ -47,6 +48,13 @@ typedef struct pm_ort_opts {
  * if the file is missing, PM_ERR_UNSUPPORTED if ONNX Runtime refuses it. */
 pm_status pm_ort_session(const char *model_path, const pm_ort_opts *o,
 			 OrtSession **out, pm_err *err);
+
+/* The same from a serialized model in memory (model[0..len), borrowed:
+ * ONNX Runtime copies what it keeps, so the caller may free it once this
+ * returns); name is for messages. */
+pm_status pm_ort_session_mem(const void *model, size_t len, const char *name,
+			     const pm_ort_opts *o, OrtSession **out,
+			     pm_err *err);
 
 /* Converts st (may be NULL = success) into a pm_status with "what: ORT
  * message" in err, and releases st. Returns PM_OK for NULL. */

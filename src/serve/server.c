@@ -1290,6 +1290,7 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	    o->workers > 0 ? o->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (s->workers < 1)
 		s->workers = 1;
+	pm_set_workers_hint(s->workers);
 	st = load_config(s, err);
 	if (st)
 		goto out;

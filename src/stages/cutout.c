@@ -28,8 +28,10 @@
  * ("auto"), "format" ("png"; or "webp"), "quality" (webp, 90), "tolerance"
  * (ΔE, 6), "feather" (px, 1.5), "shadows" (true), "holes" (false),
  * "min_confidence" (0.5), "max_edge" (2048), "crop" (false), "padding"
- * (0), "preview" (0), "threads" (isnet intra-op threads, 1), "model"
- * (isnet model file; absent = the installed one).
+ * (0), "preview" (0), "threads" (isnet intra-op threads; 0, the default,
+ * is the cores divided among the engine's workers: 2 for --workers 1 on 2
+ * cores, 1 for the default of one worker per core), "model" (isnet model
+ * file; absent = the installed one).
  *
  * Threads: init/process/fini on one worker thread, with that worker's own
  * state (its own pm_isnet); check/decode_size on any thread.
@@ -39,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "image/cutout_fast.h"
 #include "ml/isnet.h"
 #include "stages/stage.h"
@@ -164,7 +167,7 @@ static pm_status cut_check(json_t *params, pm_err *err)
 	    (s = num_param(params, "max_edge", 2048, 16, 16384, true, err)) ||
 	    (s = num_param(params, "padding", 0, 0, 4096, true, err)) ||
 	    (s = num_param(params, "preview", 0, 0, 4096, true, err)) ||
-	    (s = num_param(params, "threads", 1, 1, 64, true, err)) ||
+	    (s = num_param(params, "threads", 0, 0, 64, true, err)) ||
 	    (s = bool_param(params, "shadows", true, err)) ||
 	    (s = bool_param(params, "holes", false, err)) ||
 	    (s = bool_param(params, "crop", false, err)))
@@ -197,7 +200,9 @@ static pm_status isnet_need(cut_state *st, pm_err *err)
 		return PM_OK;
 	if (st->isnet_failed)
 		return pm_fail(err, PM_ERR_NOT_FOUND, "%s", st->isnet_err);
-	s = pm_isnet_open(st->model, st->threads, &st->isnet, err);
+	s = pm_isnet_open(st->model,
+			  st->threads > 0 ? st->threads : pm_cores_per_worker(),
+			  &st->isnet, err);
 	if (s) {
 		st->isnet_failed = true;
 		snprintf(st->isnet_err, sizeof st->isnet_err, "%.199s",
@@ -586,7 +591,8 @@ out:
 
 const pm_stage_vt pm_stage_cutout = {
     .name = "cutout",
-    .version = 1,
+    .version = 2, /* 2: isnet computes in float32 (masks differ by 1/255
+		     in a few pixels) */
     .check = cut_check,
     .decode_size = cut_decode_size,
     .init = cut_init,

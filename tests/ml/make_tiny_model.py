@@ -11,6 +11,14 @@ python3-onnx: fixed weights, so every run writes the same bytes.
                  outputs of symbolic shape [n, d], so the loader must find the length
                  by running it.
 
+  half.onnx      a float16 graph as converters write them (what the
+                 ISNet model is): input "x" float32 [1,2,4,4] -> Cast to
+                 float16 -> Mul by "k" (float16 [1,2,1,1], raw_data) ->
+                 Add "b" (float16 [1], stored in int32_data) -> Concat
+                 with itself on axis 1 -> Cast to float32 -> output "y"
+                 [1,4,4,4]. k = (1/3, -2.5) and b = 0.1 as
+                 float16; src/ml/onnx_fp32.c widens it to float32.
+
   expected.txt   the L2-normalised "embedding" of tiny.onnx for the 32x32
                  test pattern pixel(x, y, c) = (x * 7 + y * 13 + c * 50) %
                  256, normalised with MEAN and STD below, computed here with
@@ -89,6 +97,30 @@ def reference(model):
     return emb / np.linalg.norm(emb)
 
 
+def build_half():
+    k = numpy_helper.from_array(np.array([1 / 3, -2.5], np.float16).reshape(1, 2, 1, 1), "k")
+    # make_tensor stores the float16 bits of 0.1 in int32_data
+    b = helper.make_tensor("b", TensorProto.FLOAT16, [1], [0.1])
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16),
+        helper.make_node("Mul", ["xh", "k"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        # Concat has a float16 CPU kernel, so ONNX Runtime really rounds
+        # to float16 here (it computes Mul and Add in float32)
+        helper.make_node("Concat", ["a", "a"], ["yh"], axis=1),
+        helper.make_node("Cast", ["yh"], ["y"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes, "half", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [k, b],
+        value_info=[helper.make_tensor_value_info("xh", TensorProto.FLOAT16, [1, 2, 4, 4])])
+    model = helper.make_model(graph, producer_name="pixmill-tests",
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -99,6 +131,8 @@ def main():
         with open(tmp, "wb") as f:
             f.write(build(dyn).SerializeToString())
         os.replace(tmp, os.path.join(out, name))
+    with open(os.path.join(out, "half.onnx"), "wb") as f:
+        f.write(build_half().SerializeToString())
     with open(os.path.join(out, "expected.txt"), "w") as f:
         f.write("".join("%.8f\n" % v for v in reference(build(False))))
 

@@ -173,6 +173,28 @@ static void test_progress(void)
 	CHECK(pm_progress_new(0, 1) == NULL);
 }
 
+/* The workers hint: the cores are shared out among the workers. */
+static void test_workers_hint(void)
+{
+	int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	double c0 = pm_cpu_time();
+	volatile double x = 0;
+
+	CHECK_INT(pm_cores_per_worker(), cores); /* no hint: all */
+	pm_set_workers_hint(1);
+	CHECK_INT(pm_cores_per_worker(), cores);
+	pm_set_workers_hint(cores);
+	CHECK_INT(pm_cores_per_worker(), 1);
+	pm_set_workers_hint(cores * 4); /* more workers than cores */
+	CHECK_INT(pm_cores_per_worker(), 1);
+	pm_set_workers_hint(0);
+	CHECK_INT(pm_cores_per_worker(), cores);
+	/* process CPU time moves forward with work */
+	for (int i = 0; i < 20000000; i++)
+		x += i * 0.5;
+	CHECK(pm_cpu_time() > c0);
+}
+
 int main(void)
 {
 	test_progress();
@@ -181,5 +203,6 @@ int main(void)
 	test_sha();
 	test_files();
 	test_queue();
+	test_workers_hint();
 	TEST_DONE();
 }

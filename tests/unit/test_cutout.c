@@ -869,7 +869,7 @@ static void test_stage_params(void)
 	    "{\"max_edge\":8}",	      "{\"max_edge\":1024.5}",
 	    "{\"crop\":1}",	      "{\"preview\":-1}",
 	    "{\"tolerence\":6}",      "{\"model\":\"\"}",
-	    "{\"threads\":0}",	      "{\"quality\":101}",
+	    "{\"threads\":-1}",	      "{\"quality\":101}",
 	};
 	json_t *p = json_object();
 	pm_err e = {{0}};
@@ -882,6 +882,8 @@ static void test_stage_params(void)
 	CHECK_INT(json_integer_value(json_object_get(p, "max_edge")), 2048);
 	CHECK_INT(pm_stage_cutout.decode_size(p), 2048);
 	CHECK(json_is_false(json_object_get(p, "crop")));
+	/* 0: the cores divided among the workers */
+	CHECK_INT(json_integer_value(json_object_get(p, "threads")), 0);
 	json_decref(p);
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		p = json_loads(bad[i], 0, NULL);

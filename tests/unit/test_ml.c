@@ -12,6 +12,11 @@
  * that is not ONNX) fail with clear messages; every decodable file of the
  * edge corpus runs or fails cleanly; two threads opening and running
  * models at once (the first use of ONNX Runtime) agree.
+ * Float16 -> float32 rewrite (onnx_fp32.c) of half.onnx: every float16
+ * tensor, Cast and value type is widened, ONNX Runtime runs the result and
+ * its output is x * k + b without float16 rounding (the float16 model's
+ * output differs); a float32 model is left alone; every truncation of the
+ * model and garbage bytes give PM_OK or a clear PM_ERR_UNSUPPORTED.
  * ISNet: mask size equals the input, foreground ratio in (0.02, 0.98), not
  * one value, the same bytes (SHA-256) on two runs; a 3x2 grey image works.
  *
@@ -33,6 +38,8 @@
 #include "ml/embed_model.h"
 #include "ml/isnet.h"
 #include "ml/models.h"
+#include "ml/onnx_fp32.h"
+#include "ml/ort.h"
 
 static char tmpdir[256];
 
@@ -314,6 +321,107 @@ static void test_isnet_wrong_model(void)
 	CHECK(pm_isnet_open(p, 1, &n, &err) != PM_OK);
 	CHECK(n == NULL);
 	CHECK(strstr(err.msg, "no input named \"input\"") != NULL);
+}
+
+/* Runs half.onnx's graph m (x: 32 floats -> y: 64) on x. */
+static bool run_xy(const void *m, size_t len, const float *x, float *y)
+{
+	const OrtApi *api = pm_ort_api(NULL);
+	const int64_t shape[4] = {1, 2, 4, 4};
+	const char *in[1] = {"x"}, *out[1] = {"y"};
+	OrtSession *sess = NULL;
+	OrtMemoryInfo *mem = NULL;
+	OrtValue *tin = NULL, *tout = NULL;
+	float *py = NULL;
+	pm_err err = {{0}};
+	bool ok = false;
+
+	if (!api || pm_ort_session_mem(m, len, "half", NULL, &sess, &err) ||
+	    pm_ort_status(api->CreateCpuMemoryInfo(OrtDeviceAllocator,
+						   OrtMemTypeDefault, &mem),
+			  "mem", &err) ||
+	    pm_ort_status(api->CreateTensorWithDataAsOrtValue(
+			      mem, (void *)x, 32 * sizeof(float), shape, 4,
+			      ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &tin),
+			  "in", &err) ||
+	    pm_ort_status(api->Run(sess, NULL, in,
+				   (const OrtValue *const *)&tin, 1, out, 1,
+				   &tout),
+			  "run", &err) ||
+	    pm_ort_status(api->GetTensorMutableData(tout, (void **)&py), "out",
+			  &err))
+		fprintf(stderr, "run_xy: %s\n", err.msg);
+	else {
+		memcpy(y, py, 64 * sizeof(float));
+		ok = true;
+	}
+	if (tout)
+		api->ReleaseValue(tout);
+	if (tin)
+		api->ReleaseValue(tin);
+	if (mem)
+		api->ReleaseMemoryInfo(mem);
+	if (sess)
+		api->ReleaseSession(sess);
+	return ok;
+}
+
+static void test_fp32(void)
+{
+	/* half.onnx's constants as float16 holds them */
+	const float k[2] = {0.333251953125f, -2.5f}, b = 0.0999755859375f;
+	char p[512];
+	void *m16 = NULL, *m32 = NULL;
+	uint8_t *wide = NULL;
+	size_t len = 0, len32 = 0, wlen = 0, widened = 0, n_fp16_off = 0;
+	float x[32], y16[64], y32[64];
+	pm_err err = {{0}};
+	int i;
+
+	snprintf(p, sizeof p, "%s/half.onnx", tmpdir);
+	CHECK_INT(pm_read_file(p, 1 << 20, &m16, &len, &err), PM_OK);
+	snprintf(p, sizeof p, "%s/tiny.onnx", tmpdir);
+	CHECK_INT(pm_read_file(p, 1 << 20, &m32, &len32, &err), PM_OK);
+	if (!m16 || !m32)
+		goto out;
+	CHECK_INT(pm_onnx_to_fp32(m16, len, &wide, &wlen, &widened, &err),
+		  PM_OK);
+	/* k and b, both Casts' "to" (one already float), xh's value type */
+	CHECK_INT((int)widened, 4);
+	CHECK(wide != NULL && wlen > len);
+	for (i = 0; i < 32; i++)
+		x[i] = 0.1f * (float)i + 0.01f;
+	CHECK(run_xy(m16, len, x, y16));
+	CHECK(wide && run_xy(wide, wlen, x, y32));
+	for (i = 0; i < 64; i++) { /* y = [a, a], a = x * k + b */
+		float want = x[i % 32] * k[i % 32 / 16] + b;
+		CHECK(fabsf(y32[i] - want) <= 1e-6f * (1 + fabsf(want)));
+		n_fp16_off += fabsf(y16[i] - want) > 1e-5f;
+	}
+	/* the float16 graph rounds: proof that the widened one does not */
+	CHECK(n_fp16_off > 0);
+	/* a float32 model: nothing to do */
+	free(wide);
+	wide = (uint8_t *)1;
+	CHECK_INT(pm_onnx_to_fp32(m32, len32, &wide, &wlen, &widened, &err),
+		  PM_OK);
+	CHECK(wide == NULL && widened == 0);
+	/* every prefix of the model, and garbage: no crash, a clear answer */
+	for (size_t cut = 0; cut < len; cut++) {
+		pm_status s =
+		    pm_onnx_to_fp32(m16, cut, &wide, &wlen, &widened, &err);
+		CHECK(s == PM_OK || s == PM_ERR_UNSUPPORTED);
+		CHECK(s == PM_OK || (wide == NULL && err.msg[0]));
+		free(wide);
+		wide = NULL;
+	}
+	memset(m32, 0xff, len32);
+	CHECK_INT(pm_onnx_to_fp32(m32, len32, &wide, &wlen, &widened, &err),
+		  PM_ERR_UNSUPPORTED);
+	CHECK(strstr(err.msg, "onnx fp32") != NULL);
+out:
+	free(m16);
+	free(m32);
 }
 
 /* A descriptor that must fail with status want and a message containing
@@ -615,6 +723,7 @@ int main(int argc, char **argv)
 		test_bad_descriptors();
 		test_edge_corpus();
 		test_isnet_wrong_model();
+		test_fp32();
 	} else {
 		CHECK(0);
 	}
