@@ -43,7 +43,8 @@ const pm_opt pm_opts[] = {
     {"run status dlq serve search dupes", "db", 0, "FILE", "OUT/pixmill.db",
      "store: an SQLite file (or sqlite:PATH)", OPT_DB},
     {"run", "pipeline", 'p', "NAME|FILE", "thumbnails",
-     "built-in pipeline (thumbnails, hashes, ocr, recipes, cutout, ads) "
+     "built-in pipeline (thumbnails, hashes, ocr, recipes, cutout, ads, "
+     "catalog) "
      "or a pipeline JSON file",
      OPT_PIPELINE},
     {"run serve", "workers", 'j', "N", "number of cores",

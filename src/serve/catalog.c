@@ -82,6 +82,25 @@ static int near_of(const pm_hashset *hs, const pm_image_info *in,
 			       hits);
 }
 
+/* The outputs of the asset in, as a new array; NULL after an error put in
+ * *s and e. */
+static json_t *outputs_of(pm_store *st, const pm_image_info *in, pm_status *s,
+			  pm_err *e)
+{
+	json_t *outs = json_array();
+
+	if (!outs) {
+		*s = pm_fail(e, PM_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	*s = srv_outputs_json(st, in->sha256, in->pipeline_hash, outs, e);
+	if (*s) {
+		json_decref(outs);
+		return NULL;
+	}
+	return outs;
+}
+
 /* ---- GET /api/images ---- */
 
 typedef struct gallery_ctx {
@@ -112,18 +131,11 @@ static int gallery_cb(const pm_image_info *in, void *ud)
 		c->more = true;
 		return 1;
 	}
+	outs = outputs_of(c->st, in, &c->err, &c->e);
+	if (!outs)
+		return 1;
 	meta = in->meta_json ? json_loads(in->meta_json, 0, NULL) : NULL;
 	v = view_of(meta);
-	outs = json_array();
-	if (outs) {
-		c->err = srv_outputs_json(c->st, in->sha256, in->pipeline_hash,
-					  outs, &c->e);
-		if (c->err) {
-			json_decref(outs);
-			json_decref(meta);
-			return 1;
-		}
-	}
 	j = json_pack("{s:s,s:s?,s:i,s:i,s:I,s:s?,s:s?,s:I,s:b,s:b,s:s?,s:O?,"
 		      "s:f,s:o}",
 		      "sha256", in->sha256, "format", in->format, "width",
@@ -253,13 +265,14 @@ static json_t *num_or_null(double v)
 static int asset_cb(const pm_image_info *in, void *ud)
 {
 	page_ctx *c = ud;
-	json_t *meta =
-	    in->meta_json ? json_loads(in->meta_json, 0, NULL) : NULL;
-	json_t *colors =
-	    in->colors_json ? json_loads(in->colors_json, 0, NULL) : NULL;
-	json_t *outs = json_array(), *j;
+	json_t *meta, *colors, *j;
+	json_t *outs = outputs_of(c->st, in, &c->err, &c->e);
 	char ph[17] = "";
 
+	if (!outs)
+		return 1;
+	meta = in->meta_json ? json_loads(in->meta_json, 0, NULL) : NULL;
+	colors = in->colors_json ? json_loads(in->colors_json, 0, NULL) : NULL;
 	if (json_array_size(c->assets) == 0) {
 		c->first = *in;
 		snprintf(c->sha, sizeof c->sha, "%s", in->sha256);
@@ -275,16 +288,6 @@ static int asset_cb(const pm_image_info *in, void *ud)
 	if (in->has_phash)
 		snprintf(ph, sizeof ph, "%016llx",
 			 (unsigned long long)in->phash);
-	if (outs) {
-		c->err = srv_outputs_json(c->st, in->sha256, in->pipeline_hash,
-					  outs, &c->e);
-		if (c->err) {
-			json_decref(outs);
-			json_decref(meta);
-			json_decref(colors);
-			return 1;
-		}
-	}
 	j = json_pack("{s:s,s:s?,s:i,s:i,s:I,s:s?,s:O?,s:o,s:O?,s:f,s:o}",
 		      "pipeline_hash", in->pipeline_hash, "format", in->format,
 		      "width", in->width, "height", in->height, "bytes",

@@ -279,6 +279,10 @@ pm_status pm_store_images(pm_store *s, const pm_image_query *q,
 {
 	if (!q)
 		return pm_fail(err, PM_ERR_USAGE, "images: no query");
+	if (!s->be->images) /* a backend without the gallery query */
+		return pm_fail(err, PM_ERR_STORE,
+			       "the %s store has no image gallery query",
+			       s->be->name);
 	return s->be->images(s->conn, q, cb, ud, err);
 }
 
