@@ -896,6 +896,7 @@
     $('img-caption').textContent = '';
     setStatus($('img-status'), 'Loading…');
     window.scrollTo(0, 0);
+    $('img-h').focus({ preventScroll: true }); // screen readers: a new page
     try {
       const d = await api('/api/images/' + encodeURIComponent(sha));
       if (seq !== pageSeq) return;
@@ -921,6 +922,9 @@
     window.scrollTo(0, mainScroll);
   }
   window.addEventListener('hashchange', route);
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && !$('image-page').hidden) location.hash = '';
+  });
 
   /* ---- failed items ---- */
 

@@ -399,8 +399,9 @@ try {
       errors3.splice(0); // the page's 404 is logged by the browser: expected
     });
 
-    await check('catalog: gallery screenshot saved and no console errors', async () => {
-      await page3.locator('[data-testid="img-back"]').click();
+    await check('catalog: Escape leaves an image page; gallery screenshot; no console errors', async () => {
+      await page3.keyboard.press('Escape');
+      await page3.locator('#main').waitFor({ state: 'visible', timeout: 5000 });
       await settle(CAT_IMAGES);
       await page3.locator('#catalog-sec').screenshot({ path: path.join(OUTDIR, 'catalog.png') });
       assert(errors3.length === 0, errors3.join(' || '));
