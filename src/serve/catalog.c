@@ -4,10 +4,13 @@
  * tags, the items made from it, its duplicates and similar images).
  *
  * Both are quick handlers on the HTTP threads: every answer is a few store
- * queries plus, for duplicates and similar images, one exact scan of the
- * stored perceptual hashes and vectors (engine/search.h; ~10 ms per 10k
- * images; a gallery page filtered to duplicates compares each candidate
- * with every hash, n^2 at worst: docs/API.md says so).
+ * queries plus, for duplicates and similar images, exact scans
+ * (engine/search.h) of the stored perceptual hashes and, for one image's
+ * page, of the stored vectors, both loaded per request (6 and 36 ms at
+ * 10k images, 0.34 and 0.56 s at 100k: docs/BENCHMARKS.md "Search";
+ * kept in memory, they would cost only the scan). A gallery page filtered
+ * to duplicates compares each candidate's hash with every one, n^2
+ * Hamming distances like `pixmill dupes` (docs/API.md says so).
  *
  * Threads: srv_h_images and srv_h_image_get on libmicrohttpd's threads,
  * each with that thread's store connection (srv_store); nothing here is
