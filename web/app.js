@@ -4,7 +4,8 @@
  * from GET /api/jobs and then one EventSource per active job (at most
  * MAX_STREAMS at once: a browser keeps only six HTTP/1.1 connections per
  * host, and the others would starve); charts poll GET /api/stats; the
- * gallery GET /api/outputs; failed items GET /api/failed.
+ * gallery GET /api/outputs; the catalog and an image's page GET
+ * /api/images and /api/images/SHA256; failed items GET /api/failed.
  *
  * Data from the server (titles, keys, error messages come from users'
  * catalogs) only ever reaches the page through textContent and attribute
@@ -185,6 +186,7 @@
     // Streams carry the key in their URL: reopen them.
     for (const id of [...streams.keys()]) closeStream(id);
     galleryKey = '';
+    catKey = '';
     refreshAll();
   }
 
@@ -218,8 +220,9 @@
         const u = URL.createObjectURL(b);
         blobs.push(u);
         img.src = u;
+        // Only a link to the image itself (not one to an image's page).
         const a = img.closest('a');
-        if (a) a.href = u;
+        if (a && a.getAttribute('href') === url) a.href = u;
       })
       .catch(() => img.dispatchEvent(new Event('error')));
   }
@@ -420,6 +423,7 @@
       }
     }
     $('jobs-empty').hidden = jobs.size > 0;
+    syncJobOptions();
     openStreams();
     // A finished job the page had been following: refresh what it made.
     let ended = false;
@@ -437,6 +441,7 @@
     clearTimeout(endTimer);
     endTimer = setTimeout(() => {
       quiet(loadGallery);
+      reloadCatalog();
       quiet(loadFailed);
       quiet(loadJobs);
     }, 200);
@@ -647,6 +652,280 @@
 
   $('gallery-refresh').addEventListener('click', () => { galleryKey = ''; quiet(loadGallery); });
 
+  /* ---- catalog: the gallery with its filters, and one image's page ----
+   * GET /api/images with the filters as query parameters; a tile links to
+   * #image/SHA256, which shows the image's page (GET /api/images/SHA256)
+   * in place of the dashboard; "#" (or Back) returns to it. */
+
+  const catBlobs = [];
+  let catCursor = null;
+  let catSeq = 0; // answers of superseded queries are dropped
+  let catKey = '';
+  let catShown = 0;
+
+  function baseName(p) {
+    const s = String(p || '');
+    const i = s.lastIndexOf('/');
+    return i >= 0 ? s.slice(i + 1) : s;
+  }
+
+  function imageLabel(x) {
+    return x.title || baseName(x.image) || String(x.sha256 || '').slice(0, 12) || '(untitled)';
+  }
+
+  function catalogQuery() {
+    const q = new URLSearchParams();
+    const text = $('cat-q').value.trim();
+    const tag = $('cat-tag').value.trim();
+    if (text) q.set('q', text);
+    if ($('cat-job').value) q.set('job', $('cat-job').value);
+    if ($('cat-format').value) q.set('format', $('cat-format').value);
+    if (tag) q.set('tag', tag);
+    if ($('cat-text').checked) q.set('has_text', 'true');
+    if ($('cat-caption').checked) q.set('has_caption', 'true');
+    if ($('cat-dupes').checked) q.set('duplicates', 'true');
+    q.set('limit', '48');
+    return q;
+  }
+
+  function catalogTile(x) {
+    const label = imageLabel(x);
+    const chips = [];
+    if (x.has_text) chips.push(el('span', { class: 'chip text', text: 'text' }));
+    if (x.duplicate) {
+      chips.push(el('span', {
+        class: 'chip dup', text: x.items > 1 ? x.items + ' copies' : 'near duplicate',
+      }));
+    }
+    for (const t of (Array.isArray(x.tags) ? x.tags : []).slice(0, 3)) {
+      chips.push(el('span', { class: 'chip', text: t }));
+    }
+    const size = x.width && x.height ? x.width + '×' + x.height : '';
+    return el('li', { dataset: { testid: 'catalog-item', sha256: x.sha256 || '' } },
+      el('a', { href: '#image/' + x.sha256, 'aria-label': 'Open ' + label },
+        el('figure', null,
+          thumb(pickOutput(x.outputs, 256), label, catBlobs),
+          el('figcaption', null,
+            el('span', { class: 'name', text: label }),
+            x.caption ? el('span', { class: 'caption', text: x.caption }) : null,
+            el('span', { class: 'meta', text: [x.format, size, fmtBytes(x.bytes)].filter(Boolean).join(' · ') }),
+            chips.length ? el('span', { class: 'chips' }, ...chips) : null))));
+  }
+
+  async function loadCatalog(more) {
+    const q = catalogQuery();
+    if (more && catCursor) q.set('cursor', catCursor);
+    const seq = ++catSeq;
+    const status = $('catalog-status');
+    let r;
+    try {
+      r = await api('/api/images?' + q.toString());
+    } catch (e) {
+      if (seq === catSeq) setStatus(status, 'Catalog: ' + errText(e), 'error');
+      throw e;
+    }
+    if (seq !== catSeq) return;
+    const imgs = (r && r.images) || [];
+    const key = q.toString() + '\n' + imgs.map((x) => [x.sha256, x.items, x.caption].join('|')).join('\n');
+    if (!more && key === catKey) return;
+    const ul = $('catalog');
+    if (!more) {
+      catKey = key;
+      revoke(catBlobs);
+      ul.replaceChildren(...imgs.map(catalogTile));
+      catShown = imgs.length;
+    } else {
+      ul.append(...imgs.map(catalogTile));
+      catShown += imgs.length;
+    }
+    catCursor = r && r.next_cursor ? r.next_cursor : null;
+    $('catalog-more').hidden = !catCursor;
+    const filtered = [...q.keys()].some((k) => k !== 'limit' && k !== 'cursor');
+    setStatus(status, catShown
+      ? catShown + (catCursor ? '+' : '') + ' image' + (catShown === 1 && !catCursor ? '' : 's') +
+        (filtered ? ' match' + (catShown === 1 && !catCursor ? 'es' : '') + ' the filters.' : '.')
+      : (filtered ? 'No image matches the filters.' : 'No images yet: run a catalog (pipeline "catalog").'));
+  }
+
+  function reloadCatalog() {
+    catKey = '';
+    catCursor = null;
+    quiet(() => loadCatalog(false));
+  }
+
+  let catTimer = 0;
+  $('catalog-filters').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    reloadCatalog();
+  });
+  $('catalog-filters').addEventListener('input', (ev) => {
+    if (ev.target.type !== 'search' && ev.target.type !== 'text') return;
+    clearTimeout(catTimer);
+    catTimer = setTimeout(reloadCatalog, 300);
+  });
+  $('catalog-filters').addEventListener('change', (ev) => {
+    if (ev.target.type === 'search' || ev.target.type === 'text') return;
+    reloadCatalog();
+  });
+  $('catalog-refresh').addEventListener('click', reloadCatalog);
+  $('catalog-more').addEventListener('click', () => quiet(() => loadCatalog(true)));
+
+  // The job filter lists the jobs the page knows, newest first.
+  function syncJobOptions() {
+    const sel = $('cat-job');
+    const want = sel.value;
+    const ids = [...jobs.keys()].sort((a, b) => b - a);
+    const key = ids.map((id) => id + ':' + ((jobs.get(id).job || {}).name || '')).join(',');
+    if (sel.dataset.key === key) return;
+    sel.dataset.key = key;
+    sel.replaceChildren(el('option', { value: '', text: 'all jobs' }),
+      ...ids.map((id) => {
+        const j = jobs.get(id).job || {};
+        return el('option', { value: String(id), text: '#' + id + (j.name ? ' ' + j.name : '') + (j.pipeline ? ' (' + j.pipeline + ')' : '') });
+      }));
+    sel.value = ids.includes(Number(want)) ? want : '';
+  }
+
+  /* One image's page. */
+  const pageBlobs = [];
+  let pageSeq = 0;
+  let mainScroll = 0;
+
+  function linkTile(sha, label, detail) {
+    return el('li', { dataset: { testid: 'img-neighbour', sha256: sha } },
+      el('a', { href: '#image/' + sha, 'aria-label': 'Open ' + label },
+        el('figure', null, thumb(detail.out, label, pageBlobs),
+          el('figcaption', null, label, el('span', { class: 'meta', text: detail.meta })))));
+  }
+
+  function fact(dl, name, value) {
+    if (value === undefined || value === null || value === '') return;
+    dl.append(el('dt', { text: name }), el('dd', null, value));
+  }
+
+  function renderImage(d) {
+    const a0 = (d.assets || [])[0] || {};
+    const items = d.items || [];
+    const label = imageLabel({ title: d.title, image: items.length ? items[0].image : '', sha256: d.sha256 });
+    $('img-h').textContent = label;
+    document.title = label + ' · pixmill';
+    const big = pickOutput(a0.outputs, 1024);
+    $('img-main').replaceChildren(big ? el('a', { href: big.url }, thumb(big, label, pageBlobs)) : thumb(null));
+
+    const an = d.analysis || {};
+    $('img-caption').textContent = an.caption ||
+      'No caption: no vision model has described this image. The catalog pipeline runs the analyze stage when PIXMILL_VISION_URL and PIXMILL_VISION_MODEL are set.';
+    $('img-caption').classList.toggle('empty', !an.caption);
+    $('img-tags').replaceChildren(...(Array.isArray(an.tags) ? an.tags : []).map((t) => el('li', null,
+      el('button', {
+        type: 'button', class: 'small', text: t, 'aria-label': 'Show images tagged ' + t,
+        onclick: () => {
+          $('cat-tag').value = t;
+          location.hash = '';
+          reloadCatalog();
+        },
+      }))));
+
+    const ocr = d.ocr || {};
+    const text = typeof ocr.text === 'string' ? ocr.text.trim() : '';
+    $('img-ocr').textContent = text || (d.ocr ? 'No text found.' : 'Not read: the pipeline had no ocr stage.');
+    $('img-ocr-conf').textContent = text && typeof ocr.confidence === 'number'
+      ? '(confidence ' + fmtNum(ocr.confidence, 0) + (d.has_text ? '' : ', low: probably not text') + ')' : '';
+
+    const dl = $('img-meta');
+    dl.replaceChildren();
+    fact(dl, 'format', a0.format);
+    fact(dl, 'size', a0.width && a0.height ? a0.width + ' × ' + a0.height + ' px' : '');
+    fact(dl, 'file size', fmtBytes(a0.bytes));
+    fact(dl, 'SHA-256', d.sha256);
+    fact(dl, 'perceptual hash', a0.phash);
+    fact(dl, 'sharpness', typeof a0.sharpness === 'number' ? fmtNum(a0.sharpness, 1) : '');
+    if (a0.meta && typeof a0.meta.quality === 'number') fact(dl, 'quality score', fmtNum(a0.meta.quality, 1));
+    if (Array.isArray(a0.colors) && a0.colors.length) {
+      const sw = el('span');
+      for (const c of a0.colors) {
+        if (!c || typeof c.hex !== 'string' || !/^#[0-9a-f]{6}$/i.test(c.hex)) continue;
+        const s = el('span', { class: 'swatch', title: c.hex + (typeof c.share === 'number' ? ' ' + Math.round(c.share * 100) + '%' : '') });
+        s.style.background = c.hex;
+        sw.append(s);
+      }
+      fact(dl, 'colours', sw);
+    }
+    const det = an.details || {};
+    if (det.model) fact(dl, 'described by', det.model + (typeof det.tokens_in === 'number' ? ' (' + det.tokens_in + ' + ' + (det.tokens_out || 0) + ' tokens)' : ''));
+    fact(dl, 'processed', fmtTime(a0.created));
+    fact(dl, 'pipelines', (d.assets || []).map((a) => String(a.pipeline_hash || '').slice(0, 12)).join(', '));
+
+    $('img-items').replaceChildren(...items.map((it) => el('tr', null,
+      el('td', { text: '#' + it.job_id }), el('td', { text: it.key || '' }),
+      el('td', { class: 'img', text: it.image || '' }), el('td', { text: it.title || '' }))));
+
+    const outs = [];
+    for (const a of d.assets || []) for (const o of a.outputs || []) outs.push(o);
+    $('img-outputs').replaceChildren(...outs.map((o) => el('li', { dataset: { testid: 'img-output' } },
+      el('figure', null,
+        el('a', { href: o.url, title: 'Open ' + o.name }, thumb(pickOutput([o], 0), o.name, pageBlobs)),
+        el('figcaption', null, o.name,
+          el('span', { class: 'meta', text: [o.width && o.height ? o.width + '×' + o.height : '', fmtBytes(o.bytes)].filter(Boolean).join(' · ') }))))));
+
+    const dup = d.duplicates || {};
+    const near = Array.isArray(dup.near) ? dup.near : [];
+    const notes = [];
+    if (dup.exact) notes.push('Exact duplicates: ' + items.length + ' files or rows have these same bytes (listed above).');
+    if (near.length) notes.push(near.length + ' near duplicate' + (near.length === 1 ? '' : 's') + ' (perceptual hash within ' + dup.near_distance + ' bits):');
+    $('img-dup-note').textContent = notes.length ? notes.join(' ')
+      : 'No duplicates: no other file has these bytes, and no other image is within ' + dup.near_distance + ' bits of its perceptual hash.';
+    $('img-dupes').replaceChildren(...near.map((n) => linkTile(n.sha256, n.title || n.sha256.slice(0, 12),
+      { out: pickOutput(n.outputs, 128), meta: 'distance ' + n.distance })));
+
+    const sim = Array.isArray(d.similar) ? d.similar : [];
+    $('img-sim-empty').hidden = sim.length > 0;
+    $('img-similar').replaceChildren(...sim.map((n) => linkTile(n.sha256, n.title || n.sha256.slice(0, 12),
+      { out: pickOutput(n.outputs, 128), meta: 'similarity ' + fmtNum(n.score, 2) })));
+  }
+
+  async function showImage(sha) {
+    const seq = ++pageSeq;
+    const page = $('image-page');
+    if (!$('main').hidden) mainScroll = window.scrollY;
+    $('main').hidden = true;
+    page.hidden = false;
+    revoke(pageBlobs);
+    page.querySelectorAll('ul, tbody, dl, pre, #img-main').forEach((n) => n.replaceChildren());
+    $('img-h').textContent = sha.slice(0, 12) + '…';
+    $('img-caption').textContent = '';
+    setStatus($('img-status'), 'Loading…');
+    window.scrollTo(0, 0);
+    $('img-h').focus({ preventScroll: true }); // screen readers: a new page
+    try {
+      const d = await api('/api/images/' + encodeURIComponent(sha));
+      if (seq !== pageSeq) return;
+      setStatus($('img-status'), '');
+      renderImage(d);
+    } catch (e) {
+      if (seq === pageSeq) setStatus($('img-status'), 'Cannot show this image: ' + errText(e), 'error');
+    }
+  }
+
+  function route() {
+    const m = /^#image\/([0-9a-f]{64})$/.exec(location.hash);
+    if (m) {
+      showImage(m[1]);
+      return;
+    }
+    if ($('image-page').hidden) return;
+    pageSeq++;
+    revoke(pageBlobs);
+    $('image-page').hidden = true;
+    $('main').hidden = false;
+    document.title = 'pixmill';
+    window.scrollTo(0, mainScroll);
+  }
+  window.addEventListener('hashchange', route);
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && !$('image-page').hidden) location.hash = '';
+  });
+
   /* ---- failed items ---- */
 
   let failedKey = '';
@@ -816,6 +1095,7 @@
   function refreshAll() {
     quiet(loadJobs);
     quiet(loadGallery);
+    quiet(() => loadCatalog(false));
     quiet(loadFailed);
     quiet(loadStats);
   }
@@ -835,6 +1115,8 @@
     every(8000, loadGallery);
     every(8000, loadFailed);
     every(10000, loadHealth);
+    quiet(() => loadCatalog(false));
+    route();
   }
 
   init();

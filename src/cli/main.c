@@ -48,7 +48,8 @@ const pm_opt pm_opts[] = {
      "masked in output)",
      OPT_DB},
     {"run", "pipeline", 'p', "NAME|FILE", "thumbnails",
-     "built-in pipeline (thumbnails, hashes, ocr, recipes, cutout, ads) "
+     "built-in pipeline (thumbnails, hashes, ocr, recipes, cutout, ads, "
+     "catalog) "
      "or a pipeline JSON file",
      OPT_PIPELINE},
     {"run serve", "workers", 'j', "N", "number of cores",

@@ -2104,6 +2104,8 @@ static pm_status resolve(run *r, pm_err *err)
 		s = apply_overrides(r, err);
 	if (s)
 		return s;
+	if (pm_pipeline_note(r->pipe)) /* on stderr, like a warning */
+		pm_log(PM_LOG_INFO, "%s", pm_pipeline_note(r->pipe));
 	if (!realpath(o->catalog, r->catalog_abs))
 		return pm_fail(err, PM_ERR_NOT_FOUND, "catalog %s: %s",
 			       o->catalog, strerror(errno));

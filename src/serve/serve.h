@@ -243,6 +243,9 @@ void srv_h_asset(srv_req *q);
 void srv_h_outputs(srv_req *q);
 void srv_h_search_text(srv_req *q);
 void srv_h_search_image(srv_req *q);
+/* catalog.c */
+void srv_h_images(srv_req *q);
+void srv_h_image_get(srv_req *q);
 /* Runs on an upload worker: processes q and fills q->reply. */
 void srv_upload_work(srv *s, srv_req *q, void *wstate);
 /* Adds the outputs of asset (sha256, pipeline_hash or NULL) to arr. */

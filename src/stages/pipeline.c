@@ -24,6 +24,7 @@ struct pm_pipeline {
 	int needs_pixels;
 	int uses_row;	  /* a stage's outputs depend on the row's text */
 	int placeholders; /* a stage runs for placeholder items */
+	const char *note; /* static text: what loading left out, or NULL */
 	int n_stages;
 	const pm_stage_vt **vt; /* n_stages entries */
 };
@@ -56,11 +57,50 @@ static const struct {
 	    "{\"stage\":\"verify\"},"
 	    "{\"stage\":\"cutout\",\"engine\":\"fast\"},"
 	    "{\"stage\":\"compose\"}]}"},
+    /* A folder of images to browse and search: every stage that feeds the
+     * dashboard's gallery. CATALOG_ANALYZE is put before the embed stage
+     * when a vision endpoint is configured (see catalog_json). */
+    {"catalog", "{\"name\":\"catalog\",\"stages\":["
+		"{\"stage\":\"thumbnail\",\"sizes\":[256,1024]},"
+		"{\"stage\":\"phash\"},{\"stage\":\"colors\"},"
+		"{\"stage\":\"quality\"},{\"stage\":\"ocr\"},"
+		"{\"stage\":\"embed\"}]}"},
 };
+#define CATALOG_ANALYZE "{\"stage\":\"analyze\"},"
 
 const char *pm_pipeline_builtin_names(void)
 {
-	return "thumbnails, hashes, ocr, recipes, cutout, ads";
+	return "thumbnails, hashes, ocr, recipes, cutout, ads, catalog";
+}
+
+const char *pm_pipeline_note(const pm_pipeline *p)
+{
+	return p->note;
+}
+
+/* The catalog pipeline's JSON: the built-in one, with the analyze stage
+ * when PIXMILL_VISION_URL and PIXMILL_VISION_MODEL name a vision endpoint
+ * (the stage reads them itself). Without them the stage is left out and
+ * *note says so: a folder is still catalogued, without captions. buf is
+ * the caller's. */
+static const char *catalog_json(const char *base, char *buf, size_t size,
+				const char **note)
+{
+	const char *url = getenv("PIXMILL_VISION_URL");
+	const char *model = getenv("PIXMILL_VISION_MODEL");
+	const char *embed = strstr(base, "{\"stage\":\"embed\"}");
+
+	if (!url || !*url || !model || !*model || !embed ||
+	    strlen(base) + strlen(CATALOG_ANALYZE) >= size) {
+		*note = "catalog: no vision endpoint (set PIXMILL_VISION_URL "
+			"and PIXMILL_VISION_MODEL): the analyze stage is "
+			"skipped, images get no caption or tags";
+		return base;
+	}
+	*note = NULL;
+	snprintf(buf, size, "%.*s%s%s", (int)(embed - base), base,
+		 CATALOG_ANALYZE, embed);
+	return buf;
 }
 
 static const pm_stage_vt *const stages[] = {
@@ -179,9 +219,18 @@ pm_status pm_pipeline_load(const char *spec, pm_pipeline **out, pm_err *err)
 	size_t len;
 	pm_status s;
 
-	for (size_t i = 0; i < sizeof builtins / sizeof *builtins; i++)
-		if (strcmp(spec, builtins[i].name) == 0)
-			return pm_pipeline_parse(builtins[i].json, out, err);
+	for (size_t i = 0; i < sizeof builtins / sizeof *builtins; i++) {
+		const char *json = builtins[i].json, *note = NULL;
+		char cat[1024];
+		if (strcmp(spec, builtins[i].name) != 0)
+			continue;
+		if (strcmp(spec, "catalog") == 0)
+			json = catalog_json(json, cat, sizeof cat, &note);
+		s = pm_pipeline_parse(json, out, err);
+		if (!s)
+			(*out)->note = note;
+		return s;
+	}
 	if (!strchr(spec, '/') && !strchr(spec, '.'))
 		return pm_fail(err, PM_ERR_PIPELINE,
 			       "unknown pipeline \"%s\" (built in: %s; or give "

@@ -48,6 +48,11 @@ pm_status pm_pipeline_apply_options(pm_pipeline *p, const char *sizes,
 				    const char *formats, int quality,
 				    pm_err *err);
 
+/* What loading a built-in pipeline left out, for the user to see (the
+ * catalog pipeline without a vision endpoint skips its analyze stage), or
+ * NULL. Static text. */
+const char *pm_pipeline_note(const pm_pipeline *p);
+
 const char *pm_pipeline_name(const pm_pipeline *p);
 const char *pm_pipeline_hash(const pm_pipeline *p);	 /* 64 hex */
 const char *pm_pipeline_canonical(const pm_pipeline *p); /* JSON text */

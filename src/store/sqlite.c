@@ -258,6 +258,9 @@ enum {
 	Q_FIND_ITEMS,
 	Q_PROV_ADD,
 	Q_PROV_DAYS,
+	Q_IMAGES,
+	Q_IMAGES_MATCH,
+	Q_IMAGE_ASSETS,
 	Q_COUNT
 };
 
@@ -268,7 +271,67 @@ enum {
 	" FROM items i JOIN assets a ON a.id = i.asset_id"                     \
 	" WHERE i.state = 'done' AND (?1 = 0 OR i.job_id = ?1)"
 
+/* The gallery (pm_image_info): an asset with a title and the count of
+ * its done items, in job ?1 (0 = any). One entry per source: with a job,
+ * the asset of the job's pipeline; else the newest asset of each source.
+ * Filters: ?3 format, ?4 has OCR text, ?5 has a caption, ?6 a tag. */
+#define META(path)                                                             \
+	"CASE WHEN json_valid(a.meta_json) THEN"                               \
+	" json_extract(a.meta_json, '" path "') END"
+/* Text Tesseract is sure of: two characters or more, mean word confidence
+ * 60 or more (photos often give a few low-confidence marks). */
+#define HAS_TEXT                                                               \
+	"(length(trim(coalesce(" META(                                         \
+	    "$.ocr.text") ", ''),"                                             \
+			  " ' ' || char(9, 10, 13))) >= 2 AND coalesce(" META( \
+			      "$.ocr.confidence") ", 0) >= 60)"
+#define IMAGE_COLS                                                             \
+	"SELECT a.sha256, a.pipeline_hash, a.format, a.width, a.height,"       \
+	" a.bytes, a.phash, a.colors_json, a.sharpness, a.meta_json,"          \
+	" a.created,"                                                          \
+	" (SELECT title FROM items i WHERE i.sha256 = a.sha256"                \
+	"  AND i.title IS NOT NULL AND (?1 = 0 OR i.job_id = ?1)"              \
+	"  ORDER BY i.id DESC LIMIT 1),"                                       \
+	" (SELECT COUNT(*) FROM items i WHERE i.sha256 = a.sha256"             \
+	"  AND i.state = 'done' AND (?1 = 0 OR i.job_id = ?1)),"               \
+	" (SELECT image FROM items i WHERE i.sha256 = a.sha256"                \
+	"  AND i.state = 'done' AND (?1 = 0 OR i.job_id = ?1)"                 \
+	"  ORDER BY i.job_id, i.ordinal LIMIT 1), " HAS_TEXT
+#define IMAGE_WHERE                                                            \
+	" WHERE (CASE WHEN ?1 = 0 THEN a.id = (SELECT max(a2.id) FROM"         \
+	"  assets a2 WHERE a2.sha256 = a.sha256)"                              \
+	"  ELSE a.pipeline_hash = (SELECT pipeline_hash FROM jobs"             \
+	"  WHERE id = ?1) AND EXISTS (SELECT 1 FROM items i"                   \
+	"  WHERE i.job_id = ?1 AND i.sha256 = a.sha256"                        \
+	"  AND i.state = 'done') END)"                                         \
+	" AND (?3 IS NULL OR a.format = ?3)"                                   \
+	" AND (?4 = 0 OR " HAS_TEXT ")"                                        \
+	" AND (?5 = 0 OR coalesce(" META(                                      \
+	    "$.caption") ", '') <> '')"                                        \
+			 " AND (?6 IS NULL OR EXISTS (SELECT 1 FROM "          \
+			 "json_each(CASE WHEN"                                 \
+			 "  json_valid(a.meta_json) THEN a.meta_json ELSE "    \
+			 "'{}' END,"                                           \
+			 "  '$.analysis.tags') WHERE value = ?6))"
+
 static const char *const queries[Q_COUNT] = {
+    [Q_IMAGES] =
+	IMAGE_COLS ", 0 FROM assets a" IMAGE_WHERE " ORDER BY a.id DESC",
+    /* ?2 the FTS5 query; an image's score is its best item's (the
+     * search's BM25 weights). MATERIALIZED keeps bm25() in the query
+     * that has the MATCH. */
+    [Q_IMAGES_MATCH] =
+	"WITH m AS MATERIALIZED (SELECT rowid AS rid,"
+	" -bm25(items_fts, 4.0, 2.0, 1.0, 1.0) AS score FROM items_fts"
+	" WHERE items_fts MATCH ?2),"
+	" h AS (SELECT i.sha256, max(m.score) AS score FROM m"
+	" JOIN items i ON i.id = m.rid WHERE i.sha256 IS NOT NULL"
+	" AND (?1 = 0 OR i.job_id = ?1) GROUP BY i.sha256) " IMAGE_COLS
+	", h.score FROM assets a JOIN h ON h.sha256 = a.sha256" IMAGE_WHERE
+	" ORDER BY h.score DESC, a.id DESC",
+    [Q_IMAGE_ASSETS] = IMAGE_COLS ", 0 FROM assets a WHERE a.sha256 = ?2"
+				  " AND ?3 IS NULL AND ?4 = 0 AND ?5 = 0"
+				  " AND ?6 IS NULL ORDER BY a.id DESC",
     [Q_JOB_CREATE] =
 	"INSERT INTO jobs (key, catalog, pipeline, pipeline_hash,"
 	" pipeline_json, out_dir, state, runs, created, updated, name)"
@@ -1490,6 +1553,62 @@ out:
 	return s;
 }
 
+static pm_status sq_images(void *conn, const pm_image_query *q,
+			   int (*cb)(const pm_image_info *info, void *ud),
+			   void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c,
+				 q->sha256  ? Q_IMAGE_ASSETS
+				 : q->match ? Q_IMAGES_MATCH
+					    : Q_IMAGES,
+				 err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, q->sha256 ? 0 : q->job_id) ||
+	    b_text(st, 2, q->sha256 ? q->sha256 : q->match) ||
+	    b_text(st, 3, q->sha256 ? NULL : q->format) ||
+	    b_i64(st, 4, !q->sha256 && q->has_text) ||
+	    b_i64(st, 5, !q->sha256 && q->has_caption) ||
+	    b_text(st, 6, q->sha256 ? NULL : q->tag)) {
+		s = sq_fail(c->db, err, "images");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_image_info in = {
+		    .sha256 = col_text(st, 0),
+		    .pipeline_hash = col_text(st, 1),
+		    .format = col_text(st, 2),
+		    .width = sqlite3_column_int(st, 3),
+		    .height = sqlite3_column_int(st, 4),
+		    .bytes = sqlite3_column_int64(st, 5),
+		    .phash = (uint64_t)sqlite3_column_int64(st, 6),
+		    .has_phash = sqlite3_column_type(st, 6) != SQLITE_NULL,
+		    .colors_json = col_text(st, 7),
+		    .sharpness = sqlite3_column_type(st, 8) == SQLITE_NULL
+				     ? NAN
+				     : sqlite3_column_double(st, 8),
+		    .meta_json = col_text(st, 9),
+		    .created = sqlite3_column_double(st, 10),
+		    .title = col_text(st, 11),
+		    .items = sqlite3_column_int64(st, 12),
+		    .image = col_text(st, 13),
+		    .has_text = sqlite3_column_int(st, 14) != 0,
+		    .score = sqlite3_column_double(st, 15),
+		};
+		if (cb && cb(&in, ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "images");
+out:
+	q_done(st);
+	return s;
+}
+
 static pm_status sq_phashes(void *conn,
 			    int (*cb)(const char *sha256,
 				      const char *pipeline_hash, uint64_t phash,
@@ -1812,6 +1931,7 @@ const pm_store_backend pm_store_sqlite = {
     .recent = sq_recent,
     .search = sq_search,
     .phashes = sq_phashes,
+    .images = sq_images,
     .title = sq_title,
     .embeddings = sq_embeddings,
     .embeddings_stamp = sq_embeddings_stamp,

@@ -358,6 +358,19 @@ pm_status pm_store_search_text(pm_store *s, const pm_text_query *q,
 	return s->be->search(s->conn, q, cb, ud, err);
 }
 
+pm_status pm_store_images(pm_store *s, const pm_image_query *q,
+			  int (*cb)(const pm_image_info *info, void *ud),
+			  void *ud, pm_err *err)
+{
+	if (!q)
+		return pm_fail(err, PM_ERR_USAGE, "images: no query");
+	if (!s->be->images) /* a backend without the gallery query */
+		return pm_fail(err, PM_ERR_STORE,
+			       "the %s store has no image gallery query",
+			       s->be->name);
+	return s->be->images(s->conn, q, cb, ud, err);
+}
+
 pm_status pm_store_embeddings(pm_store *s, const char *model,
 			      int (*cb)(const char *sha256, const float *vec,
 					int dim, void *ud),

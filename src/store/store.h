@@ -398,6 +398,47 @@ pm_status pm_store_find_items(pm_store *s, int64_t job_id, const char *ref,
 			      int (*cb)(const pm_asset_item *it, void *ud),
 			      void *ud, pm_err *err);
 
+/* ---- images: the catalog gallery (serve) ---- */
+
+typedef struct pm_image_query {
+	const char *sha256; /* one source: every asset made from it, newest
+			       first (the filters below are ignored) */
+	int64_t job_id;	    /* 0 = every job: one entry per source (its
+			       newest asset); else that job's assets */
+	const char *format; /* source format ("jpeg", "png", ...) or NULL */
+	bool has_text;	    /* only images with OCR text (has_text below) */
+	bool has_caption;   /* only images with a caption (analyze) */
+	const char *tag;    /* only images the analyze stage tagged so */
+	const char *match;  /* FTS5 query (pm_store_fts_query), or NULL: ranked
+			       by its best item's BM25 instead of newest
+			       first */
+} pm_image_query;
+
+typedef struct pm_image_info {
+	const char *sha256, *pipeline_hash, *format;
+	int width, height; /* oriented source size */
+	int64_t bytes;
+	uint64_t phash;
+	bool has_phash;
+	const char *colors_json; /* or NULL */
+	double sharpness;	 /* NAN if not measured */
+	const char *meta_json;	 /* the stages' facts (ocr, caption,
+				    analysis...), or NULL */
+	double created;		 /* unix seconds */
+	const char *title;	 /* a title of an item of it, or NULL */
+	const char *image;	 /* the first item's path or URL, or NULL */
+	bool has_text;		 /* OCR text of mean word confidence >= 60 */
+	int64_t items;		 /* done items made from it (in the job) */
+	double score;		 /* BM25 with a match, else 0 */
+} pm_image_info;
+
+/* Images (assets) for the gallery and an image's page, newest first (or
+ * best match first); cb returns non-zero to stop, which is how a caller
+ * pages. The strings live only during the call. */
+pm_status pm_store_images(pm_store *s, const pm_image_query *q,
+			  int (*cb)(const pm_image_info *info, void *ud),
+			  void *ud, pm_err *err);
+
 /* A title of an item made from source sha256, "" if none. */
 pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
 			 size_t size, pm_err *err);

@@ -106,6 +106,9 @@ typedef struct pm_store_backend {
 				       const char *pipeline_hash,
 				       uint64_t phash, void *ud),
 			     void *ud, pm_err *err);
+	pm_status (*images)(void *conn, const pm_image_query *q,
+			    int (*cb)(const pm_image_info *info, void *ud),
+			    void *ud, pm_err *err);
 	pm_status (*title)(void *conn, const char *sha256, char *buf,
 			   size_t size, pm_err *err);
 	pm_status (*stats)(void *conn,

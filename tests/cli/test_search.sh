@@ -13,6 +13,9 @@
 #                 original
 #   search text   titles, categories and OCR text (written into an asset's
 #                 metadata, as the ocr stage does), filters and snippets
+#   catalog       the catalog pipeline over a folder without a vision
+#                 endpoint: its stages' results, and a note (not a
+#                 failure) that the analyze stage is skipped
 #
 # Usage: tests/cli/test_search.sh PIXMILL_BINARY
 # SEARCH_EDITS=N searches only the first N edited copies (for slow builds).
@@ -187,6 +190,27 @@ import json,sys; j=json.load(open(sys.argv[1])); print(len(j['embedding']), len(
 else
   echo "skip ONNX model tests: python3-onnx not found"
 fi
+
+# ---- the catalog pipeline without a vision endpoint ----
+# (with one: tests/dashboard/run.sh, against the vision stand-in)
+K="$T/catalog"; mkdir -p "$K/in"
+cp "$PHOTOS/opencv_fruits.jpg" "$PHOTOS/tuxpaint_jellyfish.jpg" "$K/in/"
+env -u PIXMILL_VISION_URL -u PIXMILL_VISION_MODEL \
+  "$PM" run "$K/in" --pipeline catalog --out "$K/out" --progress none >"$K/out.txt" 2>"$K/err.txt"
+eq "catalog pipeline without a vision endpoint: exit 0" $? 0
+check "catalog: a note says the analyze stage is skipped" grep -q "analyze stage is skipped" "$K/err.txt"
+eq "catalog: thumbnails 256 and 1024, OCR, pHash, colours, sharpness, embedding; no caption" "$(py "
+import json,sys
+rows=[json.loads(l) for l in open(sys.argv[1])]
+print(len(rows), all(sorted(o['name'] for o in r['outputs']) == ['1024.webp', '256.webp'] and 'ocr' in r and r.get('phash') and r.get('colors') and r.get('sharpness') is not None and 'caption' not in r for r in rows))" "$K/out/manifests/job1-run1.jsonl")" "2 True"
+eq "catalog: the stored pipeline has no analyze stage" "$(py "
+import sqlite3,sys,json; c=sqlite3.connect(sys.argv[1])
+print([s['stage'] for s in json.loads(c.execute('select pipeline_json from jobs').fetchone()[0])['stages']])" "$K/out/pixmill.db")" \
+  "['thumbnail', 'phash', 'colors', 'quality', 'ocr', 'embed']"
+env -u PIXMILL_VISION_URL -u PIXMILL_VISION_MODEL \
+  "$PM" run "$K/in" --pipeline catalog --out "$K/out" --json >"$K/run2.json" 2>"$K/err2.txt"
+eq "catalog: a second run does nothing; --json stays clean JSON on stdout" \
+  "$(py "import json,sys; print(json.load(open(sys.argv[1]))['done'])" "$K/run2.json")" 0
 
 # ---- the edge corpus through the embed stage ----
 if [ -d "$CORPUS/edge" ]; then

@@ -10,6 +10,14 @@
 //   AUTH_BASE_URL  a second server whose config has an API key
 //   API_KEY        that key
 //   UPLOAD         an image file to upload to it
+// and, for the catalog views (skipped when unset):
+//   CAT_BASE_URL   a server whose store holds a folder run through the
+//                  catalog pipeline with a vision model
+//   CAT_IMAGES     how many distinct images the folder has
+//   CAT_TEXT_FILE  the file name of its one image with text, and
+//   CAT_TEXT_WORD  a word of that text
+//   CAT_COPY       a byte copy of opencv_fruits.jpg
+//   CAT_ORIGINAL, CAT_MIRROR  a photo and its mirrored copy
 // Prints one line per check and "dashboard e2e: N passed, M failed";
 // exits 1 when any check failed.
 import { chromium } from 'playwright-core';
@@ -26,6 +34,13 @@ const JOB_TIMEOUT = Number(process.env.JOB_TIMEOUT_MS || 180000);
 const AUTH_BASE = process.env.AUTH_BASE_URL || '';
 const API_KEY = process.env.API_KEY || '';
 const UPLOAD = process.env.UPLOAD || '';
+const CAT_BASE = process.env.CAT_BASE_URL || '';
+const CAT_IMAGES = Number(process.env.CAT_IMAGES || 0);
+const CAT_TEXT_FILE = process.env.CAT_TEXT_FILE || '';
+const CAT_TEXT_WORD = process.env.CAT_TEXT_WORD || '';
+const CAT_COPY = process.env.CAT_COPY || '';
+const CAT_ORIGINAL = process.env.CAT_ORIGINAL || '';
+const CAT_MIRROR = process.env.CAT_MIRROR || '';
 
 let passed = 0;
 let failed = 0;
@@ -228,6 +243,170 @@ try {
     });
     await page2.screenshot({ path: path.join(OUTDIR, 'dashboard-auth.png'), fullPage: true }).catch(() => {});
     await ctx2.close();
+  }
+  if (CAT_BASE) {
+    // The catalog views, on a server whose store holds a folder catalogued
+    // with the catalog pipeline (run.sh): a text image, a byte copy, a
+    // mirrored copy, captions and tags from the vision stand-in.
+    const ctx3 = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: 'light' });
+    const page3 = await ctx3.newPage();
+    const errors3 = [];
+    page3.on('console', (m) => { if (m.type() === 'error') errors3.push(m.text()); });
+    page3.on('pageerror', (e) => errors3.push('page error: ' + e.message));
+    const tiles = page3.locator('[data-testid="catalog-item"]');
+    const names = () => page3.locator('[data-testid="catalog-item"] .name').allTextContents();
+    // Waits until the gallery shows exactly n tiles (the filters apply
+    // asynchronously) and returns their names.
+    const settle = async (n) => {
+      await page3.waitForFunction((k) => document.querySelectorAll('[data-testid="catalog-item"]').length === k &&
+        !document.getElementById('catalog-status').textContent.startsWith('Catalog:'), n, { timeout: 10000 });
+      return names();
+    };
+    const api3 = async (p) => {
+      const r = await fetch(CAT_BASE + p);
+      assert(r.status === 200, p + ' answered ' + r.status);
+      return r.json();
+    };
+
+    await check(`catalog: the gallery shows the ${CAT_IMAGES} distinct images of the folder`, async () => {
+      const res = await page3.goto(CAT_BASE + '/', { waitUntil: 'load' });
+      assert(res && res.status() === 200, 'GET / answered ' + (res && res.status()));
+      const got = await settle(CAT_IMAGES);
+      assert(got.includes(CAT_TEXT_FILE), 'no ' + CAT_TEXT_FILE + ' in ' + got.join(', '));
+      await page3.waitForFunction(() => [...document.querySelectorAll('[data-testid="catalog-item"] img')]
+        .every((i) => i.complete && i.naturalWidth > 0), null, { timeout: 15000 });
+    }, true);
+
+    await check('catalog: captions from the vision model show on the tiles', async () => {
+      const caps = await page3.locator('[data-testid="catalog-item"] .caption').allTextContents();
+      assert(caps.length === CAT_IMAGES, caps.length + ' captions for ' + CAT_IMAGES + ' images');
+      assert(caps.every((c) => /^a mostly \w+ image/.test(c)), 'captions: ' + caps.join(' | '));
+    });
+
+    await check('catalog: "has text" narrows the gallery to the text image', async () => {
+      await page3.check('#cat-text');
+      const got = await settle(1);
+      assert(got[0] === CAT_TEXT_FILE, 'shown: ' + got.join(', '));
+      await page3.uncheck('#cat-text');
+      await settle(CAT_IMAGES);
+    });
+
+    await check(`catalog: search for "${CAT_TEXT_WORD}" (a word in the image) finds the text image`, async () => {
+      await page3.fill('#cat-q', CAT_TEXT_WORD);
+      const got = await settle(1);
+      assert(got[0] === CAT_TEXT_FILE, 'shown: ' + got.join(', '));
+      await page3.fill('#cat-q', 'nosuchwordanywhere');
+      await settle(0);
+      const st = await page3.locator('#catalog-status').textContent();
+      assert(/No image matches/.test(st), 'status: ' + st);
+      await page3.fill('#cat-q', '');
+      await settle(CAT_IMAGES);
+    });
+
+    await check('catalog: format PNG shows only the PNG', async () => {
+      await page3.selectOption('#cat-format', 'png');
+      const got = await settle(1);
+      assert(got[0] === CAT_TEXT_FILE, 'shown: ' + got.join(', '));
+      await page3.selectOption('#cat-format', '');
+      await settle(CAT_IMAGES);
+    });
+
+    await check('catalog: "duplicates only" shows the copied image, marked with its copies', async () => {
+      await page3.check('#cat-dupes');
+      const got = await settle(1);
+      assert([CAT_COPY, 'opencv_fruits.jpg'].includes(got[0]), 'shown: ' + got.join(', '));
+      const chip = await tiles.first().locator('.chip.dup').textContent();
+      assert(chip === '2 copies', 'chip: ' + chip);
+      await page3.uncheck('#cat-dupes');
+      await settle(CAT_IMAGES);
+    });
+
+    let tag = '';
+    await check('catalog: the text image\'s page shows its OCR text, caption, tags and outputs', async () => {
+      await tiles.filter({ hasText: CAT_TEXT_FILE }).locator('a').click();
+      await page3.locator('[data-testid="image-page"]').waitFor({ state: 'visible', timeout: 5000 });
+      assert(await page3.locator('#main').isHidden(), 'the dashboard is still shown');
+      await page3.waitForFunction(() => document.getElementById('img-items').children.length > 0, null, { timeout: 10000 });
+      assert(/^#image\/[0-9a-f]{64}$/.test(new URL(page3.url()).hash), 'URL ' + page3.url());
+      const ocr = await page3.locator('[data-testid="img-ocr"]').textContent();
+      assert(ocr.toLowerCase().includes(CAT_TEXT_WORD), 'OCR text: ' + ocr);
+      const cap = await page3.locator('[data-testid="img-caption"]').textContent();
+      assert(/^a mostly \w+ image/.test(cap), 'caption: ' + cap);
+      const tags = await page3.locator('[data-testid="img-tags"] button').allTextContents();
+      assert(tags.includes('test'), 'tags: ' + tags.join(', '));
+      tag = tags[0];
+      const title = await page3.locator('[data-testid="img-title"]').textContent();
+      assert(title === CAT_TEXT_FILE, 'title ' + title);
+      await page3.waitForFunction(() => {
+        const imgs = [...document.querySelectorAll('[data-testid="img-outputs"] img')];
+        return imgs.length >= 2 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+      }, null, { timeout: 10000 });
+      const meta = await page3.locator('[data-testid="img-meta"]').textContent();
+      assert(meta.includes('png') && meta.includes('1000 × 200'), 'metadata: ' + meta);
+      await page3.screenshot({ path: path.join(OUTDIR, 'catalog-image.png'), fullPage: true });
+    });
+
+    await check('catalog: a tag on the page filters the gallery by it', async () => {
+      await page3.locator('[data-testid="img-tags"] button', { hasText: tag }).first().click();
+      await page3.locator('#main').waitFor({ state: 'visible', timeout: 5000 });
+      const want = (await api3('/api/images?limit=200&tag=' + encodeURIComponent(tag))).images.length;
+      assert(want >= 1, 'the API has no image tagged ' + tag);
+      const got = await settle(want);
+      assert(got.includes(CAT_TEXT_FILE), 'shown: ' + got.join(', '));
+      await page3.fill('#cat-tag', '');
+      await settle(CAT_IMAGES);
+    });
+
+    await check('catalog: the copied image\'s page lists both files as exact duplicates', async () => {
+      await page3.check('#cat-dupes');
+      await settle(1);
+      await tiles.first().locator('a').click();
+      await page3.waitForFunction(() => document.getElementById('img-items').children.length > 0, null, { timeout: 10000 });
+      const rows = await page3.locator('[data-testid="img-items"] tr').allTextContents();
+      assert(rows.length === 2 && rows.some((r) => r.includes(CAT_COPY)) && rows.some((r) => r.includes('opencv_fruits.jpg')),
+        'rows: ' + rows.join(' | '));
+      const note = await page3.locator('[data-testid="img-dup-note"]').textContent();
+      assert(/Exact duplicates: 2 files/.test(note), 'note: ' + note);
+      await page3.locator('[data-testid="img-back"]').click();
+      await page3.locator('#main').waitFor({ state: 'visible', timeout: 5000 });
+      await page3.uncheck('#cat-dupes');
+      await settle(CAT_IMAGES);
+    });
+
+    await check('catalog: "similar images" on a photo\'s page finds its mirrored copy', async () => {
+      await tiles.filter({ hasText: CAT_ORIGINAL }).locator('a').click();
+      await page3.waitForFunction(() => document.getElementById('img-items').children.length > 0, null, { timeout: 10000 });
+      const sim = page3.locator('[data-testid="img-similar"] [data-testid="img-neighbour"]');
+      await sim.first().waitFor({ timeout: 10000 });
+      const first = await sim.first().getAttribute('data-sha256');
+      const mirror = (await api3('/api/images?limit=200')).images.find((x) => (x.image || '').endsWith('/' + CAT_MIRROR));
+      assert(mirror, 'the API does not list ' + CAT_MIRROR);
+      assert(first === mirror.sha256, 'the most similar is ' + first + ', not the mirror ' + mirror.sha256);
+      // Following it opens the mirror's page.
+      await sim.first().locator('a').click();
+      await page3.waitForFunction((m) => location.hash === '#image/' + m &&
+        document.getElementById('img-h').textContent === 'castle-mirror.jpg', mirror.sha256, { timeout: 10000 });
+    });
+
+    await check('catalog: the API refuses bad image ids (400) and unknown ones (404)', async () => {
+      const bad = await fetch(CAT_BASE + '/api/images/not-a-hash');
+      assert(bad.status === 400, 'bad id answered ' + bad.status);
+      const none = await fetch(CAT_BASE + '/api/images/' + '0'.repeat(64));
+      assert(none.status === 404, 'unknown id answered ' + none.status);
+      await page3.goto(CAT_BASE + '/#image/' + '0'.repeat(64), { waitUntil: 'load' });
+      await page3.waitForFunction(() => /Cannot show this image/.test(document.getElementById('img-status').textContent),
+        null, { timeout: 10000 });
+      errors3.splice(0); // the page's 404 is logged by the browser: expected
+    });
+
+    await check('catalog: Escape leaves an image page; gallery screenshot; no console errors', async () => {
+      await page3.keyboard.press('Escape');
+      await page3.locator('#main').waitFor({ state: 'visible', timeout: 5000 });
+      await settle(CAT_IMAGES);
+      await page3.locator('#catalog-sec').screenshot({ path: path.join(OUTDIR, 'catalog.png') });
+      assert(errors3.length === 0, errors3.join(' || '));
+    });
+    await ctx3.close();
   }
 } catch (e) {
   if (!String(e.message).startsWith('stopped after')) fail('e2e', e);

@@ -14,6 +14,13 @@
 # output fetched with the key (a plain <img> would get 401). Then both
 # servers get SIGTERM and must drain and exit 0.
 #
+# The catalog views: a folder (examples/images, two corpus photos, a byte
+# copy of one image, a mirrored copy of another, and a rendered text
+# image) is catalogued with `pixmill run FOLDER --pipeline catalog` into a
+# third data folder, the analyze stage talking to the local vision
+# stand-in (tests/vision/server.py); a third server serves it, and e2e.mjs
+# checks the gallery, its filters and search, and the image pages.
+#
 # Prints e2e.mjs's "dashboard e2e: N passed, M failed"; exits non-zero on
 # any failure. Environment: PIXMILL, PIXMILL_CORPUS, CHROMIUM.
 set -uo pipefail
@@ -43,8 +50,10 @@ OUT=$(cd "$OUT" && pwd)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pixmill-dashboard.XXXXXX")
 PID=
 PID2=
+PID3=
+VPID=
 cleanup() {
-	for p in "$PID" "$PID2"; do
+	for p in "$PID" "$PID2" "$PID3" "$VPID"; do
 		if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
 			kill -KILL "$p" 2>/dev/null
 			wait "$p" 2>/dev/null
@@ -106,6 +115,25 @@ if [ "$ready" != 1 ]; then
 	die "server did not get ready (log: $OUT/server.log)"
 fi
 
+# ready_port PID PORTFILE: prints the port once the server PID answers
+# /health/ready (30 s at most); fails if it does not.
+ready_port() {
+	local port
+	for _ in $(seq 1 300); do
+		kill -0 "$1" 2>/dev/null || return 1
+		port=$(tr -dc 0-9 2>/dev/null <"$2")
+		if [ -n "$port" ] && python3 - "$port" <<'EOF' 2>/dev/null; then
+import sys, urllib.request
+urllib.request.urlopen("http://127.0.0.1:%s/health/ready" % sys.argv[1], timeout=2)
+EOF
+			echo "$port"
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
 # The second server: an API key is needed for everything but the page.
 API_KEY=pm-dashboard-e2e-key-$$-0123456789
 KEY_SHA=$(printf %s "$API_KEY" | "$PIXMILL" hash-key) || die "hash-key failed"
@@ -113,59 +141,74 @@ printf '{"api_keys": [{"name": "e2e", "sha256": "%s"}]}\n' "$KEY_SHA" >"$TMP/aut
 "$PIXMILL" serve --listen 127.0.0.1:0 --port-file "$TMP/port2" --data "$TMP/data2" \
 	--workers 1 --config "$TMP/auth.json" >"$OUT/server-auth.log" 2>&1 &
 PID2=$!
-PORT2=
-for _ in $(seq 1 300); do
-	kill -0 "$PID2" 2>/dev/null || break
-	PORT2=$(tr -dc 0-9 2>/dev/null <"$TMP/port2")
-	[ -n "$PORT2" ] && python3 - "$PORT2" <<'EOF' 2>/dev/null && break
-import sys, urllib.request
-urllib.request.urlopen("http://127.0.0.1:%s/health/ready" % sys.argv[1], timeout=2)
-EOF
-	PORT2=
-	sleep 0.1
-done
-[ -n "$PORT2" ] || die "the server with an API key did not get ready (log: $OUT/server-auth.log)"
+PORT2=$(ready_port "$PID2" "$TMP/port2") ||
+	die "the server with an API key did not get ready (log: $OUT/server-auth.log)"
+
+# The catalog: a folder run through the catalog pipeline, with captions
+# from the local vision stand-in, then served by a third server.
+FOLDER=$TMP/folder
+mkdir -p "$FOLDER" || die "cannot create $FOLDER"
+cp "$ROOT"/examples/images/*.jpg "$FOLDER/" || die "no examples/images"
+mapfile -t more < <(find "$CORPUS/photos" -maxdepth 1 -type f -iname '*.jpg' | LC_ALL=C sort | sed -n '4,5p')
+[ "${#more[@]}" -eq 2 ] || die "need 5 photos in $CORPUS/photos"
+cp "${more[@]}" "$FOLDER/"
+cp "$FOLDER/opencv_fruits.jpg" "$FOLDER/fruits-copy.jpg"
+vips flip "$FOLDER/palapeli_castle-maintenon.jpg" "$FOLDER/castle-mirror.jpg" horizontal ||
+	die "vips flip failed (libvips-tools)"
+vips text "$TMP/text.v" "Quarterly invoice for Zephyr Pumps" --dpi 200 &&
+	vips invert "$TMP/text.v" "$TMP/inv.v" &&
+	vips embed "$TMP/inv.v" "$FOLDER/invoice.png" 40 40 1000 200 --extend white ||
+	die "cannot render the text image"
+CAT_IMAGES=$(sha256sum "$FOLDER"/* | awk '{print $1}' | sort -u | wc -l)
+python3 "$ROOT/tests/vision/server.py" --port-file "$TMP/vport" --log "$TMP/vision.jsonl" \
+	2>"$OUT/vision-server.log" &
+VPID=$!
+for _ in $(seq 1 100); do [ -s "$TMP/vport" ] && break; sleep 0.1; done
+[ -s "$TMP/vport" ] || die "the vision stand-in did not start (log: $OUT/vision-server.log)"
+PIXMILL_VISION_URL=http://127.0.0.1:$(cat "$TMP/vport")/v1 PIXMILL_VISION_MODEL=e2e-vision \
+	"$PIXMILL" run "$FOLDER" --pipeline catalog --out "$TMP/data3/out" \
+	--db "$TMP/data3/pixmill.db" --workers 2 --quiet >"$OUT/catalog-run.log" 2>&1 ||
+	die "pixmill run --pipeline catalog failed (log: $OUT/catalog-run.log)"
+kill -TERM "$VPID" 2>/dev/null
+wait "$VPID" 2>/dev/null
+VPID=
+"$PIXMILL" serve --listen 127.0.0.1:0 --port-file "$TMP/port3" --data "$TMP/data3" \
+	--workers 1 >"$OUT/server-catalog.log" 2>&1 &
+PID3=$!
+PORT3=$(ready_port "$PID3" "$TMP/port3") ||
+	die "the catalog server did not get ready (log: $OUT/server-catalog.log)"
 
 BASE_URL=http://127.0.0.1:$PORT CATALOG=$CATALOG ITEMS=3 QUERY=Zanzibar \
 	AUTH_BASE_URL=http://127.0.0.1:$PORT2 API_KEY=$API_KEY UPLOAD=${photos[0]} \
-	OUTDIR=$OUT node "$HERE/e2e.mjs"
+	CAT_BASE_URL=http://127.0.0.1:$PORT3 CAT_IMAGES=$CAT_IMAGES CAT_TEXT_FILE=invoice.png \
+	CAT_TEXT_WORD=zephyr CAT_COPY=fruits-copy.jpg CAT_ORIGINAL=palapeli_castle-maintenon.jpg \
+	CAT_MIRROR=castle-mirror.jpg OUTDIR=$OUT node "$HERE/e2e.mjs"
 rc=$?
 
-# Graceful stop: SIGTERM drains; the process must exit 0 within 30 s.
-kill -TERM "$PID"
-stopped=0
-for _ in $(seq 1 300); do
-	kill -0 "$PID" 2>/dev/null || { stopped=1; break; }
-	sleep 0.1
-done
-if [ "$stopped" = 1 ]; then
-	wait "$PID"
-	src=$?
-	PID=
-	if [ "$src" != 0 ]; then
-		echo "FAIL server exited $src after SIGTERM (log: $OUT/server.log)"
-		rc=1
+# Graceful stop: SIGTERM drains; each server must exit 0 within 30 s.
+# stop_server PID WHAT LOG
+stop_server() {
+	local src
+	kill -TERM "$1"
+	for _ in $(seq 1 300); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$1" 2>/dev/null; then
+		echo "FAIL $2 still running 30 s after SIGTERM (log: $3)"
+		return 1
 	fi
-else
-	echo "FAIL server still running 30 s after SIGTERM (log: $OUT/server.log)"
-	rc=1
-fi
-kill -TERM "$PID2"
-for _ in $(seq 1 300); do
-	kill -0 "$PID2" 2>/dev/null || break
-	sleep 0.1
-done
-if kill -0 "$PID2" 2>/dev/null; then
-	echo "FAIL server with a key still running 30 s after SIGTERM (log: $OUT/server-auth.log)"
-	rc=1
-else
-	wait "$PID2"
+	wait "$1"
 	src=$?
-	PID2=
 	if [ "$src" != 0 ]; then
-		echo "FAIL server with a key exited $src after SIGTERM (log: $OUT/server-auth.log)"
-		rc=1
+		echo "FAIL $2 exited $src after SIGTERM (log: $3)"
+		return 1
 	fi
-fi
+	return 0
+}
+# (a server that did not stop stays in PID* for cleanup's SIGKILL)
+if stop_server "$PID" server "$OUT/server.log"; then PID=; else rc=1; fi
+if stop_server "$PID2" "server with a key" "$OUT/server-auth.log"; then PID2=; else rc=1; fi
+if stop_server "$PID3" "catalog server" "$OUT/server-catalog.log"; then PID3=; else rc=1; fi
 [ "$rc" = 0 ] && echo "screenshot: $OUT/dashboard.png"
 exit "$rc"

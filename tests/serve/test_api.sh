@@ -440,8 +440,10 @@ if [[ $allow == *GET* && $allow == *POST* ]]; then ok "PUT /api/jobs: Allow list
 s=$(req m2 "${AUTH[@]}" -X PATCH "$A/api/jobs/$J1"); experr "PATCH /api/jobs/ID: 405" m2 "$s" 405 method_not_allowed
 allow=$(hdr m2 Allow)
 if [[ $allow == *GET* && $allow == *DELETE* ]]; then ok "PATCH /api/jobs/ID: Allow lists GET and DELETE ($allow)"; else bad "PATCH /api/jobs/ID: Allow is '$allow', want both GET and DELETE"; fi
-s=$(req m3 "${AUTH[@]}" "$A/api/images"); experr "GET /api/images: 405" m3 "$s" 405
-eq "GET /api/images: Allow POST" "$(hdr m3 Allow)" POST
+s=$(req m3 "${AUTH[@]}" -X PUT "$A/api/images"); experr "PUT /api/images: 405" m3 "$s" 405 method_not_allowed
+allow=$(hdr m3 Allow)
+if [[ $allow == *GET* && $allow == *POST* ]]; then ok "PUT /api/images: Allow lists POST and GET ($allow)"; else bad "PUT /api/images: Allow is '$allow', want POST and GET"; fi
+s=$(req m4 "${AUTH[@]}" -X DELETE "$A/api/images/$(printf '%064d' 0)"); experr "DELETE /api/images/SHA: 405" m4 "$s" 405 method_not_allowed
 for lim in 0 abc -1 1001 ''; do
   s=$(req l1 "${AUTH[@]}" "$A/api/jobs?limit=$lim"); experr "/api/jobs?limit=$lim: 400" l1 "$s" 400
 done
@@ -594,6 +596,101 @@ eq "search image limit=3: at most 3" "$(jf si2 "len(d['results']) <= 3")" True
 s=$(req si3 "${AUTH[@]}" -H 'Content-Type: text/plain' --data-binary @"$T/text.txt" "$A/api/search/image"); experr "search image with text: 4xx" si3 "$s" '4[0-9][0-9]'
 s=$(req si4 "${AUTH[@]}" -X POST "$A/api/search/image"); experr "search image without a body: 400" si4 "$s" 400
 s=$(req si5 "${AUTH[@]}" -F "file=@$SMALL1" "$A/api/search/image?max_distance=65"); experr "search image max_distance=65: 400" si5 "$s" 400
+
+# ==== 6b. the catalog views: GET /api/images and /api/images/{sha256} ====
+echo "# 6b. catalog views"
+# A catalog of local files through the catalog pipeline, on a server
+# without a vision endpoint (the analyze stage is left out): a byte copy,
+# a mirrored photo and a rendered text image among them.
+unset PIXMILL_VISION_URL PIXMILL_VISION_MODEL
+mkdir -p "$T/cat"
+cp "$SMALL1" "$T/cat/fruit-copy.jpg"
+vips flip "$SMALL4" "$T/cat/castle-mirror.jpg" horizontal
+vips text "$T/cat/t.v" "Quarterly invoice for Zephyr Pumps" --dpi 200 && vips invert "$T/cat/t.v" "$T/cat/i.v" &&
+  vips embed "$T/cat/i.v" "$T/cat/invoice.png" 40 40 1000 200 --extend white
+TXT=$(sha "$T/cat/invoice.png"); FRU=$(sha "$SMALL1"); JEL=$(sha "$SMALL2"); CAS=$(sha "$SMALL4"); MIR=$(sha "$T/cat/castle-mirror.jpg")
+cat >"$T/cat.csv" <<EOF
+id,image,title
+c1,$SMALL1,Fruit bowl
+c2,$T/cat/fruit-copy.jpg,Fruit bowl again
+c3,$SMALL2,Blue jellyfish
+c4,$SMALL4,Castle in spring
+c5,$T/cat/castle-mirror.jpg,Castle mirrored
+c6,$T/cat/invoice.png,Scanned invoice
+EOF
+start_srv C --data "$T/data-c" --workers 2
+C=${SURL[C]}
+s=$(req jc1 -H 'Content-Type: text/csv' --data-binary @"$T/cat.csv" "$C/api/jobs?pipeline=catalog"); status "POST /api/jobs pipeline=catalog: 202" jc1 "$s" 202
+JCAT=$(jf jc1 "d['id']")
+wait_job "$C/api/jobs/$JCAT" "$FINAL" 300 >/dev/null; cp "$T/r/wait.b" "$T/r/jcat.b"
+eq "catalog job: done, 6 items, 0 failed, 1 duplicate" "$(jf jcat "[d['state'], d['done'], d['failed'], d['duplicates']]")" "['done', 6, 0, 1]"
+# imgs NAME QUERY: GET /api/images?QUERY; prints the sorted sha256s
+imgs() { req "$1" "$C/api/images?$2" >/dev/null; jf "$1" "' '.join(sorted(i['sha256'] for i in d['images']))"; }
+srt() { printf '%s\n' "$@" | sort | tr '\n' ' ' | sed 's/ $//'; }
+eq "GET /api/images: the 5 distinct images" "$(imgs ci0 '')" "$(srt "$FRU" "$JEL" "$CAS" "$MIR" "$TXT")"
+eq "/api/images: 256.webp and 1024.webp each, no caption or tags (no vision endpoint)" \
+  "$(jf ci0 "all(sorted(o['name'] for o in i['outputs']) == ['1024.webp', '256.webp'] and i['caption'] is None and i['tags'] is None for i in d['images'])")" True
+eq "/api/images: the copied image has 2 items and is the only duplicate" \
+  "$(jf ci0 "sorted((i['sha256'], i['items']) for i in d['images'] if i['duplicate'])")" "[('$FRU', 2)]"
+eq "/api/images: the text image has text, no photo does" "$(jf ci0 "[i['sha256'] for i in d['images'] if i['has_text']]")" "['$TXT']"
+eq "/api/images?has_text=true: the text image" "$(imgs ci1 has_text=true)" "$TXT"
+eq "/api/images?q=zephyr: found by the text in the image" "$(imgs ci2 q=zephyr)" "$TXT"
+eq "/api/images?q=QUARTERLY+pumps: every word, any case" "$(imgs ci3 'q=QUARTERLY+pumps')" "$TXT"
+eq "/api/images?q=castle: the castle and its mirror (titles)" "$(imgs ci4 q=castle)" "$(srt "$CAS" "$MIR")"
+eq "/api/images?q=castle&has_text=true: filters combine" "$(imgs ci5 'q=castle&has_text=true')" ""
+eq "/api/images?format=png" "$(imgs ci6 format=png)" "$TXT"
+eq "/api/images?format=jpeg" "$(imgs ci7 format=jpeg)" "$(srt "$FRU" "$JEL" "$CAS" "$MIR")"
+eq "/api/images?duplicates=true" "$(imgs ci8 duplicates=true)" "$FRU"
+eq "/api/images?has_caption=true: none without a vision model" "$(imgs ci9 has_caption=true)" ""
+eq "/api/images?tag=test: none" "$(imgs ci10 tag=test)" ""
+eq "/api/images?job=JOB: the job's 5" "$(imgs ci13 "job=$JCAT")" "$(srt "$FRU" "$JEL" "$CAS" "$MIR" "$TXT")"
+eq "/api/images?job=999: none" "$(imgs ci11 job=999)" ""
+# paging: 2 + 2 + 1, no repeats
+p1=$(imgs cp1 limit=2); c1=$(jf cp1 "d['next_cursor']")
+p2=$(imgs cp2 "limit=2&cursor=$c1"); c2=$(jf cp2 "d['next_cursor']")
+p3=$(imgs cp3 "limit=2&cursor=$c2"); c3=$(jf cp3 "d['next_cursor']")
+eq "/api/images paging: cursors 2, 4, then none" "$c1 $c2 $c3" "2 4 None"
+eq "/api/images paging: the pages hold the 5 images once each" "$(srt $p1 $p2 $p3)" "$(srt "$FRU" "$JEL" "$CAS" "$MIR" "$TXT")"
+# another job over one of the images, with another pipeline
+printf 'id,image,title\nx1,%s,Jellyfish thumbs\n' "$SMALL2" >"$T/cat2.csv"
+s=$(req jc2 -H 'Content-Type: text/csv' --data-binary @"$T/cat2.csv" "$C/api/jobs?pipeline=thumbnails&sizes=64"); status "a second job (thumbnails)" jc2 "$s" 202
+JC2=$(jf jc2 "d['id']")
+wait_job "$C/api/jobs/$JC2" "$FINAL" 300 >/dev/null
+eq "/api/images?job=SECOND: its one image, with that job's 64 px output" "$(req cj2 "$C/api/images?job=$JC2" >/dev/null; jf cj2 "[(i['sha256'], [o['name'] for o in i['outputs']]) for i in d['images']]")" "[('$JEL', ['64.webp'])]"
+eq "/api/images?job=CATALOG: still its 5, with the catalog outputs" "$(req cj1 "$C/api/images?job=$JCAT" >/dev/null; jf cj1 "sorted((i['sha256'], len(i['outputs'])) for i in d['images'])")" \
+  "$(python3 -c "import sys; print(sorted((s, 2) for s in sys.argv[1:]))" "$FRU" "$JEL" "$CAS" "$MIR" "$TXT")"
+eq "/api/images without a job: one entry per image (the newest asset)" "$(imgs ci12 '')" "$(srt "$FRU" "$JEL" "$CAS" "$MIR" "$TXT")"
+n6=0
+for qs in limit=0 limit=201 limit=x cursor=-1 cursor=x 'cursor=1e3' job=0 job=x has_text=maybe has_caption=2 duplicates=yes \
+  format=PNG 'format=..%2Fx' 'format=jpeg%00' "tag=$(printf 't%.0s' $(seq 65))" 'q=%22' 'q=*' 'q=%20%20'; do
+  s=$(req ch "$C/api/images?$qs")
+  c=$(jf ch "d['error']['code']" 2>/dev/null)
+  if [ "$s" != 400 ] || [ "$c" != usage ]; then n6=$((n6 + 1)); echo "   /api/images?$qs -> $s $(body ch 120)"; fi
+done
+eq "bad /api/images parameters: 400 usage" "$n6" 0
+# one image's page
+s=$(req cd1 "$C/api/images/$TXT"); status "GET /api/images/{sha256} (the text image)" cd1 "$s" 200
+eq "image page: OCR text, has_text, title, its item" "$(jf cd1 "['Zephyr' in d['ocr']['text'], d['has_text'], d['title'], [(i['job_id'], i['key'], i['title']) for i in d['items']]]")" \
+  "[True, True, 'Scanned invoice', [($JCAT, 'r6', 'Scanned invoice')]]"
+eq "image page: no caption, one asset with facts and both outputs" "$(jf cd1 "[d['analysis']['caption'], len(d['assets']), d['assets'][0]['format'], d['assets'][0]['width'], len(d['assets'][0]['phash']), sorted(o['name'] for o in d['assets'][0]['outputs'])]")" \
+  "[None, 1, 'png', 1000, 16, ['1024.webp', '256.webp']]"
+s=$(req cd2 "$C/api/images/$FRU"); status "GET /api/images/{sha256} (the copied image)" cd2 "$s" 200
+eq "image page: exact duplicates, both rows" "$(jf cd2 "[d['duplicates']['exact'], sorted(i['key'] for i in d['items'])]")" "[True, ['r1', 'r2']]"
+s=$(req cd3 "$C/api/images/$CAS"); status "GET /api/images/{sha256} (a photo with a mirrored copy)" cd3 "$s" 200
+eq "image page: the most similar image is the mirror (cosine ~1), not a pHash near duplicate" \
+  "$(jf cd3 "[d['similar'][0]['sha256'], d['similar'][0]['score'] > 0.99, d['similar'][0]['title'], d['duplicates']['exact'], '$MIR' in [n['sha256'] for n in d['duplicates']['near']]]")" \
+  "['$MIR', True, 'Castle mirrored', False, False]"
+s=$(req cd4 "$C/api/images/$JEL"); status "GET /api/images/{sha256} (two pipelines)" cd4 "$s" 200
+eq "image page: both assets, newest first; items of both jobs" "$(jf cd4 "[[len(a['outputs']) for a in d['assets']], sorted(i['job_id'] for i in d['items'])]")" "[[1, 2], [$JCAT, $JC2]]"
+s=$(req cd5 "$C/api/images/$(printf '%064d' 0)"); experr "image page: unknown sha256: 404" cd5 "$s" 404 not_found
+n7=0
+for id in nothex "${TXT^^}" "${TXT:0:63}" "${TXT}0" .. %2e%2e "$TXT%00" "..%2F..%2Fpixmill.db" "$(printf 'a%.0s' $(seq 200))"; do
+  s=$(req ch2 --path-as-is "$C/api/images/$id")
+  if [[ ! $s =~ ^(400|404)$ ]] || grep -q 'SQLite format' "$T/r/ch2.b"; then n7=$((n7 + 1)); echo "   /api/images/$id -> $s $(body ch2 120)"; fi
+done
+eq "hostile image ids: 400 or 404" "$n7" 0
+stop_srv C
+eq "catalog server: exit 0 after SIGTERM" "$SRC" 0
 
 # ==== 7. compression ====
 echo "# 7. compression"

@@ -186,6 +186,55 @@ static void test_pipeline_parse(void)
 		  PM_ERR_PIPELINE);
 }
 
+/* The catalog pipeline: the analyze stage only with a vision endpoint
+ * (PIXMILL_VISION_URL and PIXMILL_VISION_MODEL), else a note. */
+static void test_catalog_pipeline(void)
+{
+	pm_pipeline *p = NULL, *q = NULL;
+	pm_err e;
+	const char *c, *an, *emb;
+
+	unsetenv("PIXMILL_VISION_URL");
+	unsetenv("PIXMILL_VISION_MODEL");
+	CHECK_INT(pm_pipeline_load("catalog", &p, &e), PM_OK);
+	if (!p)
+		return;
+	c = pm_pipeline_canonical(p);
+	CHECK(strstr(c, "\"stage\":\"analyze\"") == NULL);
+	CHECK(strstr(c, "\"stage\":\"ocr\"") != NULL);
+	CHECK(strstr(c, "\"stage\":\"embed\"") != NULL);
+	CHECK(strstr(c, "\"sizes\":[256,1024]") != NULL);
+	CHECK(pm_pipeline_note(p) &&
+	      strstr(pm_pipeline_note(p), "analyze stage is skipped"));
+	/* a URL without a model is not an endpoint */
+	setenv("PIXMILL_VISION_URL", "http://127.0.0.1:9/v1", 1);
+	CHECK_INT(pm_pipeline_load("catalog", &q, &e), PM_OK);
+	if (q)
+		CHECK_STR(pm_pipeline_hash(q), pm_pipeline_hash(p));
+	pm_pipeline_free(q);
+	q = NULL;
+	setenv("PIXMILL_VISION_MODEL", "vision-m1", 1);
+	CHECK_INT(pm_pipeline_load("catalog", &q, &e), PM_OK);
+	if (q) {
+		c = pm_pipeline_canonical(q);
+		an = strstr(c, "\"stage\":\"analyze\"");
+		emb = strstr(c, "\"stage\":\"embed\"");
+		CHECK(an && emb && an < emb);
+		CHECK(strstr(c, "\"model\":\"vision-m1\"") != NULL);
+		CHECK(pm_pipeline_note(q) == NULL);
+		CHECK(strcmp(pm_pipeline_hash(q), pm_pipeline_hash(p)) != 0);
+	}
+	pm_pipeline_free(q);
+	pm_pipeline_free(p);
+	unsetenv("PIXMILL_VISION_URL");
+	unsetenv("PIXMILL_VISION_MODEL");
+	/* the other built-ins have no note */
+	CHECK_INT(pm_pipeline_load("thumbnails", &p, &e), PM_OK);
+	if (p)
+		CHECK(pm_pipeline_note(p) == NULL);
+	pm_pipeline_free(p);
+}
+
 static void test_pipeline_run(void)
 {
 	pm_pipeline *p;
@@ -287,6 +336,7 @@ int main(int argc, char **argv)
 	pm_image_global_init();
 	test_probe_decode();
 	test_pipeline_parse();
+	test_catalog_pipeline();
 	test_pipeline_run();
 	vips_shutdown();
 	TEST_DONE();

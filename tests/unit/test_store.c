@@ -1,6 +1,7 @@
 /* test_store.c — unit tests of the store: schema and migrations, jobs,
  * batched item/asset/output writes, resume state, dedup, failure grouping,
- * reader isolation and the full-text index.
+ * reader isolation, the full-text index and the gallery query
+ * (pm_store_images).
  *
  * One conformance suite for every backend: the cases in conformance[] use
  * the store API (and a few raw SQL checks valid on both) and run against
@@ -1623,6 +1624,171 @@ static void test_pg_reconnect(void)
 	pm_store_close(s);
 }
 
+/* ---- images: the gallery query (pm_store_images) ---- */
+
+typedef struct image_list {
+	int n;
+	char sha[8][16];
+	char title[8][32];
+	int64_t items[8];
+	bool has_text[8];
+	char ph[8][8];
+	int stop_after; /* 0 = all */
+} image_list;
+
+static int image_cb(const pm_image_info *in, void *ud)
+{
+	image_list *l = ud;
+	if (l->n < 8) {
+		snprintf(l->sha[l->n], sizeof l->sha[0], "%s", in->sha256);
+		snprintf(l->title[l->n], sizeof l->title[0], "%s",
+			 in->title ? in->title : "-");
+		snprintf(l->ph[l->n], sizeof l->ph[0], "%s", in->pipeline_hash);
+		l->items[l->n] = in->items;
+		l->has_text[l->n] = in->has_text;
+	}
+	l->n++;
+	return l->stop_after && l->n >= l->stop_after;
+}
+
+static int images(pm_store *s, const pm_image_query *q, image_list *l)
+{
+	pm_err err = {{0}};
+	memset(l, 0, sizeof *l);
+	return pm_store_images(s, q, image_cb, l, &err);
+}
+
+static void test_images(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, job2 = 0;
+	image_list l;
+	char match[64];
+
+	CHECK_INT(pm_store_open(dbpath("images.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	pm_job_spec spec2 = spec1;
+	spec2.key = "cccc";
+	spec2.pipeline_hash = "ph2";
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_job_open(s, &spec2, &job2, NULL, &err), PM_OK);
+
+	/* job 1 (ph1): A with confident text, a caption and tags, on two
+	 * rows; B with low-confidence marks (not text); C a PNG with a
+	 * broken meta. Job 2 (ph2): B again, by another pipeline. */
+	pm_asset_rec a = asset_rec("sha-A"), b = asset_rec("sha-B"),
+		     c = asset_rec("sha-C"), b2 = asset_rec("sha-B");
+	a.meta_json = "{\"ocr\":{\"text\":\"Zephyr pumps\",\"confidence\":91},"
+		      "\"caption\":\"A pump on a bench.\",\"analysis\":"
+		      "{\"caption\":\"A pump on a bench.\",\"tags\":"
+		      "[\"pump\",\"metal\"]}}";
+	b.meta_json = "{\"ocr\":{\"text\":\" |~ \\n\",\"confidence\":30}}";
+	c.meta_json = "not json {";
+	c.format = "png";
+	b2.pipeline_hash = "ph2";
+	b2.meta_json = NULL;
+	pm_item_rec it[5];
+	const char *keys[5] = {"r1", "r2", "r3", "r4", "r1"};
+	for (int i = 0; i < 5; i++) {
+		it[i] = item_rec(i < 4 ? job : job2, keys[i]);
+		it[i].ordinal = (uint64_t)(i < 4 ? i + 1 : 1);
+	}
+	it[0].sha256 = "sha-A";
+	it[0].asset = &a;
+	it[0].title = "Pump";
+	it[1].sha256 = "sha-A";
+	it[1].duplicate = true;
+	it[1].title = "Pump copy";
+	it[2].sha256 = "sha-B";
+	it[2].asset = &b;
+	it[2].title = "Meadow";
+	it[3].sha256 = "sha-C";
+	it[3].asset = &c;
+	it[3].title = NULL;
+	it[3].image = "/photos/c.png";
+	it[4].sha256 = "sha-B";
+	it[4].asset = &b2;
+	it[4].title = "Meadow again";
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(pm_store_put_item(s, &it[i], &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+
+	/* every source once, newest asset first (B by ph2, made last) */
+	CHECK_INT(images(s, &(pm_image_query){0}, &l), PM_OK);
+	CHECK_INT(l.n, 3);
+	CHECK_STR(l.sha[0], "sha-B");
+	CHECK_STR(l.ph[0], "ph2");
+	CHECK_STR(l.sha[1], "sha-C");
+	CHECK_STR(l.sha[2], "sha-A");
+	CHECK_INT(l.items[2], 2);
+	CHECK(l.has_text[2] && !l.has_text[0] && !l.has_text[1]);
+	/* a job: its assets, its items only */
+	CHECK_INT(images(s, &(pm_image_query){.job_id = job}, &l), PM_OK);
+	CHECK_INT(l.n, 3);
+	CHECK_STR(l.sha[0], "sha-C");
+	CHECK_STR(l.ph[1], "ph1");
+	CHECK_STR(l.title[1], "Meadow");
+	CHECK_INT(images(s, &(pm_image_query){.job_id = job2}, &l), PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.title[0], "Meadow again");
+	CHECK_INT(l.items[0], 1);
+	CHECK_INT(images(s, &(pm_image_query){.job_id = 999}, &l), PM_OK);
+	CHECK_INT(l.n, 0);
+	/* filters: confident text only, caption, tag, format */
+	CHECK_INT(images(s, &(pm_image_query){.has_text = true}, &l), PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.sha[0], "sha-A");
+	CHECK_INT(images(s, &(pm_image_query){.has_caption = true}, &l), PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_INT(images(s, &(pm_image_query){.tag = "metal"}, &l), PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_INT(images(s, &(pm_image_query){.tag = "pum"}, &l), PM_OK);
+	CHECK_INT(l.n, 0);
+	CHECK_INT(images(s, &(pm_image_query){.format = "png"}, &l), PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.sha[0], "sha-C");
+	CHECK_STR(l.title[0], "-");
+	/* text: titles and image text, every word; combined with a job */
+	CHECK(pm_store_fts_query("zephyr", match, sizeof match));
+	CHECK_INT(images(s, &(pm_image_query){.match = match}, &l), PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.sha[0], "sha-A");
+	CHECK(pm_store_fts_query("meadow", match, sizeof match));
+	CHECK_INT(images(s, &(pm_image_query){.match = match}, &l), PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.sha[0], "sha-B");
+	CHECK_INT(
+	    images(s, &(pm_image_query){.match = match, .job_id = job2}, &l),
+	    PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.ph[0], "ph2");
+	CHECK_INT(
+	    images(s, &(pm_image_query){.match = match, .has_text = true}, &l),
+	    PM_OK);
+	CHECK_INT(l.n, 0);
+	/* one source: every asset of it, filters ignored */
+	CHECK_INT(images(s,
+			 &(pm_image_query){.sha256 = "sha-B", .has_text = true},
+			 &l),
+		  PM_OK);
+	CHECK_INT(l.n, 2);
+	CHECK_STR(l.ph[0], "ph2");
+	CHECK_STR(l.ph[1], "ph1");
+	CHECK_INT(images(s, &(pm_image_query){.sha256 = "sha-none"}, &l),
+		  PM_OK);
+	CHECK_INT(l.n, 0);
+	/* the callback stops the scan */
+	memset(&l, 0, sizeof l);
+	l.stop_after = 2;
+	CHECK_INT(pm_store_images(s, &(pm_image_query){0}, image_cb, &l, &err),
+		  PM_OK);
+	CHECK_INT(l.n, 2);
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -1645,6 +1811,7 @@ int main(void)
 	test_newer();
 	test_migration_text();
 	test_provider_days();
+	test_images();
 	for (int i = 0; i < n_conf; i++)
 		conformance[i]();
 
