@@ -226,6 +226,7 @@ enum {
 	Q_JOBS,
 	Q_JOB_FAILURES,
 	Q_JOB_COUNTS,
+	Q_JOB_ADS,
 	Q_ITEM_STATE,
 	Q_ASSET_EXISTS,
 	Q_ASSET_INSERT,
@@ -348,6 +349,19 @@ static const char *const queries[Q_COUNT] = {
 		     " COUNT(*) FILTER (WHERE state = 'failed'),"
 		     " COUNT(*) FILTER (WHERE state = 'done' AND duplicate)"
 		     " FROM items WHERE job_id = $1",
+    /* Placeholders and cutouts among the job's done, non-duplicate items
+     * (as sqlite.c: cutout.skipped is a JSON boolean, 0/1 accepted). */
+    [Q_JOB_ADS] =
+	"SELECT"
+	" COUNT(*) FILTER (WHERE m.j ->> 'placeholder' IS NOT NULL),"
+	" COUNT(*) FILTER (WHERE m.j #>> '{cutout,skipped}'"
+	"  IN ('false', '0')),"
+	" COUNT(*) FILTER (WHERE m.j #>> '{cutout,skipped}'"
+	"  IN ('true', '1'))"
+	" FROM items i JOIN assets a ON a.id = i.asset_id"
+	" CROSS JOIN LATERAL (SELECT pixmill_meta(a.meta_json) AS j) m"
+	" WHERE i.job_id = $1 AND i.state = 'done'"
+	" AND NOT i.duplicate",
     [Q_ITEM_STATE] = "SELECT state, code FROM items"
 		     " WHERE job_id = $1 AND key = $2",
     [Q_ASSET_EXISTS] = "SELECT 1 FROM assets"
@@ -1062,6 +1076,20 @@ static pm_status pg_job_net(void *conn, int64_t job_id, int64_t http_items,
 	p_i64(&p, http_items);
 	p_i64(&p, http_hits);
 	return q_exec(conn, Q_JOB_NET, &p, "job http figures", NULL, err);
+}
+
+static pm_status pg_job_ads(void *conn, int64_t job_id, int64_t out[3],
+			    pm_err *err)
+{
+	pg_params p = {0};
+	p_i64(&p, job_id);
+	PGresult *r = q_run(conn, Q_JOB_ADS, &p, 0, "job ads counts", err);
+	if (!r)
+		return FAILED(conn);
+	for (int i = 0; i < 3; i++)
+		out[i] = v_i64(r, 0, i);
+	PQclear(r);
+	return PM_OK;
 }
 
 static pm_status pg_jobs(void *conn, int64_t id, int limit,
@@ -2053,6 +2081,7 @@ const pm_store_backend pm_store_postgres = {
     .jobs = pg_jobs,
     .job_failures = pg_job_failures,
     .job_counts = pg_job_counts,
+    .job_ads = pg_job_ads,
     .failed = pg_failed,
     .retry_failed = pg_retry_failed,
     .url_get = pg_url_get,

@@ -1352,6 +1352,59 @@ static void test_migration_providers(void)
 	pm_store_close(s);
 }
 
+/* Ads counts of a job (pm_store_job_ads): placeholders, cutouts made
+ * and skipped, over the job's done items that are not duplicates. */
+static void test_job_ads(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, other = 0, ph = -1, rm = -1, sk = -1;
+	const char *meta[4] = {
+	    "{\"placeholder\":{\"reason\":\"no image\"}}",
+	    "{\"cutout\":{\"skipped\":false}}",
+	    "{\"cutout\":{\"skipped\":true,\"reason\":\"x\"}}",
+	    "{\"placeholder\":null,\"cutout\":{\"skipped\":\"maybe\"}}",
+	};
+	const char *sha[4] = {"sha-P", "sha-Q", "sha-R", "sha-S"};
+	const char *keys[4] = {"p", "q", "r", "s"};
+	pm_asset_rec a[4];
+	pm_item_rec it;
+
+	CHECK_INT(pm_store_open(store_url("ads.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	pm_job_spec spec2 = spec1;
+	spec2.key = "eeee";
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_job_open(s, &spec2, &other, NULL, &err), PM_OK);
+	for (int i = 0; i < 4; i++) {
+		a[i] = asset_rec(sha[i]);
+		a[i].meta_json = meta[i];
+		it = item_rec(job, keys[i]);
+		it.ordinal = (uint64_t)i + 1;
+		it.sha256 = sha[i];
+		it.asset = &a[i];
+		CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	}
+	/* a duplicate of the placeholder, a failed row: not counted */
+	it = item_rec(job, "p2");
+	it.ordinal = 5;
+	it.sha256 = "sha-P";
+	it.duplicate = true;
+	CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	it = item_rec(job, "bad");
+	it.ordinal = 6;
+	it.status = PM_ERR_NOT_FOUND;
+	CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	CHECK_INT(pm_store_job_ads(s, job, &ph, &rm, &sk, &err), PM_OK);
+	CHECK_INT(ph, 1);
+	CHECK_INT(rm, 1);
+	CHECK_INT(sk, 1);
+	CHECK_INT(pm_store_job_ads(s, other, &ph, &rm, &sk, &err), PM_OK);
+	CHECK_INT(ph + rm + sk, 0);
+	pm_store_close(s);
+}
+
 static void test_url_mask(void)
 {
 	char out[128];
@@ -1875,7 +1928,7 @@ int main(void)
 	    test_jobs_and_items, test_dlq,
 	    test_serve_queries,	 test_text_and_vectors,
 	    test_hostile_values, test_images,
-	    test_provider_days,
+	    test_provider_days,	 test_job_ads,
 	};
 	int n_conf = (int)(sizeof conformance / sizeof conformance[0]);
 
