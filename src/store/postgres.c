@@ -187,6 +187,32 @@ static const char *const migrations[] = {
     " END $$;"
     "CREATE TRIGGER assets_fts AFTER UPDATE OF meta_json ON assets"
     " FOR EACH ROW EXECUTE FUNCTION pixmill_assets_fts();",
+
+    /* v2: image search provider counters per UTC day (SQLite's v8), and
+     * an asset's meta_json as a jsonb object (NULL if it is not one:
+     * malformed JSON is a row's problem, never the query's) for the
+     * gallery's filters. */
+    "CREATE TABLE provider_days ("
+    " provider text NOT NULL,"
+    " day bigint NOT NULL,"
+    " requests bigint NOT NULL DEFAULT 0,"
+    " found bigint NOT NULL DEFAULT 0,"
+    " empty bigint NOT NULL DEFAULT 0,"
+    " failed bigint NOT NULL DEFAULT 0,"
+    " results bigint NOT NULL DEFAULT 0,"
+    " latency_ms double precision NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (provider, day)"
+    ");"
+    "CREATE FUNCTION pixmill_meta(meta text) RETURNS jsonb"
+    " LANGUAGE plpgsql IMMUTABLE AS $$"
+    " DECLARE j jsonb;"
+    " BEGIN"
+    "  IF meta IS NULL OR strpos(meta, '{') = 0 THEN RETURN NULL; END IF;"
+    "  BEGIN j := meta::jsonb;"
+    "  EXCEPTION WHEN others THEN RETURN NULL; END;"
+    "  IF jsonb_typeof(j) <> 'object' THEN RETURN NULL; END IF;"
+    "  RETURN j;"
+    " END $$;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -200,6 +226,7 @@ enum {
 	Q_JOBS,
 	Q_JOB_FAILURES,
 	Q_JOB_COUNTS,
+	Q_JOB_ADS,
 	Q_ITEM_STATE,
 	Q_ASSET_EXISTS,
 	Q_ASSET_INSERT,
@@ -226,6 +253,11 @@ enum {
 	Q_ASSET_ITEMS_ALL,
 	Q_ASSET_ITEMS_SHA,
 	Q_FIND_ITEMS,
+	Q_PROV_ADD,
+	Q_PROV_DAYS,
+	Q_IMAGES,
+	Q_IMAGES_MATCH,
+	Q_IMAGE_ASSETS,
 	Q_COUNT
 };
 
@@ -235,6 +267,48 @@ enum {
 	" i.sha256, a.width, a.height, a.bytes, a.phash, a.sharpness"          \
 	" FROM items i JOIN assets a ON a.id = i.asset_id"                     \
 	" WHERE i.state = 'done' AND ($1::bigint = 0 OR i.job_id = $1)"
+
+/* The gallery (pm_image_info), as in sqlite.c: an asset with a title and
+ * the count of its done items, in job $1 (0 = any). One entry per source:
+ * with a job, the asset of the job's pipeline; else the newest asset of
+ * each source. Filters: $3 format, $4 has OCR text, $5 has a caption, $6
+ * a tag (an element of analysis.tags, or that value itself if it is not
+ * an array, as json_each does). m is the asset's meta_json as a jsonb
+ * object (or NULL). */
+#define IMAGE_META                                                             \
+	" CROSS JOIN LATERAL (SELECT pixmill_meta(a.meta_json) AS m) mj"
+/* Text Tesseract is sure of: two characters or more, mean word confidence
+ * 60 or more (a confidence that is not a number is none). */
+#define HAS_TEXT                                                               \
+	"(length(btrim(coalesce(mj.m #>> '{ocr,text}', ''),"                   \
+	" ' ' || chr(9) || chr(10) || chr(13))) >= 2 AND coalesce(CASE WHEN"   \
+	" jsonb_typeof(mj.m #> '{ocr,confidence}') = 'number' THEN"            \
+	" (mj.m #>> '{ocr,confidence}')::float8 END, 0) >= 60)"
+#define IMAGE_COLS                                                             \
+	"SELECT a.sha256, a.pipeline_hash, a.format, a.width, a.height,"       \
+	" a.bytes, a.phash, a.colors_json, a.sharpness, a.meta_json,"          \
+	" a.created,"                                                          \
+	" (SELECT title FROM items i WHERE i.sha256 = a.sha256"                \
+	"  AND i.title IS NOT NULL AND ($1::bigint = 0 OR i.job_id = $1)"      \
+	"  ORDER BY i.id DESC LIMIT 1),"                                       \
+	" (SELECT COUNT(*) FROM items i WHERE i.sha256 = a.sha256"             \
+	"  AND i.state = 'done' AND ($1::bigint = 0 OR i.job_id = $1)),"       \
+	" (SELECT image FROM items i WHERE i.sha256 = a.sha256"                \
+	"  AND i.state = 'done' AND ($1::bigint = 0 OR i.job_id = $1)"         \
+	"  ORDER BY i.job_id, i.ordinal LIMIT 1), " HAS_TEXT
+#define IMAGE_WHERE                                                            \
+	" WHERE (CASE WHEN $1::bigint = 0 THEN a.id = (SELECT max(a2.id)"      \
+	"  FROM assets a2 WHERE a2.sha256 = a.sha256)"                         \
+	"  ELSE a.pipeline_hash = (SELECT pipeline_hash FROM jobs"             \
+	"  WHERE id = $1) AND EXISTS (SELECT 1 FROM items i"                   \
+	"  WHERE i.job_id = $1 AND i.sha256 = a.sha256"                        \
+	"  AND i.state = 'done') END)"                                         \
+	" AND ($3::text IS NULL OR a.format = $3)"                             \
+	" AND (NOT $4::boolean OR " HAS_TEXT ")"                               \
+	" AND (NOT $5::boolean OR coalesce(mj.m ->> 'caption', '') <> '')"     \
+	" AND ($6::text IS NULL OR jsonb_path_exists(mj.m,"                    \
+	" 'lax $.analysis.tags ? (@ == $t)', jsonb_build_object('t', "         \
+	"$6::text)))"
 
 /* Snippet markers: ts_headline marks matches with these control bytes
  * (removed from the indexed text first), which pg_search then replaces
@@ -275,6 +349,19 @@ static const char *const queries[Q_COUNT] = {
 		     " COUNT(*) FILTER (WHERE state = 'failed'),"
 		     " COUNT(*) FILTER (WHERE state = 'done' AND duplicate)"
 		     " FROM items WHERE job_id = $1",
+    /* Placeholders and cutouts among the job's done, non-duplicate items
+     * (as sqlite.c: cutout.skipped is a JSON boolean, 0/1 accepted). */
+    [Q_JOB_ADS] =
+	"SELECT"
+	" COUNT(*) FILTER (WHERE m.j ->> 'placeholder' IS NOT NULL),"
+	" COUNT(*) FILTER (WHERE m.j #>> '{cutout,skipped}'"
+	"  IN ('false', '0')),"
+	" COUNT(*) FILTER (WHERE m.j #>> '{cutout,skipped}'"
+	"  IN ('true', '1'))"
+	" FROM items i JOIN assets a ON a.id = i.asset_id"
+	" CROSS JOIN LATERAL (SELECT pixmill_meta(a.meta_json) AS j) m"
+	" WHERE i.job_id = $1 AND i.state = 'done'"
+	" AND NOT i.duplicate",
     [Q_ITEM_STATE] = "SELECT state, code FROM items"
 		     " WHERE job_id = $1 AND key = $2",
     [Q_ASSET_EXISTS] = "SELECT 1 FROM assets"
@@ -426,6 +513,36 @@ static const char *const queries[Q_COUNT] = {
 	ASSET_ITEM_COLS " AND i.sha256 = $2 ORDER BY i.job_id, i.ordinal",
     [Q_FIND_ITEMS] = ASSET_ITEM_COLS
     " AND (i.key = $2 OR i.record_id = $2) ORDER BY i.id DESC",
+    [Q_PROV_ADD] =
+	"INSERT INTO provider_days AS p (provider, day, requests, found,"
+	" empty, failed, results, latency_ms)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+	" ON CONFLICT (provider, day) DO UPDATE SET"
+	" requests = p.requests + excluded.requests,"
+	" found = p.found + excluded.found,"
+	" empty = p.empty + excluded.empty,"
+	" failed = p.failed + excluded.failed,"
+	" results = p.results + excluded.results,"
+	" latency_ms = p.latency_ms + excluded.latency_ms",
+    [Q_PROV_DAYS] = "SELECT provider, day, requests, found, empty, failed,"
+		    " results, latency_ms FROM provider_days WHERE day >= $1"
+		    " ORDER BY provider, day",
+    /* $2 (the match) is NULL here; named so that its type is known */
+    [Q_IMAGES] = IMAGE_COLS ", 0 FROM assets a" IMAGE_META IMAGE_WHERE
+			    " AND $2::text IS NULL ORDER BY a.id DESC",
+    /* $2 is pm_store_fts_query's output, as in Q_SEARCH; an image's score
+     * is its best item's (the search's weights). */
+    [Q_IMAGES_MATCH] =
+	"WITH h AS (SELECT i.sha256, max(ts_rank_cd('{0.25, 0.25, 0.5, 1.0}',"
+	" i.fts, q.tq, 1)) AS score FROM items i,"
+	" (SELECT plainto_tsquery('simple', translate($2::text, '\"', ' '))"
+	" AS tq) q WHERE i.fts @@ q.tq AND i.sha256 IS NOT NULL"
+	" AND ($1::bigint = 0 OR i.job_id = $1) GROUP BY i.sha256) " IMAGE_COLS
+	", h.score FROM assets a JOIN h ON h.sha256 = a.sha256" IMAGE_META
+	    IMAGE_WHERE " ORDER BY h.score DESC, a.id DESC",
+    /* $1 is 0: every job's items count */
+    [Q_IMAGE_ASSETS] = IMAGE_COLS ", 0 FROM assets a" IMAGE_META
+				  " WHERE a.sha256 = $2 ORDER BY a.id DESC",
 };
 
 typedef struct pg_conn {
@@ -959,6 +1076,20 @@ static pm_status pg_job_net(void *conn, int64_t job_id, int64_t http_items,
 	p_i64(&p, http_items);
 	p_i64(&p, http_hits);
 	return q_exec(conn, Q_JOB_NET, &p, "job http figures", NULL, err);
+}
+
+static pm_status pg_job_ads(void *conn, int64_t job_id, int64_t out[3],
+			    pm_err *err)
+{
+	pg_params p = {0};
+	p_i64(&p, job_id);
+	PGresult *r = q_run(conn, Q_JOB_ADS, &p, 0, "job ads counts", err);
+	if (!r)
+		return FAILED(conn);
+	for (int i = 0; i < 3; i++)
+		out[i] = v_i64(r, 0, i);
+	PQclear(r);
+	return PM_OK;
 }
 
 static pm_status pg_jobs(void *conn, int64_t id, int limit,
@@ -1835,6 +1966,104 @@ static pm_status pg_stats(void *conn,
 	return PM_OK;
 }
 
+/* ---- the gallery ---- */
+
+static pm_status pg_images(void *conn, const pm_image_query *q,
+			   int (*cb)(const pm_image_info *info, void *ud),
+			   void *ud, pm_err *err)
+{
+	int qn = q->sha256  ? Q_IMAGE_ASSETS
+		 : q->match ? Q_IMAGES_MATCH
+			    : Q_IMAGES;
+	pg_params p = {0};
+
+	p_i64(&p, q->sha256 ? 0 : q->job_id);
+	p_text(&p, q->sha256 ? q->sha256 : q->match);
+	if (qn != Q_IMAGE_ASSETS) {
+		p_text(&p, q->format);
+		p_bool(&p, q->has_text);
+		p_bool(&p, q->has_caption);
+		p_text(&p, q->tag);
+	}
+	PGresult *r = q_run(conn, qn, &p, 0, "images", err);
+	p_free(&p);
+	if (!r)
+		return FAILED(conn);
+	for (int i = 0; i < PQntuples(r); i++) {
+		pm_image_info in = {
+		    .sha256 = v_text(r, i, 0),
+		    .pipeline_hash = v_text(r, i, 1),
+		    .format = v_text(r, i, 2),
+		    .width = (int)v_i64(r, i, 3),
+		    .height = (int)v_i64(r, i, 4),
+		    .bytes = v_i64(r, i, 5),
+		    .phash = (uint64_t)v_i64(r, i, 6),
+		    .has_phash = !PQgetisnull(r, i, 6),
+		    .colors_json = v_text(r, i, 7),
+		    .sharpness = PQgetisnull(r, i, 8) ? NAN : v_dbl(r, i, 8),
+		    .meta_json = v_text(r, i, 9),
+		    .created = v_dbl(r, i, 10),
+		    .title = v_text(r, i, 11),
+		    .items = v_i64(r, i, 12),
+		    .image = v_text(r, i, 13),
+		    .has_text = v_bool(r, i, 14),
+		    .score = v_dbl(r, i, 15),
+		};
+		if (cb && cb(&in, ud))
+			break;
+	}
+	PQclear(r);
+	return PM_OK;
+}
+
+/* ---- image search provider counters ---- */
+
+static pm_status pg_provider_add(void *conn, const pm_provider_day *d,
+				 pm_err *err)
+{
+	pg_params p = {0};
+	p_text(&p, d->provider);
+	p_i64(&p, d->day);
+	p_i64(&p, d->requests);
+	p_i64(&p, d->found);
+	p_i64(&p, d->empty);
+	p_i64(&p, d->failed);
+	p_i64(&p, d->results);
+	p_dbl(&p, isfinite(d->latency_ms) ? d->latency_ms : 0);
+	pm_status s =
+	    q_exec(conn, Q_PROV_ADD, &p, "search provider counters", NULL, err);
+	p_free(&p);
+	return s;
+}
+
+static pm_status pg_provider_days(void *conn, int64_t since_day,
+				  int (*cb)(const pm_provider_day *d, void *ud),
+				  void *ud, pm_err *err)
+{
+	pg_params p = {0};
+	p_i64(&p, since_day);
+	PGresult *r =
+	    q_run(conn, Q_PROV_DAYS, &p, 0, "search provider counters", err);
+	if (!r)
+		return FAILED(conn);
+	for (int i = 0; i < PQntuples(r); i++) {
+		pm_provider_day d = {0};
+		snprintf(d.provider, sizeof d.provider, "%s",
+			 PQgetvalue(r, i, 0));
+		d.day = v_i64(r, i, 1);
+		d.requests = v_i64(r, i, 2);
+		d.found = v_i64(r, i, 3);
+		d.empty = v_i64(r, i, 4);
+		d.failed = v_i64(r, i, 5);
+		d.results = v_i64(r, i, 6);
+		d.latency_ms = v_dbl(r, i, 7);
+		if (cb(&d, ud))
+			break;
+	}
+	PQclear(r);
+	return PM_OK;
+}
+
 int pm_pg_latest_version(void)
 {
 	return N_MIGRATIONS;
@@ -1852,6 +2081,7 @@ const pm_store_backend pm_store_postgres = {
     .jobs = pg_jobs,
     .job_failures = pg_job_failures,
     .job_counts = pg_job_counts,
+    .job_ads = pg_job_ads,
     .failed = pg_failed,
     .retry_failed = pg_retry_failed,
     .url_get = pg_url_get,
@@ -1874,5 +2104,8 @@ const pm_store_backend pm_store_postgres = {
     .embedding_get = pg_embedding_get,
     .embedding_put = pg_embedding_put,
     .asset_items = pg_asset_items,
+    .images = pg_images,
     .stats = pg_stats,
+    .provider_add = pg_provider_add,
+    .provider_days = pg_provider_days,
 };

@@ -7,8 +7,9 @@
 #      plus the PostgreSQL-only cases);
 #   2. a CLI round trip: the example catalog plus two failing rows through
 #      `run`, then `status`, `search text`, `dlq list`, `dlq retry`, a
-#      resumed re-run and `serve`, each against postgres:// and against an
-#      SQLite file, comparing what they report;
+#      resumed re-run and `serve` (health, text search, the gallery
+#      /api/images), each against postgres:// and against an SQLite file,
+#      comparing what they report;
 # and stops the server and removes its directory.
 # Usage: tests/store/pg.sh BUILD_DIR (e.g. build or build-asan);
 # PG_UNIT_ONLY=1 runs part 1 only (the ASan tier: ~15 s).
@@ -126,24 +127,61 @@ grep -q '6 already processed earlier' "$T/rerun.pg" && ok "re-run resumes: 6 don
 run_both status2 status --json
 eq "status after re-run: run 2, same counts" "$(counts "$T/status2.pg")" "$(counts "$T/status2.sq")"
 
-# serve on the PostgreSQL store: health and text search over HTTP
-rm -f "$T/port"
-"$PM" serve --listen 127.0.0.1:0 --port-file "$T/port" --db "$PGDB" --data "$T/srv" >"$T/serve.log" 2>&1 &
-SRV_PID=$!
-for _ in $(seq 300); do [ -s "$T/port" ] && break; sleep 0.1; done
-SURL="http://127.0.0.1:$(head -n 1 "$T/port" 2>/dev/null)"
-for _ in $(seq 300); do
-  [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$SURL/health/ready")" = 200 ] && break; sleep 0.1
-done
+# serve_on DB TAG: serve on store DB in the background (SRV_PID), its URL
+# in SURL once /health/ready answers 200; log in $T/serve-TAG.log
+serve_on() {
+  rm -f "$T/port"
+  "$PM" serve --listen 127.0.0.1:0 --port-file "$T/port" --db "$1" --data "$T/srv-$2" >"$T/serve-$2.log" 2>&1 &
+  SRV_PID=$!
+  for _ in $(seq 300); do [ -s "$T/port" ] && break; sleep 0.1; done
+  SURL="http://127.0.0.1:$(head -n 1 "$T/port" 2>/dev/null)"
+  for _ in $(seq 300); do
+    [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$SURL/health/ready")" = 200 ] && break; sleep 0.1
+  done
+}
+serve_stop() { kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; SRV_PID=; }
+# the gallery views compared between the stores (GET /api/images); the
+# two runs made their assets in different orders (parallel workers), so a
+# view is compared as a set (the order is the unit tests' business);
+# limit=2 only by its count and cursor
+GALLERY=("" "q=fruit" "q=basket+gift" "q=picture" "format=png" "format=jpeg" "has_text=true" "limit=2")
+gallery() { # TAG: each view's images, one line each, in $T/gallery.TAG
+  local g
+  for g in "${GALLERY[@]}"; do
+    curl -s -m 10 "$SURL/api/images?$g" | python3 -c 'import json,sys
+d=json.load(sys.stdin); im=d["images"]
+print("%s|%s|%d|%s" % (sys.argv[1], d["next_cursor"], len(im), " ; ".join(sorted(
+"%s:%s:%s:%s:%s" % (i["sha256"][:12], i["format"], i["items"], i["has_text"],
+(i["title"] or "").replace("\n", " ")) for i in im))))' "$g" 2>&1
+  done >"$T/gallery.$1"
+}
+
+# serve on the PostgreSQL store: health, text search and the gallery
+serve_on "$PGDB" pg
 curl -s -m 10 "$SURL/health/ready" >"$T/health.json"
 grep -q '"store":{"status":"ok"' "$T/health.json" && ok "serve: store ok on PostgreSQL" ||
   bad "serve health: $(head -c 300 "$T/health.json")"
 curl -s -m 10 "$SURL/api/search/text?q=fruit" >"$T/http-search.json"
 eq "serve: /api/search/text finds what the CLI finds" "$(hits "$T/http-search.json")" "$(hits "$T/search.pg" 2>/dev/null; run_both search search text fruit --json; hits "$T/search.pg")"
-kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; SRV_PID=
+gallery pg
+serve_stop
+serve_on "$SQDB" sq
+gallery sq
+serve_stop
+eq "serve: the gallery (/api/images) lists the same images on both stores" "$(grep -v '^limit=' "$T/gallery.pg")" "$(grep -v '^limit=' "$T/gallery.sq")"
+for st in pg sq; do
+  eq "serve: every gallery view answered on $st" "$(grep -cE '^[^|]*\|[^|]*\|[0-9]+\|' "$T/gallery.$st")" "${#GALLERY[@]}"
+done
+n_images() { grep "^$1|" "$T/gallery.pg" | cut -d'|' -f3; }
+eq "serve: gallery of the example catalog: 5 images" "$(n_images '')" 5
+eq "serve: gallery search 'fruit': 1 image" "$(n_images q=fruit)" 1
+eq "serve: gallery search 'basket gift': 1 image" "$(n_images q=basket+gift)" 1
+for st in pg sq; do
+  eq "serve: gallery limit=2 on $st: a page of 2, next cursor 2" "$(grep '^limit=2|' "$T/gallery.$st" | cut -d'|' -f2,3)" "2|2"
+done
 
-eq "no sanitizer report in any output" "$(cat "$T"/*.pg "$T"/*.sq "$T/serve.log" | grep -cE 'ERROR: (Address|Leak)Sanitizer|runtime error:')" 0
-eq "the password appears in no output" "$(cat "$T"/*.pg "$T"/*.json "$T/serve.log" | grep -c 'pw-Secret-42')" 0
+eq "no sanitizer report in any output" "$(cat "$T"/*.pg "$T"/*.sq "$T"/serve-*.log | grep -cE 'ERROR: (Address|Leak)Sanitizer|runtime error:')" 0
+eq "the password appears in no output" "$(cat "$T"/*.pg "$T"/*.json "$T"/serve-*.log | grep -c 'pw-Secret-42')" 0
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

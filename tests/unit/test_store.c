@@ -1272,8 +1272,8 @@ static int prov_rows(const pm_provider_day *d, void *ud)
 	return 0;
 }
 
-/* Search provider counters per day: added up, listed by name and day,
- * and a v7 store migrated to have them. */
+/* Search provider counters per day: added up per (provider, day), listed
+ * by name then day from since_day on. */
 static void test_provider_days(void)
 {
 	pm_err err = {{0}};
@@ -1286,13 +1286,10 @@ static void test_provider_days(void)
 			     .results = 3,
 			     .latency_ms = 10};
 	pm_provider_day rows[4];
-	void *conn = NULL;
-	const char *p = dbpath("prov.db");
 
-	CHECK_INT(pm_sqlite_open_at(p, 7, &conn, &err), PM_OK);
-	pm_store_sqlite.close(conn);
-	CHECK_INT(pm_store_open(p, false, &s, &err), PM_OK);
-	CHECK_INT(pm_store_schema_version(s), pm_sqlite_latest_version());
+	CHECK_INT(pm_store_open(store_url("prov.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
 	CHECK_INT(pm_store_provider_add(s, &a, &err), PM_OK);
 	a.requests = 5;
 	a.failed = 1;
@@ -1310,12 +1307,101 @@ static void test_provider_days(void)
 	CHECK_INT(rows[0].day, 20000);
 	CHECK_INT(rows[0].requests, 7);
 	CHECK_INT(rows[0].found, 1);
+	CHECK_INT(rows[0].empty, 1);
 	CHECK_INT(rows[0].failed, 1);
 	CHECK_INT(rows[0].results, 3);
 	CHECK(rows[0].latency_ms == 20);
+	CHECK_STR(rows[1].provider, "google");
 	CHECK_INT(rows[1].day, 20001);
 	CHECK_INT(rows[1].requests, 5);
 	CHECK(rows[2].provider[0] == '\0');
+	/* every day: by provider name first */
+	memset(rows, 0, sizeof rows);
+	CHECK_INT(pm_store_provider_days(s, 0, prov_rows, rows, &err), PM_OK);
+	CHECK_STR(rows[0].provider, "bing");
+	CHECK_INT(rows[0].day, 19999);
+	CHECK_INT(rows[0].requests, 5);
+	CHECK_STR(rows[1].provider, "google");
+	CHECK_INT(rows[2].day, 20001);
+	pm_store_close(s);
+}
+
+/* SQLite: a v7 store (before provider_days) is migrated to have them. */
+static void test_migration_providers(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	pm_provider_day a = {.provider = "google", .day = 20000, .requests = 4};
+	pm_provider_day rows[4];
+	void *conn = NULL;
+	const char *p = dbpath("prov7.db");
+
+	CHECK_INT(pm_sqlite_open_at(p, 7, &conn, &err), PM_OK);
+	if (conn)
+		pm_store_sqlite.close(conn);
+	CHECK_INT(pm_store_open(p, false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_schema_version(s), pm_sqlite_latest_version());
+	CHECK_INT(pm_store_provider_add(s, &a, &err), PM_OK);
+	memset(rows, 0, sizeof rows);
+	CHECK_INT(pm_store_provider_days(s, 0, prov_rows, rows, &err), PM_OK);
+	CHECK_STR(rows[0].provider, "google");
+	CHECK_INT(rows[0].requests, 4);
+	CHECK(rows[1].provider[0] == '\0');
+	pm_store_close(s);
+}
+
+/* Ads counts of a job (pm_store_job_ads): placeholders, cutouts made
+ * and skipped, over the job's done items that are not duplicates. */
+static void test_job_ads(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, other = 0, ph = -1, rm = -1, sk = -1;
+	const char *meta[4] = {
+	    "{\"placeholder\":{\"reason\":\"no image\"}}",
+	    "{\"cutout\":{\"skipped\":false}}",
+	    "{\"cutout\":{\"skipped\":true,\"reason\":\"x\"}}",
+	    "{\"placeholder\":null,\"cutout\":{\"skipped\":\"maybe\"}}",
+	};
+	const char *sha[4] = {"sha-P", "sha-Q", "sha-R", "sha-S"};
+	const char *keys[4] = {"p", "q", "r", "s"};
+	pm_asset_rec a[4];
+	pm_item_rec it;
+
+	CHECK_INT(pm_store_open(store_url("ads.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	pm_job_spec spec2 = spec1;
+	spec2.key = "eeee";
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_job_open(s, &spec2, &other, NULL, &err), PM_OK);
+	for (int i = 0; i < 4; i++) {
+		a[i] = asset_rec(sha[i]);
+		a[i].meta_json = meta[i];
+		it = item_rec(job, keys[i]);
+		it.ordinal = (uint64_t)i + 1;
+		it.sha256 = sha[i];
+		it.asset = &a[i];
+		CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	}
+	/* a duplicate of the placeholder, a failed row: not counted */
+	it = item_rec(job, "p2");
+	it.ordinal = 5;
+	it.sha256 = "sha-P";
+	it.duplicate = true;
+	CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	it = item_rec(job, "bad");
+	it.ordinal = 6;
+	it.status = PM_ERR_NOT_FOUND;
+	CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	CHECK_INT(pm_store_job_ads(s, job, &ph, &rm, &sk, &err), PM_OK);
+	CHECK_INT(ph, 1);
+	CHECK_INT(rm, 1);
+	CHECK_INT(sk, 1);
+	CHECK_INT(pm_store_job_ads(s, other, &ph, &rm, &sk, &err), PM_OK);
+	CHECK_INT(ph + rm + sk, 0);
 	pm_store_close(s);
 }
 
@@ -1666,7 +1752,8 @@ static void test_images(void)
 	image_list l;
 	char match[64];
 
-	CHECK_INT(pm_store_open(dbpath("images.db"), false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(store_url("images.db"), false, &s, &err),
+		  PM_OK);
 	if (!s)
 		return;
 	pm_job_spec spec2 = spec1;
@@ -1780,6 +1867,46 @@ static void test_images(void)
 	CHECK_INT(images(s, &(pm_image_query){.sha256 = "sha-none"}, &l),
 		  PM_OK);
 	CHECK_INT(l.n, 0);
+	/* hostile facts, in a job of their own: D's meta is an array (no
+	 * facts), E's tags are one string and its caption a number */
+	pm_job_spec spec3 = spec1;
+	spec3.key = "dddd";
+	spec3.pipeline_hash = "ph3";
+	int64_t job3 = 0;
+	CHECK_INT(pm_store_job_open(s, &spec3, &job3, NULL, &err), PM_OK);
+	pm_asset_rec d = asset_rec("sha-D"), e = asset_rec("sha-E");
+	d.pipeline_hash = e.pipeline_hash = "ph3";
+	d.meta_json = "[{\"ocr\":{\"text\":\"hello\",\"confidence\":99},"
+		      "\"caption\":\"x\",\"analysis\":{\"tags\":[\"metal\"]}}]";
+	e.meta_json = "{\"ocr\":{\"text\":\" ok \",\"confidence\":75},"
+		      "\"caption\":42,\"analysis\":{\"tags\":\"metal\"}}";
+	pm_item_rec id = item_rec(job3, "d"), ie = item_rec(job3, "e");
+	id.sha256 = "sha-D";
+	id.asset = &d;
+	ie.sha256 = "sha-E";
+	ie.asset = &e;
+	ie.ordinal = 2;
+	CHECK_INT(pm_store_put_item(s, &id, &err), PM_OK);
+	CHECK_INT(pm_store_put_item(s, &ie, &err), PM_OK);
+	CHECK_INT(images(s, &(pm_image_query){.job_id = job3}, &l), PM_OK);
+	CHECK_INT(l.n, 2);
+	CHECK(!l.has_text[1] && l.has_text[0]);
+	CHECK_INT(
+	    images(s, &(pm_image_query){.job_id = job3, .has_text = true}, &l),
+	    PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.sha[0], "sha-E");
+	CHECK_INT(images(s,
+			 &(pm_image_query){.job_id = job3, .has_caption = true},
+			 &l),
+		  PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.sha[0], "sha-E");
+	CHECK_INT(
+	    images(s, &(pm_image_query){.job_id = job3, .tag = "metal"}, &l),
+	    PM_OK);
+	CHECK_INT(l.n, 1);
+	CHECK_STR(l.sha[0], "sha-E");
 	/* the callback stops the scan */
 	memset(&l, 0, sizeof l);
 	l.stop_after = 2;
@@ -1800,7 +1927,8 @@ int main(void)
 	static void (*const conformance[])(void) = {
 	    test_jobs_and_items, test_dlq,
 	    test_serve_queries,	 test_text_and_vectors,
-	    test_hostile_values,
+	    test_hostile_values, test_images,
+	    test_provider_days,	 test_job_ads,
 	};
 	int n_conf = (int)(sizeof conformance / sizeof conformance[0]);
 
@@ -1810,8 +1938,7 @@ int main(void)
 	test_migration();
 	test_newer();
 	test_migration_text();
-	test_provider_days();
-	test_images();
+	test_migration_providers();
 	for (int i = 0; i < n_conf; i++)
 		conformance[i]();
 
