@@ -213,6 +213,30 @@ static const char *const migrations[] = {
     "  IF jsonb_typeof(j) <> 'object' THEN RETURN NULL; END IF;"
     "  RETURN j;"
     " END $$;",
+
+    /* v3: the tags of the analyze stage (meta_json analysis.tags, the
+     * string elements of an array) join the OCR text and the caption in
+     * the full-text index (SQLite's v9); every item's vector is made
+     * again once. */
+    "CREATE OR REPLACE FUNCTION pixmill_image_text(meta text) RETURNS text"
+    " LANGUAGE plpgsql IMMUTABLE AS $$"
+    " DECLARE j jsonb; tags text;"
+    " BEGIN"
+    "  IF meta IS NULL OR (strpos(meta, '\"ocr\"') = 0"
+    "   AND strpos(meta, '\"caption\"') = 0"
+    "   AND strpos(meta, '\"tags\"') = 0) THEN RETURN ''; END IF;"
+    "  BEGIN j := meta::jsonb;"
+    "  EXCEPTION WHEN others THEN RETURN ''; END;"
+    "  IF jsonb_typeof(j) <> 'object' THEN RETURN ''; END IF;"
+    "  IF jsonb_typeof(j #> '{analysis,tags}') = 'array' THEN"
+    "   SELECT string_agg(e #>> '{}', ' ') INTO tags"
+    "    FROM jsonb_array_elements(j #> '{analysis,tags}') e"
+    "    WHERE jsonb_typeof(e) = 'string';"
+    "  END IF;"
+    "  RETURN trim(coalesce(j #>> '{ocr,text}', '') || ' ' ||"
+    "   coalesce(j ->> 'caption', '') || ' ' || coalesce(tags, ''));"
+    " END $$;"
+    "UPDATE items SET asset_id = asset_id;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

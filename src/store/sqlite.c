@@ -211,6 +211,27 @@ static const char *const migrations[] = {
     " empty INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,"
     " results INTEGER NOT NULL DEFAULT 0, latency_ms REAL NOT NULL DEFAULT 0,"
     " PRIMARY KEY (provider, day)) WITHOUT ROWID;",
+
+    /* v9: the tags of the analyze stage (meta_json analysis.tags, the
+     * string elements of an array) join the OCR text and the caption in
+     * the full-text index; the index is rebuilt once. */
+    "DROP VIEW asset_text;"
+    "CREATE VIEW asset_text AS SELECT id, trim("
+    " coalesce(CASE WHEN json_valid(meta_json)"
+    "  THEN json_extract(meta_json, '$.ocr.text') END, '') || ' ' ||"
+    " coalesce(CASE WHEN json_valid(meta_json)"
+    "  THEN json_extract(meta_json, '$.caption') END, '') || ' ' ||"
+    " coalesce(CASE WHEN json_valid(meta_json) AND"
+    "  json_type(meta_json, '$.analysis.tags') = 'array'"
+    "  THEN (SELECT group_concat(value, ' ') FROM"
+    "   json_each(meta_json, '$.analysis.tags') WHERE type = 'text')"
+    "  END, '')) AS text"
+    " FROM assets;"
+    "DELETE FROM items_fts;"
+    "INSERT INTO items_fts (rowid, title, category, attrs, text)"
+    " SELECT i.id, i.title, i.category, i.attrs,"
+    " (SELECT text FROM asset_text t WHERE t.id = i.asset_id)"
+    " FROM items i;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

@@ -1038,6 +1038,54 @@ static int text_search(pm_store *s, const char *words, int64_t job,
 	return pm_store_search_text(s, &tq, text_hits_cb, t, &err);
 }
 
+/* The analyze stage's tags are searchable (the string elements of an
+ * array), beside the caption; tags that are one string or a number, and
+ * metadata that is not JSON, add nothing and break nothing. */
+static void test_tags_search(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0;
+	text_hits t;
+
+	CHECK_INT(pm_store_open(store_url("tags.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	pm_asset_rec a = asset_rec("sha-G1"), b = asset_rec("sha-G2"),
+		     c = asset_rec("sha-G3");
+	a.meta_json = "{\"caption\":\"A red mug.\",\"analysis\":"
+		      "{\"caption\":\"A red mug.\",\"tags\":"
+		      "[\"ceramic\",\"kitchenware\",7,{\"x\":\"hidden\"}]}}";
+	b.meta_json = "{\"analysis\":{\"tags\":\"porcelain\"}}";
+	c.meta_json = "{\"analysis\":{\"tags\":[\"ceramic\"";
+	pm_item_rec it[3];
+	const char *keys[3] = {"g1", "g2", "g3"};
+	pm_asset_rec *as[3] = {&a, &b, &c};
+	for (int i = 0; i < 3; i++) {
+		it[i] = item_rec(job, keys[i]);
+		it[i].sha256 = as[i]->sha256;
+		it[i].asset = as[i];
+		it[i].title = "Item";
+	}
+	CHECK_INT(pm_store_begin(s, &err), PM_OK);
+	for (int i = 0; i < 3; i++)
+		CHECK_INT(pm_store_put_item(s, &it[i], &err), PM_OK);
+	CHECK_INT(pm_store_commit(s, &err), PM_OK);
+	CHECK_INT(text_search(s, "kitchenware", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 1);
+	CHECK_STR(t.keys[0], "g1");
+	CHECK_INT(text_search(s, "ceramic", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 1); /* g3's metadata is not JSON */
+	CHECK_INT(text_search(s, "mug", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 1);
+	CHECK_INT(text_search(s, "porcelain", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 0);
+	CHECK_INT(text_search(s, "hidden", 0, NULL, false, &t), PM_OK);
+	CHECK_INT(t.n, 0);
+	pm_store_close(s);
+}
+
 typedef struct vec_seen {
 	int n, bad;
 	float first[4];
@@ -1927,8 +1975,9 @@ int main(void)
 	static void (*const conformance[])(void) = {
 	    test_jobs_and_items, test_dlq,
 	    test_serve_queries,	 test_text_and_vectors,
-	    test_hostile_values, test_images,
-	    test_provider_days,	 test_job_ads,
+	    test_hostile_values, test_tags_search,
+	    test_images,	 test_provider_days,
+	    test_job_ads,
 	};
 	int n_conf = (int)(sizeof conformance / sizeof conformance[0]);
 
