@@ -65,7 +65,7 @@ const pm_opt pm_opts[] = {
      "output formats: webp, jpeg, png, avif", OPT_FORMATS},
     {"run", "quality", 'q', "1-100", "webp 80, jpeg 82, avif 50",
      "quality of every lossy output format", OPT_QUALITY},
-    {"run", "templates", 0, "DIR", "PIXMILL_TEMPLATES or templates/",
+    {"run serve", "templates", 0, "DIR", "PIXMILL_TEMPLATES or templates/",
      "folder of ad templates for the compose stage (docs/TEMPLATES.md)",
      OPT_TEMPLATES},
     {"run inspect serve", "max-bytes", 0, "SIZE", "256M",

@@ -909,6 +909,22 @@ eq "resumed job: 20 item rows, 20 distinct keys, all done" \
 eq "resumed job: each catalog row exactly once" "$(jf jzp "sorted(d['ids']) == sorted('z%d' % i for i in range(20))")" True
 stop_srv r; eq "server r exits 0 on SIGTERM" "$SRC" 0
 
+# ==== 14b. ads over the API with serve's own --templates ====
+echo "# 14b. ads through POST /api/jobs"
+mkdir -p "$T/tpl" && cp "$ROOT/templates/square.json" "$T/tpl/"
+printf 'id,image,title,price,currency,brand\np1,%s,Fresh fruit basket,12.99,USD,FreshCo\np2,%s,Jellyfish poster,24.00,GBP,SeaArt\n' \
+  "$SMALL1" "$SMALL2" >"$T/ads.csv"
+start_srv ad --data "$T/data-ad" --workers 1 --http-threads 2 --templates "$T/tpl"
+AD=${SURL[ad]:-http://127.0.0.1:1}
+s=$(req ja "${CT[@]}" --data-binary @"$T/ads.csv" "$AD/api/jobs?pipeline=ads"); status "POST /api/jobs pipeline=ads: 202" ja "$s" 202
+JAD=$(jf ja "d['id']")
+wait_job "$AD/api/jobs/$JAD" "$FINAL" 300 >/dev/null; cp "$T/r/wait.b" "$T/r/jad.b"
+eq "ads job: done, 2 items, 0 failed" "$(jf jad "[d['state'], d['done'], d['failed']]")" "['done', 2, 0]"
+eq "ads job: one ad per product from --templates (square only), 1080x1080" \
+  "$(find "$T/data-ad" -name 'ad-*.jpg' -exec vipsheader -f width {} \; -exec vipsheader -f height {} \; 2>/dev/null | tr '\n' ' ')" \
+  "1080 1080 1080 1080 "
+stop_srv ad; eq "server ad exits 0 on SIGTERM" "$SRC" 0
+
 # ==== 15. slow clients, huge headers, garbage ====
 echo "# 15. connection limits"
 start_srv e --data "$T/data-e" --config "$T/e.json" --workers 1 --http-threads 2
