@@ -160,13 +160,9 @@ pm_status pm_store_job_net(pm_store *s, int64_t job_id, int64_t http_items,
 	return s->be->job_net(s->conn, job_id, http_items, http_hits, err);
 }
 
-/* Both optional for a backend (NULL): its runs then keep the quota count
- * and the health counters in memory only, per process. */
 pm_status pm_store_provider_add(pm_store *s, const pm_provider_day *d,
 				pm_err *err)
 {
-	if (!s->be->provider_add)
-		return PM_OK;
 	return s->be->provider_add(s->conn, d, err);
 }
 
@@ -174,8 +170,6 @@ pm_status pm_store_provider_days(pm_store *s, int64_t since_day,
 				 int (*cb)(const pm_provider_day *d, void *ud),
 				 void *ud, pm_err *err)
 {
-	if (!s->be->provider_days)
-		return PM_OK;
 	return s->be->provider_days(s->conn, since_day, cb, ud, err);
 }
 
@@ -364,10 +358,6 @@ pm_status pm_store_images(pm_store *s, const pm_image_query *q,
 {
 	if (!q)
 		return pm_fail(err, PM_ERR_USAGE, "images: no query");
-	if (!s->be->images) /* a backend without the gallery query */
-		return pm_fail(err, PM_ERR_STORE,
-			       "the %s store has no image gallery query",
-			       s->be->name);
 	return s->be->images(s->conn, q, cb, ud, err);
 }
 

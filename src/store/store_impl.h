@@ -5,7 +5,9 @@
  * that defines one const pm_store_backend; its connection
  * state is an opaque pointer that the backend allocates in open and frees in
  * close. Each function has the meaning of the store.h function of the same
- * name, with the pm_store replaced by the backend's connection.
+ * name, with the pm_store replaced by the backend's connection. Every
+ * slot is filled (tests/unit/test_store.c checks): store.c calls them
+ * without a NULL test.
  *
  * Threads: same rule as store.h: one connection is used by one thread at a
  * time; the vtables themselves are immutable and shared by all threads.
@@ -119,8 +121,7 @@ typedef struct pm_store_backend {
 	 * the counters of d to its (provider, day) row, creating it
 	 * (an upsert; it runs outside any open batch, on its own
 	 * connection); provider_days lists rows with day >= since_day
-	 * ordered by provider, day. Both may be NULL (store.c then keeps
-	 * nothing: quotas hold per process only). */
+	 * ordered by provider, day. */
 	pm_status (*provider_add)(void *conn, const pm_provider_day *d,
 				  pm_err *err);
 	pm_status (*provider_days)(void *conn, int64_t since_day,
