@@ -9,6 +9,8 @@ PKGS=(
   libvips-dev libvips-tools      # image decode/resize/encode
   libsqlite3-dev sqlite3         # embedded store
   libpq-dev postgresql           # PostgreSQL store (--db postgres://) and its test server
+  libhiredis-dev redis-server    # optional shared cache and rate limits (worker --redis) and its test server
+  iproute2                       # ip netns/veth for the multi-host test
   libjansson-dev                 # JSON
   libjemalloc-dev                # allocator (libvips fragments glibc malloc)
   libssl-dev                     # SHA-256 (libcrypto, SHA-NI)

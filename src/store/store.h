@@ -176,7 +176,9 @@ pm_status pm_store_failed(pm_store *s, int64_t job_id, const char *code,
 			  int (*cb)(const pm_failed_info *info, void *ud),
 			  void *ud, pm_err *err);
 /* Sends failed items back: forgets them (same filters as pm_store_failed),
- * so the next run of their job processes them again. *n = how many. */
+ * so the next run of their job processes them again; items of a queued job
+ * go back in the queue (and the job to "running") for the workers.
+ * *n = how many. */
 pm_status pm_store_retry_failed(pm_store *s, int64_t job_id, const char *code,
 				const char *key, int64_t *n, pm_err *err);
 
@@ -254,6 +256,14 @@ typedef struct pm_item_rec {
 	/* rows with several image candidates: which was chosen and why the
 	 * others were not, as a JSON array; NULL otherwise */
 	const char *candidates_json;
+	/* the shared queue (pixmill worker): the claim this result completes
+	 * (0 = not a queued item) and the worker that holds its lease. The
+	 * put then first marks the queue row done (status PM_OK) or failed,
+	 * only if that worker still holds it; if not (its lease expired and
+	 * another worker took it), nothing is written and put_item returns
+	 * PM_ERR_CONFLICT, the batch stays usable. */
+	int64_t queue_id;
+	const char *lease_owner;
 } pm_item_rec;
 
 /* Batch: begin, put any number of results, commit. Putting the same
@@ -442,6 +452,106 @@ pm_status pm_store_images(pm_store *s, const pm_image_query *q,
 /* A title of an item made from source sha256, "" if none. */
 pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
 			 size_t size, pm_err *err);
+
+/* ---- the shared queue: many `pixmill worker` processes, one store ----
+ *
+ * `run --enqueue-only` (or serve) writes a job's catalog records into the
+ * queue; workers claim batches, each claim with a lease (an expiry time)
+ * that their heartbeat renews. A result is written with the claim's
+ * queue_id and lease_owner (pm_item_rec), in the same transaction that
+ * completes the queue row. A lease that expires (the worker died) puts
+ * the row back, its attempt counted and an "expired" event in its
+ * history. On PostgreSQL claims use SELECT ... FOR UPDATE SKIP LOCKED, the
+ * clock is the server's, and enqueue/reap NOTIFY idle workers, who LISTEN;
+ * on SQLite (one machine) claims run in a BEGIN IMMEDIATE transaction and
+ * an idle worker polls. Priority: higher first, then enqueue order. */
+
+typedef struct pm_enqueue_rec {
+	const char *key;	 /* the item's resume key within the job */
+	uint64_t ordinal;	 /* catalog order */
+	const char *record_json; /* the catalog record (pm_record_to_json) */
+} pm_enqueue_rec;
+
+/* Adds n records to job_id's queue at priority, in one transaction. A
+ * (job, key) already queued, claimed or finished is left alone, and so is
+ * a key already done in items; *added (may be NULL) = rows added. */
+pm_status pm_store_enqueue(pm_store *s, int64_t job_id, int priority,
+			   const pm_enqueue_rec *recs, int n, int64_t *added,
+			   pm_err *err);
+/* Marks job_id's enqueue complete with total records (until then the job
+ * cannot be finished by workers draining its queue) and wakes workers. */
+pm_status pm_store_enqueue_end(pm_store *s, int64_t job_id, int64_t total,
+			       pm_err *err);
+
+typedef struct pm_claim {
+	int64_t queue_id, job_id;
+	char *key;	   /* owned by the claim array */
+	char *record_json; /* owned by the claim array */
+	uint64_t ordinal;
+	int attempts; /* claims so far, this one included (>= 1) */
+} pm_claim;
+
+/* Claims up to n queued rows of job_id (0 = any job; highest priority,
+ * then oldest) for worker with a lease of lease_s seconds, in one
+ * transaction. *out (free with pm_claims_free) and *n_out receive them;
+ * *n_out = 0 when none is ready. */
+pm_status pm_store_claim(pm_store *s, int64_t job_id, const char *worker,
+			 int n, double lease_s, pm_claim **out, int *n_out,
+			 pm_err *err);
+void pm_claims_free(pm_claim *c, int n);
+/* The job that holds the next claimable row (highest priority, oldest)
+ * and its priority; *job_id = 0 if the queue has nothing ready. */
+pm_status pm_store_queue_next(pm_store *s, int64_t *job_id, int *priority,
+			      pm_err *err);
+/* Extends every lease worker holds to now + lease_s; *n = leases held. */
+pm_status pm_store_lease_renew(pm_store *s, const char *worker, double lease_s,
+			       int64_t *n, pm_err *err);
+/* Puts every row worker holds back in the queue (a draining worker's
+ * unstarted claims); the attempt is not counted against it ("released"
+ * event). *n = rows released (may be NULL). */
+pm_status pm_store_lease_release(pm_store *s, const char *worker, int64_t *n,
+				 pm_err *err);
+/* Puts rows whose lease has expired back in the queue with an "expired"
+ * event naming their worker; *n = rows (may be NULL). Any worker may
+ * call it; concurrent calls do not double-count. */
+pm_status pm_store_lease_reap(pm_store *s, int64_t *n, pm_err *err);
+/* Gives a claim back for a later attempt (a transient failure): the row
+ * is queued again, claimable after delay_s, with a "retry" event and the
+ * reason. PM_ERR_CONFLICT if worker no longer holds it. */
+pm_status pm_store_requeue(pm_store *s, int64_t queue_id, const char *worker,
+			   double delay_s, const char *reason, pm_err *err);
+/* Waits up to timeout_ms for work: returns early when another process
+ * enqueued or reaped (PostgreSQL LISTEN/NOTIFY; SQLite just sleeps up to
+ * 250 ms). *woken (may be NULL) = a notification arrived. */
+pm_status pm_store_queue_wait(pm_store *s, int timeout_ms, bool *woken,
+			      pm_err *err);
+/* Sets job_id "done" if its enqueue is complete and no row of it is
+ * queued or claimed; *finished = whether it is (now or already) done. */
+pm_status pm_store_queue_finish(pm_store *s, int64_t job_id, bool *finished,
+				pm_err *err);
+
+typedef struct pm_queue_counts {
+	int64_t queued, claimed, done, failed;
+	int64_t expired; /* "expired" events: leases that ran out */
+	int64_t retried; /* "retry" events: transient failures requeued */
+	int64_t workers; /* distinct workers holding a lease now */
+	bool enqueued;	 /* the enqueue is complete */
+	int64_t total;	 /* records enqueued (when complete) */
+} pm_queue_counts;
+
+/* Queue figures of job_id (0 = every job). All zero for a job that was
+ * never queued. */
+pm_status pm_store_queue_counts(pm_store *s, int64_t job_id,
+				pm_queue_counts *c, pm_err *err);
+
+/* The attempt history of one queued item, oldest first: event is
+ * "claimed", "expired", "released", "retry", "done" or "failed"; worker
+ * who held it; at = unix seconds; detail = a reason or NULL. */
+pm_status pm_store_queue_history(pm_store *s, int64_t job_id, const char *key,
+				 int (*cb)(const char *event,
+					   const char *worker, double at,
+					   const char *detail, void *ud),
+				 void *ud, pm_err *err);
 
 /* Counts of the job's items (for the end summary and tests). */
 pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,
