@@ -356,7 +356,7 @@ static const char *const queries[Q_COUNT] = {
     [Q_JOBS] = "SELECT j.id, j.key, j.catalog, j.pipeline, j.pipeline_hash,"
 	       " j.out_dir, j.state, j.runs, j.created, j.updated,"
 	       " c.items, c.done, c.failed, c.dups,"
-	       " j.name, j.error, j.http_items, j.http_hits"
+	       " j.name, j.error, j.http_items, j.http_hits, j.pipeline_json"
 	       " FROM (SELECT * FROM jobs WHERE ($2::bigint = 0 OR id = $2)"
 	       "  ORDER BY id DESC LIMIT $1) j"
 	       " CROSS JOIN LATERAL (SELECT COUNT(*) AS items,"
@@ -1146,6 +1146,7 @@ static pm_status pg_jobs(void *conn, int64_t id, int limit,
 		    .error = v_text(r, i, 15),
 		    .http_items = v_i64(r, i, 16),
 		    .http_hits = v_i64(r, i, 17),
+		    .pipeline_json = v_text(r, i, 18),
 		};
 		if (cb && cb(&ji, ud))
 			break;

@@ -473,7 +473,7 @@ static const char *const queries[Q_COUNT] = {
 	       " COUNT(i.id) FILTER (WHERE i.state = 'done'),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'failed'),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'done' AND i.duplicate),"
-	       " j.name, j.error, j.http_items, j.http_hits"
+	       " j.name, j.error, j.http_items, j.http_hits, j.pipeline_json"
 	       " FROM j LEFT JOIN items i ON i.job_id = j.id"
 	       " GROUP BY j.id ORDER BY j.id DESC",
     [Q_JOB_FAILURES] = "SELECT code, MIN(error), COUNT(*) AS n FROM items"
@@ -921,6 +921,7 @@ static pm_status sq_jobs(void *conn, int64_t id, int limit,
 		    .error = col_text(st, 15),
 		    .http_items = sqlite3_column_int64(st, 16),
 		    .http_hits = sqlite3_column_int64(st, 17),
+		    .pipeline_json = col_text(st, 18),
 		};
 		if (cb && cb(&ji, ud))
 			goto out;

@@ -87,6 +87,8 @@ typedef struct pm_job_info {
 	/* its last run's http items done, and how many of those needed no
 	 * download (304s and URLs repeated within the run) */
 	int64_t http_items, http_hits;
+	const char *pipeline_json; /* the canonical pipeline (workers run
+				      the job from it) */
 } pm_job_info;
 
 /* Calls cb for each job, newest first (at most limit; 0 = all). The strings
