@@ -87,6 +87,14 @@ typedef struct pm_job_info {
 	/* its last run's http items done, and how many of those needed no
 	 * download (304s and URLs repeated within the run) */
 	int64_t http_items, http_hits;
+	/* the shared queue (all zero/false for a job never enqueued): on =
+	 * the job has been enqueued; enqueued = its enqueue is complete
+	 * (total records); rows queued and claimed now, and the distinct
+	 * workers holding their leases */
+	struct {
+		bool on, enqueued;
+		int64_t total, queued, claimed, workers;
+	} queue;
 } pm_job_info;
 
 /* Calls cb for each job, newest first (at most limit; 0 = all). The strings
