@@ -4,6 +4,7 @@
  * Threads: main thread; the signal handler only calls pm_run_cancel (and
  * _exit on a second signal).
  */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -465,8 +466,11 @@ static int enqueue(pm_run_cli *c)
 	}
 	if (c->o.db)
 		pm_store_url_mask(c->o.db, db, sizeof db);
-	else
-		snprintf(db, sizeof db, "%s/pixmill.db", c->o.out_dir);
+	else {
+		char abs[PATH_MAX];
+		snprintf(db, sizeof db, "%.490s/pixmill.db",
+			 realpath(c->o.out_dir, abs) ? abs : c->o.out_dir);
+	}
 	if (c->o.json) {
 		json_t *o = json_pack(
 		    "{s:I,s:I,s:I,s:i,s:s,s:f}", "job", (json_int_t)job,

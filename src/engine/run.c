@@ -2766,6 +2766,8 @@ out:
 	pm_verify_seen_free(r->chosen);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
+	if (r->queued && r->tmp_dir[0])
+		rmdir(r->tmp_dir); /* this worker's, if empty */
 	if (lock_fd >= 0)
 		close(lock_fd);
 	pthread_mutex_destroy(&r->bytes_mu);
