@@ -178,6 +178,12 @@ typedef struct run {
 	double lease_s;
 	atomic_llong lost, requeued;
 	atomic_int preempted;
+	/* claims taken and not yet settled (committed, requeued, lost or
+	 * dropped): the ingest thread holds at most two batches, so one
+	 * worker does not hoard a job's records */
+	pthread_mutex_t cl_mu;
+	pthread_cond_t cl_cv;
+	int64_t claims_out;
 
 	pm_queue *fetch_q, *work_q, *result_q;
 	pm_urlcache *uc; /* in-run URL table; the fetch thread's */
@@ -816,6 +822,12 @@ static void *ingest_queue_main(void *arg)
 		pm_claim *c = NULL;
 		int n = 0, i;
 
+		pthread_mutex_lock(&r->cl_mu);
+		while (r->claims_out + batch > 2 * batch && !stopping(r))
+			pm_cond_wait_ms(&r->cl_cv, &r->cl_mu, 100);
+		pthread_mutex_unlock(&r->cl_mu);
+		if (stopping(r))
+			break;
 		s = pm_store_claim(st, r->job_id, r->worker, batch, r->lease_s,
 				   &c, &n, &e);
 		if (s) {
@@ -826,6 +838,9 @@ static void *ingest_queue_main(void *arg)
 			pm_claims_free(c, n);
 			break;
 		}
+		pthread_mutex_lock(&r->cl_mu);
+		r->claims_out += n;
+		pthread_mutex_unlock(&r->cl_mu);
 		for (i = 0; i < n; i++) {
 			work *w = claim_work(&c[i]);
 			if (!w) {
@@ -1960,10 +1975,23 @@ typedef struct batch {
 	int n;
 } batch;
 
+/* Writer, worker mode: w's claim is settled (written, requeued, lost or
+ * dropped): the ingest thread may claim more. */
+static void claim_settled(run *r, const work *w)
+{
+	if (!w->queue_id)
+		return;
+	pthread_mutex_lock(&r->cl_mu);
+	r->claims_out--;
+	pthread_cond_broadcast(&r->cl_cv);
+	pthread_mutex_unlock(&r->cl_mu);
+}
+
 /* Writer: takes w into the batch, or parks it behind its dedup owner. */
 static void writer_take(run *r, batch *b, work *w)
 {
 	if (w->status == PM_ERR_CANCELLED) {
+		claim_settled(r, w);
 		/* Stopped by a signal before it finished: not recorded, so
 		 * the next run does it. */
 		work_free(w);
@@ -2087,6 +2115,7 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			dd_maybe_remove(r, e);
 			pthread_mutex_unlock(&r->dd_mu);
 		}
+		claim_settled(r, w);
 		work_free(w);
 	}
 	fflush(r->manifest);
@@ -2550,6 +2579,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	pthread_mutex_init(&r->fatal_mu, NULL);
 	pthread_mutex_init(&r->rq_mu, NULL);
 	pthread_cond_init(&r->rq_cv, NULL);
+	pthread_mutex_init(&r->cl_mu, NULL);
+	pthread_cond_init(&r->cl_cv, NULL);
 	r->fopts = o->fetch;
 	if (r->fopts.max_body <= 0 ||
 	    (uint64_t)r->fopts.max_body > o->limits.max_bytes)
@@ -2778,6 +2809,8 @@ out:
 	pthread_mutex_destroy(&r->fatal_mu);
 	pthread_mutex_destroy(&r->rq_mu);
 	pthread_cond_destroy(&r->rq_cv);
+	pthread_mutex_destroy(&r->cl_mu);
+	pthread_cond_destroy(&r->cl_cv);
 	free(r);
 	return s;
 }
