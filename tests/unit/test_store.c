@@ -2108,7 +2108,7 @@ static void test_queue_basic(void)
 	CHECK_INT(pm_store_put_item(s, &done0, &err), PM_OK);
 
 	pm_enqueue_rec recs[5];
-	char keys[5][8], json[5][32];
+	char keys[5][16], json[5][48];
 	for (int i = 0; i < 5; i++) {
 		snprintf(keys[i], sizeof keys[i], "k%d", i);
 		snprintf(json[i], sizeof json[i], "{\"id\":\"k%d\",\"n\":%d}",
