@@ -2828,8 +2828,9 @@ static void enqueue_clear(pm_enqueue_rec *recs, char **keys, int n)
 	}
 }
 
-pm_status pm_run_enqueue(const pm_run_opts *o, int64_t *job_id,
-			 int64_t *enqueued, int64_t *present, pm_err *err)
+pm_status pm_run_enqueue(const pm_run_opts *o, const char *name,
+			 int64_t *job_id, int64_t *enqueued, int64_t *present,
+			 pm_err *err)
 {
 	run *r = calloc(1, sizeof *r);
 	pm_catalog_opts co = {.kind = o->kind,
@@ -2858,7 +2859,7 @@ pm_status pm_run_enqueue(const pm_run_opts *o, int64_t *job_id,
 	if (s)
 		goto out;
 	job_spec(r, &spec, key);
-	s = pm_store_job_create(st, &spec, NULL, job_id, err);
+	s = pm_store_job_create(st, &spec, name, job_id, err);
 	if (s)
 		goto out;
 	pm_log(PM_LOG_DEBUG, "job %lld: enqueueing %s", (long long)*job_id,

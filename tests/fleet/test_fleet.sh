@@ -132,6 +132,31 @@ eq "sqlite: status shows the job done with $n items done" \
 eq "sqlite: per-worker temporary folders removed" "$(find "$T/s/out/.tmp" -mindepth 1 | wc -l)" 0
 grep -q "job $J (thumbnails, priority 0): start" "$T/wA.err" "$T/wB.err" && ok "sqlite: job start logged" || bad "sqlite: job start logged"
 
+# ---- 1b. serve --enqueue: POST /api/jobs enqueues, workers run it ----
+"$PM" serve --enqueue --db "$T/sv.db" --data "$T/sv" --listen 127.0.0.1:0 --port-file "$T/sv.port" >"$T/sv.log" 2>&1 &
+sp=$!
+pids+=($sp)
+for _ in $(seq 100); do [ -s "$T/sv.port" ] && break; sleep 0.1; done
+A="http://127.0.0.1:$(cat "$T/sv.port")"
+sed "s#,img/#,$T/s/img/#" "$T/s/cat.csv" >"$T/s/abs.csv" # absolute paths: the server spools the catalog elsewhere
+curl -s -o "$T/post.json" -w '%{http_code}' -X POST --data-binary @"$T/s/abs.csv" -H 'Content-Type: text/csv' \
+  "$A/api/jobs?priority=7&name=fleet" >"$T/post.code" 2>/dev/null
+eq "serve --enqueue: POST /api/jobs answers 202" "$(cat "$T/post.code")" 202
+eq "serve --enqueue: the job is queued with its $n records, none run here" \
+  "$(jq_ "$T/post.json" "d['state'], d['queue']['total'], d['queue']['queued'], d['done']")" "queued $n $n 0"
+eq "serve --enqueue: priority 7 in the queue" "$(sql "$T/sv.db" "SELECT DISTINCT priority FROM queue")" 7
+sleep 1
+eq "serve --enqueue: nothing processed by serve itself" "$(sql "$T/sv.db" "SELECT count(*) FROM items")" 0
+"$PM" worker --db "$T/sv.db" --exit-when-idle -j 2 --id sv1 >/dev/null 2>"$T/sv1.err"
+eq "serve --enqueue: a worker runs it" $? 0
+JS=$(jq_ "$T/post.json" "d['id']")
+curl -s "$A/api/jobs" >"$T/jobs.json"
+eq "serve --enqueue: GET /api/jobs shows it done, progress 1, queue empty" \
+  "$(jq_ "$T/jobs.json" "[(j['state'], j['done'], j['progress'], j['queue']['queued'], j['queue']['claimed']) for j in d['jobs'] if j['id'] == $JS]")" \
+  "[('done', $n, 1.0, 0, 0)]"
+kill "$sp"; wait "$sp" 2>/dev/null
+grep -q "not run here (--enqueue)" "$T/sv.log" && ok "serve --enqueue: says jobs are not run here" || bad "serve --enqueue: says jobs are not run here"
+
 # ---- 2. SQLite: a broken queue row fails alone ----
 hostile() { # hostile DB LABEL: a 10-row job whose row r3 gets broken record_json
   local db=$1 label=$2 j
