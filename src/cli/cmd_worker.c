@@ -247,6 +247,14 @@ static int job_look_cb(const pm_job_info *ji, void *ud)
 	return 1;
 }
 
+/* A job cancelled (serve's DELETE /api/jobs/ID): its records stay in the
+ * queue unclaimed. */
+static bool cancelled(const char *state)
+{
+	return strcmp(state, "cancelled") == 0 ||
+	       strcmp(state, "cancelling") == 0;
+}
+
 static int job_scan_cb(const pm_job_info *ji, void *ud)
 {
 	job_look *j = ud;
@@ -254,7 +262,7 @@ static int job_scan_cb(const pm_job_info *ji, void *ud)
 	if (j->n < (int)(sizeof j->ids / sizeof j->ids[0]) &&
 	    !skipped(j->l, ji->id) && pipeline_ok(j->l, ji->pipeline) &&
 	    ji->state && strcmp(ji->state, "done") != 0 &&
-	    strcmp(ji->state, "failed") != 0)
+	    strcmp(ji->state, "failed") != 0 && !cancelled(ji->state))
 		j->ids[j->n++] = ji->id;
 	return 0;
 }
@@ -284,7 +292,8 @@ static pm_status pick_job(loop *l, pm_store *st, int64_t *job, int *prio,
 			s = PM_OK;
 		if (s)
 			return s;
-		if (j.found && pipeline_ok(l, j.pipeline)) {
+		if (j.found && pipeline_ok(l, j.pipeline) &&
+		    !cancelled(j.state)) {
 			*job = next;
 			*prio = p;
 			snprintf(pipeline, psize, "%s", j.pipeline);

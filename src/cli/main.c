@@ -124,7 +124,7 @@ const pm_opt pm_opts[] = {
      "per-host overrides of the two above, HOST=N[/RPS] comma-separated; "
      "HOST may be *.domain, e.g. cdn.example=32/200,*.shop.example=2/1",
      OPT_HOST_LIMIT},
-    {"run serve", "search-provider", 0, "SPEC", NULL,
+    {"run serve worker", "search-provider", 0, "SPEC", NULL,
      "an image search provider for rows that name no image, tried in the "
      "order given (repeatable): google|bing[,name=N][,endpoint=URL]"
      "[,key=env:VAR][,cx=ID][,rps=2][,quota=REQ_PER_DAY][,max=10]"

@@ -814,6 +814,8 @@ static void *ingest_queue_main(void *arg)
 	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
 
 	s = pm_store_open(r->db_url, false, &st, &e);
+	if (!s)
+		s = seed_providers(r, st, &e);
 	if (s) {
 		set_fatal(r, s, &e);
 		goto out;
@@ -851,6 +853,15 @@ static void *ingest_queue_main(void *arg)
 			atomic_fetch_add(&r->seen, 1);
 			w->t_start = pm_now();
 			w->ctx.sharpness = NAN;
+			if (w->rec->status != PM_OK && w->rec->no_image &&
+			    r->o->n_providers > 0) {
+				s = search_images(r, st, w, &e);
+				if (s) {
+					work_free(w);
+					set_fatal(r, s, &e);
+					break;
+				}
+			}
 			if (w->rec->status == PM_OK && w->rec->candidates)
 				take_candidates(r, w);
 			if (w->rec->status == PM_OK && is_http(w->rec->image)) {
@@ -863,8 +874,10 @@ static void *ingest_queue_main(void *arg)
 			}
 			if (w->rec->status != PM_OK) {
 				w->status = w->rec->status;
-				snprintf(w->error, sizeof w->error, "%s",
-					 w->rec->error);
+				if (!w->error[0]) /* search_images may say more
+						   */
+					snprintf(w->error, sizeof w->error,
+						 "%s", w->rec->error);
 				if (pm_queue_push(r->result_q, w))
 					work_free(w);
 				continue;

@@ -847,7 +847,8 @@ void srv_h_job_retry(srv_req *q)
 		return;
 	}
 	pthread_mutex_lock(&s->mu);
-	ok = enqueue_locked(s, id);
+	/* --enqueue: the store put them back in the workers' queue */
+	ok = s->o->enqueue || enqueue_locked(s, id);
 	pthread_mutex_unlock(&s->mu);
 	if (!ok) {
 		srv_reply_error(q, PM_ERR_BUSY, "the job queue is full");

@@ -157,6 +157,26 @@ eq "serve --enqueue: GET /api/jobs shows it done, progress 1, queue empty" \
 kill "$sp"; wait "$sp" 2>/dev/null
 grep -q "not run here (--enqueue)" "$T/sv.log" && ok "serve --enqueue: says jobs are not run here" || bad "serve --enqueue: says jobs are not run here"
 
+# ---- 1c. transient failures go back to the queue (SQLite) ----
+start_origin tr
+{
+  echo image
+  echo "http://127.0.0.1:$PORT/file/opencv_fruits.jpg?fault=503&times=4&tag=recovers"
+  echo "http://127.0.0.1:$PORT/file/opencv_fruits.jpg?fault=503&times=100&tag=never"
+} >"$T/tr.csv"
+"$PM" run "$T/tr.csv" --out "$T/tr" --enqueue-only --json >"$T/tr.json" 2>/dev/null
+JR=$(jq_ "$T/tr.json" "d['job']")
+"$PM" worker --db "$T/tr/pixmill.db" "${NET[@]}" --max-attempts 2 --breaker-failures 0 -j 1 --id tr1 --exit-when-idle --json >"$T/tr1.json" 2>"$T/tr1.err"
+eq "requeue: worker exits 0" $? 0
+eq "requeue: 503 x4 with 2 requests per claim: done at the 3rd claim; 503 forever: io_error after 3" \
+  "$(sql "$T/tr/pixmill.db" "SELECT key, state, coalesce(code, '') FROM items WHERE job_id = $JR ORDER BY key")" "r1|done|ok
+r2|failed|io_error"
+eq "requeue: 2 retry events each, 3 claims each" \
+  "$(sql "$T/tr/pixmill.db" "SELECT key, sum(event = 'retry'), sum(event = 'claimed') FROM queue_events WHERE job_id = $JR GROUP BY key ORDER BY key")" "r1|2|3
+r2|2|3"
+eq "requeue: the worker counts 4 requeued" "$(jq_ "$T/tr1.json" "d['requeued']")" 4
+eq "requeue: the origin saw 5 + 6 requests" "$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/count'))['counts']; print(sorted(v for k, v in d.items() if 'tag=' in k))")" "[5, 6]"
+
 # ---- 2. SQLite: a broken queue row fails alone ----
 hostile() { # hostile DB LABEL: a 10-row job whose row r3 gets broken record_json
   local db=$1 label=$2 j
@@ -248,6 +268,36 @@ eq "pg: job done" "$(sql "$PG" "SELECT state FROM jobs WHERE id = $JB")" done
 lost=$(python3 -c "import json; print(sum(json.load(open(f))['lost'] for f in ['$T/s2.json', '$T/s3.json']))")
 echo "survivors: lost $lost (a lease taken over while its result was on the way)"
 
+# ---- 3b. a worker frozen past its lease: its results are lost, not doubled ----
+url_catalog "$T/frz.csv" 300 f
+"$PM" run "$T/frz.csv" --out "$T/pg/out" --db "$PG" --enqueue-only --sizes 64 --json >"$T/frz.json" 2>/dev/null
+JF=$(jq_ "$T/frz.json" "d['job']")
+"$PM" worker --db "$PG" "${NET[@]}" -j 1 --batch 16 --lease 2 --id frozen --exit-when-idle --json >"$T/frozen.json" 2>"$T/frozen.err" &
+fp=$!
+pids+=($fp)
+wait_done "$PG" "$JF" 10 60 || bad "pg: the worker to freeze did not start"
+kill -STOP "$fp"
+fheld=$(sql "$PG" "SELECT count(*) FROM queue WHERE job_id = $JF AND state = 'claimed' AND lease_owner = 'frozen'")
+echo "froze worker 'frozen' (SIGSTOP) holding $fheld claims"
+"$PM" worker --db "$PG" "${NET[@]}" -j 2 --lease 2 --id thaw --exit-when-idle --json >"$T/thaw.json" 2>"$T/thaw.err" &
+thp=$!
+pids+=($thp)
+wait_done "$PG" "$JF" 300 120 || echo "note: not all 300 done while 'frozen' was stopped (it may hold a row lock)"
+kill -CONT "$fp"
+wait "$fp"; rf=$?
+wait "$thp"; rt=$?
+eq "pg: frozen worker and its successor exit 0" "$rf $rt" "0 0"
+eq "pg: frozen: 300 items done, each queue row done exactly once" \
+  "$(sql "$PG" "SELECT count(*) FILTER (WHERE state = 'done') FROM items WHERE job_id = $JF"; sql "$PG" "SELECT count(*) FROM (SELECT queue_id FROM queue_events WHERE job_id = $JF AND event = 'done' GROUP BY queue_id HAVING count(*) = 1) x")" "300
+300"
+flost=$(jq_ "$T/frozen.json" "d['lost']")
+if [ "${fheld:-0}" -gt 0 ]; then
+  check "pg: frozen: its leases expired while it was stopped" test "$(sql "$PG" "SELECT count(*) FROM queue_events WHERE job_id = $JF AND event = 'expired' AND worker = 'frozen'")" -ge 1
+  check "pg: frozen: results of items taken over are counted lost ($flost), not written" test "$flost" -ge 1
+fi
+eq "pg: frozen + successor: their done add up to 300 (no item counted done twice)" \
+  "$(python3 -c "import json; a, b = (json.load(open(f)) for f in ['$T/frozen.json', '$T/thaw.json']); print(a['done'] + b['done'])")" 300
+
 # ---- 4. SIGTERM drains ----
 url_catalog "$T/term.csv" 400 t
 "$PM" run "$T/term.csv" --out "$T/pg/out" --db "$PG" --enqueue-only --sizes 64 --json >"$T/term.json" 2>/dev/null
@@ -256,6 +306,8 @@ JT=$(jq_ "$T/term.json" "d['job']")
 tp=$!
 pids+=($tp)
 wait_done "$PG" "$JT" 20 60 || bad "pg: the SIGTERM worker did not start working"
+"$PM" run "$T/term.csv" --out "$T/pg/out" --quiet >/dev/null 2>"$T/local.err"
+eq "pg: a local run on the workers' output root is refused (locked)" "$? $(grep -c 'another pixmill run is using' "$T/local.err")" "4 1"
 kill -TERM "$tp"
 wait "$tp"
 eq "pg: SIGTERM: worker exits 0" $? 0
