@@ -108,6 +108,9 @@ static int job_cb(const pm_job_info *ji, void *ud)
 		json_object_set_new(j, "total", json_integer(total));
 		json_object_set_new(j, "total_known",
 				    json_boolean(ji->queue.enqueued));
+		/* workers hold some of it: it runs, though not here */
+		if (strcmp(ji->state, "queued") == 0 && ji->queue.claimed > 0)
+			json_object_set_new(j, "state", json_string("running"));
 		json_object_set_new(
 		    j, "queue",
 		    json_pack("{s:b,s:I,s:I,s:I,s:I}", "enqueued",
