@@ -350,4 +350,6 @@ fi
 # ---- 6. PostgreSQL: a broken queue row fails alone ----
 hostile "$PG" pg
 
+eq "no sanitizer report in any worker's output" "$(cat "$T"/*.err 2>/dev/null | grep -c -E 'Sanitizer|runtime error')" 0
+
 done_
