@@ -545,7 +545,11 @@ int pm_cmd_worker(int argc, char **argv)
 					break;
 				}
 			}
-			s = pm_store_queue_wait(st, 2000, NULL, &e);
+			/* blocked (only other pipelines' work is queued):
+			 * the fallback scan is not cheap, ask less often; a
+			 * notification still wakes the worker at once */
+			s = pm_store_queue_wait(st, blocked ? 10000 : 2000,
+						NULL, &e);
 			if (s)
 				goto store_error;
 			continue;
@@ -556,6 +560,12 @@ int pm_cmd_worker(int argc, char **argv)
 		w.c.o.queue_job = job;
 		w.c.o.queue_priority = prio;
 		s = pm_run(&w.c.o, &sum, &e);
+		/* what it committed counts, however it ended */
+		t.done += sum.done;
+		t.failed += sum.failed;
+		t.duplicates += sum.duplicates;
+		t.lost += sum.lost;
+		t.requeued += sum.requeued;
 		if (s && s != PM_ERR_CANCELLED) {
 			pm_log(PM_LOG_ERROR, "job %lld: %s", (long long)job,
 			       e.msg);
@@ -581,11 +591,6 @@ int pm_cmd_worker(int argc, char **argv)
 		}
 		run_backoff = 1;
 		t.jobs++;
-		t.done += sum.done;
-		t.failed += sum.failed;
-		t.duplicates += sum.duplicates;
-		t.lost += sum.lost;
-		t.requeued += sum.requeued;
 		pm_log(PM_LOG_INFO,
 		       "job %lld: %s: %lld done, %lld failed, %lld lost, %lld "
 		       "requeued in %.1f s; whole job %lld/%lld done, %lld "

@@ -2429,18 +2429,26 @@ static pm_status resolve_queued(run *r, pm_err *err)
 	s = pm_pipeline_parse(q.pipeline_json, &r->pipe, err);
 	if (!s && strcmp(pm_pipeline_hash(r->pipe), q.pipeline_hash) != 0)
 		s = pm_fail(err, PM_ERR_PIPELINE,
-			    "job %lld: its pipeline hashes to %.12s here, not "
-			    "%.12s as recorded (a different pixmill version?)",
-			    (long long)o->queue_job, pm_pipeline_hash(r->pipe),
-			    q.pipeline_hash);
+			    "its pipeline hashes to %.12s here, not %.12s as "
+			    "recorded (a different pixmill version?)",
+			    pm_pipeline_hash(r->pipe), q.pipeline_hash);
 	if (s)
 		goto out;
 	snprintf(r->catalog_abs, sizeof r->catalog_abs, "%s",
 		 q.catalog ? q.catalog : "");
 	out = o->out_dir ? o->out_dir : q.out_dir;
-	s = pm_mkdirs(out, err);
-	if (s)
-		goto out;
+	{ /* the shared root must be there: made here, it would be a
+	   * folder of this machine's that no one else sees */
+		struct stat sb;
+		if (stat(out, &sb) || !S_ISDIR(sb.st_mode)) {
+			s = pm_fail(err, PM_ERR_NOT_FOUND,
+				    "output root %s is not on this machine: "
+				    "mount the shared root there, or give "
+				    "--out",
+				    out);
+			goto out;
+		}
+	}
 	if (!realpath(out, r->out_root))
 		s = pm_fail(err, PM_ERR_IO, "output folder %s: %s", out,
 			    strerror(errno));
@@ -2738,6 +2746,15 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	if (pg) {
 		progress_tick(r, pg, true);
 	}
+	/* what this run committed, also when it ends on an error */
+	sum->job_id = r->job_id;
+	sum->seen = atomic_load(&r->seen);
+	sum->done = atomic_load(&r->done);
+	sum->failed = atomic_load(&r->failed);
+	sum->duplicates = atomic_load(&r->dups);
+	sum->lost = atomic_load(&r->lost);
+	sum->requeued = atomic_load(&r->requeued);
+	sum->preempted = atomic_load(&r->preempted);
 	if (r->fatal) {
 		s = r->fatal;
 		*err = r->fatal_err;
@@ -2757,9 +2774,6 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		s = finish_job(r, sum, err);
 	if (s)
 		goto out;
-	sum->lost = atomic_load(&r->lost);
-	sum->requeued = atomic_load(&r->requeued);
-	sum->preempted = atomic_load(&r->preempted);
 	sum->job_id = r->job_id;
 	sum->run_no = r->run_no;
 	sum->seen = atomic_load(&r->seen);
