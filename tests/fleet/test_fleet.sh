@@ -32,7 +32,7 @@ ORIGIN=$ROOT/$B/tests/origin
 . tests/store/pg_lib.sh
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   pg_stop
   rm -rf "$T"
 }
