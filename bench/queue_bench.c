@@ -92,7 +92,8 @@ int main(int argc, char **argv)
 		recs[i] = (pm_enqueue_rec){
 		    keys[i], (uint64_t)i + 1,
 		    "{\"id\":\"sku-1\",\"image\":\"images/p.jpg\","
-		    "\"title\":\"Product in blue cotton\",\"price\":\"19.99\"}"};
+		    "\"title\":\"Product in blue "
+		    "cotton\",\"price\":\"19.99\"}"};
 	}
 	double t0 = mono();
 	for (long i = 0; i < n; i += 500) {
