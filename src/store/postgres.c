@@ -1770,9 +1770,10 @@ static void send_asset(pg_pipe *pp, const pm_item_rec *it,
  * (lease expired and taken, or already finished) shows: PM_ERR_CONFLICT
  * with nothing of the item written and, as no statement failed, the
  * transaction and the caller's batch still usable. The first version sent
- * that UPDATE alone before the put's pipeline: one more round trip,
- * 60-210 µs per item on the loaded test machine, against a few µs of
- * guard subqueries here (bench/queue.sh, docs/BENCHMARKS.md). */
+ * that UPDATE alone before the put's pipeline: one more round trip, which
+ * cost ~140-170 µs more per item than this in a side-by-side run, against
+ * a primary-key subquery per statement here (bench/queue.sh,
+ * docs/BENCHMARKS.md). */
 static pm_status put_item_body(pg_conn *c, const pm_item_rec *it, pm_err *err)
 {
 	double now = now_unix();
