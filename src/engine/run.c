@@ -19,6 +19,14 @@
  *   so later candidates are never fetched once one passes. When no image
  *   of a row will do, a pipeline with a compose stage makes a placeholder
  *   (run_placeholder) instead of failing the item.
+ * - worker mode (`pixmill worker`, run.h): the ingest thread claims
+ *   batches of a job's records from the store's shared queue instead of
+ *   reading a catalog (at most two batches unsettled, so a worker does not
+ *   hoard); everything downstream is the same, except that the writer puts
+ *   each result with its claim (a claim whose lease was lost writes
+ *   nothing: counted "lost"), gives transient failures back to the queue
+ *   with a backoff, and asks the store to finish the job after each
+ *   commit.
  * Exactly-once: an item is done only when committed; item rows are keyed by
  * (job, record key) and written with upserts; output paths are derived from
  * hashes and written by rename, so redoing an item after a crash rewrites
