@@ -182,7 +182,7 @@ typedef struct run {
 	/* worker mode (o->queue_job > 0): the lease owner, and the same made
 	 * safe for file names (temporary folder, manifest) */
 	bool queued;
-	char worker[128], worker_file[128];
+	char worker[192], worker_file[192];
 	double lease_s;
 	atomic_llong lost, requeued;
 	atomic_int preempted;
@@ -752,24 +752,25 @@ static work *claim_work(const pm_claim *c)
 	pm_record *rec = NULL;
 	pm_err e = {{0}};
 	pm_status s;
+	const char *key = c->key ? c->key : "";
 
 	if (!w)
 		return NULL;
 	s = pm_record_from_json(c->record_json,
 				c->record_json ? strlen(c->record_json) : 0,
 				&rec, &e);
-	if (!s && strcmp(rec->key, c->key) != 0) {
+	if (!s && strcmp(rec->key, key) != 0) {
 		s = pm_fail(&e, PM_ERR_CATALOG,
 			    "queued record: key \"%.60s\" in a queue row of "
 			    "key \"%.60s\"",
-			    rec->key, c->key);
+			    rec->key, key);
 		pm_record_free(rec);
 		rec = NULL;
 	}
 	if (s) {
 		rec = calloc(1, sizeof *rec);
 		if (rec) {
-			rec->key = strdup(c->key);
+			rec->key = strdup(key);
 			rec->attrs_json = strdup("{}");
 		}
 		if (!rec || !rec->key || !rec->attrs_json) {
