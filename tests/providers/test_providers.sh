@@ -47,16 +47,6 @@ GOOGLE="google,endpoint=$BASE/customsearch/v1,key=env:PM_TEST_GKEY,cx=test-cx"
 BING="bing,endpoint=$BASE/v7.0/images/search,key=env:PM_TEST_BKEY"
 cd "$T"
 
-control() { python3 -c "import sys,urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1]+'/control', data=sys.argv[2].encode(), method='POST')).read()" "$BASE" "$1"; }
-nlog() { wc -l <"$LOG" | tr -d ' '; }
-# logq START PYEXPR: evaluates PYEXPR over L, the log records from line START on
-logq() {
-  python3 -c "
-import json, sys
-L = [json.loads(l) for l in open(sys.argv[1])][int(sys.argv[2]):]
-print($2)" "$LOG" "$1"
-}
-db() { python3 -c "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone(); print(r[0] if r else '')" "$1" "$2"; }
 # man OUT KEY PYEXPR: PYEXPR over m, the manifest line of KEY
 man() { python3 -c "
 import json, sys, glob
