@@ -11,10 +11,19 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/outstore.h"
 
 static pm_outstore *os;
+static char root[] = "/tmp/pm-fuzz-outkey-XXXXXX";
+
+/* The root stays empty (only read calls are made): remove it at exit. */
+static void cleanup(void)
+{
+	pm_outstore_close(os);
+	rmdir(root);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -27,10 +36,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int fd = -1;
 
 	if (!os) {
-		char root[] = "/tmp/pm-fuzz-outkey-XXXXXX";
 		if (!mkdtemp(root) ||
 		    pm_outstore_local_open(root, NULL, &os, &e) != PM_OK)
 			abort();
+		atexit(cleanup);
 	}
 	if (size >= sizeof key)
 		size = sizeof key - 1;
