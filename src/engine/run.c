@@ -158,6 +158,7 @@ typedef struct run {
 	char db_url[PATH_MAX + 64];
 	char out_root[PATH_MAX];
 	char tmp_dir[PATH_MAX + 16]; /* OUT/.tmp: emptied at start */
+	pm_outstore *outs; /* outputs under out_root, temps in tmp_dir */
 	char catalog_abs[PATH_MAX];
 	int64_t job_id;
 	int run_no;
@@ -1480,7 +1481,7 @@ static void run_placeholder(run *r, pm_pipeline_run *pr, work *w)
 	w->ctx.placeholder = true;
 	w->ctx.out_root = r->out_root;
 	w->ctx.asset_dir = w->asset_dir;
-	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.outs = r->outs;
 	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
 	s = pm_pipeline_run_item(pr, &w->ctx, &e);
 	if (s)
@@ -1576,7 +1577,7 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	w->ctx.image = im;
 	w->ctx.out_root = r->out_root;
 	w->ctx.asset_dir = w->asset_dir;
-	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.outs = r->outs;
 	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
 	w->ctx.keep_meta = r->o->keep_meta;
 	w->ctx.seen = r->chosen;
@@ -2276,6 +2277,9 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	 * nothing in it is in use. */
 	snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/.tmp", r->out_root);
 	s = clear_tmp(r->tmp_dir, err);
+	if (!s)
+		s = pm_outstore_local_open(r->out_root, r->tmp_dir, &r->outs,
+					   err);
 	if (s)
 		goto out;
 	s = pm_catalog_open(r->catalog_abs, &co, &r->cat, err);
@@ -2419,6 +2423,7 @@ out:
 	pm_verify_seen_free(r->chosen);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
+	pm_outstore_close(r->outs);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	pthread_mutex_destroy(&r->bytes_mu);
