@@ -72,6 +72,7 @@ enum {
 	OPT_THREADS,
 	OPT_REPEAT,
 	OPT_SEARCH_PROVIDER,
+	OPT_ITEM,
 };
 
 typedef struct pm_opt {
