@@ -174,6 +174,7 @@ typedef struct run {
 	char out_root[PATH_MAX];
 	char tmp_dir[PATH_MAX + 256]; /* OUT/.tmp (a worker: OUT/.tmp/ID):
 					 emptied at start */
+	pm_outstore *outs; /* outputs under out_root, temps in tmp_dir */
 	char catalog_abs[PATH_MAX];
 	int64_t job_id;
 	int run_no;
@@ -1673,7 +1674,7 @@ static void run_placeholder(run *r, pm_pipeline_run *pr, work *w)
 	w->ctx.placeholder = true;
 	w->ctx.out_root = r->out_root;
 	w->ctx.asset_dir = w->asset_dir;
-	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.outs = r->outs;
 	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
 	s = pm_pipeline_run_item(pr, &w->ctx, &e);
 	if (s)
@@ -1769,7 +1770,7 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	w->ctx.image = im;
 	w->ctx.out_root = r->out_root;
 	w->ctx.asset_dir = w->asset_dir;
-	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.outs = r->outs;
 	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
 	w->ctx.keep_meta = r->o->keep_meta;
 	w->ctx.seen = r->chosen;
@@ -2660,6 +2661,9 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	else
 		snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/.tmp", r->out_root);
 	s = clear_tmp(r->tmp_dir, err);
+	if (!s)
+		s = pm_outstore_local_open(r->out_root, r->tmp_dir, &r->outs,
+					   err);
 	if (s)
 		goto out;
 	if (!r->queued) {
@@ -2833,6 +2837,7 @@ out:
 	pm_verify_seen_free(r->chosen);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
+	pm_outstore_close(r->outs);
 	if (r->queued && r->tmp_dir[0])
 		rmdir(r->tmp_dir); /* this worker's, if empty */
 	if (lock_fd >= 0)
