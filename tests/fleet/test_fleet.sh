@@ -177,6 +177,25 @@ r2|2|3"
 eq "requeue: the worker counts 4 requeued" "$(jq_ "$T/tr1.json" "d['requeued']")" 4
 eq "requeue: the origin saw 5 + 6 requests" "$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/count'))['counts']; print(sorted(v for k, v in d.items() if 'tag=' in k))")" "[5, 6]"
 
+# ---- 1d. --pipelines, and a job whose output root is not on this machine ----
+mkdir -p "$T/pl"
+{ echo image; for f in examples/images/*; do echo "$ROOT/$f"; done; } >"$T/pl/cat.csv"
+"$PM" run "$T/pl/cat.csv" --out "$T/pl/out" --db "$T/pl.db" --enqueue-only --priority 5 --json >"$T/pl-th.json" 2>/dev/null
+"$PM" run "$T/pl/cat.csv" --out "$T/pl/out" --db "$T/pl.db" --pipeline hashes --enqueue-only --json >"$T/pl-ha.json" 2>/dev/null
+JTH=$(jq_ "$T/pl-th.json" "d['job']") JHA=$(jq_ "$T/pl-ha.json" "d['job']")
+"$PM" worker --db "$T/pl.db" --pipelines hashes,ocr -j 1 --id pl1 --exit-when-idle >/dev/null 2>"$T/pl1.err"
+eq "--pipelines: exits 0 once only other pipelines' work is left" $? 0
+eq "--pipelines hashes: the hashes job done (though the thumbnails job is first in priority), thumbnails untouched" \
+  "$(sql "$T/pl.db" "SELECT id, state FROM jobs ORDER BY id"; sql "$T/pl.db" "SELECT count(*) FROM items WHERE job_id = $JTH")" "$JTH|queued
+$JHA|done
+0"
+grep -q "nothing this worker can run is queued" "$T/pl1.err" && ok "--pipelines: says why it exits" || bad "--pipelines: says why it exits"
+"$PM" worker --db "$T/pl.db" --out "$T/not-mounted" -j 1 --id pl2 --exit-when-idle >/dev/null 2>"$T/pl2.err"
+eq "output root missing on this machine: the job is skipped, exit 0" "$? $(grep -c 'is not on this machine' "$T/pl2.err") $(sql "$T/pl.db" "SELECT count(*) FROM items WHERE job_id = $JTH")" "0 1 0"
+check "output root missing: nothing created there" test ! -e "$T/not-mounted"
+"$PM" worker --db "$T/pl.db" -j 1 --id pl3 --exit-when-idle >/dev/null 2>"$T/pl3.err"
+eq "a worker for any pipeline then does the thumbnails job" "$(sql "$T/pl.db" "SELECT state FROM jobs WHERE id = $JTH")" done
+
 # ---- 2. SQLite: a broken queue row fails alone ----
 hostile() { # hostile DB LABEL: a 10-row job whose row r3 gets broken record_json
   local db=$1 label=$2 j
