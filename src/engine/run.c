@@ -811,10 +811,30 @@ static bool preempt_check(run *r, pm_store *st)
 	return false;
 }
 
+/* Ingest thread, worker mode: whether the job was cancelled (serve's
+ * DELETE /api/jobs/ID); asked at most every 5 s (*next_check). */
+static bool cancel_check(run *r, pm_store *st, double *next_check)
+{
+	char state[32];
+	pm_err e = {{0}};
+
+	if (pm_now() < *next_check)
+		return false;
+	*next_check = pm_now() + 5.0;
+	if (pm_store_job_state_of(st, r->job_id, state, sizeof state, &e))
+		return false; /* the claim will say whether the store is ok */
+	if (strcmp(state, "cancelled") && strcmp(state, "cancelling"))
+		return false;
+	pm_log(PM_LOG_INFO, "job %lld was cancelled: no more claims of it",
+	       (long long)r->job_id);
+	return true;
+}
+
 /* Ingest thread, worker mode: claims batches of the job's records and
  * sends each down the same path as a catalog's (the resume check is the
  * queue's: a queued row is never a done item). Stops when a claim comes
- * back empty, when a job of higher priority waits, or on cancel. */
+ * back empty, when a job of higher priority waits, when the job is
+ * cancelled, or on cancel of the run. */
 static void *ingest_queue_main(void *arg)
 {
 	run *r = arg;
@@ -822,6 +842,7 @@ static void *ingest_queue_main(void *arg)
 	pm_err e = {{0}};
 	pm_status s;
 	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
+	double next_check = pm_now() + 5.0;
 
 	s = pm_store_open(r->db_url, false, &st, &e);
 	if (!s)
@@ -830,7 +851,8 @@ static void *ingest_queue_main(void *arg)
 		set_fatal(r, s, &e);
 		goto out;
 	}
-	while (!stopping(r) && !preempt_check(r, st)) {
+	while (!stopping(r) && !preempt_check(r, st) &&
+	       !cancel_check(r, st, &next_check)) {
 		pm_claim *c = NULL;
 		int n = 0, i;
 

@@ -177,7 +177,36 @@ r2|2|3"
 eq "requeue: the worker counts 4 requeued" "$(jq_ "$T/tr1.json" "d['requeued']")" 4
 eq "requeue: the origin saw 5 + 6 requests" "$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/count'))['counts']; print(sorted(v for k, v in d.items() if 'tag=' in k))")" "[5, 6]"
 
-# ---- 1d. --pipelines, and a job whose output root is not on this machine ----
+# ---- 1d. serve --enqueue: cancelling a job stops the workers' claims ----
+"$PM" serve --enqueue --db "$T/cx.db" --data "$T/cx" --listen 127.0.0.1:0 --port-file "$T/cx.port" >"$T/cx.log" 2>&1 &
+cp=$!
+pids+=($cp)
+for _ in $(seq 100); do [ -s "$T/cx.port" ] && break; sleep 0.1; done
+A="http://127.0.0.1:$(cat "$T/cx.port")"
+python3 - "$PORT" >"$T/cx.csv" <<'EOF'
+import os, sys
+imgs = sorted(os.listdir("examples/images"))
+print("image")
+for i in range(400):
+    print(f"http://127.0.0.1:{sys.argv[1]}/file/{imgs[i % 5]}?tag=cx{i}&latency=300")
+EOF
+curl -s -o "$T/cx.json" -X POST --data-binary @"$T/cx.csv" -H 'Content-Type: text/csv' "$A/api/jobs" 2>/dev/null
+JC=$(jq_ "$T/cx.json" "d['id']")
+"$PM" worker --db "$T/cx.db" "${NET[@]}" -j 1 --batch 8 --id cx1 --exit-when-idle >/dev/null 2>"$T/cx1.err" &
+wp=$!
+pids+=($wp)
+wait_done "$T/cx.db" "$JC" 20 60 || bad "cancel: the worker did not start"
+curl -s -o "$T/cxdel.json" -w '%{http_code}' -X DELETE "$A/api/jobs/$JC" >"$T/cxdel.code" 2>/dev/null
+eq "cancel: DELETE /api/jobs/ID answers 202, cancelled" "$(cat "$T/cxdel.code") $(jq_ "$T/cxdel.json" "d['state']")" "202 cancelled"
+wait "$wp"
+eq "cancel: the worker stops claiming and exits 0 (nothing else to run)" "$? $(grep -c 'was cancelled: no more claims' "$T/cx1.err")" "0 1"
+cdone=$(sql "$T/cx.db" "SELECT count(*) FROM items WHERE job_id = $JC")
+check "cancel: the rest of the job was not done ($cdone of 400 recorded)" test "$cdone" -lt 400
+eq "cancel: nothing of it is claimed afterwards" "$(sql "$T/cx.db" "SELECT count(*) FROM queue WHERE job_id = $JC AND state = 'claimed'")" 0
+eq "cancel: the job stays cancelled" "$(sql "$T/cx.db" "SELECT state FROM jobs WHERE id = $JC")" cancelled
+kill "$cp"; wait "$cp" 2>/dev/null
+
+# ---- 1e. --pipelines, and a job whose output root is not on this machine ----
 mkdir -p "$T/pl"
 { echo image; for f in examples/images/*; do echo "$ROOT/$f"; done; } >"$T/pl/cat.csv"
 "$PM" run "$T/pl/cat.csv" --out "$T/pl/out" --db "$T/pl.db" --enqueue-only --priority 5 --json >"$T/pl-th.json" 2>/dev/null
