@@ -8,13 +8,20 @@
 #   SQLite (workers on one machine):
 #     1. enqueue-only, idempotent re-enqueue; 2 workers --exit-when-idle:
 #        every item done once, one manifest line per item, job done
+#     1b. serve --enqueue: POST enqueues (priority), a worker runs it
+#     1c. transient failures go back to the queue, 3 claims at most
+#     1d. DELETE of a job on serve --enqueue stops the worker's claims
+#     1e. --pipelines; a job whose output root is missing is skipped
 #     2. a queue row with broken record_json fails alone (bad_catalog_row
 #        in the DLQ), the rest is done
 #   PostgreSQL:
 #     3. 3 workers on a 3,000-item catalog, one killed with SIGKILL at a
 #        random moment mid-run: every item done exactly once, the killed
 #        worker's expired lease in the attempt history
-#     4. SIGTERM drains: exit 0, unstarted claims released, none lost
+#     3b. a worker frozen (SIGSTOP) past its lease: its results are
+#        counted lost, not written; every item done once
+#     4. SIGTERM drains: exit 0, unstarted claims released, none lost;
+#        a local run on the workers' output root is refused
 #     5. priority: a 1-item job enqueued at a higher priority while a bulk
 #        job runs finishes first
 #     6. hostile row, as in 2
