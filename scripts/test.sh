@@ -11,7 +11,10 @@
 #      (tests/vision/test_analyze.sh)
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
 #   2a. PostgreSQL store: a real server from Debian's packages, the store
-#       conformance suite on it and a CLI round trip (tests/store/pg.sh)
+#       conformance suite on it and a CLI round trip (tests/store/pg.sh);
+#       the fleet: `run --enqueue-only` and several `pixmill worker`s on one
+#       store, SQLite and PostgreSQL, a worker killed with SIGKILL, SIGTERM,
+#       priorities, hostile queue rows (tests/fleet/test_fleet.sh)
 #   2b. OCR: recipe cards rendered and scored (tests/ocr/run.sh)
 #   2c. ads: a products CSV through the ads pipeline, every ad OCR'd
 #       (tests/ads/run.sh); image candidates ranked and verified, early
@@ -139,6 +142,11 @@ sec "PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.sh)"
 tests/store/pg.sh build >"$LOGS/pg.log" 2>&1 || step_fail "PostgreSQL store tests"
 grep -E '^FAIL|passed' "$LOGS/pg.log"
 tally "$LOGS/pg.log"
+
+sec "fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGSTOP, SIGTERM, priority)"
+tests/fleet/test_fleet.sh build >"$LOGS/fleet.log" 2>&1 || step_fail "fleet tests"
+grep -E '^FAIL|^SKIP|passed' "$LOGS/fleet.log"
+tally "$LOGS/fleet.log"
 
 sec "OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
 tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"

@@ -620,7 +620,8 @@ static const char *const queries[Q_COUNT] = {
 	       "  ELSE 0 END,"
 	       " CASE WHEN j.enqueued IS NOT NULL THEN (SELECT"
 	       "  COUNT(DISTINCT q.lease_owner) FROM queue q"
-	       "  WHERE q.job_id = j.id AND q.state = 'claimed') ELSE 0 END"
+	       "  WHERE q.job_id = j.id AND q.state = 'claimed') ELSE 0 END,"
+	       " j.pipeline_json"
 	       " FROM (SELECT * FROM jobs WHERE ($2::bigint = 0 OR id = $2)"
 	       "  ORDER BY id DESC LIMIT $1) j"
 	       " CROSS JOIN LATERAL (SELECT COUNT(*) AS items,"
@@ -1446,6 +1447,7 @@ static pm_status pg_jobs(void *conn, int64_t id, int limit,
 			    .claimed = v_i64(r, i, 22),
 			    .workers = v_i64(r, i, 23),
 			},
+		    .pipeline_json = v_text(r, i, 24),
 		};
 		if (cb && cb(&ji, ud))
 			break;
@@ -2758,6 +2760,25 @@ static pm_status pg_queue_finish(void *conn, int64_t job_id, bool *finished,
 	return s;
 }
 
+static pm_status pg_job_state_of(void *conn, int64_t job_id, char *state,
+				 size_t size, pm_err *err)
+{
+	pg_params q = {0};
+	pm_status s = PM_OK;
+	p_i64(&q, job_id);
+	PGresult *r = q_run(conn, Q_Q_JOB_STATE, &q, 0, "job state", err);
+	if (!r)
+		return FAILED(conn);
+	if (PQntuples(r) == 0)
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
+			    (long long)job_id);
+	else if (size)
+		snprintf(state, size, "%s",
+			 v_text(r, 0, 0) ? v_text(r, 0, 0) : "");
+	PQclear(r);
+	return s;
+}
+
 static pm_status pg_queue_counts(void *conn, int64_t job_id,
 				 pm_queue_counts *qc, pm_err *err)
 {
@@ -2857,6 +2878,7 @@ const pm_store_backend pm_store_postgres = {
     .requeue = pg_requeue,
     .queue_wait = pg_queue_wait,
     .queue_finish = pg_queue_finish,
+    .job_state_of = pg_job_state_of,
     .queue_counts = pg_queue_counts,
     .queue_history = pg_queue_history,
 };

@@ -660,7 +660,8 @@ static const char *const queries[Q_COUNT] = {
 	       "  ELSE 0 END,"
 	       " CASE WHEN j.enqueued IS NOT NULL THEN (SELECT"
 	       "  COUNT(DISTINCT q.lease_owner) FROM queue q"
-	       "  WHERE q.job_id = j.id AND q.state = 'claimed') ELSE 0 END"
+	       "  WHERE q.job_id = j.id AND q.state = 'claimed') ELSE 0 END,"
+	       " j.pipeline_json"
 	       " FROM j LEFT JOIN items i ON i.job_id = j.id"
 	       " GROUP BY j.id ORDER BY j.id DESC",
     [Q_JOB_FAILURES] = "SELECT code, MIN(error), COUNT(*) AS n FROM items"
@@ -1117,6 +1118,7 @@ static pm_status sq_jobs(void *conn, int64_t id, int limit,
 			    .claimed = sqlite3_column_int64(st, 22),
 			    .workers = sqlite3_column_int64(st, 23),
 			},
+		    .pipeline_json = col_text(st, 24),
 		};
 		if (cb && cb(&ji, ud))
 			goto out;
@@ -2526,6 +2528,29 @@ static pm_status sq_queue_wait(void *conn, int timeout_ms, bool *woken,
 	return PM_OK;
 }
 
+static pm_status sq_job_state_of(void *conn, int64_t job_id, char *state,
+				 size_t size, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_Q_JOB_STATE, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) ||
+	    ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE))
+		s = sq_fail(c->db, err, "job state");
+	else if (rc == SQLITE_DONE)
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
+			    (long long)job_id);
+	else if (size)
+		snprintf(state, size, "%s",
+			 col_text(st, 0) ? col_text(st, 0) : "");
+	q_done(st);
+	return s;
+}
+
 static pm_status sq_queue_finish(void *conn, int64_t job_id, bool *finished,
 				 pm_err *err)
 {
@@ -2667,6 +2692,7 @@ const pm_store_backend pm_store_sqlite = {
     .requeue = sq_requeue,
     .queue_wait = sq_queue_wait,
     .queue_finish = sq_queue_finish,
+    .job_state_of = sq_job_state_of,
     .queue_counts = sq_queue_counts,
     .queue_history = sq_queue_history,
 };

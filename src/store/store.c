@@ -647,6 +647,14 @@ pm_status pm_store_queue_wait(pm_store *s, int timeout_ms, bool *woken,
 	return s->be->queue_wait(s->conn, timeout_ms, woken, err);
 }
 
+pm_status pm_store_job_state_of(pm_store *s, int64_t job_id, char *state,
+				size_t size, pm_err *err)
+{
+	if (size)
+		state[0] = 0;
+	return s->be->job_state_of(s->conn, job_id, state, size, err);
+}
+
 pm_status pm_store_queue_finish(pm_store *s, int64_t job_id, bool *finished,
 				pm_err *err)
 {

@@ -95,6 +95,8 @@ typedef struct pm_job_info {
 		bool on, enqueued;
 		int64_t total, queued, claimed, workers;
 	} queue;
+	const char *pipeline_json; /* the canonical pipeline (workers run
+				      the job from it) */
 } pm_job_info;
 
 /* Calls cb for each job, newest first (at most limit; 0 = all). The strings
@@ -533,6 +535,12 @@ pm_status pm_store_requeue(pm_store *s, int64_t queue_id, const char *worker,
  * 250 ms). *woken (may be NULL) = a notification arrived. */
 pm_status pm_store_queue_wait(pm_store *s, int timeout_ms, bool *woken,
 			      pm_err *err);
+/* Copies job_id's state ("queued", "running", "done", "cancelled", ...)
+ * into state (size bytes, truncated): one lookup by id, no counts, so a
+ * worker may poll it while it runs the job (to stop claiming a cancelled
+ * one). PM_ERR_NOT_FOUND if there is no such job. */
+pm_status pm_store_job_state_of(pm_store *s, int64_t job_id, char *state,
+				size_t size, pm_err *err);
 /* Sets job_id "done" if its enqueue is complete and no row of it is
  * queued or claimed; *finished = whether it is (now or already) done. */
 pm_status pm_store_queue_finish(pm_store *s, int64_t job_id, bool *finished,

@@ -154,6 +154,8 @@ typedef struct pm_store_backend {
 				pm_err *err);
 	pm_status (*queue_finish)(void *conn, int64_t job_id, bool *finished,
 				  pm_err *err);
+	pm_status (*job_state_of)(void *conn, int64_t job_id, char *state,
+				  size_t size, pm_err *err);
 	pm_status (*queue_counts)(void *conn, int64_t job_id,
 				  pm_queue_counts *c, pm_err *err);
 	pm_status (*queue_history)(void *conn, int64_t job_id, const char *key,

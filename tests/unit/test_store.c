@@ -2063,7 +2063,7 @@ static int job_info_cb(const pm_job_info *ji, void *ud)
 	*out = *ji;
 	out->key = out->catalog = out->pipeline = NULL;
 	out->pipeline_hash = out->out_dir = out->name = out->error = NULL;
-	out->state = NULL;
+	out->state = out->pipeline_json = NULL;
 	return 0;
 }
 
@@ -2427,6 +2427,31 @@ static void test_queue_finish(void)
 	if (!s)
 		return;
 	CHECK_INT(pm_store_job_open(s, &spec_q2, &job, &run, &err), PM_OK);
+	{ /* the state alone, as a worker polls it */
+		char state[32] = "x", tiny[3] = "x";
+		CHECK_INT(
+		    pm_store_job_state_of(s, job, state, sizeof state, &err),
+		    PM_OK);
+		CHECK_STR(state, "running");
+		CHECK_INT(
+		    pm_store_job_state_of(s, job, tiny, sizeof tiny, &err),
+		    PM_OK);
+		CHECK_STR(tiny, "ru");
+		CHECK_INT(pm_store_job_state_of(s, job + 100, state,
+						sizeof state, &err),
+			  PM_ERR_NOT_FOUND);
+		CHECK_STR(state, "");
+		CHECK_INT(
+		    pm_store_job_state(s, job, "cancelled", NULL, true, &err),
+		    PM_OK);
+		CHECK_INT(
+		    pm_store_job_state_of(s, job, state, sizeof state, &err),
+		    PM_OK);
+		CHECK_STR(state, "cancelled");
+		CHECK_INT(
+		    pm_store_job_state(s, job, "running", NULL, false, &err),
+		    PM_OK);
+	}
 	pm_enqueue_rec recs[2] = {{"a", 1, "{}"}, {"b", 2, "{}"}};
 	CHECK_INT(pm_store_enqueue(s, job, 0, recs, 2, NULL, &err), PM_OK);
 	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
