@@ -642,6 +642,47 @@ static pm_status search_images(run *r, pm_store *st, work *w, pm_err *e)
 	return PM_OK;
 }
 
+/* Ingest thread: sends new work item w on its way, the same for catalog
+ * records and claims: an image search for a row that names none, its
+ * candidates, the URL cache's validators; then a record that failed goes
+ * straight to the writer and the rest to the fetch thread. Takes w (freed
+ * on every path that does not hand it on). PM_OK: handed on; *closed =
+ * the fetch queue is closed (stop reading). Any other status is fatal
+ * (the store failed). */
+static pm_status ingest_route(run *r, pm_store *st, work *w, bool *closed,
+			      pm_err *e)
+{
+	pm_record *rec = w->rec;
+	pm_status s = PM_OK;
+
+	*closed = false;
+	w->t_start = pm_now();
+	w->ctx.sharpness = NAN;
+	if (rec->status != PM_OK && rec->no_image && r->o->n_providers > 0)
+		s = search_images(r, st, w, e);
+	if (!s && rec->status == PM_OK && rec->candidates)
+		take_candidates(r, w);
+	if (!s && rec->status == PM_OK && is_http(rec->image))
+		s = url_cache_lookup(r, st, w, e);
+	if (s) {
+		work_free(w);
+		return s;
+	}
+	if (rec->status != PM_OK) {
+		w->status = rec->status;
+		if (!w->error[0]) /* search_images may have said more */
+			snprintf(w->error, sizeof w->error, "%s", rec->error);
+		if (pm_queue_push(r->result_q, w))
+			work_free(w);
+		return PM_OK;
+	}
+	if (pm_queue_push(r->fetch_q, w)) {
+		work_free(w);
+		*closed = true;
+	}
+	return PM_OK;
+}
+
 static void *ingest_main(void *arg)
 {
 	run *r = arg;
@@ -701,47 +742,27 @@ static void *ingest_main(void *arg)
 			break;
 		}
 		w->rec = rec;
-		w->t_start = pm_now();
-		w->ctx.sharpness = NAN;
-		if (rec->status != PM_OK && rec->no_image &&
-		    r->o->n_providers > 0) {
-			s = search_images(r, st, w, &e);
-			if (s) {
-				work_free(w);
-				set_fatal(r, s, &e);
-				break;
-			}
-		}
 		w->dlq_retry = prev_failed;
-		if (rec->status == PM_OK && rec->candidates)
-			take_candidates(r, w);
-		if (rec->status == PM_OK && is_http(rec->image)) {
-			s = url_cache_lookup(r, st, w, &e);
-			if (s) {
-				work_free(w);
-				set_fatal(r, s, &e);
-				break;
-			}
-		}
-		if (rec->status != PM_OK) {
-			w->status = rec->status;
-			if (!w->error[0]) /* search_images may have said more */
-				snprintf(w->error, sizeof w->error, "%s",
-					 rec->error);
-			if (pm_queue_push(r->result_q, w))
-				work_free(w);
-			continue;
-		}
-		if (pm_queue_push(r->fetch_q, w)) {
-			work_free(w);
+		bool closed;
+		s = ingest_route(r, st, w, &closed, &e);
+		if (s) {
+			set_fatal(r, s, &e);
 			break;
 		}
+		if (closed)
+			break;
 	}
 out:
 	pm_store_close(st);
 	pm_queue_close(r->fetch_q);
 	return NULL;
 }
+
+/* Worker mode: claims after which a record that never got a result (its
+ * workers died or lost their leases each time) fails instead of being
+ * tried again, so one record that crashes every worker cannot take the
+ * fleet down one worker at a time. */
+#define QUEUE_MAX_CLAIMS 6
 
 /* Ingest thread, worker mode: the work item for claim c. Its record is
  * decoded from the queue row; one that does not decode (or names another
@@ -782,6 +803,17 @@ static work *claim_work(const pm_claim *c)
 		rec->ordinal = c->ordinal;
 		rec->status = s == PM_ERR_NOMEM ? PM_ERR_NOMEM : PM_ERR_CATALOG;
 		snprintf(rec->error, sizeof rec->error, "%.255s", e.msg);
+	}
+	if (rec->status == PM_OK && c->attempts > QUEUE_MAX_CLAIMS) {
+		/* a poison record: every worker that took it died on it or
+		 * lost its lease; not tried again (dlq retry sends it back) */
+		rec->status = PM_ERR_INTERNAL;
+		snprintf(
+		    rec->error, sizeof rec->error,
+		    "claimed %d times without a result: the workers that "
+		    "took it died or lost their lease (see status --item); "
+		    "not tried again",
+		    c->attempts - 1);
 	}
 	w->rec = rec;
 	w->queue_id = c->queue_id;
@@ -883,41 +915,14 @@ static void *ingest_queue_main(void *arg)
 				break;
 			}
 			atomic_fetch_add(&r->seen, 1);
-			w->t_start = pm_now();
-			w->ctx.sharpness = NAN;
-			if (w->rec->status != PM_OK && w->rec->no_image &&
-			    r->o->n_providers > 0) {
-				s = search_images(r, st, w, &e);
-				if (s) {
-					work_free(w);
-					set_fatal(r, s, &e);
-					break;
-				}
-			}
-			if (w->rec->status == PM_OK && w->rec->candidates)
-				take_candidates(r, w);
-			if (w->rec->status == PM_OK && is_http(w->rec->image)) {
-				s = url_cache_lookup(r, st, w, &e);
-				if (s) {
-					work_free(w);
-					set_fatal(r, s, &e);
-					break;
-				}
-			}
-			if (w->rec->status != PM_OK) {
-				w->status = w->rec->status;
-				if (!w->error[0]) /* search_images may say more
-						   */
-					snprintf(w->error, sizeof w->error,
-						 "%s", w->rec->error);
-				if (pm_queue_push(r->result_q, w))
-					work_free(w);
-				continue;
-			}
-			if (pm_queue_push(r->fetch_q, w)) {
-				work_free(w);
+			bool closed;
+			s = ingest_route(r, st, w, &closed, &e);
+			if (s) {
+				set_fatal(r, s, &e);
 				break;
 			}
+			if (closed)
+				break;
 		}
 		pm_claims_free(c, n);
 		if (i < n)
