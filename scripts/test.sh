@@ -12,6 +12,10 @@
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
 #   2a. PostgreSQL store: a real server from Debian's packages, the store
 #       conformance suite on it and a CLI round trip (tests/store/pg.sh)
+#   2a'. fleet: PostgreSQL restarted under running workers
+#       (tests/fleet/test_pg_restart.sh) and workers on two simulated hosts
+#       (network namespaces on a veth bridge, tests/fleet/test_multihost.sh;
+#       SKIP without root)
 #   2b. OCR: recipe cards rendered and scored (tests/ocr/run.sh)
 #   2c. ads: a products CSV through the ads pipeline, every ad OCR'd
 #       (tests/ads/run.sh); image candidates ranked and verified, early
@@ -125,6 +129,15 @@ echo "== PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.
 tests/store/pg.sh build >"$LOGS/pg.log" 2>&1 || step_fail "PostgreSQL store tests"
 grep -E '^FAIL|passed' "$LOGS/pg.log"
 tally "$LOGS/pg.log"
+
+echo "== fleet: PostgreSQL restarted under 3 workers (tests/fleet/test_pg_restart.sh)"
+tests/fleet/test_pg_restart.sh build/pixmill >"$LOGS/pg-restart.log" 2>&1 || step_fail "PostgreSQL restart test"
+grep -E '^FAIL|passed' "$LOGS/pg-restart.log"
+tally "$LOGS/pg-restart.log"
+echo "== fleet: two hosts in network namespaces, one queue (tests/fleet/test_multihost.sh)"
+tests/fleet/test_multihost.sh build/pixmill >"$LOGS/multihost.log" 2>&1 || step_fail "multi-host test"
+grep -E '^FAIL|^SKIP|passed' "$LOGS/multihost.log"
+tally "$LOGS/multihost.log"
 
 echo "== OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
 tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"
