@@ -5,7 +5,7 @@
 #
 # A catalog of N distinct URLs is served by the test origin
 # (tests/fetch/origin.c on loopback) with 200 ms added to every answer,
-# over small JPEGs (96x96 crops of the example photos, 40 distinct ones),
+# over small JPEGs (~1,270 distinct 128x128 tiles of the example photos),
 # so each item costs little CPU and a worker is bound by its fixed number
 # of transfers in flight: that is how 2 cores stand in for more machines.
 # For each fleet size W in $FLEET (default "1 2 4") a fresh database is
@@ -52,16 +52,21 @@ cleanup() {
 trap cleanup EXIT
 trap "exit 1" INT TERM HUP
 
-# 40 distinct small JPEGs
+# ~1,270 distinct small JPEGs: the example photos, shifted by 0..112 px,
+# cut into 128x128 tiles (vips dzsave), so that assets and outputs grow
+# with the catalog as with distinct product photos
 IMG=$T/img
-mkdir -p "$IMG"
-k=0
+mkdir -p "$IMG" "$T/tiles"
 for f in examples/images/*.jpg; do
-  for off in 0 40 80 120 160 200 240 280; do
-    vips extract_area "$f" "$IMG/s$k.jpg[Q=85]" "$off" "$off" 96 96 || exit 1
-    k=$((k + 1))
+  b=$(basename "$f" .jpg) w=$(vipsheader -f width "$f") h=$(vipsheader -f height "$f")
+  for s in 0 16 32 48 64 80 96 112; do
+    vips extract_area "$f" "$T/tiles/s.v" "$s" "$s" $((w - s)) $((h - s)) &&
+      vips dzsave "$T/tiles/s.v" "$T/tiles/$b-$s" --layout google --tile-size 128 \
+        --overlap 0 --depth one --suffix ".jpg[Q=85]" || exit 1
   done
 done
+(cd "$T/tiles" && for t in */0/*/*.jpg; do mv "$t" "$IMG/$(echo "$t" | tr / _)"; done)
+rm -rf "$T/tiles"
 pg_start || { echo "PostgreSQL did not start"; exit 1; }
 FH_IMAGES=$IMG fh_origin origin --latency "$LATENCY_MS" --max-conns 4096 || exit 1
 BASE="http://127.0.0.1:$FH_PORT"
