@@ -72,6 +72,14 @@ enum {
 	OPT_THREADS,
 	OPT_REPEAT,
 	OPT_SEARCH_PROVIDER,
+	OPT_ENQUEUE_ONLY,
+	OPT_PRIORITY,
+	OPT_PIPELINES,
+	OPT_LEASE,
+	OPT_BATCH,
+	OPT_ID,
+	OPT_EXIT_WHEN_IDLE,
+	OPT_ENQUEUE,
 };
 
 typedef struct pm_opt {
@@ -120,7 +128,8 @@ typedef struct pm_run_cli {
 	pm_run_opts o;
 	bool quiet, verbose;
 	int progress_set;
-	const char *cmd; /* for error messages */
+	bool enqueue_only; /* run --enqueue-only */
+	const char *cmd;   /* for error messages */
 } pm_run_cli;
 int pm_cli_run_opt(int id, const char *arg, void *ud);
 /* Frees the search providers --search-provider made (after the runs). */
@@ -141,5 +150,6 @@ int pm_cmd_dlq(int argc, char **argv);
 int pm_cmd_search(int argc, char **argv);
 int pm_cmd_dupes(int argc, char **argv);
 int pm_cmd_models(int argc, char **argv);
+int pm_cmd_worker(int argc, char **argv);
 
 #endif

@@ -4,6 +4,7 @@
  * Threads: main thread; the signal handler only calls pm_run_cancel (and
  * _exit on a second signal).
  */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,6 +269,15 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 	case OPT_QUIET:
 		c->quiet = true;
 		break;
+	case OPT_ENQUEUE_ONLY:
+		c->enqueue_only = true;
+		break;
+	case OPT_PRIORITY:
+		if (pm_cli_long(arg, -1000000, 1000000, &v))
+			return pm_cli_usage_error(
+			    c->cmd, "--priority wants -1000000 to 1000000");
+		c->o.priority = (int)v;
+		break;
 	case OPT_JSON:
 		c->o.json = true;
 		break;
@@ -439,6 +449,50 @@ static void print_json(const pm_run_summary *s)
 	json_decref(o);
 }
 
+/* run --enqueue-only: the catalog into the shared queue, a summary. */
+static int enqueue(pm_run_cli *c)
+{
+	int64_t job = 0, added = 0, present = 0;
+	pm_err err = {{0}};
+	double t0 = pm_now();
+	pm_status s = pm_run_enqueue(&c->o, &job, &added, &present, &err);
+	char db[512];
+
+	pm_cli_run_free(c);
+	if (s) {
+		pm_log(s == PM_ERR_CANCELLED ? PM_LOG_WARN : PM_LOG_ERROR, "%s",
+		       err.msg);
+		return pm_status_exit(s);
+	}
+	if (c->o.db)
+		pm_store_url_mask(c->o.db, db, sizeof db);
+	else {
+		char abs[PATH_MAX];
+		snprintf(db, sizeof db, "%.490s/pixmill.db",
+			 realpath(c->o.out_dir, abs) ? abs : c->o.out_dir);
+	}
+	if (c->o.json) {
+		json_t *o = json_pack(
+		    "{s:I,s:I,s:I,s:i,s:s,s:f}", "job", (json_int_t)job,
+		    "enqueued", (json_int_t)added, "already_present",
+		    (json_int_t)present, "priority", c->o.priority, "db", db,
+		    "wall_s", pm_now() - t0);
+		char *txt = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+		if (txt)
+			printf("%s\n", txt);
+		free(txt);
+		json_decref(o);
+	} else if (!c->quiet)
+		fprintf(stderr,
+			"pixmill: job %lld: %lld records enqueued, %lld "
+			"already present (priority %d) in %.1f s\n"
+			"pixmill: start workers with: pixmill worker --db "
+			"%s\n",
+			(long long)job, (long long)added, (long long)present,
+			c->o.priority, pm_now() - t0, db);
+	return 0;
+}
+
 int pm_cmd_run(int argc, char **argv)
 {
 	pm_run_cli c;
@@ -475,6 +529,8 @@ int pm_cmd_run(int argc, char **argv)
 
 	pm_log(PM_LOG_DEBUG, "t+%.1f ms: libvips ready",
 	       (pm_now() - pm_cli_t0) * 1e3);
+	if (c.enqueue_only)
+		return enqueue(&c);
 	s = pm_run(&c.o, &sum, &err);
 	pm_cli_run_free(&c);
 	if (s && s != PM_ERR_CANCELLED) {

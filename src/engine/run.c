@@ -55,6 +55,7 @@
 #include "engine/single.h"
 #include "fetch/urlcache.h"
 #include "ingest/candidates.h"
+#include "ingest/record_json.h"
 #include "stages/pipeline.h"
 #include "stages/verify.h"
 #include "store/store.h"
@@ -146,6 +147,12 @@ typedef struct work {
 	 * next; placeholder: no image would do, composed with a placeholder;
 	 * dlq_retry: it had failed in an earlier run */
 	bool holds_slot, returned, placeholder, dlq_retry;
+	/* worker mode: the claim this item completes (0: none), its claim
+	 * count; lost: put_item said another worker holds it now; requeued:
+	 * given back to the queue for a later attempt */
+	int64_t queue_id;
+	int q_attempts;
+	bool lost, requeued;
 	struct work *next; /* waiters chain */
 } work;
 
@@ -157,12 +164,20 @@ typedef struct run {
 	pm_pipeline *pipe;
 	char db_url[PATH_MAX + 64];
 	char out_root[PATH_MAX];
-	char tmp_dir[PATH_MAX + 16]; /* OUT/.tmp: emptied at start */
+	char tmp_dir[PATH_MAX + 256]; /* OUT/.tmp (a worker: OUT/.tmp/ID):
+					 emptied at start */
 	char catalog_abs[PATH_MAX];
 	int64_t job_id;
 	int run_no;
 	int workers;
 	pm_catalog *cat; /* owned by the ingest thread once it starts */
+	/* worker mode (o->queue_job > 0): the lease owner, and the same made
+	 * safe for file names (temporary folder, manifest) */
+	bool queued;
+	char worker[128], worker_file[128];
+	double lease_s;
+	atomic_llong lost, requeued;
+	atomic_int preempted;
 
 	pm_queue *fetch_q, *work_q, *result_q;
 	pm_urlcache *uc; /* in-run URL table; the fetch thread's */
@@ -219,7 +234,7 @@ typedef struct run {
 	pm_provider_day prov[PM_PROVIDERS_MAX];
 
 	FILE *manifest;
-	char manifest_path[PATH_MAX + 128];
+	char manifest_path[PATH_MAX + 256];
 	int out_fd; /* for syncfs */
 } run;
 
@@ -706,6 +721,147 @@ static void *ingest_main(void *arg)
 			work_free(w);
 			break;
 		}
+	}
+out:
+	pm_store_close(st);
+	pm_queue_close(r->fetch_q);
+	return NULL;
+}
+
+/* Ingest thread, worker mode: the work item for claim c. Its record is
+ * decoded from the queue row; one that does not decode (or names another
+ * key) becomes a malformed record with the claim's key, which fails like a
+ * malformed catalog row. NULL when memory is short. */
+static work *claim_work(const pm_claim *c)
+{
+	work *w = calloc(1, sizeof *w);
+	pm_record *rec = NULL;
+	pm_err e = {{0}};
+	pm_status s;
+
+	if (!w)
+		return NULL;
+	s = pm_record_from_json(c->record_json,
+				c->record_json ? strlen(c->record_json) : 0,
+				&rec, &e);
+	if (!s && strcmp(rec->key, c->key) != 0) {
+		s = pm_fail(&e, PM_ERR_CATALOG,
+			    "queued record: key \"%.60s\" in a queue row of "
+			    "key \"%.60s\"",
+			    rec->key, c->key);
+		pm_record_free(rec);
+		rec = NULL;
+	}
+	if (s) {
+		rec = calloc(1, sizeof *rec);
+		if (rec) {
+			rec->key = strdup(c->key);
+			rec->attrs_json = strdup("{}");
+		}
+		if (!rec || !rec->key || !rec->attrs_json) {
+			pm_record_free(rec);
+			free(w);
+			return NULL;
+		}
+		rec->ordinal = c->ordinal;
+		rec->status = s == PM_ERR_NOMEM ? PM_ERR_NOMEM : PM_ERR_CATALOG;
+		snprintf(rec->error, sizeof rec->error, "%.255s", e.msg);
+	}
+	w->rec = rec;
+	w->queue_id = c->queue_id;
+	w->q_attempts = c->attempts;
+	return w;
+}
+
+/* Ingest thread, worker mode: whether to stop claiming this job because
+ * the queue's next job is another one of higher priority. */
+static bool preempt_check(run *r, pm_store *st)
+{
+	int64_t next = 0;
+	int prio = 0;
+	pm_err e = {{0}};
+
+	if (pm_store_queue_next(st, &next, &prio, &e))
+		return false; /* the claim will say whether the store is ok */
+	if (next > 0 && next != r->job_id && prio > r->o->queue_priority) {
+		pm_log(PM_LOG_INFO,
+		       "job %lld: job %lld of priority %d is waiting: "
+		       "stopping claims of this one (priority %d)",
+		       (long long)r->job_id, (long long)next, prio,
+		       r->o->queue_priority);
+		atomic_store(&r->preempted, 1);
+		return true;
+	}
+	return false;
+}
+
+/* Ingest thread, worker mode: claims batches of the job's records and
+ * sends each down the same path as a catalog's (the resume check is the
+ * queue's: a queued row is never a done item). Stops when a claim comes
+ * back empty, when a job of higher priority waits, or on cancel. */
+static void *ingest_queue_main(void *arg)
+{
+	run *r = arg;
+	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s;
+	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
+
+	s = pm_store_open(r->db_url, false, &st, &e);
+	if (s) {
+		set_fatal(r, s, &e);
+		goto out;
+	}
+	while (!stopping(r) && !preempt_check(r, st)) {
+		pm_claim *c = NULL;
+		int n = 0, i;
+
+		s = pm_store_claim(st, r->job_id, r->worker, batch, r->lease_s,
+				   &c, &n, &e);
+		if (s) {
+			set_fatal(r, s, &e);
+			break;
+		}
+		if (n == 0) {
+			pm_claims_free(c, n);
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			work *w = claim_work(&c[i]);
+			if (!w) {
+				pm_fail(&e, PM_ERR_NOMEM, "out of memory");
+				set_fatal(r, PM_ERR_NOMEM, &e);
+				break;
+			}
+			atomic_fetch_add(&r->seen, 1);
+			w->t_start = pm_now();
+			w->ctx.sharpness = NAN;
+			if (w->rec->status == PM_OK && w->rec->candidates)
+				take_candidates(r, w);
+			if (w->rec->status == PM_OK && is_http(w->rec->image)) {
+				s = url_cache_lookup(r, st, w, &e);
+				if (s) {
+					work_free(w);
+					set_fatal(r, s, &e);
+					break;
+				}
+			}
+			if (w->rec->status != PM_OK) {
+				w->status = w->rec->status;
+				snprintf(w->error, sizeof w->error, "%s",
+					 w->rec->error);
+				if (pm_queue_push(r->result_q, w))
+					work_free(w);
+				continue;
+			}
+			if (pm_queue_push(r->fetch_q, w)) {
+				work_free(w);
+				break;
+			}
+		}
+		pm_claims_free(c, n);
+		if (i < n)
+			break;
 	}
 out:
 	pm_store_close(st);
@@ -1774,6 +1930,8 @@ static pm_status put_work(run *r, pm_store *st, work *w, pm_err *e)
 		cands = json_dumps(w->cand_log, JSON_COMPACT);
 	it.candidates_json = cands;
 	it.url_last_modified = w->lastmod[0] ? w->lastmod : NULL;
+	it.queue_id = w->queue_id;
+	it.lease_owner = w->queue_id ? r->worker : NULL;
 	if (!w->status && !w->duplicate) {
 		pm_asset_from_ctx(&as, &w->ctx, w->sha, &w->header, w->src_len,
 				  pm_pipeline_hash(r->pipe), &meta);
@@ -1859,6 +2017,16 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 {
 	for (int i = 0; i < b->n; i++) {
 		work *w = b->items[i];
+		if (w->lost || w->requeued) {
+			/* not ours to record: another worker holds it, or a
+			 * later attempt does it */
+			atomic_fetch_add(w->lost ? &r->lost : &r->requeued, 1);
+			pm_log(PM_LOG_DEBUG, "%s: %s", w->rec->key,
+			       w->lost ? "lease lost: another worker has it"
+				       : "transient failure: back in the "
+					 "queue");
+			goto dedup;
+		}
 		manifest_line(r, w);
 		if (w->status) {
 			atomic_fetch_add(&r->failed, 1);
@@ -1899,6 +2067,7 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 				      w->not_modified || w->url_reused ? "hit"
 								       : "miss",
 				      NULL, 1);
+	dedup:
 		if (w->entry && w->owner) {
 			dedup_entry *e = w->entry;
 			pthread_mutex_lock(&r->dd_mu);
@@ -1924,6 +2093,38 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 	b->n = 0;
 }
 
+/* Worker mode: claims a transient failure may take before it fails for
+ * good (the first attempt included). */
+#define QUEUE_MAX_ATTEMPTS 3
+
+/* Writer, worker mode: items of the batch that failed for a passing
+ * reason (the network) with attempts left go back to the queue, claimable
+ * again after a backoff (2, 4 s), instead of failing. A claim this worker
+ * no longer holds is lost. */
+static pm_status writer_requeue(run *r, pm_store *st, batch *b, pm_err *e)
+{
+	for (int i = 0; i < b->n; i++) {
+		work *w = b->items[i];
+		double delay;
+		pm_status s;
+
+		if (!w->queue_id || !w->status || !transient(w->status) ||
+		    w->q_attempts >= QUEUE_MAX_ATTEMPTS)
+			continue;
+		delay =
+		    2.0 * (1 << (w->q_attempts > 0 ? w->q_attempts - 1 : 0));
+		s = pm_store_requeue(st, w->queue_id, r->worker, delay,
+				     w->error, e);
+		if (s == PM_ERR_CONFLICT)
+			w->lost = true;
+		else if (s)
+			return s;
+		else
+			w->requeued = true;
+	}
+	return PM_OK;
+}
+
 static pm_status writer_commit(run *r, pm_store *st, batch *b, pm_err *e)
 {
 	pm_status s;
@@ -1933,13 +2134,34 @@ static pm_status writer_commit(run *r, pm_store *st, batch *b, pm_err *e)
 	if (r->o->durability == PM_SYNC_BATCH && syncfs(r->out_fd))
 		return pm_fail(e, PM_ERR_IO, "syncfs %s: %s", r->out_root,
 			       strerror(errno));
+	if (r->queued && (s = writer_requeue(r, st, b, e)))
+		return s;
 	s = pm_store_begin(st, e);
-	for (int i = 0; !s && i < b->n; i++)
-		s = put_work(r, st, b->items[i], e);
+	for (int i = 0; !s && i < b->n; i++) {
+		work *w = b->items[i];
+		if (w->lost || w->requeued)
+			continue;
+		s = put_work(r, st, w, e);
+		if (s == PM_ERR_CONFLICT && w->queue_id) {
+			/* the lease ran out and another worker took the
+			 * item: nothing was written, the batch goes on */
+			w->lost = true;
+			s = PM_OK;
+		}
+	}
 	if (!s)
 		s = pm_store_commit(st, e);
-	if (s)
+	if (s) {
 		pm_store_rollback(st);
+		return s;
+	}
+	if (r->queued) {
+		bool finished = false;
+		s = pm_store_queue_finish(st, r->job_id, &finished, e);
+		if (!s && finished)
+			pm_log(PM_LOG_DEBUG, "job %lld: queue drained: done",
+			       (long long)r->job_id);
+	}
 	return s;
 }
 
@@ -2123,6 +2345,89 @@ static pm_status resolve(run *r, pm_err *err)
 	return PM_OK;
 }
 
+/* Worker mode: the job's pipeline and output root from the store (a
+ * pipeline that no longer hashes the same, say from another pixmill
+ * version, is refused: its outputs would land elsewhere). */
+typedef struct queued_job {
+	char *pipeline_json, *pipeline_hash, *out_dir, *catalog, *state;
+} queued_job;
+
+static int queued_job_cb(const pm_job_info *ji, void *ud)
+{
+	queued_job *q = ud;
+
+	q->pipeline_json = ji->pipeline_json ? strdup(ji->pipeline_json) : NULL;
+	q->pipeline_hash = ji->pipeline_hash ? strdup(ji->pipeline_hash) : NULL;
+	q->out_dir = ji->out_dir ? strdup(ji->out_dir) : NULL;
+	q->catalog = ji->catalog ? strdup(ji->catalog) : NULL;
+	return 1;
+}
+
+static pm_status resolve_queued(run *r, pm_err *err)
+{
+	const pm_run_opts *o = r->o;
+	queued_job q = {0};
+	pm_store *st = NULL;
+	const char *out;
+	pm_status s;
+
+	if (!o->db)
+		return pm_fail(err, PM_ERR_USAGE, "a worker needs --db");
+	snprintf(r->db_url, sizeof r->db_url, "%s", o->db);
+	s = pm_store_open(r->db_url, false, &st, err);
+	if (!s)
+		s = pm_store_job_get(st, o->queue_job, queued_job_cb, &q, err);
+	pm_store_close(st);
+	if (s)
+		goto out;
+	if (!q.pipeline_json || !q.pipeline_hash || !q.out_dir) {
+		s = pm_fail(err, PM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	s = pm_pipeline_parse(q.pipeline_json, &r->pipe, err);
+	if (!s && strcmp(pm_pipeline_hash(r->pipe), q.pipeline_hash) != 0)
+		s = pm_fail(err, PM_ERR_PIPELINE,
+			    "job %lld: its pipeline hashes to %.12s here, not "
+			    "%.12s as recorded (a different pixmill version?)",
+			    (long long)o->queue_job, pm_pipeline_hash(r->pipe),
+			    q.pipeline_hash);
+	if (s)
+		goto out;
+	snprintf(r->catalog_abs, sizeof r->catalog_abs, "%s",
+		 q.catalog ? q.catalog : "");
+	out = o->out_dir ? o->out_dir : q.out_dir;
+	s = pm_mkdirs(out, err);
+	if (s)
+		goto out;
+	if (!realpath(out, r->out_root))
+		s = pm_fail(err, PM_ERR_IO, "output folder %s: %s", out,
+			    strerror(errno));
+out:
+	free(q.pipeline_json);
+	free(q.pipeline_hash);
+	free(q.out_dir);
+	free(q.catalog);
+	return s;
+}
+
+/* Worker mode: id made safe as one file name component. */
+static void file_safe(const char *id, char *out, size_t size)
+{
+	size_t i;
+
+	for (i = 0; id[i] && i + 1 < size; i++) {
+		char c = id[i];
+		out[i] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+				 (c >= '0' && c <= '9') || c == '-' ||
+				 c == '_' || (c == '.' && i > 0) || c == ':'
+			     ? c
+			     : '_';
+	}
+	out[i] = 0;
+	if (!out[0])
+		snprintf(out, size, "worker");
+}
+
 pm_status pm_run_prepare(const pm_run_opts *o, const char *name,
 			 int64_t *job_id, pm_err *err)
 {
@@ -2258,14 +2563,27 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	pm_set_workers_hint(r->workers);
 	r->bytes_cap = o->inflight_bytes > 0 ? o->inflight_bytes : 256ll << 20;
 
-	s = resolve(r, err);
+	r->queued = o->queue_job > 0;
+	if (r->queued) {
+		snprintf(r->worker, sizeof r->worker, "%s",
+			 o->worker_id && o->worker_id[0] ? o->worker_id
+							 : "worker");
+		file_safe(r->worker, r->worker_file, sizeof r->worker_file);
+		r->lease_s = o->lease_s > 0 ? o->lease_s : 30.0;
+		r->job_id = o->queue_job;
+		s = resolve_queued(r, err);
+	} else
+		s = resolve(r, err);
 	if (s)
 		goto out;
 	r->chosen = pm_verify_seen_new(); /* NULL: no duplicate penalty */
-	/* One run per output folder at a time. */
+	/* One run per output folder at a time; workers share theirs (a
+	 * shared lock: a local run on the same root waits for none of them
+	 * and none of them for it, but they never run together). */
 	snprintf(path, sizeof path, "%s/.pixmill.lock", r->out_root);
 	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB)) {
+	if (lock_fd < 0 ||
+	    flock(lock_fd, (r->queued ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
 		s = pm_fail(err, PM_ERR_LOCKED,
 			    "another pixmill run is using %s", r->out_root);
 		goto out;
@@ -2273,20 +2591,27 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	r->out_fd = open(r->out_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	/* Temporary files live in one folder, so what a crashed run left
 	 * behind is found without walking the tree. We hold the lock, so
-	 * nothing in it is in use. */
-	snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/.tmp", r->out_root);
+	 * nothing in it is in use; a worker has a folder of its own in it
+	 * (OUT/.tmp/ID), which only it clears. */
+	if (r->queued)
+		snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/.tmp/%s",
+			 r->out_root, r->worker_file);
+	else
+		snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/.tmp", r->out_root);
 	s = clear_tmp(r->tmp_dir, err);
 	if (s)
 		goto out;
-	s = pm_catalog_open(r->catalog_abs, &co, &r->cat, err);
-	if (s)
-		goto out;
-	pm_log(PM_LOG_DEBUG, "t+%.1f ms: catalog open (%s)",
-	       (pm_now() - r->t0) * 1e3,
-	       pm_catalog_kind_name(pm_catalog_kind_of(r->cat)));
-	s = open_job(r, err);
-	if (s)
-		goto out;
+	if (!r->queued) {
+		s = pm_catalog_open(r->catalog_abs, &co, &r->cat, err);
+		if (s)
+			goto out;
+		pm_log(PM_LOG_DEBUG, "t+%.1f ms: catalog open (%s)",
+		       (pm_now() - r->t0) * 1e3,
+		       pm_catalog_kind_name(pm_catalog_kind_of(r->cat)));
+		s = open_job(r, err);
+		if (s)
+			goto out;
+	}
 	if (o->live)
 		atomic_store(&o->live->job_id, r->job_id);
 	pm_log(PM_LOG_DEBUG, "t+%.1f ms: store open, job %lld run %d",
@@ -2295,10 +2620,15 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	s = pm_mkdirs(path, err);
 	if (s)
 		goto out;
-	snprintf(r->manifest_path, sizeof r->manifest_path,
-		 "%s/manifests/job%lld-run%d.jsonl", r->out_root,
-		 (long long)r->job_id, r->run_no);
-	r->manifest = fopen(r->manifest_path, "w");
+	if (r->queued) /* one per worker and job, over its runs of it */
+		snprintf(r->manifest_path, sizeof r->manifest_path,
+			 "%s/manifests/job%lld-%s.jsonl", r->out_root,
+			 (long long)r->job_id, r->worker_file);
+	else
+		snprintf(r->manifest_path, sizeof r->manifest_path,
+			 "%s/manifests/job%lld-run%d.jsonl", r->out_root,
+			 (long long)r->job_id, r->run_no);
+	r->manifest = fopen(r->manifest_path, r->queued ? "a" : "w");
 	if (!r->manifest) {
 		s = pm_fail(err, PM_ERR_IO, "create %s: %s", r->manifest_path,
 			    strerror(errno));
@@ -2325,8 +2655,11 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 			       &wargs[n_started]);
 	}
 	pthread_create(&t_fetch, NULL, fetch_main, r);
-	pthread_create(&t_ingest, NULL, ingest_main, r);
-	count_started = pthread_create(&t_count, NULL, count_main, r) == 0;
+	pthread_create(&t_ingest, NULL,
+		       r->queued ? ingest_queue_main : ingest_main, r);
+	if (!r->queued)
+		count_started =
+		    pthread_create(&t_count, NULL, count_main, r) == 0;
 	pm_log(PM_LOG_DEBUG, "t+%.1f ms: %d workers started",
 	       (pm_now() - r->t0) * 1e3, r->workers);
 
@@ -2366,9 +2699,23 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		*err = r->fatal_err;
 		goto out;
 	}
-	s = finish_job(r, sum, err);
+	if (r->queued) {
+		/* the job's state is the queue's (pm_store_queue_finish) */
+		pm_store *st = NULL;
+		int64_t dups;
+		s = pm_store_open(r->db_url, false, &st, err);
+		if (!s)
+			s = pm_store_job_counts(st, r->job_id, &sum->job_items,
+						&sum->job_done,
+						&sum->job_failed, &dups, err);
+		pm_store_close(st);
+	} else
+		s = finish_job(r, sum, err);
 	if (s)
 		goto out;
+	sum->lost = atomic_load(&r->lost);
+	sum->requeued = atomic_load(&r->requeued);
+	sum->preempted = atomic_load(&r->preempted);
 	sum->job_id = r->job_id;
 	sum->run_no = r->run_no;
 	sum->seen = atomic_load(&r->seen);
@@ -2419,6 +2766,8 @@ out:
 	pm_verify_seen_free(r->chosen);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
+	if (r->queued && r->tmp_dir[0])
+		rmdir(r->tmp_dir); /* this worker's, if empty */
 	if (lock_fd >= 0)
 		close(lock_fd);
 	pthread_mutex_destroy(&r->bytes_mu);
@@ -2429,6 +2778,117 @@ out:
 	pthread_mutex_destroy(&r->fatal_mu);
 	pthread_mutex_destroy(&r->rq_mu);
 	pthread_cond_destroy(&r->rq_cv);
+	free(r);
+	return s;
+}
+
+/* ---- run --enqueue-only ---- */
+
+#define ENQUEUE_BATCH 1000
+
+/* Frees the record texts of recs[0..n). */
+static void enqueue_clear(pm_enqueue_rec *recs, char **keys, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(keys[i]);
+		free((char *)recs[i].record_json);
+	}
+}
+
+pm_status pm_run_enqueue(const pm_run_opts *o, int64_t *job_id,
+			 int64_t *enqueued, int64_t *present, pm_err *err)
+{
+	run *r = calloc(1, sizeof *r);
+	pm_catalog_opts co = {.kind = o->kind,
+			      .folder_all_files = o->all_files};
+	pm_enqueue_rec *recs = calloc(ENQUEUE_BATCH, sizeof *recs);
+	char **keys = calloc(ENQUEUE_BATCH, sizeof *keys);
+	pm_store *st = NULL;
+	pm_job_spec spec;
+	char key[65];
+	int64_t total = 0, added_all = 0;
+	int n = 0;
+	pm_status s;
+
+	*job_id = *enqueued = *present = 0;
+	cancel_flag = 0;
+	if (!r || !recs || !keys) {
+		s = pm_fail(err, PM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	r->o = o;
+	s = resolve(r, err);
+	if (!s)
+		s = pm_catalog_open(r->catalog_abs, &co, &r->cat, err);
+	if (!s)
+		s = pm_store_open(r->db_url, false, &st, err);
+	if (s)
+		goto out;
+	job_spec(r, &spec, key);
+	s = pm_store_job_create(st, &spec, NULL, job_id, err);
+	if (s)
+		goto out;
+	pm_log(PM_LOG_DEBUG, "job %lld: enqueueing %s", (long long)*job_id,
+	       r->catalog_abs);
+	for (;;) {
+		pm_record *rec = NULL;
+		char *txt = NULL;
+		int64_t added = 0;
+
+		if (stopping(r)) {
+			s = pm_fail(err, PM_ERR_CANCELLED,
+				    "interrupted after %lld records; run the "
+				    "same command again to finish",
+				    (long long)(total - n));
+			goto out;
+		}
+		s = pm_catalog_next(r->cat, &rec, err);
+		if (s)
+			goto out;
+		if (rec) {
+			s = pm_record_to_json(rec, &txt, err);
+			if (!s) {
+				keys[n] = rec->key; /* moves to keys */
+				rec->key = NULL;
+				recs[n].key = keys[n];
+				recs[n].ordinal = rec->ordinal;
+				recs[n].record_json = txt;
+				n++;
+				total++;
+			}
+			pm_record_free(rec);
+			if (s)
+				goto out;
+		}
+		if (n == ENQUEUE_BATCH || (!rec && n > 0)) {
+			s = pm_store_enqueue(st, *job_id, o->priority, recs, n,
+					     &added, err);
+			enqueue_clear(recs, keys, n);
+			n = 0;
+			if (s)
+				goto out;
+			added_all += added;
+		}
+		if (!rec)
+			break;
+	}
+	s = pm_store_enqueue_end(st, *job_id, total, err);
+	if (!s) { /* nothing left to do (all done before): done now */
+		bool finished = false;
+		s = pm_store_queue_finish(st, *job_id, &finished, err);
+	}
+	*enqueued = added_all;
+	*present = total - added_all;
+out:
+	if (recs && keys)
+		enqueue_clear(recs, keys, n);
+	free(recs);
+	free(keys);
+	pm_store_close(st);
+	if (r) {
+		pm_catalog_close(r->cat);
+		pm_pipeline_free(r->pipe);
+	}
 	free(r);
 	return s;
 }

@@ -8,6 +8,14 @@
  * plus a counter thread that counts the catalog's records for the ETA.
  * Every queue is bounded; a full queue blocks its producer.
  *
+ * Worker mode (`pixmill worker`, opts.queue_job > 0): the ingest thread
+ * claims batches of one job's records from the store's shared queue
+ * (store.h "the shared queue") instead of reading a catalog; the job's
+ * pipeline and output root come from the store. The output root is shared
+ * by every worker: a shared lock, a temporary folder and a manifest per
+ * worker. Results complete their claim (a lost lease: counted, not
+ * written); transient failures go back to the queue with a backoff.
+ *
  * Threads: pm_run is called from the main thread; it starts and joins all
  * the others and returns when the run is over (or interrupted by
  * pm_run_cancel from a signal handler).
@@ -84,6 +92,17 @@ typedef struct pm_run_opts {
 	 * may be NULL. Not owned by the run. */
 	atomic_int *cancel; /* set non-zero to stop this run (drains) */
 	pm_run_live *live;  /* counters copied here while it runs */
+	/* Worker mode: > 0 = take this job's records from the shared queue
+	 * (catalog, pipeline, sizes, formats and quality are ignored: the
+	 * job says; out_dir, if set, overrides the job's output root). */
+	int64_t queue_job;
+	int queue_priority;    /* the job's priority; the run stops claiming
+				  when the queue holds a higher one */
+	const char *worker_id; /* lease owner, e.g. "host:pid" */
+	int claim_batch;       /* records per claim; 0 = 4 x workers */
+	double lease_s;	       /* lease of each claim; 0 = 30 s */
+	/* Enqueue mode (pm_run_enqueue): the records' queue priority. */
+	int priority;
 } pm_run_opts;
 
 void pm_run_opts_default(pm_run_opts *o);
@@ -112,6 +131,12 @@ typedef struct pm_run_summary {
 	double p50_ms, p95_ms;
 	uint64_t peak_rss;
 	bool interrupted;
+	/* worker mode: results not written because the lease was lost
+	 * (another worker has the item); transient failures put back in the
+	 * queue for a later attempt; whether the run stopped for a job of
+	 * higher priority */
+	int64_t lost, requeued;
+	bool preempted;
 	/* this run's image searches, per provider in the order configured
 	 * (day: the UTC day the run started) */
 	pm_provider_day providers[PM_PROVIDERS_MAX];
@@ -128,6 +153,15 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err);
  * runs it. Checks the options and the pipeline like pm_run does. */
 pm_status pm_run_prepare(const pm_run_opts *o, const char *name,
 			 int64_t *job_id, pm_err *err);
+
+/* `run --enqueue-only`: resolves catalog, pipeline and output root as
+ * pm_run does (same job key), creates the job queued and streams the
+ * catalog into the shared queue in batches, then marks the enqueue
+ * complete. Idempotent: records already queued or done are left alone.
+ * *enqueued = records added, *present = records that were already there;
+ * *job_id = the job. */
+pm_status pm_run_enqueue(const pm_run_opts *o, int64_t *job_id,
+			 int64_t *enqueued, int64_t *present, pm_err *err);
 
 /* Async-signal-safe: asks the running pm_run to stop reading the catalog
  * and finish what is in flight. */

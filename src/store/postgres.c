@@ -356,7 +356,7 @@ static const char *const queries[Q_COUNT] = {
     [Q_JOBS] = "SELECT j.id, j.key, j.catalog, j.pipeline, j.pipeline_hash,"
 	       " j.out_dir, j.state, j.runs, j.created, j.updated,"
 	       " c.items, c.done, c.failed, c.dups,"
-	       " j.name, j.error, j.http_items, j.http_hits"
+	       " j.name, j.error, j.http_items, j.http_hits, j.pipeline_json"
 	       " FROM (SELECT * FROM jobs WHERE ($2::bigint = 0 OR id = $2)"
 	       "  ORDER BY id DESC LIMIT $1) j"
 	       " CROSS JOIN LATERAL (SELECT COUNT(*) AS items,"
@@ -1146,6 +1146,7 @@ static pm_status pg_jobs(void *conn, int64_t id, int limit,
 		    .error = v_text(r, i, 15),
 		    .http_items = v_i64(r, i, 16),
 		    .http_hits = v_i64(r, i, 17),
+		    .pipeline_json = v_text(r, i, 18),
 		};
 		if (cb && cb(&ji, ud))
 			break;
@@ -2088,6 +2089,104 @@ static pm_status pg_provider_days(void *conn, int64_t since_day,
 	return PM_OK;
 }
 
+/* ---- the shared queue (stubs until the PostgreSQL part lands) ---- */
+
+static pm_status pg_unsupported(pm_err *err)
+{
+	return pm_fail(err, PM_ERR_UNSUPPORTED,
+		       "postgres: the shared queue is not built yet");
+}
+
+static pm_status pg_enqueue(void *conn, int64_t job_id, int priority,
+			    const pm_enqueue_rec *recs, int n, int64_t *added,
+			    pm_err *err)
+{
+	(void)conn, (void)job_id, (void)priority, (void)recs, (void)n,
+	    (void)added;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_enqueue_end(void *conn, int64_t job_id, int64_t total,
+				pm_err *err)
+{
+	(void)conn, (void)job_id, (void)total;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_claim(void *conn, int64_t job_id, const char *worker, int n,
+			  double lease_s, pm_claim **out, int *n_out,
+			  pm_err *err)
+{
+	(void)conn, (void)job_id, (void)worker, (void)n, (void)lease_s,
+	    (void)out, (void)n_out;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_queue_next(void *conn, int64_t *job_id, int *priority,
+			       pm_err *err)
+{
+	(void)conn, (void)job_id, (void)priority;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_lease_renew(void *conn, const char *worker, double lease_s,
+				int64_t *n, pm_err *err)
+{
+	(void)conn, (void)worker, (void)lease_s, (void)n;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_lease_release(void *conn, const char *worker, int64_t *n,
+				  pm_err *err)
+{
+	(void)conn, (void)worker, (void)n;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_lease_reap(void *conn, int64_t *n, pm_err *err)
+{
+	(void)conn, (void)n;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_requeue(void *conn, int64_t queue_id, const char *worker,
+			    double delay_s, const char *reason, pm_err *err)
+{
+	(void)conn, (void)queue_id, (void)worker, (void)delay_s, (void)reason;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_queue_wait(void *conn, int timeout_ms, bool *woken,
+			       pm_err *err)
+{
+	(void)conn, (void)timeout_ms, (void)woken;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_queue_finish(void *conn, int64_t job_id, bool *finished,
+				 pm_err *err)
+{
+	(void)conn, (void)job_id, (void)finished;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_queue_counts(void *conn, int64_t job_id,
+				 pm_queue_counts *qc, pm_err *err)
+{
+	(void)conn, (void)job_id, (void)qc;
+	return pg_unsupported(err);
+}
+
+static pm_status pg_queue_history(void *conn, int64_t job_id, const char *key,
+				  int (*cb)(const char *event,
+					    const char *worker, double at,
+					    const char *detail, void *ud),
+				  void *ud, pm_err *err)
+{
+	(void)conn, (void)job_id, (void)key, (void)cb, (void)ud;
+	return pg_unsupported(err);
+}
+
 int pm_pg_latest_version(void)
 {
 	return N_MIGRATIONS;
@@ -2132,4 +2231,16 @@ const pm_store_backend pm_store_postgres = {
     .stats = pg_stats,
     .provider_add = pg_provider_add,
     .provider_days = pg_provider_days,
+    .enqueue = pg_enqueue,
+    .enqueue_end = pg_enqueue_end,
+    .claim = pg_claim,
+    .queue_next = pg_queue_next,
+    .lease_renew = pg_lease_renew,
+    .lease_release = pg_lease_release,
+    .lease_reap = pg_lease_reap,
+    .requeue = pg_requeue,
+    .queue_wait = pg_queue_wait,
+    .queue_finish = pg_queue_finish,
+    .queue_counts = pg_queue_counts,
+    .queue_history = pg_queue_history,
 };

@@ -232,6 +232,57 @@ static const char *const migrations[] = {
     " SELECT i.id, i.title, i.category, i.attrs,"
     " (SELECT text FROM asset_text t WHERE t.id = i.asset_id)"
     " FROM items i;",
+
+    /* v10: the shared queue (pixmill worker). queue: one row per
+     * enqueued catalog record, queued -> claimed (leased to a worker
+     * until lease_until) -> done | failed, back to queued when a lease
+     * expires, a worker releases or requeues it, or `dlq retry` sends the
+     * item back. queue_events: the attempt history. jobs.enqueued: NULL
+     * for a job never enqueued, 0 while its enqueue runs, 1 once complete
+     * (with enqueue_total records). The partial indexes keep a claim an
+     * index scan however many rows are done. */
+    "ALTER TABLE jobs ADD COLUMN enqueued INTEGER;"
+    "ALTER TABLE jobs ADD COLUMN enqueue_total INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE queue ("
+    " id INTEGER PRIMARY KEY,"
+    " job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    " key TEXT NOT NULL,"
+    " ordinal INTEGER NOT NULL,"
+    " priority INTEGER NOT NULL DEFAULT 0,"
+    " state TEXT NOT NULL DEFAULT 'queued'"
+    "  CHECK (state IN ('queued', 'claimed', 'done', 'failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " lease_owner TEXT,"
+    " lease_until REAL,"
+    " not_before REAL NOT NULL DEFAULT 0,"
+    " record_json TEXT NOT NULL,"
+    " created REAL NOT NULL,"
+    " updated REAL NOT NULL,"
+    " UNIQUE (job_id, key)"
+    ");"
+    "CREATE INDEX queue_ready_job ON queue (job_id, priority DESC, id)"
+    " WHERE state = 'queued';"
+    "CREATE INDEX queue_ready ON queue (priority DESC, id)"
+    " WHERE state = 'queued';"
+    "CREATE INDEX queue_owner ON queue (lease_owner)"
+    " WHERE state = 'claimed';"
+    "CREATE INDEX queue_lease ON queue (lease_until)"
+    " WHERE state = 'claimed';"
+    "CREATE INDEX queue_claimed_job ON queue (job_id, lease_owner)"
+    " WHERE state = 'claimed';"
+    "CREATE TABLE queue_events ("
+    " id INTEGER PRIMARY KEY,"
+    " queue_id INTEGER NOT NULL REFERENCES queue (id) ON DELETE CASCADE,"
+    " job_id INTEGER NOT NULL,"
+    " key TEXT NOT NULL,"
+    " event TEXT NOT NULL,"
+    " worker TEXT,"
+    " at REAL NOT NULL,"
+    " detail TEXT"
+    ");"
+    "CREATE INDEX queue_events_item ON queue_events (job_id, key);"
+    "CREATE INDEX queue_events_job ON queue_events (job_id, event);"
+    "CREATE INDEX queue_events_queue ON queue_events (queue_id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -282,6 +333,27 @@ enum {
 	Q_IMAGES,
 	Q_IMAGES_MATCH,
 	Q_IMAGE_ASSETS,
+	Q_Q_MARK,
+	Q_Q_ENQUEUE,
+	Q_Q_ENQUEUE_END,
+	Q_Q_CLAIM,
+	Q_Q_CLAIM_ANY,
+	Q_Q_EVENT,
+	Q_Q_NEXT,
+	Q_Q_RENEW,
+	Q_Q_RELEASE_EV,
+	Q_Q_RELEASE,
+	Q_Q_REAP_EV,
+	Q_Q_REAP,
+	Q_Q_REQUEUE,
+	Q_Q_COMPLETE,
+	Q_Q_FINISH,
+	Q_Q_JOB_STATE,
+	Q_Q_COUNTS,
+	Q_Q_HISTORY,
+	Q_RETRY_Q_EV,
+	Q_RETRY_Q_JOBS,
+	Q_RETRY_Q,
 	Q_COUNT
 };
 
@@ -335,7 +407,111 @@ enum {
 			 "'{}' END,"                                           \
 			 "  '$.analysis.tags') WHERE value = ?6))"
 
+/* Queue rows of the failed items pm_store_retry_failed forgets (?1 job
+ * or 0, ?2 code, ?3 key), driven from the items index. */
+#define RETRY_Q_IDS                                                            \
+	" (SELECT q.id FROM items i JOIN queue q ON q.job_id = i.job_id"       \
+	"  AND q.key = i.key WHERE i.state = 'failed' AND q.state = 'failed'"  \
+	"  AND (?1 = 0 OR i.job_id = ?1) AND (?2 IS NULL OR i.code = ?2)"      \
+	"  AND (?3 IS NULL OR i.key = ?3))"
+
+#define CLAIM_SET                                                              \
+	"UPDATE queue SET state = 'claimed', attempts = attempts + 1,"         \
+	" lease_owner = ?3, lease_until = ?5, updated = ?6"                    \
+	" WHERE id IN (SELECT id FROM queue WHERE state = 'queued'"            \
+	"  AND not_before <= ?6"
+#define CLAIM_END                                                              \
+	" ORDER BY priority DESC, id LIMIT ?4)"                                \
+	" RETURNING id, job_id, key, record_json, ordinal, attempts, priority"
+
 static const char *const queries[Q_COUNT] = {
+    /* ---- the shared queue; job filters are ranges (?lo, ?hi: a job
+     * is [id, id], every job [1, max]) so that indexes apply ---- */
+    [Q_Q_MARK] = "UPDATE jobs SET enqueued = 0, updated = ?2 WHERE id = ?1",
+    [Q_Q_ENQUEUE] =
+	"INSERT INTO queue (job_id, key, ordinal, priority, state, attempts,"
+	" not_before, record_json, created, updated)"
+	" SELECT ?1, ?2, ?3, ?4, 'queued', 0, 0, ?5, ?6, ?6"
+	" WHERE NOT EXISTS (SELECT 1 FROM items"
+	"  WHERE job_id = ?1 AND key = ?2 AND state = 'done')"
+	" ON CONFLICT (job_id, key) DO NOTHING",
+    [Q_Q_ENQUEUE_END] = "UPDATE jobs SET enqueued = 1, enqueue_total = ?2,"
+			" updated = ?3 WHERE id = ?1",
+    /* ?1 the job, ?3 worker, ?4 n, ?5 lease end, ?6 now; an index scan
+     * in claim order (queue_ready_job, or queue_ready for any job: a
+     * job range here would sort every queued row of the range) */
+    [Q_Q_CLAIM] = CLAIM_SET " AND job_id = ?1" CLAIM_END,
+    [Q_Q_CLAIM_ANY] = CLAIM_SET " AND ?1 = 0" CLAIM_END,
+    [Q_Q_EVENT] = "INSERT INTO queue_events (queue_id, job_id, key, event,"
+		  " worker, at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_Q_NEXT] = "SELECT job_id, priority FROM queue WHERE state = 'queued'"
+		 " AND not_before <= ?1 ORDER BY priority DESC, id LIMIT 1",
+    [Q_Q_RENEW] = "UPDATE queue SET lease_until = ?2"
+		  " WHERE state = 'claimed' AND lease_owner = ?1",
+    /* events first, while the rows still name their worker */
+    [Q_Q_RELEASE_EV] =
+	"INSERT INTO queue_events (queue_id, job_id, key, event, worker, at)"
+	" SELECT id, job_id, key, 'released', lease_owner, ?2 FROM queue"
+	" WHERE state = 'claimed' AND lease_owner = ?1",
+    [Q_Q_RELEASE] = "UPDATE queue SET state = 'queued',"
+		    " attempts = max(attempts - 1, 0), lease_owner = NULL,"
+		    " lease_until = NULL, updated = ?2"
+		    " WHERE state = 'claimed' AND lease_owner = ?1",
+    [Q_Q_REAP_EV] =
+	"INSERT INTO queue_events (queue_id, job_id, key, event, worker, at)"
+	" SELECT id, job_id, key, 'expired', lease_owner, ?1 FROM queue"
+	" WHERE state = 'claimed' AND lease_until < ?1",
+    [Q_Q_REAP] = "UPDATE queue SET state = 'queued', lease_owner = NULL,"
+		 " lease_until = NULL, updated = ?1"
+		 " WHERE state = 'claimed' AND lease_until < ?1",
+    [Q_Q_REQUEUE] = "UPDATE queue SET state = 'queued', lease_owner = NULL,"
+		    " lease_until = NULL, not_before = ?3, updated = ?4"
+		    " WHERE id = ?1 AND lease_owner = ?2 AND state = 'claimed'"
+		    " RETURNING job_id, key",
+    /* the put's conditional completion: ?3 'done' or 'failed' */
+    [Q_Q_COMPLETE] = "UPDATE queue SET state = ?3, lease_until = NULL,"
+		     " updated = ?6 WHERE id = ?1 AND lease_owner = ?2"
+		     " AND state = 'claimed' AND job_id = ?4 AND key = ?5",
+    [Q_Q_FINISH] = "UPDATE jobs SET state = 'done', updated = ?2, finished = ?2"
+		   " WHERE id = ?1 AND enqueued = 1 AND state <> 'done'"
+		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = ?1"
+		   "  AND state = 'queued')"
+		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = ?1"
+		   "  AND state = 'claimed')",
+    [Q_Q_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+    [Q_Q_COUNTS] = "SELECT"
+		   " (SELECT COUNT(*) FROM queue WHERE state = 'queued'"
+		   "  AND job_id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(*) FROM queue WHERE state = 'claimed'"
+		   "  AND job_id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(*) FROM queue WHERE state = 'done'"
+		   "  AND job_id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(*) FROM queue WHERE state = 'failed'"
+		   "  AND job_id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(*) FROM queue_events WHERE event = 'expired'"
+		   "  AND job_id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(*) FROM queue_events WHERE event = 'retry'"
+		   "  AND job_id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(DISTINCT lease_owner) FROM queue"
+		   "  WHERE state = 'claimed' AND job_id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(*) FILTER (WHERE enqueued IS NOT NULL) > 0"
+		   "  AND COUNT(*) FILTER (WHERE enqueued = 0) = 0"
+		   "  FROM jobs WHERE id BETWEEN ?1 AND ?2),"
+		   " (SELECT coalesce(SUM(enqueue_total), 0) FROM jobs"
+		   "  WHERE enqueued = 1 AND id BETWEEN ?1 AND ?2)",
+    [Q_Q_HISTORY] = "SELECT event, worker, at, detail FROM queue_events"
+		    " WHERE job_id = ?1 AND key = ?2 ORDER BY id",
+    [Q_RETRY_Q_EV] = "INSERT INTO queue_events (queue_id, job_id, key,"
+		     " event, worker, at, detail)"
+		     " SELECT id, job_id, key, 'retry', NULL, ?4, 'dlq retry'"
+		     " FROM queue WHERE id IN" RETRY_Q_IDS,
+    [Q_RETRY_Q_JOBS] =
+	"UPDATE jobs SET state = 'running', finished = NULL, updated = ?4"
+	" WHERE state = 'done' AND id IN (SELECT job_id FROM queue"
+	" WHERE id IN" RETRY_Q_IDS ")",
+    [Q_RETRY_Q] = "UPDATE queue SET state = 'queued', attempts = 0,"
+		  " lease_owner = NULL, lease_until = NULL, not_before = 0,"
+		  " updated = ?4 WHERE id IN" RETRY_Q_IDS,
     [Q_IMAGES] =
 	IMAGE_COLS ", 0 FROM assets a" IMAGE_WHERE " ORDER BY a.id DESC",
     /* ?2 the FTS5 query; an image's score is its best item's (the
@@ -473,7 +649,19 @@ static const char *const queries[Q_COUNT] = {
 	       " COUNT(i.id) FILTER (WHERE i.state = 'done'),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'failed'),"
 	       " COUNT(i.id) FILTER (WHERE i.state = 'done' AND i.duplicate),"
-	       " j.name, j.error, j.http_items, j.http_hits"
+	       " j.name, j.error, j.http_items, j.http_hits,"
+	       " j.enqueued IS NOT NULL, coalesce(j.enqueued, 0),"
+	       " j.enqueue_total,"
+	       " CASE WHEN j.enqueued IS NOT NULL THEN (SELECT COUNT(*)"
+	       "  FROM queue q WHERE q.job_id = j.id AND q.state = 'queued')"
+	       "  ELSE 0 END,"
+	       " CASE WHEN j.enqueued IS NOT NULL THEN (SELECT COUNT(*)"
+	       "  FROM queue q WHERE q.job_id = j.id AND q.state = 'claimed')"
+	       "  ELSE 0 END,"
+	       " CASE WHEN j.enqueued IS NOT NULL THEN (SELECT"
+	       "  COUNT(DISTINCT q.lease_owner) FROM queue q"
+	       "  WHERE q.job_id = j.id AND q.state = 'claimed') ELSE 0 END,"
+	       " j.pipeline_json"
 	       " FROM j LEFT JOIN items i ON i.job_id = j.id"
 	       " GROUP BY j.id ORDER BY j.id DESC",
     [Q_JOB_FAILURES] = "SELECT code, MIN(error), COUNT(*) AS n FROM items"
@@ -921,6 +1109,16 @@ static pm_status sq_jobs(void *conn, int64_t id, int limit,
 		    .error = col_text(st, 15),
 		    .http_items = sqlite3_column_int64(st, 16),
 		    .http_hits = sqlite3_column_int64(st, 17),
+		    .queue =
+			{
+			    .on = sqlite3_column_int(st, 18) != 0,
+			    .enqueued = sqlite3_column_int(st, 19) == 1,
+			    .total = sqlite3_column_int64(st, 20),
+			    .queued = sqlite3_column_int64(st, 21),
+			    .claimed = sqlite3_column_int64(st, 22),
+			    .workers = sqlite3_column_int64(st, 23),
+			},
+		    .pipeline_json = col_text(st, 24),
 		};
 		if (cb && cb(&ji, ud))
 			goto out;
@@ -1246,11 +1444,72 @@ static pm_status put_item_body(sq_conn *c, const pm_item_rec *it, pm_err *err)
 	return s;
 }
 
+/* Appends one row to queue_events (worker, detail may be NULL). */
+static pm_status q_event(sq_conn *c, int64_t queue_id, int64_t job_id,
+			 const char *key, const char *event, const char *worker,
+			 double at, const char *detail, pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, Q_Q_EVENT, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, queue_id) || b_i64(st, 2, job_id) ||
+	    b_text(st, 3, key) || b_text(st, 4, event) ||
+	    b_text(st, 5, worker) || b_dbl(st, 6, at) ||
+	    b_text(st, 7, detail) || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "queue event");
+	q_done(st);
+	return s;
+}
+
+/* A queued item's result: marks its queue row done or failed if
+ * it->lease_owner still holds it (PM_ERR_CONFLICT, nothing written, if
+ * not: a 0-row UPDATE, so the transaction stays usable), with its
+ * event. */
+static pm_status queue_complete(sq_conn *c, const pm_item_rec *it, pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, Q_Q_COMPLETE, err);
+	bool done = it->status == PM_OK;
+	double now = now_unix();
+	pm_status s = PM_OK;
+	char detail[1024];
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (!it->lease_owner)
+		return pm_fail(err, PM_ERR_CONFLICT,
+			       "put_item %s: queue row %lld without a lease "
+			       "owner",
+			       it->key, (long long)it->queue_id);
+	if (b_i64(st, 1, it->queue_id) || b_text(st, 2, it->lease_owner) ||
+	    b_text(st, 3, done ? "done" : "failed") ||
+	    b_i64(st, 4, it->job_id) || b_text(st, 5, it->key) ||
+	    b_dbl(st, 6, now) || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "complete queue row");
+	else if (sqlite3_changes(c->db) == 0)
+		s = pm_fail(err, PM_ERR_CONFLICT,
+			    "put_item %s: worker %s no longer holds queue row "
+			    "%lld (its lease expired)",
+			    it->key, it->lease_owner, (long long)it->queue_id);
+	q_done(st);
+	if (s != PM_OK)
+		return s;
+	if (!done)
+		snprintf(detail, sizeof detail, "%s%s%s",
+			 pm_status_code(it->status), it->error ? ": " : "",
+			 it->error ? it->error : "");
+	return q_event(c, it->queue_id, it->job_id, it->key,
+		       done ? "done" : "failed", it->lease_owner, now,
+		       done ? NULL : detail, err);
+}
+
 /* Outside a batch a put is its own transaction. Inside one, a failed put
  * may leave part of its rows (e.g. the asset without the item), so it
  * poisons the batch: commit then rolls back and fails. (A savepoint per put
  * would avoid that, but makes FTS5 flush its index at every put: 3x
- * slower.) */
+ * slower.) A put whose queue claim was lost (PM_ERR_CONFLICT) wrote
+ * nothing and leaves the batch usable. */
 static pm_status sq_put_item(void *conn, const pm_item_rec *it, pm_err *err)
 {
 	sq_conn *c = conn;
@@ -1263,14 +1522,16 @@ static pm_status sq_put_item(void *conn, const pm_item_rec *it, pm_err *err)
 			    it->key, (int)it->status);
 	else if (own_tx)
 		s = q_exec(c, Q_BEGIN, "put item", err);
+	if (s == PM_OK && it->queue_id != 0)
+		s = queue_complete(c, it, err);
 	if (s == PM_OK)
 		s = put_item_body(c, it, err);
 	if (s == PM_OK && own_tx)
 		s = q_exec(c, Q_COMMIT, "put item", err);
 	if (s != PM_OK) {
-		if (!own_tx)
+		if (!own_tx && s != PM_ERR_CONFLICT)
 			c->put_failed = true;
-		else if (!sqlite3_get_autocommit(c->db))
+		else if (own_tx && !sqlite3_get_autocommit(c->db))
 			q_exec(c, Q_ROLLBACK, "rollback", NULL);
 	}
 	return s;
@@ -1348,22 +1609,47 @@ out:
 	return s;
 }
 
+/* Forgets the failed items; their queue rows (a queued job's) go back to
+ * queued with a "retry" event and their job, if done, back to running;
+ * all in one transaction (the open batch's, if there is one). */
 static pm_status sq_retry_failed(void *conn, int64_t job_id, const char *code,
 				 const char *key, int64_t *n, pm_err *err)
 {
+	static const int steps[] = {Q_RETRY_Q_EV, Q_RETRY_Q_JOBS, Q_RETRY_Q,
+				    Q_RETRY_FAILED};
 	sq_conn *c = conn;
-	sqlite3_stmt *st = q_get(c, Q_RETRY_FAILED, err);
+	bool own_tx = sqlite3_get_autocommit(c->db) != 0;
+	double now = now_unix();
 	pm_status s = PM_OK;
 
 	*n = 0;
-	if (!st)
-		return PM_ERR_STORE;
-	if (b_i64(st, 1, job_id) || b_text(st, 2, code) || b_text(st, 3, key) ||
-	    sqlite3_step(st) != SQLITE_DONE)
-		s = sq_fail(c->db, err, "retry failed items");
-	else
-		*n = sqlite3_changes64(c->db);
-	q_done(st);
+	if (own_tx && (s = q_exec(c, Q_BEGIN, "retry failed items", err)))
+		return s;
+	for (size_t i = 0; s == PM_OK && i < sizeof steps / sizeof *steps;
+	     i++) {
+		sqlite3_stmt *st = q_get(c, steps[i], err);
+		if (!st) {
+			s = PM_ERR_STORE;
+			break;
+		}
+		if (b_i64(st, 1, job_id) || b_text(st, 2, code) ||
+		    b_text(st, 3, key) ||
+		    (steps[i] != Q_RETRY_FAILED && b_dbl(st, 4, now)) ||
+		    sqlite3_step(st) != SQLITE_DONE)
+			s = sq_fail(c->db, err, "retry failed items");
+		else if (steps[i] == Q_RETRY_FAILED)
+			*n = sqlite3_changes64(c->db);
+		q_done(st);
+	}
+	if (own_tx && s == PM_OK)
+		s = q_exec(c, Q_COMMIT, "retry failed items", err);
+	if (s != PM_OK) {
+		*n = 0;
+		if (own_tx && !sqlite3_get_autocommit(c->db))
+			q_exec(c, Q_ROLLBACK, "rollback", NULL);
+		else if (!own_tx)
+			c->put_failed = true;
+	}
 	return s;
 }
 
@@ -1923,6 +2209,417 @@ out:
 	return s;
 }
 
+/* ---- the shared queue ----
+ *
+ * Every change runs in a BEGIN IMMEDIATE transaction (or in the open
+ * batch, if the caller has one), so claims from several processes on one
+ * file are serialized by SQLite's write lock; the 10 s busy timeout makes
+ * a contender wait for it rather than fail. Times are this machine's
+ * clock (the processes sharing a file share the machine). */
+
+/* Starts a transaction unless one is open; *own = this call owns it. */
+static pm_status tx_open(sq_conn *c, bool *own, const char *what, pm_err *err)
+{
+	*own = sqlite3_get_autocommit(c->db) != 0;
+	return *own ? q_exec(c, Q_BEGIN, what, err) : PM_OK;
+}
+
+/* Ends what tx_open began: commit if s is PM_OK, else roll back (an
+ * error inside a caller's batch poisons it, as a failed put does). */
+static pm_status tx_close(sq_conn *c, bool own, pm_status s, const char *what,
+			  pm_err *err)
+{
+	if (own && s == PM_OK)
+		s = q_exec(c, Q_COMMIT, what, err);
+	if (s != PM_OK) {
+		if (own && !sqlite3_get_autocommit(c->db))
+			q_exec(c, Q_ROLLBACK, "rollback", NULL);
+		else if (!own && s != PM_ERR_CONFLICT)
+			c->put_failed = true;
+	}
+	return s;
+}
+
+/* The job range of a filter: one job, or every job (0). */
+static void job_range(int64_t job_id, int64_t *lo, int64_t *hi)
+{
+	*lo = job_id > 0 ? job_id : 1;
+	*hi = job_id > 0 ? job_id : INT64_MAX;
+}
+
+static pm_status sq_enqueue(void *conn, int64_t job_id, int priority,
+			    const pm_enqueue_rec *recs, int n, int64_t *added,
+			    pm_err *err)
+{
+	sq_conn *c = conn;
+	double now = now_unix();
+	bool own;
+	pm_status s = tx_open(c, &own, "enqueue", err);
+	sqlite3_stmt *st;
+
+	if (s)
+		return s;
+	if (!(st = q_get(c, Q_Q_MARK, err)))
+		s = PM_ERR_STORE;
+	else if (b_i64(st, 1, job_id) || b_dbl(st, 2, now) ||
+		 sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "enqueue");
+	else if (sqlite3_changes(c->db) == 0)
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "enqueue: no job %lld",
+			    (long long)job_id);
+	if (st)
+		q_done(st);
+	for (int i = 0; s == PM_OK && i < n; i++) {
+		if (!(st = q_get(c, Q_Q_ENQUEUE, err))) {
+			s = PM_ERR_STORE;
+			break;
+		}
+		if (b_i64(st, 1, job_id) || b_text(st, 2, recs[i].key) ||
+		    b_i64(st, 3, (int64_t)recs[i].ordinal) ||
+		    b_i64(st, 4, priority) ||
+		    b_text(st, 5, recs[i].record_json) || b_dbl(st, 6, now) ||
+		    sqlite3_step(st) != SQLITE_DONE)
+			s = sq_fail(c->db, err, "enqueue");
+		else
+			*added += sqlite3_changes(c->db);
+		q_done(st);
+	}
+	s = tx_close(c, own, s, "enqueue", err);
+	if (s != PM_OK)
+		*added = 0;
+	return s;
+}
+
+static pm_status sq_enqueue_end(void *conn, int64_t job_id, int64_t total,
+				pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_Q_ENQUEUE_END, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_i64(st, 2, total) ||
+	    b_dbl(st, 3, now_unix()) || sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "end enqueue");
+	else if (sqlite3_changes(c->db) == 0)
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "end enqueue: no job %lld",
+			    (long long)job_id);
+	q_done(st);
+	return s;
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+	const char *t = col_text(st, i);
+	return strdup(t ? t : "");
+}
+
+static pm_status sq_claim(void *conn, int64_t job_id, const char *worker, int n,
+			  double lease_s, pm_claim **out, int *n_out,
+			  pm_err *err)
+{
+	sq_conn *c = conn;
+	double now = now_unix();
+	pm_claim *cl = calloc((size_t)n, sizeof *cl);
+	int *prio = calloc((size_t)n, sizeof *prio);
+	int got = 0, rc = SQLITE_ERROR;
+	bool own = false;
+	pm_status s = PM_OK;
+	sqlite3_stmt *st = NULL;
+
+	if (!cl || !prio) {
+		free(cl);
+		free(prio);
+		return pm_fail(err, PM_ERR_NOMEM, "claim: out of memory");
+	}
+	if ((s = tx_open(c, &own, "claim", err)))
+		goto out;
+	if (!(st = q_get(c, job_id > 0 ? Q_Q_CLAIM : Q_Q_CLAIM_ANY, err))) {
+		s = PM_ERR_STORE;
+		goto close;
+	}
+	if (b_i64(st, 1, job_id) || b_text(st, 3, worker) || b_i64(st, 4, n) ||
+	    b_dbl(st, 5, now + lease_s) || b_dbl(st, 6, now)) {
+		s = sq_fail(c->db, err, "claim");
+		goto close;
+	}
+	/* the rows first (the UPDATE is complete by the first row), then
+	 * their events */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		pm_claim *k = &cl[got];
+		if (got == n)
+			continue; /* LIMIT n: cannot happen */
+		k->queue_id = sqlite3_column_int64(st, 0);
+		k->job_id = sqlite3_column_int64(st, 1);
+		k->key = dup_col(st, 2);
+		k->record_json = dup_col(st, 3);
+		k->ordinal = (uint64_t)sqlite3_column_int64(st, 4);
+		k->attempts = sqlite3_column_int(st, 5);
+		prio[got] = sqlite3_column_int(st, 6);
+		got++;
+		if (!k->key || !k->record_json) {
+			s = pm_fail(err, PM_ERR_NOMEM, "claim: out of memory");
+			break;
+		}
+	}
+	if (s == PM_OK && rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "claim");
+	q_done(st);
+	for (int i = 0; s == PM_OK && i < got; i++)
+		s = q_event(c, cl[i].queue_id, cl[i].job_id, cl[i].key,
+			    "claimed", worker, now, NULL, err);
+close:
+	s = tx_close(c, own, s, "claim", err);
+out:
+	if (s != PM_OK) {
+		pm_claims_free(cl, got);
+		free(prio);
+		return s;
+	}
+	pm_claims_sort(cl, prio, got);
+	free(prio);
+	if (got == 0) {
+		free(cl);
+		cl = NULL;
+	}
+	*out = cl;
+	*n_out = got;
+	return PM_OK;
+}
+
+static pm_status sq_queue_next(void *conn, int64_t *job_id, int *priority,
+			       pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_Q_NEXT, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_dbl(st, 1, now_unix()) ||
+	    ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
+		s = sq_fail(c->db, err, "next queued job");
+	} else if (rc == SQLITE_ROW) {
+		*job_id = sqlite3_column_int64(st, 0);
+		*priority = sqlite3_column_int(st, 1);
+	}
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_lease_renew(void *conn, const char *worker, double lease_s,
+				int64_t *n, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_Q_RENEW, err);
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_text(st, 1, worker) || b_dbl(st, 2, now_unix() + lease_s) ||
+	    sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "renew leases");
+	else
+		*n = sqlite3_changes64(c->db);
+	q_done(st);
+	return s;
+}
+
+/* Runs an (events, update) pair of statements whose parameters are
+ * (text a or none, time) in one transaction; *n = rows updated. */
+static pm_status ev_update(sq_conn *c, int q_ev, int q_up, const char *text,
+			   int64_t *n, const char *what, pm_err *err)
+{
+	double now = now_unix();
+	int qs[2] = {q_ev, q_up};
+	bool own;
+	pm_status s = tx_open(c, &own, what, err);
+
+	for (int i = 0; s == PM_OK && i < 2; i++) {
+		sqlite3_stmt *st = q_get(c, qs[i], err);
+		if (!st) {
+			s = PM_ERR_STORE;
+			break;
+		}
+		if ((text ? b_text(st, 1, text) || b_dbl(st, 2, now)
+			  : b_dbl(st, 1, now)) ||
+		    sqlite3_step(st) != SQLITE_DONE)
+			s = sq_fail(c->db, err, what);
+		else if (i == 1)
+			*n = sqlite3_changes64(c->db);
+		q_done(st);
+	}
+	s = tx_close(c, own, s, what, err);
+	if (s != PM_OK)
+		*n = 0;
+	return s;
+}
+
+static pm_status sq_lease_release(void *conn, const char *worker, int64_t *n,
+				  pm_err *err)
+{
+	return ev_update(conn, Q_Q_RELEASE_EV, Q_Q_RELEASE, worker, n,
+			 "release leases", err);
+}
+
+static pm_status sq_lease_reap(void *conn, int64_t *n, pm_err *err)
+{
+	return ev_update(conn, Q_Q_REAP_EV, Q_Q_REAP, NULL, n,
+			 "reap expired leases", err);
+}
+
+static pm_status sq_requeue(void *conn, int64_t queue_id, const char *worker,
+			    double delay_s, const char *reason, pm_err *err)
+{
+	sq_conn *c = conn;
+	double now = now_unix();
+	int64_t job = 0;
+	char *key = NULL;
+	bool own;
+	int rc = SQLITE_ERROR;
+	pm_status s = tx_open(c, &own, "requeue", err);
+	sqlite3_stmt *st = s ? NULL : q_get(c, Q_Q_REQUEUE, err);
+
+	if (s == PM_OK && !st)
+		s = PM_ERR_STORE;
+	if (s == PM_OK) {
+		if (b_i64(st, 1, queue_id) || b_text(st, 2, worker) ||
+		    b_dbl(st, 3, now + delay_s) || b_dbl(st, 4, now) ||
+		    ((rc = sqlite3_step(st)) != SQLITE_ROW &&
+		     rc != SQLITE_DONE)) {
+			s = sq_fail(c->db, err, "requeue");
+		} else if (rc == SQLITE_DONE) {
+			s = pm_fail(err, PM_ERR_CONFLICT,
+				    "requeue: worker %s does not hold queue "
+				    "row %lld",
+				    worker, (long long)queue_id);
+		} else {
+			job = sqlite3_column_int64(st, 0);
+			if (!(key = dup_col(st, 1)))
+				s = pm_fail(err, PM_ERR_NOMEM,
+					    "requeue: out of memory");
+			else if (sqlite3_step(st) != SQLITE_DONE)
+				s = sq_fail(c->db, err, "requeue");
+		}
+		q_done(st);
+	}
+	if (s == PM_OK)
+		s = q_event(c, queue_id, job, key, "retry", worker, now, reason,
+			    err);
+	free(key);
+	return tx_close(c, own, s, "requeue", err);
+}
+
+/* Several processes share an SQLite file on one machine: an idle worker
+ * polls, 250 ms at most per call. */
+static pm_status sq_queue_wait(void *conn, int timeout_ms, bool *woken,
+			       pm_err *err)
+{
+	int ms = timeout_ms < 250 ? timeout_ms : 250;
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+	(void)conn;
+	(void)err;
+	*woken = false;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return PM_OK;
+}
+
+static pm_status sq_queue_finish(void *conn, int64_t job_id, bool *finished,
+				 pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_Q_FINISH, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_dbl(st, 2, now_unix()) ||
+	    sqlite3_step(st) != SQLITE_DONE)
+		s = sq_fail(c->db, err, "finish queued job");
+	q_done(st);
+	if (s != PM_OK)
+		return s;
+	if (!(st = q_get(c, Q_Q_JOB_STATE, err)))
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) ||
+	    ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE))
+		s = sq_fail(c->db, err, "finish queued job");
+	else if (rc == SQLITE_DONE)
+		s = pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
+			    (long long)job_id);
+	else
+		*finished =
+		    col_text(st, 0) && strcmp(col_text(st, 0), "done") == 0;
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_queue_counts(void *conn, int64_t job_id,
+				 pm_queue_counts *qc, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_Q_COUNTS, err);
+	int64_t lo, hi;
+	pm_status s = PM_OK;
+
+	if (!st)
+		return PM_ERR_STORE;
+	job_range(job_id, &lo, &hi);
+	if (b_i64(st, 1, lo) || b_i64(st, 2, hi) ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		s = sq_fail(c->db, err, "queue counts");
+	} else {
+		qc->queued = sqlite3_column_int64(st, 0);
+		qc->claimed = sqlite3_column_int64(st, 1);
+		qc->done = sqlite3_column_int64(st, 2);
+		qc->failed = sqlite3_column_int64(st, 3);
+		qc->expired = sqlite3_column_int64(st, 4);
+		qc->retried = sqlite3_column_int64(st, 5);
+		qc->workers = sqlite3_column_int64(st, 6);
+		qc->enqueued = sqlite3_column_int(st, 7) != 0;
+		qc->total = sqlite3_column_int64(st, 8);
+	}
+	q_done(st);
+	return s;
+}
+
+static pm_status sq_queue_history(void *conn, int64_t job_id, const char *key,
+				  int (*cb)(const char *event,
+					    const char *worker, double at,
+					    const char *detail, void *ud),
+				  void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_Q_HISTORY, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_text(st, 2, key)) {
+		s = sq_fail(c->db, err, "queue history");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *ev = col_text(st, 0);
+		if (cb(ev ? ev : "", col_text(st, 1),
+		       sqlite3_column_double(st, 2), col_text(st, 3), ud)) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "queue history");
+out:
+	q_done(st);
+	return s;
+}
+
 const pm_store_backend pm_store_sqlite = {
     .name = "sqlite",
     .latest_version = pm_sqlite_latest_version,
@@ -1962,4 +2659,16 @@ const pm_store_backend pm_store_sqlite = {
     .stats = sq_stats,
     .provider_add = sq_provider_add,
     .provider_days = sq_provider_days,
+    .enqueue = sq_enqueue,
+    .enqueue_end = sq_enqueue_end,
+    .claim = sq_claim,
+    .queue_next = sq_queue_next,
+    .lease_renew = sq_lease_renew,
+    .lease_release = sq_lease_release,
+    .lease_reap = sq_lease_reap,
+    .requeue = sq_requeue,
+    .queue_wait = sq_queue_wait,
+    .queue_finish = sq_queue_finish,
+    .queue_counts = sq_queue_counts,
+    .queue_history = sq_queue_history,
 };

@@ -465,3 +465,209 @@ pm_status pm_store_code_parse(const char *text, pm_status *out, pm_err *err)
 	return pm_fail(err, PM_ERR_STORE, "unknown status code '%s' in store",
 		       text ? text : "(null)");
 }
+
+/* ---- the shared queue ---- */
+
+/* A worker name or a lease length a backend can store. */
+static pm_status check_worker(const char *worker, const char *what, pm_err *err)
+{
+	if (!worker || !*worker)
+		return pm_fail(err, PM_ERR_USAGE, "%s: no worker name", what);
+	return PM_OK;
+}
+
+static pm_status check_lease(double lease_s, const char *what, pm_err *err)
+{
+	if (!(lease_s > 0 && lease_s <= 365.0 * 86400))
+		return pm_fail(err, PM_ERR_USAGE,
+			       "%s: lease of %g s is not a positive duration "
+			       "(up to a year)",
+			       what, lease_s);
+	return PM_OK;
+}
+
+pm_status pm_store_enqueue(pm_store *s, int64_t job_id, int priority,
+			   const pm_enqueue_rec *recs, int n, int64_t *added,
+			   pm_err *err)
+{
+	int64_t dummy = 0;
+
+	if (!added)
+		added = &dummy;
+	*added = 0;
+	if (n < 0 || (n > 0 && !recs))
+		return pm_fail(err, PM_ERR_USAGE, "enqueue: bad records");
+	for (int i = 0; i < n; i++)
+		if (!recs[i].key || !recs[i].record_json)
+			return pm_fail(err, PM_ERR_USAGE,
+				       "enqueue: record %d has no key or "
+				       "no record",
+				       i);
+	if (n == 0)
+		return PM_OK;
+	return s->be->enqueue(s->conn, job_id, priority, recs, n, added, err);
+}
+
+pm_status pm_store_enqueue_end(pm_store *s, int64_t job_id, int64_t total,
+			       pm_err *err)
+{
+	return s->be->enqueue_end(s->conn, job_id, total, err);
+}
+
+pm_status pm_store_claim(pm_store *s, int64_t job_id, const char *worker, int n,
+			 double lease_s, pm_claim **out, int *n_out,
+			 pm_err *err)
+{
+	pm_status st;
+
+	if (!out || !n_out)
+		return pm_fail(err, PM_ERR_USAGE, "claim: no output pointer");
+	*out = NULL;
+	*n_out = 0;
+	if ((st = check_worker(worker, "claim", err)) ||
+	    (st = check_lease(lease_s, "claim", err)))
+		return st;
+	if (n < 1)
+		return PM_OK;
+	return s->be->claim(s->conn, job_id, worker, n, lease_s, out, n_out,
+			    err);
+}
+
+void pm_claims_free(pm_claim *c, int n)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < n; i++) {
+		free(c[i].key);
+		free(c[i].record_json);
+	}
+	free(c);
+}
+
+void pm_claims_sort(pm_claim *c, int *prio, int n)
+{
+	/* insertion sort: claim batches are small */
+	for (int i = 1; i < n; i++) {
+		pm_claim x = c[i];
+		int p = prio[i], j = i - 1;
+		while (j >= 0 &&
+		       (prio[j] < p ||
+			(prio[j] == p && c[j].queue_id > x.queue_id))) {
+			c[j + 1] = c[j];
+			prio[j + 1] = prio[j];
+			j--;
+		}
+		c[j + 1] = x;
+		prio[j + 1] = p;
+	}
+}
+
+pm_status pm_store_queue_next(pm_store *s, int64_t *job_id, int *priority,
+			      pm_err *err)
+{
+	int64_t j = 0;
+	int p = 0;
+	pm_status st = s->be->queue_next(s->conn, &j, &p, err);
+
+	if (job_id)
+		*job_id = st ? 0 : j;
+	if (priority)
+		*priority = st ? 0 : p;
+	return st;
+}
+
+pm_status pm_store_lease_renew(pm_store *s, const char *worker, double lease_s,
+			       int64_t *n, pm_err *err)
+{
+	int64_t dummy = 0;
+	pm_status st;
+
+	if (!n)
+		n = &dummy;
+	*n = 0;
+	if ((st = check_worker(worker, "lease renew", err)) ||
+	    (st = check_lease(lease_s, "lease renew", err)))
+		return st;
+	return s->be->lease_renew(s->conn, worker, lease_s, n, err);
+}
+
+pm_status pm_store_lease_release(pm_store *s, const char *worker, int64_t *n,
+				 pm_err *err)
+{
+	int64_t dummy = 0;
+	pm_status st;
+
+	if (!n)
+		n = &dummy;
+	*n = 0;
+	if ((st = check_worker(worker, "lease release", err)))
+		return st;
+	return s->be->lease_release(s->conn, worker, n, err);
+}
+
+pm_status pm_store_lease_reap(pm_store *s, int64_t *n, pm_err *err)
+{
+	int64_t dummy = 0;
+
+	if (!n)
+		n = &dummy;
+	*n = 0;
+	return s->be->lease_reap(s->conn, n, err);
+}
+
+pm_status pm_store_requeue(pm_store *s, int64_t queue_id, const char *worker,
+			   double delay_s, const char *reason, pm_err *err)
+{
+	pm_status st;
+
+	if ((st = check_worker(worker, "requeue", err)))
+		return st;
+	if (!(delay_s >= 0 && delay_s <= 365.0 * 86400))
+		return pm_fail(err, PM_ERR_USAGE,
+			       "requeue: delay of %g s out of range", delay_s);
+	return s->be->requeue(s->conn, queue_id, worker, delay_s, reason, err);
+}
+
+pm_status pm_store_queue_wait(pm_store *s, int timeout_ms, bool *woken,
+			      pm_err *err)
+{
+	bool dummy = false;
+
+	if (!woken)
+		woken = &dummy;
+	*woken = false;
+	if (timeout_ms < 0)
+		timeout_ms = 0;
+	return s->be->queue_wait(s->conn, timeout_ms, woken, err);
+}
+
+pm_status pm_store_queue_finish(pm_store *s, int64_t job_id, bool *finished,
+				pm_err *err)
+{
+	bool dummy = false;
+
+	if (!finished)
+		finished = &dummy;
+	*finished = false;
+	return s->be->queue_finish(s->conn, job_id, finished, err);
+}
+
+pm_status pm_store_queue_counts(pm_store *s, int64_t job_id, pm_queue_counts *c,
+				pm_err *err)
+{
+	if (!c)
+		return pm_fail(err, PM_ERR_USAGE, "queue counts: no output");
+	memset(c, 0, sizeof *c);
+	return s->be->queue_counts(s->conn, job_id, c, err);
+}
+
+pm_status pm_store_queue_history(pm_store *s, int64_t job_id, const char *key,
+				 int (*cb)(const char *event,
+					   const char *worker, double at,
+					   const char *detail, void *ud),
+				 void *ud, pm_err *err)
+{
+	if (!key || !cb)
+		return pm_fail(err, PM_ERR_USAGE, "queue history: no key");
+	return s->be->queue_history(s->conn, job_id, key, cb, ud, err);
+}

@@ -87,6 +87,16 @@ typedef struct pm_job_info {
 	/* its last run's http items done, and how many of those needed no
 	 * download (304s and URLs repeated within the run) */
 	int64_t http_items, http_hits;
+	/* the shared queue (all zero/false for a job never enqueued): on =
+	 * the job has been enqueued; enqueued = its enqueue is complete
+	 * (total records); rows queued and claimed now, and the distinct
+	 * workers holding their leases */
+	struct {
+		bool on, enqueued;
+		int64_t total, queued, claimed, workers;
+	} queue;
+	const char *pipeline_json; /* the canonical pipeline (workers run
+				      the job from it) */
 } pm_job_info;
 
 /* Calls cb for each job, newest first (at most limit; 0 = all). The strings
@@ -495,8 +505,8 @@ typedef struct pm_claim {
  * then oldest) for worker with a lease of lease_s seconds, in one
  * transaction. *out (free with pm_claims_free) and *n_out receive them;
  * *n_out = 0 when none is ready. */
-pm_status pm_store_claim(pm_store *s, int64_t job_id, const char *worker,
-			 int n, double lease_s, pm_claim **out, int *n_out,
+pm_status pm_store_claim(pm_store *s, int64_t job_id, const char *worker, int n,
+			 double lease_s, pm_claim **out, int *n_out,
 			 pm_err *err);
 void pm_claims_free(pm_claim *c, int n);
 /* The job that holds the next claimable row (highest priority, oldest)
@@ -541,8 +551,8 @@ typedef struct pm_queue_counts {
 
 /* Queue figures of job_id (0 = every job). All zero for a job that was
  * never queued. */
-pm_status pm_store_queue_counts(pm_store *s, int64_t job_id,
-				pm_queue_counts *c, pm_err *err);
+pm_status pm_store_queue_counts(pm_store *s, int64_t job_id, pm_queue_counts *c,
+				pm_err *err);
 
 /* The attempt history of one queued item, oldest first: event is
  * "claimed", "expired", "released", "retry", "done" or "failed"; worker

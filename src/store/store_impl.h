@@ -128,7 +128,45 @@ typedef struct pm_store_backend {
 				   int (*cb)(const pm_provider_day *d,
 					     void *ud),
 				   void *ud, pm_err *err);
+	/* The shared queue (SQLite schema v10, PostgreSQL v4: tables queue
+	 * and queue_events, jobs.enqueued and jobs.enqueue_total); each has
+	 * the meaning of its store.h function. Output pointers store.c
+	 * guarantees non-NULL: added/n (it passes a dummy), out/n_out,
+	 * job_id/priority, finished, c, woken. */
+	pm_status (*enqueue)(void *conn, int64_t job_id, int priority,
+			     const pm_enqueue_rec *recs, int n, int64_t *added,
+			     pm_err *err);
+	pm_status (*enqueue_end)(void *conn, int64_t job_id, int64_t total,
+				 pm_err *err);
+	pm_status (*claim)(void *conn, int64_t job_id, const char *worker,
+			   int n, double lease_s, pm_claim **out, int *n_out,
+			   pm_err *err);
+	pm_status (*queue_next)(void *conn, int64_t *job_id, int *priority,
+				pm_err *err);
+	pm_status (*lease_renew)(void *conn, const char *worker, double lease_s,
+				 int64_t *n, pm_err *err);
+	pm_status (*lease_release)(void *conn, const char *worker, int64_t *n,
+				   pm_err *err);
+	pm_status (*lease_reap)(void *conn, int64_t *n, pm_err *err);
+	pm_status (*requeue)(void *conn, int64_t queue_id, const char *worker,
+			     double delay_s, const char *reason, pm_err *err);
+	pm_status (*queue_wait)(void *conn, int timeout_ms, bool *woken,
+				pm_err *err);
+	pm_status (*queue_finish)(void *conn, int64_t job_id, bool *finished,
+				  pm_err *err);
+	pm_status (*queue_counts)(void *conn, int64_t job_id,
+				  pm_queue_counts *c, pm_err *err);
+	pm_status (*queue_history)(void *conn, int64_t job_id, const char *key,
+				   int (*cb)(const char *event,
+					     const char *worker, double at,
+					     const char *detail, void *ud),
+				   void *ud, pm_err *err);
 } pm_store_backend;
+
+/* Sorts claims by the queue's order: priority (given per claim in prio,
+ * same length) high first, then queue_id. For backends whose RETURNING
+ * order is unspecified. */
+void pm_claims_sort(pm_claim *c, int *prio, int n);
 
 /* The pm_status whose code name (pm_status_code) is text, for the code
  * column of items; PM_ERR_STORE if there is none (a corrupt row). */

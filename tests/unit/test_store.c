@@ -30,6 +30,7 @@
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 static char dir[256];
@@ -1990,6 +1991,666 @@ static void test_images(void)
 	pm_store_close(s);
 }
 
+/* ---- the shared queue ---- */
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+typedef struct hist {
+	int n;
+	char ev[16][16];
+	char worker[16][32];
+	char detail[16][64];
+	double at[16];
+} hist;
+
+static int hist_cb(const char *event, const char *worker, double at,
+		   const char *detail, void *ud)
+{
+	hist *h = ud;
+	if (h->n < 16) {
+		snprintf(h->ev[h->n], sizeof h->ev[0], "%s", event);
+		snprintf(h->worker[h->n], sizeof h->worker[0], "%s",
+			 worker ? worker : "-");
+		snprintf(h->detail[h->n], sizeof h->detail[0], "%s",
+			 detail ? detail : "-");
+		h->at[h->n] = at;
+	}
+	h->n++;
+	return 0;
+}
+
+static hist history(pm_store *s, int64_t job, const char *key)
+{
+	hist h;
+	pm_err err = {{0}};
+	memset(&h, 0, sizeof h);
+	CHECK_INT(pm_store_queue_history(s, job, key, hist_cb, &h, &err),
+		  PM_OK);
+	return h;
+}
+
+static pm_queue_counts qcounts(pm_store *s, int64_t job)
+{
+	pm_queue_counts c;
+	pm_err err = {{0}};
+	CHECK_INT(pm_store_queue_counts(s, job, &c, &err), PM_OK);
+	return c;
+}
+
+/* A done (or failed) result of claim k by worker. */
+static pm_item_rec claim_result(const pm_claim *k, const char *worker,
+				pm_status status)
+{
+	pm_item_rec it = item_rec(k->job_id, k->key);
+	it.ordinal = k->ordinal;
+	it.attempts = k->attempts;
+	it.status = status;
+	it.error = status ? "it broke" : NULL;
+	it.image = NULL;
+	it.queue_id = k->queue_id;
+	it.lease_owner = worker;
+	return it;
+}
+
+static int job_info_cb(const pm_job_info *ji, void *ud)
+{
+	pm_job_info *out = ud;
+	*out = *ji;
+	out->key = out->catalog = out->pipeline = NULL;
+	out->pipeline_hash = out->out_dir = out->name = out->error = NULL;
+	out->state = NULL;
+	return 0;
+}
+
+static const pm_job_spec spec_q2 = {
+    .key = "q2",
+    .catalog = "/data/q2.csv",
+    .pipeline = "web",
+    .pipeline_hash = "ph1",
+    .pipeline_json = "{}",
+    .out_dir = "/out",
+};
+
+/* enqueue, priorities, claims, conflicting puts, release, requeue */
+static void test_queue_basic(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL, *s2 = NULL;
+	int64_t job = 0, added = -1, n = -1, nj = -1;
+	int run = 0, got = 0, prio = -1;
+	pm_claim *cl = NULL;
+	pm_item_state is;
+	pm_status code;
+	const char *url = store_url("queue.db");
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(url, false, &s2, &err), PM_OK);
+	if (!s || !s2)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
+	/* a job never enqueued has no queue figures */
+	pm_job_info ji = {0};
+	CHECK_INT(pm_store_job_get(s, job, job_info_cb, &ji, &err), PM_OK);
+	CHECK(!ji.queue.on);
+	CHECK_INT(qcounts(s, job).queued, 0);
+	CHECK(!qcounts(s, job).enqueued);
+	CHECK_INT(pm_store_enqueue(s, job + 100, 0,
+				   &(pm_enqueue_rec){"x", 1, "{}"}, 1, &added,
+				   &err),
+		  PM_ERR_NOT_FOUND);
+	/* k0 is done already (an earlier run): never enqueued */
+	pm_item_rec done0 = item_rec(job, "k0");
+	CHECK_INT(pm_store_put_item(s, &done0, &err), PM_OK);
+
+	pm_enqueue_rec recs[5];
+	char keys[5][8], json[5][32];
+	for (int i = 0; i < 5; i++) {
+		snprintf(keys[i], sizeof keys[i], "k%d", i);
+		snprintf(json[i], sizeof json[i], "{\"id\":\"k%d\",\"n\":%d}",
+			 i, i);
+		recs[i] = (pm_enqueue_rec){keys[i], (uint64_t)i + 1, json[i]};
+	}
+	CHECK_INT(pm_store_enqueue(s, job, 0, recs, 5, &added, &err), PM_OK);
+	CHECK_INT(added, 4);
+	CHECK_INT(pm_store_enqueue(s, job, 0, recs, 5, &added, &err), PM_OK);
+	CHECK_INT(added, 0); /* idempotent */
+	CHECK_INT(pm_store_enqueue(s, job, 9, recs + 3, 2, NULL, &err), PM_OK);
+	pm_enqueue_rec hi[2] = {{"hi1", 10, "{\"hi\":1}"},
+				{"hi2", 11, "{\"hi\":2}"}};
+	CHECK_INT(pm_store_enqueue(s, job, 5, hi, 2, &added, &err), PM_OK);
+	CHECK_INT(added, 2);
+	pm_queue_counts qc = qcounts(s, job);
+	CHECK_INT(qc.queued, 6);
+	CHECK_INT(qc.claimed, 0);
+	CHECK(!qc.enqueued);
+	CHECK_INT(pm_store_job_get(s, job, job_info_cb, &ji, &err), PM_OK);
+	CHECK(ji.queue.on);
+	CHECK(!ji.queue.enqueued);
+	CHECK_INT(ji.queue.queued, 6);
+	CHECK_INT(pm_store_queue_next(s, &nj, &prio, &err), PM_OK);
+	CHECK_INT(nj, job);
+	CHECK_INT(prio, 5);
+
+	/* priority first, then enqueue order */
+	CHECK_INT(pm_store_claim(s, job, "w1", 3, 60, &cl, &got, &err), PM_OK);
+	CHECK_INT(got, 3);
+	if (got == 3) {
+		CHECK_STR(cl[0].key, "hi1");
+		CHECK_STR(cl[1].key, "hi2");
+		CHECK_STR(cl[2].key, "k1");
+		CHECK_STR(cl[0].record_json, "{\"hi\":1}");
+		CHECK_STR(cl[2].record_json, "{\"id\":\"k1\",\"n\":1}");
+		CHECK_INT(cl[0].ordinal, 10);
+		CHECK_INT(cl[0].attempts, 1);
+		CHECK_INT(cl[2].job_id, job);
+	}
+	/* the second connection gets the others, never the same rows */
+	pm_claim *cl2 = NULL;
+	int got2 = 0;
+	CHECK_INT(pm_store_claim(s2, 0, "w2", 2, 60, &cl2, &got2, &err), PM_OK);
+	CHECK_INT(got2, 2);
+	for (int i = 0; i < got2 && got == 3; i++)
+		for (int j = 0; j < got; j++)
+			CHECK(cl2[i].queue_id != cl[j].queue_id);
+	if (got2 == 2) {
+		CHECK_STR(cl2[0].key, "k2");
+		CHECK_STR(cl2[1].key, "k3");
+	}
+	qc = qcounts(s, job);
+	CHECK_INT(qc.queued, 1);
+	CHECK_INT(qc.claimed, 5);
+	CHECK_INT(qc.workers, 2);
+	CHECK_INT(qcounts(s, 0).claimed, 5);
+	CHECK_INT(pm_store_job_get(s, job, job_info_cb, &ji, &err), PM_OK);
+	CHECK_INT(ji.queue.claimed, 5);
+	CHECK_INT(ji.queue.workers, 2);
+
+	if (got == 3 && got2 == 2) {
+		/* a put by a worker that does not hold the row: nothing is
+		 * written, the batch goes on */
+		pm_item_rec wrong = claim_result(&cl[1], "w2", PM_OK);
+		CHECK_INT(pm_store_put_item(s, &wrong, &err), PM_ERR_CONFLICT);
+		CHECK_INT(pm_store_item_state(s, job, "hi2", &is, &code, &err),
+			  PM_OK);
+		CHECK_INT(is, PM_ITEM_NONE);
+		CHECK_INT(pm_store_begin(s, &err), PM_OK);
+		pm_item_rec r0 = claim_result(&cl[0], "w1", PM_OK);
+		CHECK_INT(pm_store_put_item(s, &r0, &err), PM_OK);
+		CHECK_INT(pm_store_put_item(s, &wrong, &err), PM_ERR_CONFLICT);
+		pm_item_rec r2 = claim_result(&cl[2], "w1", PM_OK);
+		CHECK_INT(pm_store_put_item(s, &r2, &err), PM_OK);
+		/* the same row twice: the second finds it done */
+		CHECK_INT(pm_store_put_item(s, &r2, &err), PM_ERR_CONFLICT);
+		CHECK_INT(pm_store_commit(s, &err), PM_OK);
+		CHECK_INT(pm_store_item_state(s, job, "hi1", &is, &code, &err),
+			  PM_OK);
+		CHECK_INT(is, PM_ITEM_DONE);
+		CHECK_INT(pm_store_item_state(s, job, "k1", &is, &code, &err),
+			  PM_OK);
+		CHECK_INT(is, PM_ITEM_DONE);
+		CHECK_INT(pm_store_item_state(s, job, "hi2", &is, &code, &err),
+			  PM_OK);
+		CHECK_INT(is, PM_ITEM_NONE);
+		/* hi2 fails for good */
+		pm_item_rec r1 = claim_result(&cl[1], "w1", PM_ERR_DECODE);
+		CHECK_INT(pm_store_put_item(s, &r1, &err), PM_OK);
+		CHECK_INT(pm_store_item_state(s, job, "hi2", &is, &code, &err),
+			  PM_OK);
+		CHECK_INT(is, PM_ITEM_FAILED);
+		hist h = history(s, job, "hi2");
+		CHECK_INT(h.n, 2);
+		CHECK_STR(h.ev[0], "claimed");
+		CHECK_STR(h.ev[1], "failed");
+		CHECK_STR(h.worker[1], "w1");
+		CHECK(strstr(h.detail[1], "decode_error") != NULL);
+		CHECK(h.at[1] >= h.at[0]);
+
+		/* w2 drains: its rows go back, attempts not counted */
+		CHECK_INT(pm_store_lease_release(s2, "w2", &n, &err), PM_OK);
+		CHECK_INT(n, 2);
+		CHECK_INT(pm_store_lease_release(s2, "w2", &n, &err), PM_OK);
+		CHECK_INT(n, 0);
+		h = history(s, job, "k2");
+		CHECK_INT(h.n, 2);
+		CHECK_STR(h.ev[1], "released");
+		CHECK_STR(h.worker[1], "w2");
+	}
+	pm_claims_free(cl, got);
+	pm_claims_free(cl2, got2);
+	qc = qcounts(s, job);
+	CHECK_INT(qc.queued, 3);
+	CHECK_INT(qc.claimed, 0);
+	CHECK_INT(qc.done, 2);
+	CHECK_INT(qc.failed, 1);
+	CHECK_INT(qc.workers, 0);
+
+	/* requeue: k2 at once (attempt counted), k3 not before an hour */
+	CHECK_INT(pm_store_claim(s, job, "w1", 2, 60, &cl, &got, &err), PM_OK);
+	CHECK_INT(got, 2);
+	if (got == 2) {
+		CHECK_STR(cl[0].key, "k2");
+		CHECK_INT(cl[0].attempts, 1); /* the release did not count */
+		CHECK_INT(pm_store_requeue(s, cl[0].queue_id, "w1", 0,
+					   "HTTP 503", &err),
+			  PM_OK);
+		CHECK_INT(pm_store_requeue(s, cl[1].queue_id, "w1", 3600,
+					   "rate limited", &err),
+			  PM_OK);
+		CHECK_INT(
+		    pm_store_requeue(s, cl[1].queue_id, "w1", 0, "again", &err),
+		    PM_ERR_CONFLICT);
+	}
+	pm_claims_free(cl, got);
+	CHECK_INT(pm_store_claim(s, job, "w3", 10, 60, &cl, &got, &err), PM_OK);
+	CHECK_INT(got, 2); /* k2 and k4; k3 waits */
+	if (got == 2) {
+		CHECK_STR(cl[0].key, "k2");
+		CHECK_INT(cl[0].attempts, 2);
+		CHECK_STR(cl[1].key, "k4");
+	}
+	hist h = history(s, job, "k2");
+	CHECK_INT(h.n, 5);
+	CHECK_STR(h.ev[2], "claimed");
+	CHECK_STR(h.ev[3], "retry");
+	CHECK_STR(h.detail[3], "HTTP 503");
+	CHECK_STR(h.ev[4], "claimed");
+	CHECK_STR(h.worker[4], "w3");
+	CHECK_INT(qcounts(s, job).retried, 2);
+	pm_claims_free(cl, got);
+	/* nothing ready: no claim, no error */
+	CHECK_INT(pm_store_claim(s, job, "w3", 10, 60, &cl, &got, &err), PM_OK);
+	CHECK_INT(got, 0);
+	CHECK(cl == NULL);
+	CHECK_INT(pm_store_queue_next(s, &nj, &prio, &err), PM_OK);
+	CHECK_INT(nj, 0);
+	/* the wait returns (SQLite: a short sleep) */
+	bool woken = true;
+	CHECK_INT(pm_store_queue_wait(s, on_pg ? 50 : 10, &woken, &err), PM_OK);
+	CHECK(!woken);
+	/* usage errors */
+	CHECK_INT(pm_store_claim(s, job, "", 1, 60, &cl, &got, &err),
+		  PM_ERR_USAGE);
+	CHECK_INT(pm_store_claim(s, job, "w", 1, -1, &cl, &got, &err),
+		  PM_ERR_USAGE);
+	CHECK_INT(pm_store_enqueue(s, job, 0, &(pm_enqueue_rec){NULL, 1, "{}"},
+				   1, &added, &err),
+		  PM_ERR_USAGE);
+	pm_store_close(s2);
+	pm_store_close(s);
+}
+
+/* lease expiry, reap, renew */
+static void test_queue_lease(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, n = -1;
+	int run = 0, got = 0;
+	pm_claim *cl = NULL;
+	pm_item_state is;
+	pm_status code;
+
+	CHECK_INT(pm_store_open(store_url("lease.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
+	pm_enqueue_rec recs[2] = {{"a", 1, "{\"a\":1}"}, {"b", 2, "{}"}};
+	CHECK_INT(pm_store_enqueue(s, job, 0, recs, 2, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_claim(s, job, "w1", 1, 0.2, &cl, &got, &err), PM_OK);
+	CHECK_INT(got, 1);
+	pm_claim first = {0};
+	if (got == 1)
+		first = cl[0];
+	pm_claim *cl2 = NULL;
+	int got2 = 0;
+	CHECK_INT(pm_store_claim(s, job, "w9", 1, 0.2, &cl2, &got2, &err),
+		  PM_OK);
+	CHECK_INT(got2, 1);
+	/* w9 renews its lease for a minute */
+	CHECK_INT(pm_store_lease_renew(s, "w9", 60, &n, &err), PM_OK);
+	CHECK_INT(n, 1);
+	sleep_ms(600);
+	CHECK_INT(pm_store_lease_reap(s, &n, &err), PM_OK);
+	CHECK_INT(n, 1); /* w1's: w9 renewed */
+	CHECK_INT(pm_store_lease_reap(s, &n, &err), PM_OK);
+	CHECK_INT(n, 0); /* counted once */
+	pm_queue_counts qc = qcounts(s, job);
+	CHECK_INT(qc.expired, 1);
+	CHECK_INT(qc.queued, 1);
+	CHECK_INT(qc.claimed, 1);
+	CHECK_INT(qc.workers, 1);
+
+	pm_claim *cl3 = NULL;
+	int got3 = 0;
+	CHECK_INT(pm_store_claim(s, job, "w2", 5, 60, &cl3, &got3, &err),
+		  PM_OK);
+	CHECK_INT(got3, 1);
+	if (got3 == 1 && got == 1) {
+		CHECK_STR(cl3[0].key, "a");
+		CHECK_INT(cl3[0].attempts, 2);
+		CHECK_INT(cl3[0].queue_id, first.queue_id);
+		/* w1 comes back from the dead: its put is refused and
+		 * writes nothing; the batch still commits w2's other work */
+		pm_item_rec late = claim_result(&first, "w1", PM_OK);
+		CHECK_INT(pm_store_begin(s, &err), PM_OK);
+		CHECK_INT(pm_store_put_item(s, &late, &err), PM_ERR_CONFLICT);
+		pm_item_rec other = item_rec(job, "unqueued");
+		CHECK_INT(pm_store_put_item(s, &other, &err), PM_OK);
+		CHECK_INT(pm_store_commit(s, &err), PM_OK);
+		CHECK_INT(pm_store_item_state(s, job, "a", &is, &code, &err),
+			  PM_OK);
+		CHECK_INT(is, PM_ITEM_NONE);
+		CHECK_INT(
+		    pm_store_item_state(s, job, "unqueued", &is, &code, &err),
+		    PM_OK);
+		CHECK_INT(is, PM_ITEM_DONE);
+		pm_item_rec mine = claim_result(&cl3[0], "w2", PM_OK);
+		mine.attempts = 2;
+		CHECK_INT(pm_store_put_item(s, &mine, &err), PM_OK);
+		CHECK_INT(pm_store_item_state(s, job, "a", &is, &code, &err),
+			  PM_OK);
+		CHECK_INT(is, PM_ITEM_DONE);
+		hist h = history(s, job, "a");
+		CHECK_INT(h.n, 4);
+		CHECK_STR(h.ev[0], "claimed");
+		CHECK_STR(h.worker[0], "w1");
+		CHECK_STR(h.ev[1], "expired");
+		CHECK_STR(h.worker[1], "w1");
+		CHECK_STR(h.ev[2], "claimed");
+		CHECK_STR(h.worker[2], "w2");
+		CHECK_STR(h.ev[3], "done");
+		CHECK_STR(h.worker[3], "w2");
+		for (int i = 1; i < h.n && i < 4; i++)
+			CHECK(h.at[i] >= h.at[i - 1]);
+	}
+	pm_claims_free(cl, got);
+	pm_claims_free(cl2, got2);
+	pm_claims_free(cl3, got3);
+	hist none = history(s, job, "never");
+	CHECK_INT(none.n, 0);
+	pm_store_close(s);
+}
+
+/* finish only when enqueue is complete and nothing is pending; dlq retry
+ * sends queued items back */
+static void test_queue_finish(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, n = -1;
+	int run = 0, got = 0;
+	bool fin = true;
+	pm_claim *cl = NULL;
+	const char *url = store_url("qfinish.db");
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec_q2, &job, &run, &err), PM_OK);
+	pm_enqueue_rec recs[2] = {{"a", 1, "{}"}, {"b", 2, "{}"}};
+	CHECK_INT(pm_store_enqueue(s, job, 0, recs, 2, NULL, &err), PM_OK);
+	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+	CHECK(!fin); /* enqueue not complete */
+	CHECK_INT(pm_store_enqueue_end(s, job, 2, &err), PM_OK);
+	CHECK_INT(pm_store_enqueue_end(s, job + 100, 2, &err),
+		  PM_ERR_NOT_FOUND);
+	pm_queue_counts qc = qcounts(s, job);
+	CHECK(qc.enqueued);
+	CHECK_INT(qc.total, 2);
+	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+	CHECK(!fin); /* two rows queued */
+	CHECK_INT(pm_store_claim(s, job, "w1", 2, 60, &cl, &got, &err), PM_OK);
+	CHECK_INT(got, 2);
+	if (got == 2) {
+		pm_item_rec ok = claim_result(&cl[0], "w1", PM_OK);
+		CHECK_INT(pm_store_put_item(s, &ok, &err), PM_OK);
+		CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+		CHECK(!fin); /* b is claimed */
+		pm_item_rec bad = claim_result(&cl[1], "w1", PM_ERR_IO);
+		CHECK_INT(pm_store_put_item(s, &bad, &err), PM_OK);
+	}
+	pm_claims_free(cl, got);
+	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+	CHECK(fin);
+	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+	CHECK(fin); /* already done */
+	CHECK_INT(pm_store_queue_finish(s, job + 100, &fin, &err),
+		  PM_ERR_NOT_FOUND);
+	pm_job_info ji = {0};
+	CHECK_INT(pm_store_job_get(s, job, job_info_cb, &ji, &err), PM_OK);
+	CHECK(ji.queue.on && ji.queue.enqueued);
+	CHECK_INT(ji.queue.total, 2);
+	CHECK_INT(ji.failed, 1);
+	rawdb d = raw_open(url);
+	CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM jobs WHERE state = 'done'"),
+		  1);
+
+	/* dlq retry: the failed item is queued again, the job runs again */
+	CHECK_INT(pm_store_retry_failed(s, job, NULL, NULL, &n, &err), PM_OK);
+	CHECK_INT(n, 1);
+	CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM jobs WHERE state ="
+			     " 'running'"),
+		  1);
+	qc = qcounts(s, job);
+	CHECK_INT(qc.queued, 1);
+	CHECK_INT(qc.failed, 0);
+	CHECK_INT(qc.done, 1);
+	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+	CHECK(!fin);
+	CHECK_INT(pm_store_claim(s, 0, "w2", 5, 60, &cl, &got, &err), PM_OK);
+	CHECK_INT(got, 1);
+	if (got == 1) {
+		CHECK_STR(cl[0].key, "b");
+		CHECK_INT(cl[0].attempts, 1); /* a fresh start */
+		pm_item_rec ok = claim_result(&cl[0], "w2", PM_OK);
+		CHECK_INT(pm_store_put_item(s, &ok, &err), PM_OK);
+	}
+	pm_claims_free(cl, got);
+	hist h = history(s, job, "b");
+	CHECK_INT(h.n, 5);
+	CHECK_STR(h.ev[2], "retry");
+	CHECK_STR(h.detail[2], "dlq retry");
+	CHECK_STR(h.ev[4], "done");
+	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+	CHECK(fin);
+	raw_close(&d);
+	pm_store_close(s);
+}
+
+/* record_json as the catalog gives it: invalid UTF-8, quotes, 4 MB */
+static void test_queue_hostile(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, added = 0;
+	int run = 0, got = 0;
+	pm_claim *cl = NULL;
+	size_t big_n = 4u << 20;
+	char *big = malloc(big_n + 1);
+
+	if (!big)
+		return;
+	for (size_t i = 0; i < big_n; i++)
+		big[i] = "ab'\"\\{}x"[i % 8];
+	big[big_n] = 0;
+	CHECK_INT(pm_store_open(store_url("qhostile.db"), false, &s, &err),
+		  PM_OK);
+	if (!s) {
+		free(big);
+		return;
+	}
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
+	pm_enqueue_rec recs[3] = {
+	    {"bad\xff\xfekey", 1, "{\"t\":\"caf\xe9 \xff\"}"},
+	    {"quote'); DROP TABLE queue; --", 2, "'\"\\"},
+	    {"big", 3, big},
+	};
+	CHECK_INT(pm_store_enqueue(s, job, 0, recs, 3, &added, &err), PM_OK);
+	CHECK_INT(added, 3);
+	CHECK_INT(pm_store_claim(s, job, "w\xff", 3, 60, &cl, &got, &err),
+		  PM_OK);
+	CHECK_INT(got, 3);
+	if (got == 3) {
+		/* PostgreSQL stores text as UTF-8: bad bytes become '?' */
+		CHECK_STR(cl[0].key, on_pg ? "bad??key" : "bad\xff\xfekey");
+		CHECK_STR(cl[0].record_json, on_pg
+						 ? "{\"t\":\"caf? ?\"}"
+						 : "{\"t\":\"caf\xe9 \xff\"}");
+		CHECK_STR(cl[1].key, "quote'); DROP TABLE queue; --");
+		CHECK_STR(cl[1].record_json, "'\"\\");
+		CHECK(strlen(cl[2].record_json) == big_n);
+		CHECK(strcmp(cl[2].record_json, big) == 0);
+		/* the claim's own key completes it */
+		pm_item_rec r = claim_result(&cl[1], "w\xff", PM_OK);
+		CHECK_INT(pm_store_put_item(s, &r, &err), PM_OK);
+		pm_item_rec r0 = claim_result(&cl[0], "w\xff", PM_OK);
+		r0.key = cl[0].key;
+		CHECK_INT(pm_store_put_item(s, &r0, &err), PM_OK);
+	}
+	pm_claims_free(cl, got);
+	CHECK_INT(qcounts(s, job).done, 2);
+	free(big);
+	pm_store_close(s);
+}
+
+/* 4 threads, each with its own connection, claim and complete 2,000
+ * items in batches: every item completed exactly once. */
+#define STRESS_ITEMS 2000
+typedef struct stress_arg {
+	const char *url;
+	int64_t job;
+	char worker[16];
+	int completed, conflicts, batches;
+	pm_status st;
+	char msg[sizeof(pm_err)];
+} stress_arg;
+
+static void *stress_thread(void *ud)
+{
+	stress_arg *a = ud;
+	pm_store *s = NULL;
+	pm_err err = {{0}};
+
+	a->st = pm_store_open(a->url, false, &s, &err);
+	while (a->st == PM_OK) {
+		pm_claim *cl = NULL;
+		int got = 0;
+		a->st = pm_store_claim(s, a->job, a->worker, 16, 60, &cl, &got,
+				       &err);
+		if (a->st || got == 0) {
+			pm_claims_free(cl, got);
+			break;
+		}
+		a->st = pm_store_begin(s, &err);
+		for (int i = 0; a->st == PM_OK && i < got; i++) {
+			pm_item_rec it = claim_result(&cl[i], a->worker, PM_OK);
+			pm_status ps = pm_store_put_item(s, &it, &err);
+			if (ps == PM_OK)
+				a->completed++;
+			else if (ps == PM_ERR_CONFLICT)
+				a->conflicts++;
+			else
+				a->st = ps;
+		}
+		if (a->st == PM_OK)
+			a->st = pm_store_commit(s, &err);
+		else
+			pm_store_rollback(s);
+		a->batches++;
+		pm_claims_free(cl, got);
+	}
+	if (a->st)
+		snprintf(a->msg, sizeof a->msg, "%s", err.msg);
+	pm_store_close(s);
+	return NULL;
+}
+
+static void test_queue_stress(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0, added = 0;
+	int run = 0;
+	const char *url = store_url("qstress.db");
+	pm_enqueue_rec *recs = calloc(STRESS_ITEMS, sizeof *recs);
+	char(*keys)[16] = calloc(STRESS_ITEMS, sizeof *keys);
+
+	if (!recs || !keys)
+		goto out;
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	if (!s)
+		goto out;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
+	for (int i = 0; i < STRESS_ITEMS; i++) {
+		snprintf(keys[i], sizeof keys[i], "s%05d", i);
+		recs[i] = (pm_enqueue_rec){keys[i], (uint64_t)i, "{}"};
+	}
+	/* in chunks, as run --enqueue-only streams a catalog */
+	for (int i = 0; i < STRESS_ITEMS; i += 500) {
+		int64_t a = 0;
+		CHECK_INT(pm_store_enqueue(s, job, 0, recs + i, 500, &a, &err),
+			  PM_OK);
+		added += a;
+	}
+	CHECK_INT(added, STRESS_ITEMS);
+	CHECK_INT(pm_store_enqueue_end(s, job, STRESS_ITEMS, &err), PM_OK);
+
+	stress_arg args[4];
+	pthread_t th[4];
+	memset(args, 0, sizeof args);
+	for (int i = 0; i < 4; i++) {
+		args[i].url = url;
+		args[i].job = job;
+		snprintf(args[i].worker, sizeof args[i].worker, "sw%d", i);
+		pthread_create(&th[i], NULL, stress_thread, &args[i]);
+	}
+	int completed = 0, conflicts = 0;
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		if (args[i].st)
+			printf("stress thread %d: %s\n", i, args[i].msg);
+		CHECK_INT(args[i].st, PM_OK);
+		completed += args[i].completed;
+		conflicts += args[i].conflicts;
+	}
+	CHECK_INT(completed, STRESS_ITEMS);
+	CHECK_INT(conflicts, 0);
+	pm_queue_counts qc = qcounts(s, job);
+	CHECK_INT(qc.done, STRESS_ITEMS);
+	CHECK_INT(qc.queued + qc.claimed + qc.failed, 0);
+	int64_t items = 0, done = 0;
+	CHECK_INT(pm_store_job_counts(s, job, &items, &done, NULL, NULL, &err),
+		  PM_OK);
+	CHECK_INT(items, STRESS_ITEMS);
+	CHECK_INT(done, STRESS_ITEMS);
+	rawdb d = raw_open(url);
+	/* each row claimed once and completed once */
+	CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM queue WHERE attempts <> 1"),
+		  0);
+	CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM queue_events"
+			     " WHERE event = 'claimed'"),
+		  STRESS_ITEMS);
+	CHECK_INT(rq_int(&d, "SELECT COUNT(DISTINCT queue_id) FROM"
+			     " queue_events WHERE event = 'done'"),
+		  STRESS_ITEMS);
+	CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM queue_events"
+			     " WHERE event = 'done'"),
+		  STRESS_ITEMS);
+	raw_close(&d);
+	bool fin = false;
+	CHECK_INT(pm_store_queue_finish(s, job, &fin, &err), PM_OK);
+	CHECK(fin);
+	pm_store_close(s);
+out:
+	free(recs);
+	free(keys);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -2003,7 +2664,9 @@ int main(void)
 	    test_serve_queries,	 test_text_and_vectors,
 	    test_hostile_values, test_tags_search,
 	    test_images,	 test_provider_days,
-	    test_job_ads,
+	    test_job_ads,	 test_queue_basic,
+	    test_queue_lease,	 test_queue_finish,
+	    test_queue_hostile,	 test_queue_stress,
 	};
 	int n_conf = (int)(sizeof conformance / sizeof conformance[0]);
 
