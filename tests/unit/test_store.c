@@ -2651,6 +2651,88 @@ out:
 	free(keys);
 }
 
+/* PostgreSQL: a waiting worker is woken by another connection's enqueue
+ * (LISTEN/NOTIFY). The timeout is generous: only "woken" is asserted. */
+typedef struct wait_arg {
+	pm_store *s;
+	bool woken;
+	pm_status st;
+} wait_arg;
+
+static void *wait_thread(void *ud)
+{
+	wait_arg *a = ud;
+	pm_err err = {{0}};
+	a->st = pm_store_queue_wait(a->s, 30000, &a->woken, &err);
+	return NULL;
+}
+
+static void test_pg_queue_wait(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL, *w = NULL;
+	int64_t job = 0;
+	int run = 0;
+	bool woken = true;
+	const char *url = store_url("qwait.db");
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_open(url, false, &w, &err), PM_OK);
+	if (!s || !w)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
+	/* the first wait LISTENs; nothing is pending */
+	CHECK_INT(pm_store_queue_wait(w, 0, &woken, &err), PM_OK);
+	CHECK(!woken);
+	wait_arg a = {.s = w};
+	pthread_t th;
+	pthread_create(&th, NULL, wait_thread, &a);
+	sleep_ms(100);
+	CHECK_INT(pm_store_enqueue(s, job, 0, &(pm_enqueue_rec){"k", 1, "{}"},
+				   1, NULL, &err),
+		  PM_OK);
+	pthread_join(th, NULL);
+	CHECK_INT(a.st, PM_OK);
+	CHECK(a.woken);
+	/* an expired lease reaped elsewhere wakes too */
+	pm_claim *cl = NULL;
+	int got = 0;
+	int64_t n = 0;
+	CHECK_INT(pm_store_claim(s, job, "w1", 1, 0.05, &cl, &got, &err),
+		  PM_OK);
+	pm_claims_free(cl, got);
+	sleep_ms(200);
+	CHECK_INT(pm_store_lease_reap(s, &n, &err), PM_OK);
+	CHECK_INT(n, 1);
+	woken = false;
+	CHECK_INT(pm_store_queue_wait(w, 30000, &woken, &err), PM_OK);
+	CHECK(woken);
+	/* a connection the server dropped LISTENs again after the
+	 * reconnect */
+	rawdb d = raw_open(url);
+	rq_int(&d, "SELECT COUNT(pg_terminate_backend(pid)) FROM"
+		   " pg_stat_activity WHERE datname = current_database()"
+		   " AND pid <> pg_backend_pid()");
+	raw_close(&d);
+	sleep_ms(100);
+	woken = true;
+	pm_status st = pm_store_queue_wait(w, 100, &woken, &err);
+	CHECK(st == PM_OK || st == PM_ERR_STORE); /* noticed the loss */
+	pm_store_close(s);
+	s = NULL;
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	CHECK_INT(pm_store_queue_wait(w, 0, &woken, &err), PM_OK);
+	a = (wait_arg){.s = w};
+	pthread_create(&th, NULL, wait_thread, &a);
+	sleep_ms(100);
+	CHECK_INT(pm_store_enqueue_end(s, job, 1, &err), PM_OK);
+	pthread_join(th, NULL);
+	CHECK_INT(a.st, PM_OK);
+	CHECK(a.woken);
+	pm_store_close(w);
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -2688,6 +2770,7 @@ int main(void)
 		test_pg_schema();
 		test_pg_failed_batch();
 		test_pg_reconnect();
+		test_pg_queue_wait();
 		for (int i = 0; i < n_conf; i++)
 			conformance[i]();
 	} else {
