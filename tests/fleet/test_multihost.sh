@@ -14,7 +14,7 @@
 # Namespaces, links and servers are removed on exit, also on failure.
 #
 # Usage: tests/fleet/test_multihost.sh [PIXMILL_BINARY]   (run as root)
-# Environment: MULTIHOST_N (URLs, default 160); FLEET_NET_ONLY=1 checks
+# Environment: MULTIHOST_N (URLs, default 600); FLEET_NET_ONLY=1 checks
 # the network harness only (psql and curl from the namespaces, no pixmill).
 # Without the right to create network namespaces it prints "SKIP: ..."
 # and exits 0 without counting a pass. Ends with "multihost: N passed, N
@@ -22,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PM=$(realpath "${1:-build/pixmill}")
-N=${MULTIHOST_N:-160}
+N=${MULTIHOST_N:-600}
 . tests/cli/lib.sh
 . tests/store/pg_lib.sh
 . tests/fleet/harness.sh
@@ -43,7 +43,7 @@ cleanup() {
   ip link del "$BR" 2>/dev/null
   fh_stop
   pg_stop
-  rm -rf "$T"
+  [ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
 }
 trap cleanup EXIT
 trap "exit 1" INT TERM HUP
@@ -93,7 +93,7 @@ fi
 pg_createdb fleet
 DB_HOST="postgresql://pixmill@$HOST:$PG_PORT/fleet" # as the hosts see it
 DB_LOCAL="$PG_URL/fleet"
-fh_origin net --bind "$HOST" --latency 40 || { bad "origin did not start"; finish; }
+fh_origin net --bind "$HOST" --latency 200 || { bad "origin did not start"; finish; }
 OPORT=$FH_PORT
 BASE="http://$HOST:$OPORT"
 
@@ -131,11 +131,14 @@ fh_catalog "$BASE" "$N" >"$T/cat.csv"
 eq "run --enqueue-only exits 0" "$?" 0
 eq "$N rows queued" "$(fh_sql fleet "SELECT count(*) FROM queue")" "$N"
 
-# two workers on host A, one on host B; small batches so that every
-# worker gets a share of the $N items
+# two workers on host A, one on host B, 4 transfers each (200 ms per
+# answer, so ~20 items/s per worker). A worker keeps claiming while its
+# pipeline has room: one held ~140 claims at once with these options in a
+# trial, so $N items (more than 3 x 140) leave a share for every worker
+# that starts within the first seconds
 start_worker() { # start_worker NS ID
   ip netns exec "$1" "$PM" worker --db "$DB_HOST" --id "$2" --workers 2 --batch 4 \
-    --lease 30 --out "$T/out-$1" --exit-when-idle --json >"$T/$2.json" 2>"$T/$2.err" &
+    --max-transfers 4 --per-host 4 --per-host-rps 0 --lease 30 --out "$T/out-$1" --allow-private --exit-when-idle --json >"$T/$2.json" 2>"$T/$2.err" &
   WPIDS+=($!)
 }
 start_worker "${NS[0]}" a1
@@ -173,6 +176,8 @@ b=$(awk '$1 ~ /^b/ {s += $2} END {print s + 0}' "$T/by-worker")
 [ "$a" -gt 0 ] && ok "host A's workers did $a items" || bad "host A's workers did nothing"
 [ "$b" -gt 0 ] && ok "host B's workers did $b items" || bad "host B's workers did nothing"
 eq "A + B = $N" "$((a + b))" "$N"
+eq "the workers' --json summaries add up to $N done" \
+  "$(python3 -c 'import json,sys; print(sum(json.load(open(f))["done"] for f in sys.argv[1:]))' "$T"/[ab][12].json 2>&1)" "$N"
 for ns in "${NS[@]}"; do
   d=$(($(rx_bytes "${ns}v") - rx0[$ns]))
   # the bridge port's rx is what the namespace sent: requests, queries

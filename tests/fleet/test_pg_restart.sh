@@ -27,7 +27,7 @@ cleanup() {
   for p in "${WPIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   fh_stop
   pg_stop
-  rm -rf "$T"
+  [ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
 }
 trap cleanup EXIT
 trap "exit 1" INT TERM HUP
@@ -50,16 +50,18 @@ eq "$N rows queued" "$(fh_sql fleet "SELECT count(*) FROM queue")" "$N"
 
 for w in 1 2 3; do
   "$PM" worker --db "$DB" --id "w$w" --workers 2 --batch 4 --lease 10 --out "$T/out" \
-    --exit-when-idle --json >"$T/w$w.json" 2>"$T/w$w.err" &
+    --allow-private --exit-when-idle --json >"$T/w$w.json" 2>"$T/w$w.err" &
   WPIDS+=($!)
 done
 
 done_count() { fh_sql fleet "SELECT count(*) FROM items WHERE state = 'done'" 2>/dev/null; }
-wait_done() { # wait_done N: until N items are done (60 s at most)
+alive() { local p; for p in "${WPIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
+wait_done() { # wait_done N: until N items are done (60 s at most, while a worker runs)
   local d
   for _ in $(seq 600); do
     d=$(done_count)
     [ -n "$d" ] && [ "$d" -ge "$1" ] && return 0
+    alive || return 1
     sleep 0.1
   done
   return 1
@@ -87,6 +89,11 @@ for p in "${WPIDS[@]}"; do
   eq "worker w$((++i)) exits 0 after the queue is drained" "$?" 0
 done
 WPIDS=()
+for w in 1 2 3; do
+  e=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["store_errors"])' "$T/w$w.json" 2>/dev/null)
+  [ "${e:-0}" -ge 1 ] 2>/dev/null && ok "w$w: its --json summary counts $e store errors (the restarts were felt)" ||
+    bad "w$w: no store error in its --json summary: '$e'"
+done
 n_reconnect=$(cat "$T"/w*.err | grep -ci 'reconnect')
 [ "$n_reconnect" -gt 0 ] && ok "workers logged $n_reconnect reconnect lines" ||
   bad "no worker logged a reconnect: $(tail -n 3 "$T"/w*.err)"
