@@ -5,7 +5,7 @@
 #
 # A catalog of N distinct URLs is served by the test origin
 # (tests/fetch/origin.c on loopback) with 200 ms added to every answer,
-# over small JPEGs (~1,270 distinct 128x128 tiles of the example photos),
+# over small JPEGs (distinct 128x128 tiles of the example photos),
 # so each item costs little CPU and a worker is bound by its fixed number
 # of transfers in flight: that is how 2 cores stand in for more machines.
 # For each fleet size W in $FLEET (default "1 2 4") a fresh database is
@@ -16,13 +16,14 @@
 # bottleneck). Measured per fleet size: drain time (workers started to
 # the last item done), items/s, scaling efficiency against W x the
 # 1-worker rate, CPU ms per item (user+sys of the workers), the largest
-# peak RSS of a worker, the most connections to the database at once,
+# peak RSS of a worker, the most connections to the database at once and
+# the most claims one worker held at once (sampled every 0.5 s),
 # the database size after (pg_database_size) and bytes per item, WAL
 # bytes per item, and per table the bytes per row
 # (pg_total_relation_size / rows).
 #
 # Usage: N=6000 bench/fleet.sh [OUT_DIR]   (N default 100000)
-# Environment: N, FLEET ("1 2 4"), LATENCY_MS (200), PIXMILL
+# Environment: N, DISTINCT (distinct images, default min(N, 20000)), FLEET ("1 2 4"), LATENCY_MS (200), PIXMILL
 # (build/pixmill), WORKER_ARGS, PG_FSYNC (on: a durable server),
 # NO_APPEND=1 (do not append the figures to docs/BENCHMARKS.md).
 set -uo pipefail
@@ -52,20 +53,27 @@ cleanup() {
 trap cleanup EXIT
 trap "exit 1" INT TERM HUP
 
-# ~1,270 distinct small JPEGs: the example photos, shifted by 0..112 px,
-# cut into 128x128 tiles (vips dzsave), so that assets and outputs grow
-# with the catalog as with distinct product photos
+# DISTINCT (default N, at most 20000) distinct small JPEGs: the example
+# photos, shifted by (sx, sy) pixels, cut into 128x128 tiles (vips
+# dzsave; ~158 tiles per shift), so that every item is a new source and
+# costs its decode and encodes, as distinct product photos would (the
+# worker dedups identical bytes; `--no-dedup` is a run option only)
+DISTINCT=${DISTINCT:-$((N < 20000 ? N : 20000))}
 IMG=$T/img
 mkdir -p "$IMG" "$T/tiles"
-for f in examples/images/*.jpg; do
-  b=$(basename "$f" .jpg) w=$(vipsheader -f width "$f") h=$(vipsheader -f height "$f")
-  for s in 0 16 32 48 64 80 96 112; do
-    vips extract_area "$f" "$T/tiles/s.v" "$s" "$s" $((w - s)) $((h - s)) &&
-      vips dzsave "$T/tiles/s.v" "$T/tiles/$b-$s" --layout google --tile-size 128 \
+k=0
+while [ "$(find "$IMG" -name '*.jpg' | wc -l)" -lt "$DISTINCT" ]; do
+  sx=$((k % 128)) sy=$(((5 * (k % 128) + 37 * (k / 128)) % 128))
+  for f in examples/images/*.jpg; do
+    b=$(basename "$f" .jpg) w=$(vipsheader -f width "$f") h=$(vipsheader -f height "$f")
+    vips extract_area "$f" "$T/tiles/s.v" "$sx" "$sy" $((w - sx)) $((h - sy)) &&
+      vips dzsave "$T/tiles/s.v" "$T/tiles/$b-$sx-$sy" --layout google --tile-size 128 \
         --overlap 0 --depth one --suffix ".jpg[Q=85]" || exit 1
   done
+  (cd "$T/tiles" && for t in */0/*/*.jpg; do mv "$t" "$IMG/${t//\//_}"; done)
+  rm -rf "${T:?}/tiles/"*
+  k=$((k + 1))
 done
-(cd "$T/tiles" && for t in */0/*/*.jpg; do mv "$t" "$IMG/$(echo "$t" | tr / _)"; done)
 rm -rf "$T/tiles"
 pg_start || { echo "PostgreSQL did not start"; exit 1; }
 FH_IMAGES=$IMG fh_origin origin --latency "$LATENCY_MS" --max-conns 4096 || exit 1
@@ -95,11 +103,14 @@ for W in $FLEET; do
       --allow-private --json "${WARGS[@]}" >"$OUT/w$W-$i.json" 2>"$OUT/w$W-$i.err" &
     WPIDS+=($!)
   done
-  t2=$(now) conns=0 t3=
+  t2=$(now) conns=0 held=0 t3=
   while :; do
     n_done=$(fh_sql "$db" "SELECT count(*) FROM items") || n_done=0
     c=$(fh_sql postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = '$db'") || c=0
     [ "$c" -gt "$conns" ] && conns=$c
+    h=$(fh_sql "$db" "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM queue
+      WHERE state = 'claimed' GROUP BY lease_owner) x") || h=0
+    [ "$h" -gt "$held" ] && held=$h
     if [ "$n_done" -ge "$N" ]; then t3=$(now); break; fi
     alive=0
     for p in "${WPIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
@@ -121,7 +132,7 @@ for W in $FLEET; do
     rows=$(fh_sql "$db" "SELECT count(*) FROM \"$rel\"")
     echo "$rel $bytes $rows"
   done <"$OUT/tables-$W.raw" >"$OUT/tables-$W.txt"
-  echo "$W $t0 $t1 $t2 $t3 $t4 $conns" >"$OUT/times-$W.txt"
+  echo "$W $t0 $t1 $t2 $t3 $t4 $conns $held" >"$OUT/times-$W.txt"
   echo "W=$W: $(cat "$OUT/states-$W.txt" | tr '\n' ' ') drained in $(python3 -c "print(f'{$t3-$t2:.1f}')") s"
 done
 LOAD1=$(uptime)
@@ -131,7 +142,7 @@ import sys, glob
 out, n, fleet, lat = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4]
 rows, base = [], None
 for w in fleet:
-    W, t0, t1, t2, t3, t4, conns = open(f"{out}/times-{w}.txt").read().split()
+    W, t0, t1, t2, t3, t4, conns, held = open(f"{out}/times-{w}.txt").read().split()
     W = int(W); t0, t1, t2, t3, t4 = map(float, (t0, t1, t2, t3, t4))
     states = dict(l.split() for l in open(f"{out}/states-{w}.txt") if l.strip())
     done = int(states.get("done", 0)); failed = int(states.get("failed", 0))
@@ -146,13 +157,13 @@ for w in fleet:
         base = rate
     eff = rate / (W * base) if base else float("nan")
     rows.append((W, t1 - t0, drain, t4 - t2, done, failed, rate, eff,
-                 1000 * cpu / max(1, done + failed), rss / 1024, int(conns),
+                 1000 * cpu / max(1, done + failed), rss / 1024, int(conns), int(held),
                  size / 2**20, size / max(1, done + failed), wal / max(1, done + failed)))
 print(f"N = {n} URLs, {lat} ms origin latency\n")
-print("| workers | enqueue s | drain s | wall to exit s | done / failed | items/s | efficiency vs W x 1 | CPU ms/item | peak RSS MiB (largest worker) | DB connections (max) | DB size MiB | DB bytes/item | WAL bytes/item |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| workers | enqueue s | drain s | wall to exit s | done / failed | items/s | efficiency vs W x 1 | CPU ms/item | peak RSS MiB (largest worker) | DB connections (max) | claims held by one worker (max) | DB size MiB | DB bytes/item | WAL bytes/item |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
-    print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.1f} | {r[4]} / {r[5]} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.1f} | {r[9]:.0f} | {r[10]} | {r[11]:.1f} | {r[12]:,.0f} | {r[13]:,.0f} |")
+    print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.1f} | {r[4]} / {r[5]} | {r[6]:.1f} | {r[7]:.2f} | {r[8]:.1f} | {r[9]:.0f} | {r[10]} | {r[11]} | {r[12]:.1f} | {r[13]:,.0f} | {r[14]:,.0f} |")
 w = fleet[-1]
 print(f"\nBytes per row by table (fleet of {w}; pg_total_relation_size, indexes and TOAST included):\n")
 print("| table | MiB | rows | bytes/row | bytes/item |")
