@@ -11,7 +11,10 @@
 #      (tests/vision/test_analyze.sh)
 #   2. the crash-resume test (kill -9 at several points, exactly-once)
 #   2a. PostgreSQL store: a real server from Debian's packages, the store
-#       conformance suite on it and a CLI round trip (tests/store/pg.sh)
+#       conformance suite on it and a CLI round trip (tests/store/pg.sh);
+#       the fleet: `run --enqueue-only` and several `pixmill worker`s on one
+#       store, SQLite and PostgreSQL, a worker killed with SIGKILL, SIGTERM,
+#       priorities, hostile queue rows (tests/fleet/test_fleet.sh)
 #   2a'. fleet: PostgreSQL restarted under running workers
 #       (tests/fleet/test_pg_restart.sh) and workers on two simulated hosts
 #       (network namespaces on a veth bridge, tests/fleet/test_multihost.sh;
@@ -61,6 +64,10 @@ run_tier() { # run_tier NAME BUILD_DIR
   tests/cli/test_cli.sh "$b/pixmill" >"$LOGS/$name-cli.log" 2>&1 || step_fail "$name CLI tests"
   grep -E '^FAIL|passed' "$LOGS/$name-cli.log"
   tally "$LOGS/$name-cli.log"
+  echo "== $name: status of queue jobs (tests/cli/test_status_queue.sh)"
+  tests/cli/test_status_queue.sh "$b/pixmill" >"$LOGS/$name-status-queue.log" 2>&1 || step_fail "$name status queue tests"
+  grep -E '^FAIL|passed' "$LOGS/$name-status-queue.log"
+  tally "$LOGS/$name-status-queue.log"
   echo "== $name: models command (install errors, licence opt-in, ISNet mask)"
   tests/cli/test_models.sh "$b/pixmill" >"$LOGS/$name-models.log" 2>&1 || step_fail "$name models tests"
   grep -E '^FAIL|^SKIP|passed' "$LOGS/$name-models.log"
@@ -129,6 +136,11 @@ echo "== PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.
 tests/store/pg.sh build >"$LOGS/pg.log" 2>&1 || step_fail "PostgreSQL store tests"
 grep -E '^FAIL|passed' "$LOGS/pg.log"
 tally "$LOGS/pg.log"
+
+echo "== fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGTERM, priority)"
+tests/fleet/test_fleet.sh build >"$LOGS/fleet.log" 2>&1 || step_fail "fleet tests"
+grep -E '^FAIL|^SKIP|passed' "$LOGS/fleet.log"
+tally "$LOGS/fleet.log"
 
 echo "== fleet: PostgreSQL restarted under 3 workers (tests/fleet/test_pg_restart.sh)"
 tests/fleet/test_pg_restart.sh build/pixmill >"$LOGS/pg-restart.log" 2>&1 || step_fail "PostgreSQL restart test"

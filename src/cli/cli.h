@@ -80,6 +80,7 @@ enum {
 	OPT_ID,
 	OPT_EXIT_WHEN_IDLE,
 	OPT_ENQUEUE,
+	OPT_ITEM,
 };
 
 typedef struct pm_opt {

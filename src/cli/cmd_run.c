@@ -455,7 +455,7 @@ static int enqueue(pm_run_cli *c)
 	int64_t job = 0, added = 0, present = 0;
 	pm_err err = {{0}};
 	double t0 = pm_now();
-	pm_status s = pm_run_enqueue(&c->o, &job, &added, &present, &err);
+	pm_status s = pm_run_enqueue(&c->o, NULL, &job, &added, &present, &err);
 	char db[512];
 
 	pm_cli_run_free(c);

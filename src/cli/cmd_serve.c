@@ -38,6 +38,9 @@ static int serve_opt(int id, const char *arg, void *ud)
 	case OPT_PORT_FILE:
 		c->o.port_file = arg;
 		return 0;
+	case OPT_ENQUEUE:
+		c->o.enqueue = true;
+		return 0;
 	case OPT_HTTP_THREADS:
 		v = strtol(arg, &end, 10);
 		if (end == arg || *end || v < 1 || v > 256)
@@ -94,6 +97,9 @@ int pm_cmd_serve(int argc, char **argv)
 	memcpy(c.o.providers, c.run.o.providers, sizeof c.o.providers);
 	c.o.n_providers = c.run.o.n_providers;
 	c.o.durability = c.run.o.durability;
+	if (c.o.enqueue && !c.o.db)
+		return pm_cli_usage_error("serve", "--enqueue wants --db: the "
+						   "store the workers share");
 	pm_log_setup(c.run.verbose ? PM_LOG_DEBUG : PM_LOG_INFO, -1);
 
 	memset(&sa, 0, sizeof sa);

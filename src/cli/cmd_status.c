@@ -1,5 +1,7 @@
 /* cmd_status.c — `pixmill status`: jobs with their counts and the reasons
- * their items failed, as text or JSON.
+ * their items failed, as text or JSON; for jobs in the shared queue
+ * (pixmill worker) their queue figures, and with --job J --item KEY one
+ * item's attempt history.
  *
  * Threads: main thread only.
  */
@@ -19,6 +21,8 @@ typedef struct status_cli {
 	const char *db;
 	bool json;
 	long limit;
+	long long job;	  /* --job: only this job (0 = every job) */
+	const char *item; /* --item: this item's queue history */
 } status_cli;
 
 static int status_opt(int id, const char *arg, void *ud)
@@ -36,6 +40,11 @@ static int status_opt(int id, const char *arg, void *ud)
 		if (pm_cli_long(arg, 1, LONG_MAX, &c->limit))
 			return pm_cli_usage_error("status",
 						  "--limit wants a count");
+		break;
+	case OPT_JOB:
+		return pm_cli_job("status", arg, &c->job);
+	case OPT_ITEM:
+		c->item = arg;
 		break;
 	}
 	return 0;
@@ -64,6 +73,43 @@ static int failure_text(const char *code, const char *example, int64_t count,
 	printf("      %-16s %8lld  e.g. %s\n", code, (long long)count,
 	       example ? example : "");
 	return 0;
+}
+
+/* The queue figures of a queue job: as a JSON object, or a text line. */
+static json_t *queue_json(pm_store *st, const pm_job_info *j)
+{
+	pm_queue_counts qc;
+	pm_err err;
+
+	if (pm_store_queue_counts(st, j->id, &qc, &err) != PM_OK)
+		memset(&qc, 0, sizeof qc);
+	return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "enqueued",
+			 j->queue.enqueued, "total", (json_int_t)j->queue.total,
+			 "queued", (json_int_t)j->queue.queued, "claimed",
+			 (json_int_t)j->queue.claimed, "workers",
+			 (json_int_t)j->queue.workers, "done",
+			 (json_int_t)qc.done, "failed", (json_int_t)qc.failed,
+			 "expired", (json_int_t)qc.expired, "retried",
+			 (json_int_t)qc.retried);
+}
+
+static void queue_text(pm_store *st, const pm_job_info *j)
+{
+	pm_queue_counts qc;
+	pm_err err;
+
+	if (pm_store_queue_counts(st, j->id, &qc, &err) != PM_OK)
+		memset(&qc, 0, sizeof qc);
+	printf("    queue: queued %lld  claimed %lld  workers %lld  "
+	       "expired %lld  retried %lld  ",
+	       (long long)j->queue.queued, (long long)j->queue.claimed,
+	       (long long)j->queue.workers, (long long)qc.expired,
+	       (long long)qc.retried);
+	if (j->queue.enqueued)
+		printf("enqueue complete (%lld records)\n",
+		       (long long)j->queue.total);
+	else
+		printf("enqueue in progress\n");
 }
 
 static int job_cb(const pm_job_info *j, void *ud)
@@ -101,6 +147,11 @@ static int job_cb(const pm_job_info *j, void *ud)
 			"placeholder", (json_int_t)ph, "bg_removed",
 			(json_int_t)bgr, "bg_skipped", (json_int_t)bgs,
 			"cache_hits", (json_int_t)j->http_hits));
+		if (j->queue.on)
+			json_object_set_new(
+			    json_array_get(sc->arr,
+					   json_array_size(sc->arr) - 1),
+			    "queue", queue_json(sc->st, j));
 		return 0;
 	}
 	char when[32];
@@ -115,6 +166,8 @@ static int job_cb(const pm_job_info *j, void *ud)
 	printf("    items %lld  done %lld  failed %lld  duplicates %lld\n",
 	       (long long)j->items, (long long)j->done, (long long)j->failed,
 	       (long long)j->duplicates);
+	if (j->queue.on)
+		queue_text(sc->st, j);
 	if (j->http_items > 0)
 		printf("    http cache (last run): %.1f%% of %lld http items "
 		       "needed no download\n",
@@ -203,6 +256,65 @@ static void providers_out(pm_store *st, json_t *o)
 	free(ps);
 }
 
+typedef struct hist_out {
+	json_t *arr; /* JSON, or NULL for text */
+	const status_cli *c;
+	int n;
+} hist_out;
+
+static int hist_cb(const char *event, const char *worker, double at,
+		   const char *detail, void *ud)
+{
+	hist_out *h = ud;
+	char when[48];
+	time_t t = (time_t)at;
+	struct tm tm;
+
+	h->n++;
+	if (h->arr) {
+		json_array_append_new(
+		    h->arr,
+		    json_pack("{s:s,s:o,s:f,s:o}", "event", event, "worker",
+			      worker ? json_string(worker) : json_null(), "at",
+			      at, "detail",
+			      detail ? json_string(detail) : json_null()));
+		return 0;
+	}
+	if (h->n == 1)
+		printf("job %lld item %s:\n", h->c->job, h->c->item);
+	localtime_r(&t, &tm);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+	printf("  %s.%03d  %-9s %s%s%s\n", when,
+	       (int)((at - (double)t) * 1000) % 1000, event,
+	       worker ? worker : "-", detail ? "  " : "", detail ? detail : "");
+	return 0;
+}
+
+/* `status --job J --item KEY`: the item's attempt history. */
+static pm_status item_history(pm_store *st, const status_cli *c, pm_err *err)
+{
+	hist_out h = {.arr = c->json ? json_array() : NULL, .c = c};
+	pm_status s;
+
+	s = pm_store_queue_history(st, c->job, c->item, hist_cb, &h, err);
+	if (s == PM_OK && h.n == 0)
+		s = pm_fail(err, PM_ERR_NOT_FOUND,
+			    "no queue history for item %s of job %lld "
+			    "(never enqueued)",
+			    c->item, c->job);
+	if (s == PM_OK && c->json) {
+		json_t *o =
+		    json_pack("{s:I,s:s,s:O}", "job", (json_int_t)c->job, "key",
+			      c->item, "events", h.arr);
+		char *txt = json_dumps(o, JSON_INDENT(2));
+		printf("%s\n", txt ? txt : "{}");
+		free(txt);
+		json_decref(o);
+	}
+	json_decref(h.arr);
+	return s;
+}
+
 int pm_cmd_status(int argc, char **argv)
 {
 	status_cli c = {.db = "pixmill-out/pixmill.db", .limit = 20};
@@ -219,15 +331,27 @@ int pm_cmd_status(int argc, char **argv)
 	if (i < argc)
 		return pm_cli_usage_error("status", "unexpected argument %s",
 					  argv[i]);
+	if (c.item && !c.job)
+		return pm_cli_usage_error("status", "--item wants --job");
 	s = pm_store_open_existing(c.db, &sc.st, &err);
 	if (s) {
 		fprintf(stderr, "pixmill status: %s\n", err.msg);
 		return pm_status_exit(s);
 	}
+	if (c.item) {
+		s = item_history(sc.st, &c, &err);
+		if (s)
+			fprintf(stderr, "pixmill status: %s\n", err.msg);
+		pm_store_close(sc.st);
+		return s ? pm_status_exit(s) : 0;
+	}
 	sc.c = &c;
 	sc.arr = json_array();
 	pm_store_url_mask(c.db, shown, sizeof shown);
-	s = pm_store_jobs(sc.st, (int)c.limit, job_cb, &sc, &err);
+	if (c.job)
+		s = pm_store_job_get(sc.st, (int64_t)c.job, job_cb, &sc, &err);
+	else
+		s = pm_store_jobs(sc.st, (int)c.limit, job_cb, &sc, &err);
 	if (s) {
 		fprintf(stderr, "pixmill status: %s\n", err.msg);
 	} else if (c.json) {

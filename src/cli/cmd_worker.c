@@ -247,6 +247,14 @@ static int job_look_cb(const pm_job_info *ji, void *ud)
 	return 1;
 }
 
+/* A job cancelled (serve's DELETE /api/jobs/ID): its records stay in the
+ * queue unclaimed. */
+static bool cancelled(const char *state)
+{
+	return strcmp(state, "cancelled") == 0 ||
+	       strcmp(state, "cancelling") == 0;
+}
+
 static int job_scan_cb(const pm_job_info *ji, void *ud)
 {
 	job_look *j = ud;
@@ -254,7 +262,7 @@ static int job_scan_cb(const pm_job_info *ji, void *ud)
 	if (j->n < (int)(sizeof j->ids / sizeof j->ids[0]) &&
 	    !skipped(j->l, ji->id) && pipeline_ok(j->l, ji->pipeline) &&
 	    ji->state && strcmp(ji->state, "done") != 0 &&
-	    strcmp(ji->state, "failed") != 0)
+	    strcmp(ji->state, "failed") != 0 && !cancelled(ji->state))
 		j->ids[j->n++] = ji->id;
 	return 0;
 }
@@ -284,7 +292,8 @@ static pm_status pick_job(loop *l, pm_store *st, int64_t *job, int *prio,
 			s = PM_OK;
 		if (s)
 			return s;
-		if (j.found && pipeline_ok(l, j.pipeline)) {
+		if (j.found && pipeline_ok(l, j.pipeline) &&
+		    !cancelled(j.state)) {
 			*job = next;
 			*prio = p;
 			snprintf(pipeline, psize, "%s", j.pipeline);
@@ -536,7 +545,11 @@ int pm_cmd_worker(int argc, char **argv)
 					break;
 				}
 			}
-			s = pm_store_queue_wait(st, 2000, NULL, &e);
+			/* blocked (only other pipelines' work is queued):
+			 * the fallback scan is not cheap, ask less often; a
+			 * notification still wakes the worker at once */
+			s = pm_store_queue_wait(st, blocked ? 10000 : 2000,
+						NULL, &e);
 			if (s)
 				goto store_error;
 			continue;
@@ -547,6 +560,12 @@ int pm_cmd_worker(int argc, char **argv)
 		w.c.o.queue_job = job;
 		w.c.o.queue_priority = prio;
 		s = pm_run(&w.c.o, &sum, &e);
+		/* what it committed counts, however it ended */
+		t.done += sum.done;
+		t.failed += sum.failed;
+		t.duplicates += sum.duplicates;
+		t.lost += sum.lost;
+		t.requeued += sum.requeued;
 		if (s && s != PM_ERR_CANCELLED) {
 			pm_log(PM_LOG_ERROR, "job %lld: %s", (long long)job,
 			       e.msg);
@@ -572,11 +591,6 @@ int pm_cmd_worker(int argc, char **argv)
 		}
 		run_backoff = 1;
 		t.jobs++;
-		t.done += sum.done;
-		t.failed += sum.failed;
-		t.duplicates += sum.duplicates;
-		t.lost += sum.lost;
-		t.requeued += sum.requeued;
 		pm_log(PM_LOG_INFO,
 		       "job %lld: %s: %lld done, %lld failed, %lld lost, %lld "
 		       "requeued in %.1f s; whole job %lld/%lld done, %lld "

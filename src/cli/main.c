@@ -124,7 +124,7 @@ const pm_opt pm_opts[] = {
      "per-host overrides of the two above, HOST=N[/RPS] comma-separated; "
      "HOST may be *.domain, e.g. cdn.example=32/200,*.shop.example=2/1",
      OPT_HOST_LIMIT},
-    {"run serve", "search-provider", 0, "SPEC", NULL,
+    {"run serve worker", "search-provider", 0, "SPEC", NULL,
      "an image search provider for rows that name no image, tried in the "
      "order given (repeatable): google|bing[,name=N][,endpoint=URL]"
      "[,key=env:VAR][,cx=ID][,rps=2][,quota=REQ_PER_DAY][,max=10]"
@@ -190,8 +190,12 @@ const pm_opt pm_opts[] = {
      OPT_VERBOSE},
     {"status dlq search", "limit", 'n', "N", "20",
      "show at most N jobs (dlq: items; search: hits, image: 10)", OPT_LIMIT},
-    {"dlq search dupes", "job", 0, "ID", "every job", "only this job's items",
-     OPT_JOB},
+    {"dlq search dupes status", "job", 0, "ID", "every job",
+     "only this job's items (status: only this job)", OPT_JOB},
+    {"status", "item", 0, "KEY", NULL,
+     "with --job: the item's attempt history in the shared queue (claims, "
+     "expired leases, retries, result)",
+     OPT_ITEM},
     {"search", "k", 'k', "N", "10",
      "search image: nearest images per list (same as --limit)", OPT_K},
     {"search", "category", 0, "NAME", "any",

@@ -178,6 +178,12 @@ typedef struct run {
 	double lease_s;
 	atomic_llong lost, requeued;
 	atomic_int preempted;
+	/* claims taken and not yet settled (committed, requeued, lost or
+	 * dropped): the ingest thread holds at most two batches, so one
+	 * worker does not hoard a job's records */
+	pthread_mutex_t cl_mu;
+	pthread_cond_t cl_cv;
+	int64_t claims_out;
 
 	pm_queue *fetch_q, *work_q, *result_q;
 	pm_urlcache *uc; /* in-run URL table; the fetch thread's */
@@ -808,6 +814,8 @@ static void *ingest_queue_main(void *arg)
 	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
 
 	s = pm_store_open(r->db_url, false, &st, &e);
+	if (!s)
+		s = seed_providers(r, st, &e);
 	if (s) {
 		set_fatal(r, s, &e);
 		goto out;
@@ -816,6 +824,12 @@ static void *ingest_queue_main(void *arg)
 		pm_claim *c = NULL;
 		int n = 0, i;
 
+		pthread_mutex_lock(&r->cl_mu);
+		while (r->claims_out + batch > 2 * batch && !stopping(r))
+			pm_cond_wait_ms(&r->cl_cv, &r->cl_mu, 100);
+		pthread_mutex_unlock(&r->cl_mu);
+		if (stopping(r))
+			break;
 		s = pm_store_claim(st, r->job_id, r->worker, batch, r->lease_s,
 				   &c, &n, &e);
 		if (s) {
@@ -826,6 +840,9 @@ static void *ingest_queue_main(void *arg)
 			pm_claims_free(c, n);
 			break;
 		}
+		pthread_mutex_lock(&r->cl_mu);
+		r->claims_out += n;
+		pthread_mutex_unlock(&r->cl_mu);
 		for (i = 0; i < n; i++) {
 			work *w = claim_work(&c[i]);
 			if (!w) {
@@ -836,6 +853,15 @@ static void *ingest_queue_main(void *arg)
 			atomic_fetch_add(&r->seen, 1);
 			w->t_start = pm_now();
 			w->ctx.sharpness = NAN;
+			if (w->rec->status != PM_OK && w->rec->no_image &&
+			    r->o->n_providers > 0) {
+				s = search_images(r, st, w, &e);
+				if (s) {
+					work_free(w);
+					set_fatal(r, s, &e);
+					break;
+				}
+			}
 			if (w->rec->status == PM_OK && w->rec->candidates)
 				take_candidates(r, w);
 			if (w->rec->status == PM_OK && is_http(w->rec->image)) {
@@ -848,8 +874,10 @@ static void *ingest_queue_main(void *arg)
 			}
 			if (w->rec->status != PM_OK) {
 				w->status = w->rec->status;
-				snprintf(w->error, sizeof w->error, "%s",
-					 w->rec->error);
+				if (!w->error[0]) /* search_images may say more
+						   */
+					snprintf(w->error, sizeof w->error,
+						 "%s", w->rec->error);
 				if (pm_queue_push(r->result_q, w))
 					work_free(w);
 				continue;
@@ -1960,10 +1988,23 @@ typedef struct batch {
 	int n;
 } batch;
 
+/* Writer, worker mode: w's claim is settled (written, requeued, lost or
+ * dropped): the ingest thread may claim more. */
+static void claim_settled(run *r, const work *w)
+{
+	if (!w->queue_id)
+		return;
+	pthread_mutex_lock(&r->cl_mu);
+	r->claims_out--;
+	pthread_cond_broadcast(&r->cl_cv);
+	pthread_mutex_unlock(&r->cl_mu);
+}
+
 /* Writer: takes w into the batch, or parks it behind its dedup owner. */
 static void writer_take(run *r, batch *b, work *w)
 {
 	if (w->status == PM_ERR_CANCELLED) {
+		claim_settled(r, w);
 		/* Stopped by a signal before it finished: not recorded, so
 		 * the next run does it. */
 		work_free(w);
@@ -2087,6 +2128,7 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			dd_maybe_remove(r, e);
 			pthread_mutex_unlock(&r->dd_mu);
 		}
+		claim_settled(r, w);
 		work_free(w);
 	}
 	fflush(r->manifest);
@@ -2387,18 +2429,26 @@ static pm_status resolve_queued(run *r, pm_err *err)
 	s = pm_pipeline_parse(q.pipeline_json, &r->pipe, err);
 	if (!s && strcmp(pm_pipeline_hash(r->pipe), q.pipeline_hash) != 0)
 		s = pm_fail(err, PM_ERR_PIPELINE,
-			    "job %lld: its pipeline hashes to %.12s here, not "
-			    "%.12s as recorded (a different pixmill version?)",
-			    (long long)o->queue_job, pm_pipeline_hash(r->pipe),
-			    q.pipeline_hash);
+			    "its pipeline hashes to %.12s here, not %.12s as "
+			    "recorded (a different pixmill version?)",
+			    pm_pipeline_hash(r->pipe), q.pipeline_hash);
 	if (s)
 		goto out;
 	snprintf(r->catalog_abs, sizeof r->catalog_abs, "%s",
 		 q.catalog ? q.catalog : "");
 	out = o->out_dir ? o->out_dir : q.out_dir;
-	s = pm_mkdirs(out, err);
-	if (s)
-		goto out;
+	{ /* the shared root must be there: made here, it would be a
+	   * folder of this machine's that no one else sees */
+		struct stat sb;
+		if (stat(out, &sb) || !S_ISDIR(sb.st_mode)) {
+			s = pm_fail(err, PM_ERR_NOT_FOUND,
+				    "output root %s is not on this machine: "
+				    "mount the shared root there, or give "
+				    "--out",
+				    out);
+			goto out;
+		}
+	}
 	if (!realpath(out, r->out_root))
 		s = pm_fail(err, PM_ERR_IO, "output folder %s: %s", out,
 			    strerror(errno));
@@ -2550,6 +2600,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	pthread_mutex_init(&r->fatal_mu, NULL);
 	pthread_mutex_init(&r->rq_mu, NULL);
 	pthread_cond_init(&r->rq_cv, NULL);
+	pthread_mutex_init(&r->cl_mu, NULL);
+	pthread_cond_init(&r->cl_cv, NULL);
 	r->fopts = o->fetch;
 	if (r->fopts.max_body <= 0 ||
 	    (uint64_t)r->fopts.max_body > o->limits.max_bytes)
@@ -2694,6 +2746,15 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	if (pg) {
 		progress_tick(r, pg, true);
 	}
+	/* what this run committed, also when it ends on an error */
+	sum->job_id = r->job_id;
+	sum->seen = atomic_load(&r->seen);
+	sum->done = atomic_load(&r->done);
+	sum->failed = atomic_load(&r->failed);
+	sum->duplicates = atomic_load(&r->dups);
+	sum->lost = atomic_load(&r->lost);
+	sum->requeued = atomic_load(&r->requeued);
+	sum->preempted = atomic_load(&r->preempted);
 	if (r->fatal) {
 		s = r->fatal;
 		*err = r->fatal_err;
@@ -2713,9 +2774,6 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		s = finish_job(r, sum, err);
 	if (s)
 		goto out;
-	sum->lost = atomic_load(&r->lost);
-	sum->requeued = atomic_load(&r->requeued);
-	sum->preempted = atomic_load(&r->preempted);
 	sum->job_id = r->job_id;
 	sum->run_no = r->run_no;
 	sum->seen = atomic_load(&r->seen);
@@ -2778,6 +2836,8 @@ out:
 	pthread_mutex_destroy(&r->fatal_mu);
 	pthread_mutex_destroy(&r->rq_mu);
 	pthread_cond_destroy(&r->rq_cv);
+	pthread_mutex_destroy(&r->cl_mu);
+	pthread_cond_destroy(&r->cl_cv);
 	free(r);
 	return s;
 }
@@ -2795,8 +2855,9 @@ static void enqueue_clear(pm_enqueue_rec *recs, char **keys, int n)
 	}
 }
 
-pm_status pm_run_enqueue(const pm_run_opts *o, int64_t *job_id,
-			 int64_t *enqueued, int64_t *present, pm_err *err)
+pm_status pm_run_enqueue(const pm_run_opts *o, const char *name,
+			 int64_t *job_id, int64_t *enqueued, int64_t *present,
+			 pm_err *err)
 {
 	run *r = calloc(1, sizeof *r);
 	pm_catalog_opts co = {.kind = o->kind,
@@ -2825,7 +2886,7 @@ pm_status pm_run_enqueue(const pm_run_opts *o, int64_t *job_id,
 	if (s)
 		goto out;
 	job_spec(r, &spec, key);
-	s = pm_store_job_create(st, &spec, NULL, job_id, err);
+	s = pm_store_job_create(st, &spec, name, job_id, err);
 	if (s)
 		goto out;
 	pm_log(PM_LOG_DEBUG, "job %lld: enqueueing %s", (long long)*job_id,

@@ -159,9 +159,10 @@ pm_status pm_run_prepare(const pm_run_opts *o, const char *name,
  * catalog into the shared queue in batches, then marks the enqueue
  * complete. Idempotent: records already queued or done are left alone.
  * *enqueued = records added, *present = records that were already there;
- * *job_id = the job. */
-pm_status pm_run_enqueue(const pm_run_opts *o, int64_t *job_id,
-			 int64_t *enqueued, int64_t *present, pm_err *err);
+ * *job_id = the job; name labels it (may be NULL). */
+pm_status pm_run_enqueue(const pm_run_opts *o, const char *name,
+			 int64_t *job_id, int64_t *enqueued, int64_t *present,
+			 pm_err *err);
 
 /* Async-signal-safe: asks the running pm_run to stop reading the catalog
  * and finish what is in flight. */

@@ -10,6 +10,11 @@
  * a shutdown or a crash simply runs again after a restart (srv_jobs_start
  * re-queues every unfinished job whose catalog is under DATA/jobs/).
  *
+ * With --enqueue (a store shared with `pixmill worker` processes) no job
+ * runs here: a submitted catalog goes into the store's shared queue
+ * (pm_run_enqueue, with the body's "priority"), and a job's progress is
+ * the queue's (pm_job_info.queue) and its items'.
+ *
  * Threads: handlers on libmicrohttpd's threads; the scheduler on its own;
  * srv_sse_tick on the ticker. The queue and `running` are under s->mu;
  * SSE streams under s->sse_mu.
@@ -90,6 +95,30 @@ static int job_cb(const pm_job_info *ji, void *ud)
 		json_object_set_new(j, "cache_hits",
 				    json_integer(atomic_load(&l->cache_hits)));
 		json_object_set_new(j, "elapsed_s", json_real(el));
+	} else if (ji->queue.on) {
+		/* enqueued for workers: the queue says how far it is */
+		int64_t total =
+		    ji->queue.enqueued ? ji->queue.total : ji->items;
+		progress = strcmp(ji->state, "done") == 0 ? 1.0
+			   : total > 0
+			       ? (double)(ji->done + ji->failed) / (double)total
+			       : 0.0;
+		if (progress > 1)
+			progress = 1;
+		json_object_set_new(j, "total", json_integer(total));
+		json_object_set_new(j, "total_known",
+				    json_boolean(ji->queue.enqueued));
+		/* workers hold some of it: it runs, though not here */
+		if (strcmp(ji->state, "queued") == 0 && ji->queue.claimed > 0)
+			json_object_set_new(j, "state", json_string("running"));
+		json_object_set_new(
+		    j, "queue",
+		    json_pack("{s:b,s:I,s:I,s:I,s:I}", "enqueued",
+			      ji->queue.enqueued, "total",
+			      (json_int_t)ji->queue.total, "queued",
+			      (json_int_t)ji->queue.queued, "claimed",
+			      (json_int_t)ji->queue.claimed, "workers",
+			      (json_int_t)ji->queue.workers));
 	} else {
 		progress =
 		    strcmp(ji->state, "done") == 0 ? 1.0
@@ -373,6 +402,11 @@ pm_status srv_jobs_start(srv *s, pm_err *err)
 	recover_ctx r = {.s = s};
 	pm_status st;
 
+	if (s->o->enqueue) {
+		pm_log(PM_LOG_INFO, "jobs are enqueued for `pixmill worker` "
+				    "processes, not run here (--enqueue)");
+		return PM_OK;
+	}
 	st = pm_store_open(s->db, false, &r.st, err);
 	if (!st)
 		st = pm_store_jobs(r.st, 0, recover_cb, &r, err);
@@ -393,6 +427,8 @@ pm_status srv_jobs_start(srv *s, pm_err *err)
 
 void srv_jobs_stop(srv *s)
 {
+	if (s->o->enqueue)
+		return; /* no scheduler */
 	pthread_mutex_lock(&s->mu);
 	atomic_store(&s->draining, 1);
 	atomic_store(&s->run_cancel, 1); /* the running job drains */
@@ -455,7 +491,8 @@ void srv_h_job_create(srv_req *q)
 	const char *sizes = srv_arg(q, "sizes"),
 		   *formats = srv_arg(q, "formats");
 	const char *name = srv_arg(q, "name"), *qs = srv_arg(q, "quality");
-	int64_t quality = 0, id = 0;
+	const char *ps = srv_arg(q, "priority");
+	int64_t quality = 0, id = 0, priority = 0;
 	job_files f;
 	pm_run_opts ro;
 	pm_err e = {{0}};
@@ -488,6 +525,11 @@ void srv_h_job_create(srv_req *q)
 	}
 	if (!pm_http_int_param(qs, 1, 100, 0, &quality)) {
 		srv_reply_error(q, PM_ERR_USAGE, "quality wants 1 to 100");
+		return;
+	}
+	if (!pm_http_int_param(ps, -1000000, 1000000, 0, &priority)) {
+		srv_reply_error(q, PM_ERR_USAGE,
+				"priority wants -1000000 to 1000000");
 		return;
 	}
 	if ((name && strlen(name) > 200) || (sizes && strlen(sizes) > 200) ||
@@ -540,6 +582,21 @@ void srv_h_job_create(srv_req *q)
 	if (st)
 		goto fail;
 	run_opts(s, &f, &ro);
+	if (s->o->enqueue) {
+		/* for the workers: the records into the shared queue */
+		int64_t added = 0, present = 0;
+		ro.priority = (int)priority;
+		ro.cancel = NULL;
+		st = pm_run_enqueue(&ro, name, &id, &added, &present, &e);
+		if (st)
+			goto fail;
+		pm_log(PM_LOG_INFO,
+		       "job %lld: %lld records enqueued (%lld already), "
+		       "priority %lld",
+		       (long long)id, (long long)added, (long long)present,
+		       (long long)priority);
+		goto created;
+	}
 	st = pm_run_prepare(&ro, name, &id, &e);
 	if (st)
 		goto fail;
@@ -552,6 +609,7 @@ void srv_h_job_create(srv_req *q)
 		srv_reply_header(q, "Retry-After", "10");
 		return;
 	}
+created:
 	j = job_json(s, id, &e);
 	if (!j) {
 		reply_status(q, PM_ERR_STORE, &e);
@@ -792,7 +850,8 @@ void srv_h_job_retry(srv_req *q)
 		return;
 	}
 	pthread_mutex_lock(&s->mu);
-	ok = enqueue_locked(s, id);
+	/* --enqueue: the store put them back in the workers' queue */
+	ok = s->o->enqueue || enqueue_locked(s, id);
 	pthread_mutex_unlock(&s->mu);
 	if (!ok) {
 		srv_reply_error(q, PM_ERR_BUSY, "the job queue is full");

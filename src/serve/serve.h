@@ -50,6 +50,9 @@ typedef struct pm_serve_opts {
 	int n_providers;
 	pm_durability durability;
 	const char *port_file; /* write the bound port here once listening */
+	bool enqueue; /* POST /api/jobs enqueues in the shared store (db)
+			 for `pixmill worker` processes: no job runs in
+			 this process */
 } pm_serve_opts;
 
 void pm_serve_opts_default(pm_serve_opts *o);

@@ -352,6 +352,12 @@ enum {
 	Q_Q_JOB_STATE,
 	Q_Q_COUNTS,
 	Q_Q_HISTORY,
+	Q_Q_LOCK,
+	Q_ASSET_INSERT_Q,
+	Q_EMB_PUT_Q,
+	Q_OUTPUT_INSERT_Q,
+	Q_ITEM_UPSERT_Q,
+	Q_URL_PUT_Q,
 	Q_COUNT
 };
 
@@ -410,6 +416,56 @@ enum {
  * options. */
 #define MARK_OPEN  '\x01'
 #define MARK_CLOSE '\x02'
+
+/* A put's statements, plain and (the _Q variants) for a queued item. */
+#define ASSET_INSERT                                                           \
+	"INSERT INTO assets (sha256, pipeline_hash, format, width, height,"    \
+	" bytes, phash, colors_json, sharpness, meta_json, created, updated)"
+#define OUTPUT_INSERT                                                          \
+	"INSERT INTO outputs (asset_id, name, path, format, width, height,"    \
+	" bytes, sha256, created, updated)"                                    \
+	" SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM assets a"     \
+	" WHERE a.sha256 = $1 AND a.pipeline_hash = $2"
+#define EMB_INSERT "INSERT INTO embeddings (sha256, model, dim, vec, created)"
+#define EMB_ON_CONFLICT                                                        \
+	"ON CONFLICT (model, sha256) DO UPDATE SET"                            \
+	" id = nextval(pg_get_serial_sequence('embeddings', 'id')),"           \
+	" dim = excluded.dim, vec = excluded.vec,"                             \
+	" created = excluded.created"
+#define URL_INSERT                                                             \
+	"INSERT INTO urls (url, etag, last_modified, sha256, updated)"
+#define URL_ON_CONFLICT                                                        \
+	"ON CONFLICT (url) DO UPDATE SET etag = excluded.etag,"                \
+	" last_modified = excluded.last_modified,"                             \
+	" sha256 = excluded.sha256, updated = excluded.updated"
+#define ITEM_INSERT                                                            \
+	"INSERT INTO items (job_id, key, ordinal, record_id, image,"           \
+	" title, price, category, attrs, state, code, error, sha256,"          \
+	" duplicate, attempts, latency_ms, asset_id, created, updated,"        \
+	" candidates)"
+#define ITEM_ASSET_ID                                                          \
+	"CASE WHEN $10::text = 'done' THEN coalesce("                          \
+	"  (SELECT id FROM assets WHERE sha256 = $20::text"                    \
+	"   AND pipeline_hash = $17::text),"                                   \
+	"  (SELECT a.id FROM jobs j JOIN assets a"                             \
+	"   ON a.pipeline_hash = j.pipeline_hash"                              \
+	"   WHERE j.id = $1 AND a.sha256 = $13::text)) END"
+#define ITEM_ON_CONFLICT                                                       \
+	"ON CONFLICT (job_id, key) DO UPDATE SET"                              \
+	" ordinal = excluded.ordinal, record_id = excluded.record_id,"         \
+	" image = excluded.image, title = excluded.title,"                     \
+	" price = excluded.price, category = excluded.category,"               \
+	" attrs = excluded.attrs, state = excluded.state,"                     \
+	" code = excluded.code, error = excluded.error,"                       \
+	" sha256 = excluded.sha256, duplicate = excluded.duplicate,"           \
+	" attempts = excluded.attempts, latency_ms = excluded.latency_ms,"     \
+	" asset_id = excluded.asset_id, updated = excluded.updated,"           \
+	" candidates = excluded.candidates"
+/* A queued item's put writes a row only while worker $b holds queue row
+ * $a (locked by Q_Q_LOCK for the rest of the transaction). */
+#define HELD(a, b)                                                             \
+	" EXISTS (SELECT 1 FROM queue WHERE id = $" a "::bigint"               \
+	" AND lease_owner = $" b "::text AND state = 'claimed')"
 
 /* The queue's clock: the server's, so that workers on machines whose
  * clocks disagree still agree on when a lease ends. */
@@ -603,43 +659,51 @@ static const char *const queries[Q_COUNT] = {
     /* A put's statements name the asset by (sha256, pipeline hash), not
      * by id, so they can all be sent at once (see put_item_body). */
     [Q_ASSET_INSERT] =
-	"INSERT INTO assets (sha256, pipeline_hash, format, width, height,"
-	" bytes, phash, colors_json, sharpness, meta_json, created, updated)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
-	" ON CONFLICT (sha256, pipeline_hash) DO NOTHING",
+	ASSET_INSERT " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+		     " $11) ON CONFLICT (sha256, pipeline_hash) DO NOTHING",
     [Q_OUTPUT_INSERT] =
-	"INSERT INTO outputs (asset_id, name, path, format, width, height,"
-	" bytes, sha256, created, updated)"
-	" SELECT a.id, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM assets a"
-	" WHERE a.sha256 = $1 AND a.pipeline_hash = $2"
-	" ON CONFLICT (asset_id, name) DO NOTHING",
+	OUTPUT_INSERT " ON CONFLICT (asset_id, name) DO NOTHING",
+    /* the same for a queued item's put: only while $12, $13 (queue id,
+     * worker) hold the claim */
+    [Q_ASSET_INSERT_Q] =
+	ASSET_INSERT " SELECT $1::text, $2::text, $3::text, $4::integer,"
+		     " $5::integer, $6::bigint, $7::bigint, $8::text,"
+		     " $9::float8, $10::text, $11::float8, $11::float8"
+		     " WHERE" HELD("12", "13") " ON CONFLICT (sha256,"
+					       " pipeline_hash) DO NOTHING",
+    [Q_OUTPUT_INSERT_Q] = OUTPUT_INSERT
+    " AND" HELD("11", "12") " ON CONFLICT (asset_id, name) DO NOTHING",
+    /* the put of a queued item takes its queue row's lock first, so
+     * that no reaper or other worker changes it between the put's
+     * statements */
+    [Q_Q_LOCK] = "SELECT 1 FROM queue WHERE id = $1 AND lease_owner = $2"
+		 " AND state = 'claimed' FOR UPDATE",
     /* $17, $20: the new asset's pipeline hash and sha256 (NULL if none);
      * a done item without one (a duplicate) gets the asset of (its
      * sha256, its job's pipeline hash). */
-    [Q_ITEM_UPSERT] =
-	"INSERT INTO items (job_id, key, ordinal, record_id, image,"
-	" title, price, category, attrs, state, code, error, sha256,"
-	" duplicate, attempts, latency_ms, asset_id, created, updated,"
-	" candidates)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-	" $13, $14, $15, $16,"
-	" CASE WHEN $10::text = 'done' THEN coalesce("
-	"  (SELECT id FROM assets WHERE sha256 = $20::text"
-	"   AND pipeline_hash = $17::text),"
-	"  (SELECT a.id FROM jobs j JOIN assets a"
-	"   ON a.pipeline_hash = j.pipeline_hash"
-	"   WHERE j.id = $1 AND a.sha256 = $13::text)) END,"
-	" $18, $18, $19)"
-	" ON CONFLICT (job_id, key) DO UPDATE SET"
-	" ordinal = excluded.ordinal, record_id = excluded.record_id,"
-	" image = excluded.image, title = excluded.title,"
-	" price = excluded.price, category = excluded.category,"
-	" attrs = excluded.attrs, state = excluded.state,"
-	" code = excluded.code, error = excluded.error,"
-	" sha256 = excluded.sha256, duplicate = excluded.duplicate,"
-	" attempts = excluded.attempts, latency_ms = excluded.latency_ms,"
-	" asset_id = excluded.asset_id, updated = excluded.updated,"
-	" candidates = excluded.candidates",
+    [Q_ITEM_UPSERT] = ITEM_INSERT " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+				  " $9, $10, $11, $12, $13, $14, $15, $16,"
+				  " " ITEM_ASSET_ID ", $18, $18, $19)"
+				  " " ITEM_ON_CONFLICT,
+    /* A queued item's result ($21 queue id, $22 worker, $23 the event's
+     * detail): the queue row is marked done or failed, with its event,
+     * only if $22 still holds it (Q_Q_LOCK has locked it), and the item
+     * is written only then: 0 rows = the claim was lost, nothing
+     * written. */
+    [Q_ITEM_UPSERT_Q] =
+	"WITH u AS (UPDATE queue q SET state = $10::text, lease_until = NULL,"
+	"  updated = t.now FROM (SELECT " PG_NOW " AS now) t"
+	"  WHERE q.id = $21::bigint AND q.lease_owner = $22::text"
+	"  AND q.state = 'claimed' AND q.job_id = $1::bigint"
+	"  AND q.key = $2::text RETURNING q.id, q.job_id, q.key, t.now),"
+	" e AS (INSERT INTO queue_events (queue_id, job_id, key, event,"
+	"  worker, at, detail) SELECT id, job_id, key, $10::text, $22::text,"
+	"  now, $23::text FROM u) " ITEM_INSERT
+	" SELECT $1::bigint, $2::text, $3::bigint, $4::text, $5::text,"
+	" $6::text, $7::text, $8::text, $9::text, $10::text, $11::text,"
+	" $12::text, $13::text, $14::boolean, $15::integer, $16::float8,"
+	" " ITEM_ASSET_ID ", $18::float8, $18::float8, $19::text"
+	" WHERE EXISTS (SELECT 1 FROM u) " ITEM_ON_CONFLICT,
     [Q_FAILED] = "SELECT i.job_id, i.key, i.image, i.code, i.error,"
 		 " i.attempts, i.updated, j.catalog"
 		 " FROM items i JOIN jobs j ON j.id = i.job_id"
@@ -671,11 +735,10 @@ static const char *const queries[Q_COUNT] = {
 	"  FROM (SELECT 1 FROM u LIMIT 1) y)"
 	" SELECT (SELECT COUNT(*) FROM f), (SELECT COUNT(*) FROM n)",
     [Q_URL_GET] = "SELECT etag, last_modified, sha256 FROM urls WHERE url = $1",
-    [Q_URL_PUT] = "INSERT INTO urls (url, etag, last_modified, sha256, updated)"
-		  " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (url) DO UPDATE SET"
-		  " etag = excluded.etag,"
-		  " last_modified = excluded.last_modified,"
-		  " sha256 = excluded.sha256, updated = excluded.updated",
+    [Q_URL_PUT] = URL_INSERT " VALUES ($1, $2, $3, $4, $5) " URL_ON_CONFLICT,
+    [Q_URL_PUT_Q] = URL_INSERT " SELECT $1::text, $2::text, $3::text,"
+			       " $4::text, $5::float8"
+			       " WHERE" HELD("6", "7") " " URL_ON_CONFLICT,
     [Q_JOB_CREATE] =
 	"INSERT INTO jobs (key, catalog, pipeline, pipeline_hash,"
 	" pipeline_json, out_dir, state, runs, created, updated, name)"
@@ -748,12 +811,10 @@ static const char *const queries[Q_COUNT] = {
 		" AND title IS NOT NULL ORDER BY id DESC LIMIT 1",
     [Q_STATS_JOBS] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
     [Q_STATS_DLQ] = "SELECT COUNT(*) FROM items WHERE state = 'failed'",
-    [Q_EMB_PUT] = "INSERT INTO embeddings (sha256, model, dim, vec, created)"
-		  " VALUES ($1, $2, $3, $4, $5)"
-		  " ON CONFLICT (model, sha256) DO UPDATE SET"
-		  " id = nextval(pg_get_serial_sequence('embeddings', 'id')),"
-		  " dim = excluded.dim, vec = excluded.vec,"
-		  " created = excluded.created",
+    [Q_EMB_PUT] = EMB_INSERT " VALUES ($1, $2, $3, $4, $5) " EMB_ON_CONFLICT,
+    [Q_EMB_PUT_Q] = EMB_INSERT " SELECT $1::text, $2::text, $3::integer,"
+			       " $4::bytea, $5::float8"
+			       " WHERE" HELD("6", "7") " " EMB_ON_CONFLICT,
     /* binary results: sha256, dim (int4), vec */
     [Q_EMB_ALL] = "SELECT sha256, dim, vec FROM embeddings WHERE model = $1",
     [Q_EMB_GET] = "SELECT dim, vec FROM embeddings"
@@ -1596,8 +1657,10 @@ static pm_status prepare_all(pg_conn *c, const int *qs, size_t n, pm_err *err)
 /* Prepares (outside the pipeline) the statements a put uses. */
 static pm_status put_prepare(pg_conn *c, pm_err *err)
 {
-	static const int qs[] = {Q_ASSET_INSERT, Q_EMB_PUT, Q_OUTPUT_INSERT,
-				 Q_ITEM_UPSERT, Q_URL_PUT};
+	static const int qs[] = {
+	    Q_ASSET_INSERT,    Q_EMB_PUT,	Q_OUTPUT_INSERT,  Q_ITEM_UPSERT,
+	    Q_URL_PUT,	       Q_Q_LOCK,	Q_ASSET_INSERT_Q, Q_EMB_PUT_Q,
+	    Q_OUTPUT_INSERT_Q, Q_ITEM_UPSERT_Q, Q_URL_PUT_Q};
 	return prepare_all(c, qs, sizeof qs / sizeof qs[0], err);
 }
 
@@ -1633,9 +1696,18 @@ static pm_status pipe_finish(pg_pipe *pp, pm_err *err)
 	return pp->s;
 }
 
-static void send_asset(pg_pipe *pp, const pm_asset_rec *a, double now,
-		       pm_err *err)
+/* A queued item's guard: its queue id and worker, appended to the
+ * parameters of the _Q statements (it->queue_id 0: the plain ones). */
+static void p_held(pg_params *p, const pm_item_rec *it)
 {
+	p_i64(p, it->queue_id);
+	p_text(p, it->lease_owner);
+}
+
+static void send_asset(pg_pipe *pp, const pm_item_rec *it,
+		       const pm_asset_rec *a, double now, pm_err *err)
+{
+	bool q = it->queue_id != 0;
 	pg_params p = {0};
 	int64_t ph = 0;
 
@@ -1654,46 +1726,95 @@ static void send_asset(pg_pipe *pp, const pm_asset_rec *a, double now,
 	p_dbl(&p, a->sharpness);
 	p_text(&p, a->meta_json);
 	p_dbl(&p, now);
-	pipe_send(pp, Q_ASSET_INSERT, &p, "insert asset", err);
+	if (q)
+		p_held(&p, it);
+	pipe_send(pp, q ? Q_ASSET_INSERT_Q : Q_ASSET_INSERT, &p, "insert asset",
+		  err);
 	if (a->embedding && a->embedding_dim > 0 && a->embedding_model) {
 		pg_params e = {0};
 		p_embedding(&e, a->sha256, a->embedding_model, a->embedding,
 			    a->embedding_dim, now);
-		pipe_send(pp, Q_EMB_PUT, &e, "store embedding", err);
+		if (q)
+			p_held(&e, it);
+		pipe_send(pp, q ? Q_EMB_PUT_Q : Q_EMB_PUT, &e,
+			  "store embedding", err);
 	}
 	for (int i = 0; i < a->n_outputs; i++) {
 		const pm_output_rec *o = &a->outputs[i];
-		pg_params q = {0};
-		p_text(&q, a->sha256);
-		p_text(&q, a->pipeline_hash);
-		p_text(&q, o->name);
-		p_text(&q, o->path);
-		p_text(&q, o->format);
-		p_i64(&q, o->width);
-		p_i64(&q, o->height);
-		p_i64(&q, o->bytes);
-		p_text(&q, o->sha256);
-		p_dbl(&q, now);
-		pipe_send(pp, Q_OUTPUT_INSERT, &q, "insert output", err);
+		pg_params op = {0};
+		p_text(&op, a->sha256);
+		p_text(&op, a->pipeline_hash);
+		p_text(&op, o->name);
+		p_text(&op, o->path);
+		p_text(&op, o->format);
+		p_i64(&op, o->width);
+		p_i64(&op, o->height);
+		p_i64(&op, o->bytes);
+		p_text(&op, o->sha256);
+		p_dbl(&op, now);
+		if (q)
+			p_held(&op, it);
+		pipe_send(pp, q ? Q_OUTPUT_INSERT_Q : Q_OUTPUT_INSERT, &op,
+			  "insert output", err);
 	}
 }
 
 /* One put inside the open transaction: asset, its vector and outputs (if
- * new), the item, the URL's validators. */
+ * new), the URL's validators, the item; one round trip.
+ *
+ * A queued item's put (queue_id set) completes its queue row in the same
+ * round trip: Q_Q_LOCK first locks the row (FOR UPDATE: no reaper or
+ * other worker can change it until this transaction ends), every row
+ * statement (the _Q variants) is written only while lease_owner still
+ * holds the claim, and the item's statement marks the queue row done or
+ * failed with its event in a data-modifying CTE, inserting the item only
+ * if that UPDATE changed the row. Its row count, 0, is how a lost claim
+ * (lease expired and taken, or already finished) shows: PM_ERR_CONFLICT
+ * with nothing of the item written and, as no statement failed, the
+ * transaction and the caller's batch still usable. The first version sent
+ * that UPDATE alone before the put's pipeline: one more round trip, which
+ * cost ~140-170 µs more per item than this in a side-by-side run, against
+ * a primary-key subquery per statement here (bench/queue.sh,
+ * docs/BENCHMARKS.md). */
 static pm_status put_item_body(pg_conn *c, const pm_item_rec *it, pm_err *err)
 {
 	double now = now_unix();
-	bool done = it->status == PM_OK;
+	bool done = it->status == PM_OK, q = it->queue_id != 0;
 	const pm_asset_rec *a = it->asset;
 	pg_pipe pp = {.c = c};
 	pg_params p = {0};
+	char detail[1024];
+	int item_at;
 
+	if (q && !it->lease_owner)
+		return pm_fail(err, PM_ERR_CONFLICT,
+			       "put_item %s: queue row %lld without a lease "
+			       "owner",
+			       it->key, (long long)it->queue_id);
 	if (put_prepare(c, err) != PM_OK)
 		return c->fail;
 	if (PQenterPipelineMode(c->db) != 1)
 		return pg_fail(c, NULL, err, "put item");
+	if (q) {
+		pg_params l = {0};
+		p_held(&l, it);
+		pipe_send(&pp, Q_Q_LOCK, &l, "lock queue row", err);
+	}
 	if (a)
-		send_asset(&pp, a, now, err);
+		send_asset(&pp, it, a, now, err);
+	if (done && it->sha256 && it->image &&
+	    (it->url_etag || it->url_last_modified)) {
+		pg_params u = {0};
+		p_text(&u, it->image);
+		p_text(&u, it->url_etag);
+		p_text(&u, it->url_last_modified);
+		p_text(&u, it->sha256);
+		p_dbl(&u, now);
+		if (q)
+			p_held(&u, it);
+		pipe_send(&pp, q ? Q_URL_PUT_Q : Q_URL_PUT, &u, "remember URL",
+			  err);
+	}
 	p_i64(&p, it->job_id);
 	p_text(&p, it->key);
 	p_i64(&p, (int64_t)it->ordinal);
@@ -1714,70 +1835,30 @@ static pm_status put_item_body(pg_conn *c, const pm_item_rec *it, pm_err *err)
 	p_dbl(&p, now);
 	p_text(&p, it->candidates_json);
 	p_text(&p, a ? a->sha256 : NULL);
-	pipe_send(&pp, Q_ITEM_UPSERT, &p, "put item", err);
-	if (done && it->sha256 && it->image &&
-	    (it->url_etag || it->url_last_modified)) {
-		pg_params u = {0};
-		p_text(&u, it->image);
-		p_text(&u, it->url_etag);
-		p_text(&u, it->url_last_modified);
-		p_text(&u, it->sha256);
-		p_dbl(&u, now);
-		pipe_send(&pp, Q_URL_PUT, &u, "remember URL", err);
+	if (q) {
+		p_held(&p, it);
+		if (!done)
+			snprintf(detail, sizeof detail, "%s%s%s",
+				 pm_status_code(it->status),
+				 it->error ? ": " : "",
+				 it->error ? it->error : "");
+		p_text(&p, done ? NULL : detail);
 	}
-	return pipe_finish(&pp, err);
-}
-
-static pm_status pg_begin(void *conn, pm_err *err);
-static pm_status pg_commit(void *conn, pm_err *err);
-static void pg_rollback(void *conn);
-
-/* A queued item's result: marks its queue row done or failed (with the
- * event) if it->lease_owner still holds it; PM_ERR_CONFLICT if not.
- *
- * Its own round trip, before the put's pipeline: the put's rows (asset,
- * vector, outputs, item, URL) must not be written when the claim is
- * lost, and a statement in the same pipeline cannot see this one's row
- * count. The alternatives — every put statement made conditional on the
- * queue row (a CTE per statement re-reading it), or the item INSERT in a
- * CTE after the UPDATE with the asset and outputs still unconditional —
- * either add a subquery to each of the put's statements or write an
- * asset for a lost claim. One extra round trip costs about 0.1 ms on
- * loopback (docs/BENCHMARKS.md, bench/queue.sh), small beside an item's
- * image work. A 0-row UPDATE is not an error, so the transaction (and
- * the caller's batch) stays usable. */
-static pm_status queue_complete(pg_conn *c, const pm_item_rec *it, pm_err *err)
-{
-	bool done = it->status == PM_OK;
-	char detail[1024];
-	pg_params p = {0};
-	int64_t n = 0;
-
-	if (!it->lease_owner)
-		return pm_fail(err, PM_ERR_CONFLICT,
-			       "put_item %s: queue row %lld without a lease "
-			       "owner",
-			       it->key, (long long)it->queue_id);
-	if (!done)
-		snprintf(detail, sizeof detail, "%s%s%s",
-			 pm_status_code(it->status), it->error ? ": " : "",
-			 it->error ? it->error : "");
-	p_i64(&p, it->queue_id);
-	p_text(&p, it->lease_owner);
-	p_text(&p, done ? "done" : "failed");
-	p_i64(&p, it->job_id);
-	p_text(&p, it->key);
-	p_text(&p, done ? NULL : detail);
-	pm_status s =
-	    q_exec(c, Q_Q_COMPLETE, &p, "complete queue row", &n, err);
-	p_free(&p);
-	if (s == PM_OK && n == 0)
+	item_at = pp.sent;
+	pipe_send(&pp, q ? Q_ITEM_UPSERT_Q : Q_ITEM_UPSERT, &p, "put item",
+		  err);
+	pm_status s = pipe_finish(&pp, err);
+	if (s == PM_OK && q && (item_at >= pp.sent || pp.rows[item_at] == 0))
 		s = pm_fail(err, PM_ERR_CONFLICT,
 			    "put_item %s: worker %s no longer holds queue row "
 			    "%lld (its lease expired)",
 			    it->key, it->lease_owner, (long long)it->queue_id);
 	return s;
 }
+
+static pm_status pg_begin(void *conn, pm_err *err);
+static pm_status pg_commit(void *conn, pm_err *err);
+static void pg_rollback(void *conn);
 
 /* Outside a batch a put is its own transaction. Inside one, a failed put
  * aborts the server's transaction, so it poisons the batch: commit then
@@ -1795,8 +1876,6 @@ static pm_status pg_put_item(void *conn, const pm_item_rec *it, pm_err *err)
 			    it->key, (int)it->status);
 	else if (own_tx)
 		s = pg_begin(c, err); /* no reconnect inside it */
-	if (s == PM_OK && it->queue_id != 0)
-		s = queue_complete(c, it, err);
 	if (s == PM_OK)
 		s = put_item_body(c, it, err);
 	if (own_tx && c->in_batch)

@@ -468,6 +468,10 @@ pm_status pm_store_code_parse(const char *text, pm_status *out, pm_err *err)
 
 /* ---- the shared queue ---- */
 
+/* Most rows one claim returns (the backends allocate the array up
+ * front). */
+#define PM_CLAIM_MAX 65536
+
 /* A worker name or a lease length a backend can store. */
 static pm_status check_worker(const char *worker, const char *what, pm_err *err)
 {
@@ -529,6 +533,8 @@ pm_status pm_store_claim(pm_store *s, int64_t job_id, const char *worker, int n,
 		return st;
 	if (n < 1)
 		return PM_OK;
+	if (n > PM_CLAIM_MAX)
+		n = PM_CLAIM_MAX; /* fewer than asked is allowed */
 	return s->be->claim(s->conn, job_id, worker, n, lease_s, out, n_out,
 			    err);
 }

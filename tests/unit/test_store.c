@@ -2108,7 +2108,7 @@ static void test_queue_basic(void)
 	CHECK_INT(pm_store_put_item(s, &done0, &err), PM_OK);
 
 	pm_enqueue_rec recs[5];
-	char keys[5][8], json[5][32];
+	char keys[5][16], json[5][48];
 	for (int i = 0; i < 5; i++) {
 		snprintf(keys[i], sizeof keys[i], "k%d", i);
 		snprintf(json[i], sizeof json[i], "{\"id\":\"k%d\",\"n\":%d}",
@@ -2295,7 +2295,9 @@ static void test_queue_lease(void)
 	pm_item_state is;
 	pm_status code;
 
-	CHECK_INT(pm_store_open(store_url("lease.db"), false, &s, &err), PM_OK);
+	const char *url = store_url("lease.db");
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
 	if (!s)
 		return;
 	CHECK_INT(pm_store_job_open(s, &spec1, &job, &run, &err), PM_OK);
@@ -2337,6 +2339,17 @@ static void test_queue_lease(void)
 		/* w1 comes back from the dead: its put is refused and
 		 * writes nothing; the batch still commits w2's other work */
 		pm_item_rec late = claim_result(&first, "w1", PM_OK);
+		/* with an asset, outputs, a vector and URL validators: none
+		 * of them may be written */
+		pm_asset_rec la = asset_rec("sha-late");
+		static const float vec[4] = {1, 2, 3, 4};
+		la.embedding = vec;
+		la.embedding_dim = 4;
+		la.embedding_model = "m";
+		late.asset = &la;
+		late.sha256 = "sha-late";
+		late.image = "http://x/late.jpg";
+		late.url_etag = "\"e1\"";
 		CHECK_INT(pm_store_begin(s, &err), PM_OK);
 		CHECK_INT(pm_store_put_item(s, &late, &err), PM_ERR_CONFLICT);
 		pm_item_rec other = item_rec(job, "unqueued");
@@ -2349,12 +2362,34 @@ static void test_queue_lease(void)
 		    pm_store_item_state(s, job, "unqueued", &is, &code, &err),
 		    PM_OK);
 		CHECK_INT(is, PM_ITEM_DONE);
-		pm_item_rec mine = claim_result(&cl3[0], "w2", PM_OK);
-		mine.attempts = 2;
-		CHECK_INT(pm_store_put_item(s, &mine, &err), PM_OK);
+		rawdb d = raw_open(url);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM assets"), 0);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM outputs"), 0);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM embeddings"), 0);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM urls"), 0);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM queue_events"
+				     " WHERE event IN ('done', 'failed')"),
+			  0);
+		raw_close(&d);
+		/* the same put by the worker that holds the claim writes
+		 * all of it */
+		pm_item_rec full = late;
+		full.queue_id = cl3[0].queue_id;
+		full.lease_owner = "w2";
+		full.attempts = 2;
+		CHECK_INT(pm_store_put_item(s, &full, &err), PM_OK);
 		CHECK_INT(pm_store_item_state(s, job, "a", &is, &code, &err),
 			  PM_OK);
 		CHECK_INT(is, PM_ITEM_DONE);
+		d = raw_open(url);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM assets"), 1);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM outputs"), 3);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM embeddings"), 1);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM urls"), 1);
+		CHECK_INT(rq_int(&d, "SELECT COUNT(*) FROM items WHERE"
+				     " key = 'a' AND asset_id IS NOT NULL"),
+			  1);
+		raw_close(&d);
 		hist h = history(s, job, "a");
 		CHECK_INT(h.n, 4);
 		CHECK_STR(h.ev[0], "claimed");
