@@ -136,9 +136,11 @@ eq "$N rows queued" "$(fh_sql fleet "SELECT count(*) FROM queue")" "$N"
 # pipeline has room: one held ~140 claims at once with these options in a
 # trial, so $N items (more than 3 x 140) leave a share for every worker
 # that starts within the first seconds
+# The output root is the one the job was enqueued with: the namespaces
+# share this machine's file system, as real hosts would share a mount.
 start_worker() { # start_worker NS ID
   ip netns exec "$1" "$PM" worker --db "$DB_HOST" --id "$2" --workers 2 --batch 4 \
-    --max-transfers 4 --per-host 4 --per-host-rps 0 --lease 30 --out "$T/out-$1" --allow-private --exit-when-idle --json >"$T/$2.json" 2>"$T/$2.err" &
+    --max-transfers 4 --per-host 4 --per-host-rps 0 --lease 30 --out "$T/out" --allow-private --exit-when-idle --json >"$T/$2.json" 2>"$T/$2.err" &
   WPIDS+=($!)
 }
 start_worker "${NS[0]}" a1
