@@ -27,8 +27,7 @@
 # (build/pixmill), WORKER_ARGS, PG_FSYNC (on: a durable server),
 # NO_APPEND=1 (do not append the figures to docs/BENCHMARKS.md).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+cd "$(dirname "$0")/.." || exit 1
 N=${N:-100000}
 FLEET=${FLEET:-1 2 4}
 LATENCY_MS=${LATENCY_MS:-200}

@@ -20,7 +20,7 @@
 # and exits 0 without counting a pass. Ends with "multihost: N passed, N
 # failed".
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 PM=$(realpath "${1:-build/pixmill}")
 N=${MULTIHOST_N:-600}
 . tests/cli/lib.sh

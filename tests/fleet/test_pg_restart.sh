@@ -14,7 +14,7 @@
 # Environment: PGRESTART_N (URLs, default 300).
 # Ends with "pg-restart: N passed, N failed".
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 PM=$(realpath "${1:-build/pixmill}")
 N=${PGRESTART_N:-300}
 . tests/cli/lib.sh
