@@ -26,13 +26,15 @@
 #       (tests/ads/test_ranking.sh)
 #   3. unit, CLI, network, API and search tests again under ASan+UBSan,
 #      and the store conformance suite on PostgreSQL
-#   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 30)
+#   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 20;
+#      FUZZ_JOBS at a time, default one per core)
 #   5. clang-format check
 # Ends with the line "N passed, N failed" summed over every tier.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_JOBS=${FUZZ_JOBS:-$(nproc)}
 export PIXMILL_CORPUS=${PIXMILL_CORPUS:-$ROOT/../shared/corpus}
 # LeakSanitizer: report our leaks, not the one-time allocations that glib,
 # fontconfig and libvips' type system make and never free.
@@ -51,62 +53,70 @@ tally() { # tally LOGFILE: adds the "N passed, N failed" lines of a log
 }
 step_fail() { echo "FAIL: $*"; total_fail=$((total_fail + 1)); }
 LOGS=$(mktemp -d)
+# sec NAME: starts a section; prints how long the previous one took, so a
+# CI log shows where the time goes.
+SEC_NAME= SEC_T=0
+sec() {
+  [ -n "$SEC_NAME" ] && echo "   ($((SECONDS - SEC_T)) s)"
+  SEC_NAME=$1 SEC_T=$SECONDS
+  echo "== $1"
+}
 
 run_tier() { # run_tier NAME BUILD_DIR
   local name=$1 b=$2
-  echo "== $name: unit tests"
+  sec "$name: unit tests"
   for t in "$b"/tests/test_*; do
     "$t" >"$LOGS/$name-$(basename "$t").log" 2>&1 || step_fail "$name $(basename "$t") (exit $?)"
     tail -n 20 "$LOGS/$name-$(basename "$t").log" | grep -E 'passed|FAIL|failed|ERROR|SKIP' | tail -n 5
     tally "$LOGS/$name-$(basename "$t").log"
   done
-  echo "== $name: CLI tests"
+  sec "$name: CLI tests"
   tests/cli/test_cli.sh "$b/pixmill" >"$LOGS/$name-cli.log" 2>&1 || step_fail "$name CLI tests"
   grep -E '^FAIL|passed' "$LOGS/$name-cli.log"
   tally "$LOGS/$name-cli.log"
-  echo "== $name: status of queue jobs (tests/cli/test_status_queue.sh)"
+  sec "$name: status of queue jobs (tests/cli/test_status_queue.sh)"
   tests/cli/test_status_queue.sh "$b/pixmill" >"$LOGS/$name-status-queue.log" 2>&1 || step_fail "$name status queue tests"
   grep -E '^FAIL|passed' "$LOGS/$name-status-queue.log"
   tally "$LOGS/$name-status-queue.log"
-  echo "== $name: models command (install errors, licence opt-in, ISNet mask)"
+  sec "$name: models command (install errors, licence opt-in, ISNet mask)"
   tests/cli/test_models.sh "$b/pixmill" >"$LOGS/$name-models.log" 2>&1 || step_fail "$name models tests"
   grep -E '^FAIL|^SKIP|passed' "$LOGS/$name-models.log"
   tally "$LOGS/$name-models.log"
-  echo "== $name: network tests (local origin, injected faults, kill -9)"
+  sec "$name: network tests (local origin, injected faults, kill -9)"
   tests/cli/test_network.sh "$b/pixmill" >"$LOGS/$name-net.log" 2>&1 || step_fail "$name network tests"
   grep -E '^FAIL|passed' "$LOGS/$name-net.log"
   tally "$LOGS/$name-net.log"
-  echo "== $name: https origin (nginx, HTTP/2, a CA of our own)"
+  sec "$name: https origin (nginx, HTTP/2, a CA of our own)"
   tests/cli/test_tls.sh "$b/pixmill" >"$LOGS/$name-tls.log" 2>&1 || step_fail "$name TLS tests"
   grep -E '^FAIL|passed' "$LOGS/$name-tls.log"
   tally "$LOGS/$name-tls.log"
-  echo "== $name: HTTP API tests (pixmill serve on loopback)"
+  sec "$name: HTTP API tests (pixmill serve on loopback)"
   tests/serve/test_api.sh "$b/pixmill" >"$LOGS/$name-api.log" 2>&1 || step_fail "$name API tests"
   grep -E '^FAIL|passed' "$LOGS/$name-api.log"
   tally "$LOGS/$name-api.log"
-  echo "== $name: search tests (search image/text, dupes, embed on the edge corpus)"
+  sec "$name: search tests (search image/text, dupes, embed on the edge corpus)"
   # under ASan only the first 16 of the 112 edited copies are searched
   SEARCH_EDITS=$([ "$name" = asan ] && echo 16) tests/cli/test_search.sh "$b/pixmill" >"$LOGS/$name-search.log" 2>&1 || step_fail "$name search tests"
   grep -E '^FAIL|passed' "$LOGS/$name-search.log"
   tally "$LOGS/$name-search.log"
 }
 
-echo "== build (release, -Werror)"
+sec "build (release, -Werror)"
 make -j"$(nproc)" all >"$LOGS/build.log" 2>&1 || { cat "$LOGS/build.log"; echo "0 passed, 1 failed"; exit 1; }
 # The ISNet model (AGPL-3.0, so an explicit opt-in) for the isnet tests:
 # downloaded once into the models folder (a no-op when it is there with the
 # right SHA-256). Without it those tests print SKIP.
-echo "== ISNet model (pixmill models install isnet)"
+sec "ISNet model (pixmill models install isnet)"
 build/pixmill models install isnet --accept-license >"$LOGS/models.log" 2>&1 ||
   { tail -n 5 "$LOGS/models.log"; step_fail "models install isnet"; }
 run_tier release build
 
-echo "== a real Prometheus server scrapes pixmill serve"
+sec "a real Prometheus server scrapes pixmill serve"
 tests/serve/test_prometheus.sh build/pixmill >"$LOGS/prometheus.log" 2>&1 || step_fail "Prometheus test"
 grep -E '^FAIL|passed' "$LOGS/prometheus.log"
 tally "$LOGS/prometheus.log"
 
-echo "== dashboard end to end (headless Chromium)"
+sec "dashboard end to end (headless Chromium)"
 mkdir -p test-output
 tests/dashboard/run.sh test-output >"$LOGS/dashboard.log" 2>&1
 rc=$?
@@ -117,74 +127,74 @@ tally "$LOGS/dashboard.log"
 # failed without one, e.g. the server did not exit 0) here.
 [ "$rc" -ne 0 ] && [ "$total_fail" -eq "$before" ] && step_fail "dashboard e2e (exit $rc)"
 
-echo "== vision model analysis (analyze stage, local OpenAI-compatible test server)"
+sec "vision model analysis (analyze stage, local OpenAI-compatible test server)"
 tests/vision/test_analyze.sh build/pixmill >"$LOGS/vision.log" 2>&1 || step_fail "vision tests"
 grep -E '^FAIL|passed' "$LOGS/vision.log"
 tally "$LOGS/vision.log"
 
-echo "== image search providers (--search-provider, local Google CSE / Bing v7 test server)"
+sec "image search providers (--search-provider, local Google CSE / Bing v7 test server)"
 tests/providers/test_providers.sh build/pixmill >"$LOGS/providers.log" 2>&1 || step_fail "provider tests"
 grep -E '^FAIL|passed' "$LOGS/providers.log"
 tally "$LOGS/providers.log"
 
-echo "== crash-resume test"
+sec "crash-resume test"
 tests/cli/test_resume.sh build/pixmill >"$LOGS/resume.log" 2>&1 || step_fail "crash-resume test"
 grep -E '^FAIL|passed' "$LOGS/resume.log"
 tally "$LOGS/resume.log"
 
-echo "== PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.sh)"
+sec "PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.sh)"
 tests/store/pg.sh build >"$LOGS/pg.log" 2>&1 || step_fail "PostgreSQL store tests"
 grep -E '^FAIL|passed' "$LOGS/pg.log"
 tally "$LOGS/pg.log"
 
-echo "== fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGTERM, priority)"
+sec "fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGSTOP, SIGTERM, priority)"
 tests/fleet/test_fleet.sh build >"$LOGS/fleet.log" 2>&1 || step_fail "fleet tests"
 grep -E '^FAIL|^SKIP|passed' "$LOGS/fleet.log"
 tally "$LOGS/fleet.log"
 
-echo "== fleet: PostgreSQL restarted under 3 workers (tests/fleet/test_pg_restart.sh)"
+sec "fleet: PostgreSQL restarted under 3 workers (tests/fleet/test_pg_restart.sh)"
 tests/fleet/test_pg_restart.sh build/pixmill >"$LOGS/pg-restart.log" 2>&1 || step_fail "PostgreSQL restart test"
 grep -E '^FAIL|passed' "$LOGS/pg-restart.log"
 tally "$LOGS/pg-restart.log"
-echo "== fleet: two hosts in network namespaces, one queue (tests/fleet/test_multihost.sh)"
+sec "fleet: two hosts in network namespaces, one queue (tests/fleet/test_multihost.sh)"
 tests/fleet/test_multihost.sh build/pixmill >"$LOGS/multihost.log" 2>&1 || step_fail "multi-host test"
 grep -E '^FAIL|^SKIP|passed' "$LOGS/multihost.log"
 tally "$LOGS/multihost.log"
 
-echo "== OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
+sec "OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
 tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"
 grep -E '^FAIL|passed|char accuracy' "$LOGS/ocr.log"
 tally "$LOGS/ocr.log"
 
-echo "== ads: products CSV -> ads per template (sizes, dedup), OCR'd title and price, edge corpus"
+sec "ads: products CSV -> ads per template (sizes, dedup), OCR'd title and price, edge corpus"
 tests/ads/run.sh build/pixmill >"$LOGS/ads.log" 2>&1 || step_fail "ads tests"
 grep -E '^FAIL|^SKIP|passed' "$LOGS/ads.log"
 tally "$LOGS/ads.log"
-echo "== ads: candidate ranking, verification, placeholders, stats (test origin, vision test server)"
+sec "ads: candidate ranking, verification, placeholders, stats (test origin, vision test server)"
 tests/ads/test_ranking.sh build/pixmill >"$LOGS/ads-ranking.log" 2>&1 || step_fail "ads ranking tests"
 grep -E '^FAIL|passed' "$LOGS/ads-ranking.log"
 tally "$LOGS/ads-ranking.log"
 
-echo "== build (ASan+UBSan)"
+sec "build (ASan+UBSan)"
 if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   run_tier asan build-asan
-  echo "== asan: store conformance suite on PostgreSQL"
+  sec "asan: store conformance suite on PostgreSQL"
   PG_UNIT_ONLY=1 tests/store/pg.sh build-asan >"$LOGS/asan-pg.log" 2>&1 || step_fail "asan PostgreSQL store tests"
   grep -E '^FAIL|passed' "$LOGS/asan-pg.log"
   tally "$LOGS/asan-pg.log"
-  echo "== asan: OCR on the edge corpus and error paths"
+  sec "asan: OCR on the edge corpus and error paths"
   OCR_EDGE_ONLY=1 tests/ocr/run.sh build-asan/pixmill >"$LOGS/asan-ocr.log" 2>&1 || step_fail "asan OCR tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ocr.log"
   tally "$LOGS/asan-ocr.log"
-  echo "== asan: image search providers"
+  sec "asan: image search providers"
   tests/providers/test_providers.sh build-asan/pixmill >"$LOGS/asan-providers.log" 2>&1 || step_fail "asan provider tests"
   grep -E '^FAIL|passed' "$LOGS/asan-providers.log"
   tally "$LOGS/asan-providers.log"
-  echo "== asan: ads pipeline on the edge corpus and a hostile template"
+  sec "asan: ads pipeline on the edge corpus and a hostile template"
   ADS_EDGE_ONLY=1 tests/ads/run.sh build-asan/pixmill >"$LOGS/asan-ads.log" 2>&1 || step_fail "asan ads tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ads.log"
   tally "$LOGS/asan-ads.log"
-  echo "== asan: ads candidate ranking, verification and placeholders"
+  sec "asan: ads candidate ranking, verification and placeholders"
   PIXMILL_ORIGIN=build/tests/origin tests/ads/test_ranking.sh build-asan/pixmill >"$LOGS/asan-ads-ranking.log" 2>&1 || step_fail "asan ads ranking tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ads-ranking.log"
   tally "$LOGS/asan-ads-ranking.log"
@@ -192,36 +202,52 @@ else
   tail -n 30 "$LOGS/build-asan.log"; step_fail "ASan build"
 fi
 
-echo "== fuzz (${FUZZ_SECONDS}s per target)"
+sec "fuzz (${FUZZ_SECONDS}s per target, $FUZZ_JOBS at a time)"
+fuzz_one() { # fuzz_one TARGET: runs one fuzzer; its log and "ok"/"fail" go to $LOGS
+  local f=$1 n work seeds
+  n=$(basename "$f")
+  seeds=fuzz/corpus/${n#fuzz_}
+  work=$(mktemp -d)
+  [ -d "$seeds" ] && cp -r "$seeds"/. "$work"/
+  # image fuzzer: seed with the small real files of the edge corpus
+  if [ "$n" = fuzz_image ] && [ -d "$PIXMILL_CORPUS/edge" ]; then
+    find "$PIXMILL_CORPUS/edge" -type f -size -64k -exec cp {} "$work"/ \;
+  fi
+  if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=20 "$work" >"$LOGS/$n.log" 2>&1; then
+    echo ok >"$LOGS/$n.result"
+  else
+    echo fail >"$LOGS/$n.result"
+  fi
+  rm -rf "$work"
+}
 if make -j"$(nproc)" fuzz >"$LOGS/build-fuzz.log" 2>&1; then
+  # Fuzzers are CPU-bound and single-threaded: one per core.
+  for f in build-fuzz/fuzz_*; do
+    while [ "$(jobs -rp | wc -l)" -ge "$FUZZ_JOBS" ]; do wait -n; done
+    fuzz_one "$f" &
+  done
+  wait
   for f in build-fuzz/fuzz_*; do
     n=$(basename "$f")
-    seeds=fuzz/corpus/${n#fuzz_}
-    work=$(mktemp -d)
-    [ -d "$seeds" ] && cp -r "$seeds"/. "$work"/
-    # image fuzzer: seed with the small real files of the edge corpus
-    if [ "$n" = fuzz_image ] && [ -d "$PIXMILL_CORPUS/edge" ]; then
-      find "$PIXMILL_CORPUS/edge" -type f -size -64k -exec cp {} "$work"/ \;
-    fi
-    if "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=20 "$work" >"$LOGS/$n.log" 2>&1; then
+    if [ "$(cat "$LOGS/$n.result" 2>/dev/null)" = ok ]; then
       echo "ok   $n: $(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$LOGS/$n.log" | tail -1)"
       total_pass=$((total_pass + 1))
     else
       tail -n 40 "$LOGS/$n.log"; step_fail "fuzzer $n found a crash"
     fi
-    rm -rf "$work"
   done
 else
   tail -n 30 "$LOGS/build-fuzz.log"; step_fail "fuzz build"
 fi
 
-echo "== clang-format"
+sec "clang-format"
 if clang-format --dry-run -Werror $(find src tests fuzz bench -name '*.[ch]') >"$LOGS/format.log" 2>&1; then
   echo "ok   clang-format"; total_pass=$((total_pass + 1))
 else
   head -n 20 "$LOGS/format.log"; step_fail "clang-format (run: make format)"
 fi
 
+sec "end"
 rm -rf "$LOGS"
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

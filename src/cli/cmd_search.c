@@ -225,7 +225,6 @@ static pm_status query_file(search_cli *c, pm_store *st, const char *path,
 		so.pr = pr;
 		so.st = st;
 		so.out_root = ".";
-		so.tmp_dir = ".";
 		so.limits = &lim;
 		so.record = false;
 		so.want_embedding = true;

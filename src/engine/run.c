@@ -19,6 +19,14 @@
  *   so later candidates are never fetched once one passes. When no image
  *   of a row will do, a pipeline with a compose stage makes a placeholder
  *   (run_placeholder) instead of failing the item.
+ * - worker mode (`pixmill worker`, run.h): the ingest thread claims
+ *   batches of a job's records from the store's shared queue instead of
+ *   reading a catalog (at most two batches unsettled, so a worker does not
+ *   hoard); everything downstream is the same, except that the writer puts
+ *   each result with its claim (a claim whose lease was lost writes
+ *   nothing: counted "lost"), gives transient failures back to the queue
+ *   with a backoff, and asks the store to finish the job after each
+ *   commit.
  * Exactly-once: an item is done only when committed; item rows are keyed by
  * (job, record key) and written with upserts; output paths are derived from
  * hashes and written by rename, so redoing an item after a crash rewrites
@@ -166,6 +174,7 @@ typedef struct run {
 	char out_root[PATH_MAX];
 	char tmp_dir[PATH_MAX + 256]; /* OUT/.tmp (a worker: OUT/.tmp/ID):
 					 emptied at start */
+	pm_outstore *outs; /* outputs under out_root, temps in tmp_dir */
 	char catalog_abs[PATH_MAX];
 	int64_t job_id;
 	int run_no;
@@ -174,7 +183,7 @@ typedef struct run {
 	/* worker mode (o->queue_job > 0): the lease owner, and the same made
 	 * safe for file names (temporary folder, manifest) */
 	bool queued;
-	char worker[128], worker_file[128];
+	char worker[192], worker_file[192];
 	double lease_s;
 	atomic_llong lost, requeued;
 	atomic_int preempted;
@@ -744,24 +753,25 @@ static work *claim_work(const pm_claim *c)
 	pm_record *rec = NULL;
 	pm_err e = {{0}};
 	pm_status s;
+	const char *key = c->key ? c->key : "";
 
 	if (!w)
 		return NULL;
 	s = pm_record_from_json(c->record_json,
 				c->record_json ? strlen(c->record_json) : 0,
 				&rec, &e);
-	if (!s && strcmp(rec->key, c->key) != 0) {
+	if (!s && strcmp(rec->key, key) != 0) {
 		s = pm_fail(&e, PM_ERR_CATALOG,
 			    "queued record: key \"%.60s\" in a queue row of "
 			    "key \"%.60s\"",
-			    rec->key, c->key);
+			    rec->key, key);
 		pm_record_free(rec);
 		rec = NULL;
 	}
 	if (s) {
 		rec = calloc(1, sizeof *rec);
 		if (rec) {
-			rec->key = strdup(c->key);
+			rec->key = strdup(key);
 			rec->attrs_json = strdup("{}");
 		}
 		if (!rec || !rec->key || !rec->attrs_json) {
@@ -1664,7 +1674,7 @@ static void run_placeholder(run *r, pm_pipeline_run *pr, work *w)
 	w->ctx.placeholder = true;
 	w->ctx.out_root = r->out_root;
 	w->ctx.asset_dir = w->asset_dir;
-	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.outs = r->outs;
 	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
 	s = pm_pipeline_run_item(pr, &w->ctx, &e);
 	if (s)
@@ -1760,7 +1770,7 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 	w->ctx.image = im;
 	w->ctx.out_root = r->out_root;
 	w->ctx.asset_dir = w->asset_dir;
-	w->ctx.tmp_dir = r->tmp_dir;
+	w->ctx.outs = r->outs;
 	w->ctx.sync = r->o->durability == PM_SYNC_FILE;
 	w->ctx.keep_meta = r->o->keep_meta;
 	w->ctx.seen = r->chosen;
@@ -2651,6 +2661,9 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	else
 		snprintf(r->tmp_dir, sizeof r->tmp_dir, "%s/.tmp", r->out_root);
 	s = clear_tmp(r->tmp_dir, err);
+	if (!s)
+		s = pm_outstore_local_open(r->out_root, r->tmp_dir, &r->outs,
+					   err);
 	if (s)
 		goto out;
 	if (!r->queued) {
@@ -2824,6 +2837,7 @@ out:
 	pm_verify_seen_free(r->chosen);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
+	pm_outstore_close(r->outs);
 	if (r->queued && r->tmp_dir[0])
 		rmdir(r->tmp_dir); /* this worker's, if empty */
 	if (lock_fd >= 0)

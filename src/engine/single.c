@@ -69,7 +69,7 @@ static pm_status run_stages(const pm_single_opts *o, const void *src,
 		ctx->image = im;
 		ctx->out_root = o->out_root;
 		ctx->asset_dir = asset_dir;
-		ctx->tmp_dir = o->tmp_dir;
+		ctx->outs = o->outs;
 		ctx->sync = o->sync;
 		ctx->title = o->title;
 		s = pm_pipeline_run_item(o->pr, ctx, err);

@@ -30,10 +30,13 @@ void pm_asset_from_ctx(pm_asset_rec *as, const pm_item_ctx *ctx,
 
 typedef struct pm_single_opts {
 	const pm_pipeline *pipe;
-	pm_pipeline_run *pr; /* the calling thread's, for pipe */
-	pm_store *st;	     /* the calling thread's connection */
-	int64_t job_id;	     /* job the item is recorded in (uploads) */
-	const char *out_root, *tmp_dir; /* absolute */
+	pm_pipeline_run *pr;  /* the calling thread's, for pipe */
+	pm_store *st;	      /* the calling thread's connection */
+	int64_t job_id;	      /* job the item is recorded in (uploads) */
+	const char *out_root; /* absolute */
+	pm_outstore *outs;    /* outputs go there (the caller's, shared by its
+				 threads); NULL if the pipeline makes no
+				 files */
 	const pm_limits *limits;
 	bool sync;	     /* fsync outputs before renaming them */
 	const char *title;   /* recorded with the item (searchable), or NULL */

@@ -277,7 +277,7 @@ static void single_opts(srv *s, up_state *w, pm_pipeline *p,
 	so->pr = pr;
 	so->st = w->st;
 	so->out_root = s->out_root;
-	so->tmp_dir = s->tmp_dir;
+	so->outs = s->outs;
 	so->limits = &s->o->limits;
 	so->sync = s->o->durability == PM_SYNC_FILE;
 }
@@ -628,9 +628,8 @@ void srv_h_asset(srv_req *q)
 	find_ctx f = {0};
 	pm_err e;
 	pm_store *st;
-	char path[5000], etag[80], len_s[64];
-	struct stat sb;
-	int64_t a, b;
+	char etag[80], len_s[64];
+	int64_t a, b, size;
 	int fd, r;
 
 	if (!hex64(sha) || !safe_name(name)) {
@@ -663,11 +662,7 @@ void srv_h_asset(srv_req *q)
 				 "public, max-age=31536000, immutable");
 		return;
 	}
-	snprintf(path, sizeof path, "%s/%s", s->out_root, f.path);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-		if (fd >= 0)
-			close(fd);
+	if (pm_outstore_open_fd(s->outs, f.path, &fd, &size, &e)) {
 		srv_reply_error(q, PM_ERR_NOT_FOUND,
 				"output %s of %s is recorded but its file is "
 				"missing",
@@ -679,20 +674,19 @@ void srv_h_asset(srv_req *q)
 	q->reply.body = NULL;
 	q->reply.fd = fd; /* the reply owns it */
 	q->reply.off = 0;
-	q->reply.len = (size_t)sb.st_size;
+	q->reply.len = (size_t)size;
 	q->reply.no_compress = true;
 	if (f.sha[0])
 		srv_reply_header(q, "ETag", etag);
 	srv_reply_header(q, "Cache-Control",
 			 "public, max-age=31536000, immutable");
 	srv_reply_header(q, "Accept-Ranges", "bytes");
-	r = pm_http_range(srv_header(q, "Range"), sb.st_size, &a, &b);
+	r = pm_http_range(srv_header(q, "Range"), size, &a, &b);
 	if (r < 0) {
-		snprintf(len_s, sizeof len_s, "bytes */%lld",
-			 (long long)sb.st_size);
+		snprintf(len_s, sizeof len_s, "bytes */%lld", (long long)size);
 		srv_reply_error(q, PM_ERR_TOO_LARGE,
 				"the range is outside the %lld bytes",
-				(long long)sb.st_size);
+				(long long)size);
 		q->reply.status = 416;
 		srv_reply_header(q, "Content-Range", len_s);
 		return;
@@ -702,7 +696,7 @@ void srv_h_asset(srv_req *q)
 		q->reply.off = a;
 		q->reply.len = (size_t)(b - a + 1);
 		snprintf(len_s, sizeof len_s, "bytes %lld-%lld/%lld",
-			 (long long)a, (long long)b, (long long)sb.st_size);
+			 (long long)a, (long long)b, (long long)size);
 		srv_reply_header(q, "Content-Range", len_s);
 	}
 }

@@ -31,6 +31,7 @@
 #include "engine/run.h"
 #include "image/image.h"
 #include "serve/httputil.h"
+#include "store/outstore.h"
 #include "store/store.h"
 
 typedef struct pm_serve_opts {
@@ -149,6 +150,8 @@ struct srv {
 	char data[4096];     /* absolute data folder */
 	char out_root[4200]; /* DATA/out */
 	char tmp_dir[4300];  /* DATA/out/.tmp-api: uploads' temporary files */
+	pm_outstore *outs;   /* outputs: put by uploads, read by GET
+				/api/assets; any thread, owned here */
 	char jobs_dir[4200]; /* DATA/jobs */
 	char db[4352];
 	int workers;

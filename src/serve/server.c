@@ -1263,6 +1263,7 @@ static void srv_free(srv *s)
 	pthread_mutex_destroy(&s->sse_mu);
 	pthread_mutex_destroy(&s->st_mu);
 	free(s->rl);
+	pm_outstore_close(s->outs); /* every thread that used it has ended */
 	free(s);
 }
 
@@ -1320,6 +1321,9 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	else
 		snprintf(s->db, sizeof s->db, "%s/pixmill.db", s->data);
 	st = pm_mkdirs(s->tmp_dir, err);
+	if (!st)
+		st = pm_outstore_local_open(s->out_root, s->tmp_dir, &s->outs,
+					    err);
 	if (!st)
 		st = pm_mkdirs(s->jobs_dir, err);
 	if (st)

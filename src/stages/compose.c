@@ -423,7 +423,6 @@ static pm_status load_cutout(compose_state *c, pm_item_ctx *ctx,
 {
 	json_t *facts = ctx->meta ? json_object_get(ctx->meta, "cutout") : NULL;
 	const pm_output_rec *o = NULL;
-	char path[4400];
 	void *buf = NULL;
 	size_t len = 0;
 	pm_status s;
@@ -438,8 +437,10 @@ static pm_status load_cutout(compose_state *c, pm_item_ctx *ctx,
 			   : "no cutout stage before compose";
 		return PM_OK;
 	}
-	snprintf(path, sizeof path, "%s/%s", ctx->out_root, o->path);
-	s = pm_read_file(path, 256u << 20, &buf, &len, err);
+	s = ctx->outs ? pm_outstore_get(ctx->outs, o->path, 256u << 20, &buf,
+					&len, err)
+		      : pm_fail(err, PM_ERR_INTERNAL,
+				"no output store to read %s from", o->path);
 	if (!s)
 		s = pm_image_decode(buf, len, c->edge > 0 ? c->edge : 4096,
 				    false, out, err);

@@ -22,6 +22,7 @@
 
 #include "core/status.h"
 #include "image/image.h"
+#include "store/outstore.h"
 #include "store/store.h"
 
 #define PM_MAX_OUTPUTS 32
@@ -35,10 +36,15 @@ typedef struct pm_item_ctx {
 	VipsImage *image;      /* decoded once: sRGB, 8-bit, EXIF-oriented, in
 				  memory, long edge <= decode size; owned by the
 				  engine */
-	const char *out_root;  /* absolute output root */
-	const char *asset_dir; /* this asset's folder, relative to out_root */
-	const char *tmp_dir;   /* absolute folder for temporary files */
-	bool sync;	       /* fsync each output before its rename */
+	const char *out_root;  /* absolute output root (for messages: files
+				  are written and read through outs) */
+	const char *asset_dir; /* this asset's folder, relative to out_root:
+				  the prefix of its outputs' keys */
+	pm_outstore *outs;     /* where outputs go (store/outstore.h); shared
+				  by every worker, owned by the engine; NULL
+				  when the pipeline makes no files (search) */
+	bool sync;	       /* make each output durable before it is put
+				  (--durability file) */
 	bool keep_meta;	       /* copy metadata into outputs */
 	const char *title;     /* the row's title or NULL; not owned */
 	/* the row's price (as written), currency and brand (the "currency"
@@ -103,7 +109,8 @@ const pm_stage_vt *pm_stage_find(const char *name);
 const char *pm_stage_names(void);
 
 /* Adds an output file to ctx: encodes nothing, only records and writes.
- * name like "512.webp"; writes buf to out_root/asset_dir/name atomically. */
+ * name like "512.webp"; puts buf under the key asset_dir/name in
+ * ctx->outs (atomically, see outstore.h). */
 pm_status pm_ctx_add_output(pm_item_ctx *ctx, const char *name,
 			    const char *format, int width, int height,
 			    const void *buf, size_t len, pm_err *err);

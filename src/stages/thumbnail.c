@@ -247,7 +247,6 @@ pm_status pm_ctx_add_output(pm_item_ctx *ctx, const char *name,
 			    const void *buf, size_t len, pm_err *err)
 {
 	int i = ctx->n_outputs;
-	char full[4096];
 	pm_output_rec *o;
 	pm_status s;
 
@@ -258,8 +257,11 @@ pm_status pm_ctx_add_output(pm_item_ctx *ctx, const char *name,
 	snprintf(ctx->out_names[i], sizeof ctx->out_names[i], "%s", name);
 	snprintf(ctx->out_paths[i], sizeof ctx->out_paths[i], "%s/%s",
 		 ctx->asset_dir, name);
-	snprintf(full, sizeof full, "%s/%s", ctx->out_root, ctx->out_paths[i]);
-	s = pm_write_file_atomic(full, ctx->tmp_dir, buf, len, ctx->sync, err);
+	if (!ctx->outs)
+		return pm_fail(err, PM_ERR_INTERNAL,
+			       "no output store to write %s to", name);
+	s = pm_outstore_put(ctx->outs, ctx->out_paths[i], buf, len, ctx->sync,
+			    err);
 	if (s)
 		return s;
 	pm_sha256_hex(buf, len, ctx->out_sha[i]);

@@ -676,7 +676,7 @@ static const char *const queries[Q_COUNT] = {
 		  " = 1), 0)"
 		  " FROM items i JOIN assets a ON a.id = i.asset_id"
 		  " WHERE i.job_id = ?1 AND i.state = 'done'"
-		  " AND i.duplicate = 0",
+		  " AND i.duplicate = 0 AND json_valid(a.meta_json)",
     [Q_JOB_COUNTS] = "SELECT COUNT(*),"
 		     " COUNT(*) FILTER (WHERE state = 'done'),"
 		     " COUNT(*) FILTER (WHERE state = 'failed'),"

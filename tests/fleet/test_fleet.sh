@@ -186,19 +186,23 @@ hostile() { # hostile DB LABEL: a 10-row job whose row r3 gets broken record_jso
   j=$(jq_ "$T/h-$label.json" "d['job']")
   sql "$db" "UPDATE queue SET record_json = '{\"ordinal\": 3, \"key\": [' WHERE job_id = $j AND key = 'r3'" >/dev/null
   sql "$db" "UPDATE queue SET record_json = '{\"ordinal\": 4, \"key\": \"r4\", \"image\": \"/x\", \"evil\": 1}' WHERE job_id = $j AND key = 'r4'" >/dev/null
+  sql "$db" "UPDATE queue SET record_json = (SELECT record_json FROM queue WHERE job_id = $j AND key = 'r9') WHERE job_id = $j AND key = 'r5'" >/dev/null
   "$PM" worker --db "$db" --exit-when-idle -j 1 --id "h-$label" >/dev/null 2>"$T/h-$label.err"
   eq "$label: worker exits 0 with broken rows in the queue" $? 0
-  eq "$label: broken rows failed, the other 8 done" \
+  eq "$label: broken rows (not JSON, an unknown field, another row's record) failed, the other 7 done" \
     "$(sql "$db" "SELECT key, state, code FROM items WHERE job_id = $j AND state <> 'done' ORDER BY key"; sql "$db" "SELECT count(*) FROM items WHERE job_id = $j AND state = 'done'")" \
     "r3|failed|bad_catalog_row
 r4|failed|bad_catalog_row
-8"
+r5|failed|bad_catalog_row
+7"
   "$PM" dlq list --db "$db" --job "$j" --json >"$T/dlq-$label.json" 2>/dev/null
   eq "$label: the DLQ lists them as bad_catalog_row" \
     "$(python3 -c "import json; d=json.load(open('$T/dlq-$label.json')); d=d['items'] if isinstance(d, dict) else d; print(sorted((i['key'], i['code']) for i in d))")" \
-    "[('r3', 'bad_catalog_row'), ('r4', 'bad_catalog_row')]"
-  eq "$label: queue rows: 2 failed, 8 done" "$(sql "$db" "SELECT state, count(*) FROM queue WHERE job_id = $j GROUP BY state ORDER BY state")" "done|8
-failed|2"
+    "[('r3', 'bad_catalog_row'), ('r4', 'bad_catalog_row'), ('r5', 'bad_catalog_row')]"
+  eq "$label: queue rows: 3 failed, 7 done" "$(sql "$db" "SELECT state, count(*) FROM queue WHERE job_id = $j GROUP BY state ORDER BY state")" "done|7
+failed|3"
+  "$PM" dlq show r5 --db "$db" --job "$j" >"$T/dlq-$label-r5.txt" 2>&1
+  check "$label: the DLQ says why (the key of another row)" grep -q 'in a queue row of key' "$T/dlq-$label-r5.txt"
 }
 hostile "$T/h-sqlite.db" sqlite
 

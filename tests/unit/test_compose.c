@@ -815,7 +815,7 @@ static void test_stage(void)
 	ctx.image = im;
 	ctx.out_root = dir;
 	ctx.asset_dir = "a";
-	ctx.tmp_dir = dir;
+	CHECK_INT(pm_outstore_local_open(dir, dir, &ctx.outs, &e), PM_OK);
 	ctx.sha256 = "00";
 	pm_ctx_set_row(&ctx, "Stoneware mug 350 ml", "12.99 EUR",
 		       "{\"brand\":\"Acme\"}");
@@ -867,6 +867,7 @@ static void test_stage(void)
 		CHECK_INT(pm_pipeline_run_item(run, &ctx, &e), PM_ERR_CATALOG);
 		pm_item_ctx_clear(&ctx);
 	}
+	pm_outstore_close(ctx.outs);
 	pm_pipeline_run_free(run);
 	pm_pipeline_free(pipe);
 	/* params are checked when the pipeline loads */

@@ -815,6 +815,7 @@ static void test_fast_busy_photos(void)
 /* ---- the stage ---- */
 
 static char tmpdir[256];
+static pm_outstore *outs; /* on tmpdir, for the whole program */
 
 /* A context on img writing under tmpdir/<asset>. */
 static void ctx_init(pm_item_ctx *ctx, VipsImage *img, const pm_header *hdr,
@@ -827,7 +828,7 @@ static void ctx_init(pm_item_ctx *ctx, VipsImage *img, const pm_header *hdr,
 	ctx->header = hdr;
 	ctx->out_root = tmpdir;
 	ctx->asset_dir = asset;
-	ctx->tmp_dir = tmpdir;
+	ctx->outs = outs;
 	ctx->sharpness = NAN;
 	ctx->sha256 = "0000";
 	snprintf(dir, sizeof dir, "%s/%s", tmpdir, asset);
@@ -1308,7 +1309,8 @@ int main(int argc, char **argv)
 	pm_image_global_init();
 
 	snprintf(tmpdir, sizeof tmpdir, "/tmp/pm-test-cutout-XXXXXX");
-	if (!mkdtemp(tmpdir))
+	if (!mkdtemp(tmpdir) ||
+	    pm_outstore_local_open(tmpdir, tmpdir, &outs, NULL))
 		return 2;
 	test_fast_scenes();
 	test_fast_options();
@@ -1328,6 +1330,7 @@ int main(int argc, char **argv)
 	if (argc < 2 || strcmp(argv[1], "--no-timing") != 0)
 		time_fast();
 
+	pm_outstore_close(outs);
 	vips_shutdown();
 	TEST_DONE();
 }

@@ -247,9 +247,11 @@ static void test_pipeline_run(void)
 	size_t len;
 	char dir[] = "/tmp/pmpipeXXXXXX", sub[300], cmd[300];
 	VipsImage *im;
+	pm_outstore *os = NULL;
 
 	pm_limits_default(&lim);
 	CHECK(mkdtemp(dir) != NULL);
+	CHECK_INT(pm_outstore_local_open(dir, dir, &os, &e), PM_OK);
 	snprintf(sub, sizeof sub, "%s/asset", dir);
 	CHECK_INT(pm_mkdirs(sub, &e), PM_OK);
 	CHECK_INT(
@@ -274,7 +276,7 @@ static void test_pipeline_run(void)
 	ctx.image = im;
 	ctx.out_root = dir;
 	ctx.asset_dir = "asset";
-	ctx.tmp_dir = dir;
+	ctx.outs = os;
 	CHECK_INT(pm_pipeline_run_item(r, &ctx, &e), PM_OK);
 	/* the duplicate size 100 is produced once: 2 sizes x 2 formats */
 	CHECK_INT(ctx.n_outputs, 4);
@@ -311,7 +313,7 @@ static void test_pipeline_run(void)
 	ctx.image = im;
 	ctx.out_root = dir;
 	ctx.asset_dir = "asset";
-	ctx.tmp_dir = dir;
+	ctx.outs = os;
 	CHECK_INT(pm_pipeline_run_item(r, &ctx, &e), PM_OK);
 	CHECK_INT(ctx.n_outputs, 3);
 	CHECK_INT(ctx.outputs[0].width, vips_image_get_width(im));
@@ -324,6 +326,7 @@ static void test_pipeline_run(void)
 	g_free(buf);
 	pm_pipeline_run_free(r);
 	pm_pipeline_free(p);
+	pm_outstore_close(os);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	CHECK_INT(system(cmd), 0);
 }

@@ -50,19 +50,6 @@ PORT=$(cat "$T/port" 2>/dev/null)
 BASE="http://127.0.0.1:$PORT"
 touch "$LOG"
 
-control() { # control JSON: sets the server's injected faults
-  python3 -c "import sys,urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1]+'/control', data=sys.argv[2].encode(), method='POST')).read()" "$BASE" "$1"
-}
-nlog() { wc -l <"$LOG" | tr -d ' '; }
-# logq START PYEXPR: evaluates PYEXPR over L, the log records from line START on
-logq() {
-  python3 -c "
-import json, sys, statistics
-L = [json.loads(l) for l in open(sys.argv[1])][int(sys.argv[2]):]
-print($2)" "$LOG" "$1"
-}
-db() { python3 -c "import sqlite3,sys; r=sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone(); print(r[0] if r else '')" "$1" "$2"; }
-
 # Images: solid colours (PNG, python's zlib), distinct bytes each.
 python3 - "$T/img" <<'EOF'
 import os, struct, sys, zlib
