@@ -132,10 +132,10 @@ eq "run --enqueue-only exits 0" "$?" 0
 eq "$N rows queued" "$(fh_sql fleet "SELECT count(*) FROM queue")" "$N"
 
 # two workers on host A, one on host B, 4 transfers each (200 ms per
-# answer, so ~20 items/s per worker). A worker keeps claiming while its
-# pipeline has room: one held ~140 claims at once with these options in a
-# trial, so $N items (more than 3 x 140) leave a share for every worker
-# that starts within the first seconds
+# answer, so ~20 items/s per worker, ~10 s for all). $N items leave a
+# share for every worker that starts within the first seconds even if
+# one claims far ahead (the first worker version held ~140 claims at
+# once; the current one 4 x --workers x 2)
 # The output root is the one the job was enqueued with: the namespaces
 # share this machine's file system, as real hosts would share a mount.
 start_worker() { # start_worker NS ID
