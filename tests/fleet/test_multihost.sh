@@ -135,7 +135,7 @@ eq "$N rows queued" "$(fh_sql fleet "SELECT count(*) FROM queue")" "$N"
 # answer, so ~20 items/s per worker, ~10 s for all). $N items leave a
 # share for every worker that starts within the first seconds even if
 # one claims far ahead (the first worker version held ~140 claims at
-# once; the current one 4 x --workers x 2)
+# once; the current one at most 2 x --batch)
 # The output root is the one the job was enqueued with: the namespaces
 # share this machine's file system, as real hosts would share a mount.
 start_worker() { # start_worker NS ID
