@@ -15,6 +15,10 @@
 #       the fleet: `run --enqueue-only` and several `pixmill worker`s on one
 #       store, SQLite and PostgreSQL, a worker killed with SIGKILL, SIGTERM,
 #       priorities, hostile queue rows (tests/fleet/test_fleet.sh)
+#   2a'. fleet: PostgreSQL restarted under running workers
+#       (tests/fleet/test_pg_restart.sh) and workers on two simulated hosts
+#       (network namespaces on a veth bridge, tests/fleet/test_multihost.sh;
+#       SKIP without root)
 #   2b. OCR: recipe cards rendered and scored (tests/ocr/run.sh)
 #   2c. ads: a products CSV through the ads pipeline, every ad OCR'd
 #       (tests/ads/run.sh); image candidates ranked and verified, early
@@ -147,6 +151,15 @@ sec "fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGST
 tests/fleet/test_fleet.sh build >"$LOGS/fleet.log" 2>&1 || step_fail "fleet tests"
 grep -E '^FAIL|^SKIP|passed' "$LOGS/fleet.log"
 tally "$LOGS/fleet.log"
+
+sec "fleet: PostgreSQL restarted under 3 workers (tests/fleet/test_pg_restart.sh)"
+tests/fleet/test_pg_restart.sh build/pixmill >"$LOGS/pg-restart.log" 2>&1 || step_fail "PostgreSQL restart test"
+grep -E '^FAIL|passed' "$LOGS/pg-restart.log"
+tally "$LOGS/pg-restart.log"
+sec "fleet: two hosts in network namespaces, one queue (tests/fleet/test_multihost.sh)"
+tests/fleet/test_multihost.sh build/pixmill >"$LOGS/multihost.log" 2>&1 || step_fail "multi-host test"
+grep -E '^FAIL|^SKIP|passed' "$LOGS/multihost.log"
+tally "$LOGS/multihost.log"
 
 sec "OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
 tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"

@@ -1,6 +1,8 @@
 /* origin.c — the test origin: a small programmable HTTP/1.1 server on
- * loopback (127.0.0.1 only) for the fetch tests (tests/unit/test_fetch.c,
- * tests/cli/test_cli.sh, tests/cli/test_network.sh) and bench/net.sh. It
+ * loopback (127.0.0.1 unless --bind says otherwise) for the fetch tests
+ * (tests/unit/test_fetch.c, tests/cli/test_cli.sh, tests/cli/test_network.sh),
+ * the fleet tests (tests/fleet/, --bind on a veth address so that workers in
+ * other network namespaces reach it) and bench/net.sh, bench/fleet.sh. It
  * serves a folder and synthetic bodies with faults injected per URL or by
  * ratio, and counts requests so that tests can assert on them.
  *
@@ -8,6 +10,7 @@
  * Once listening it prints the port on the first line of stdout (and into
  * --port-file FILE, written atomically): that line is the ready signal.
  * Options (also in usage() below):
+ *   --bind ADDR          IPv4 address to listen on [127.0.0.1]
  *   --root DIR           folder of /file/NAME [$ORIGIN_ROOT, else .]
  *   --latency MS         wait before answering every counted request [0]
  *   --fault-ratio R      share of /file/ and /img/ URLs (0..1) that fail
@@ -136,6 +139,7 @@
 
 static struct {
 	const char *root;
+	const char *bind;
 	int port;
 	const char *port_file;
 	long latency_ms;
@@ -152,6 +156,7 @@ static struct {
 	bool verbose;
 } cfg = {
     .root = ".",
+    .bind = "127.0.0.1",
     .fault_times = 2,
     .seed = 1,
     .slow_ms = 1500,
@@ -1638,9 +1643,10 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: origin [OPTIONS] [PORT]\n"
-	    "A programmable HTTP origin on 127.0.0.1 for the fetch tests; "
-	    "prints its port\non the first line of stdout when ready. "
-	    "Paths and faults: see tests/fetch/origin.c.\n"
+	    "A programmable HTTP origin (127.0.0.1 unless --bind) for the "
+	    "fetch tests;\nprints its port on the first line of stdout when "
+	    "ready. Paths and faults: see\ntests/fetch/origin.c.\n"
+	    "  --bind ADDR          IPv4 address to listen on [127.0.0.1]\n"
 	    "  --root DIR           folder of /file/NAME [$ORIGIN_ROOT or .]\n"
 	    "  --port-file FILE     also write the port there (atomically)\n"
 	    "  --latency MS         wait before every counted answer [0]\n"
@@ -1722,6 +1728,7 @@ int main(int argc, char **argv)
 		O_MAXC,
 		O_PARENT,
 		O_VERBOSE,
+		O_BIND,
 	};
 	static const struct option opts[] = {
 	    {"root", required_argument, 0, O_ROOT},
@@ -1738,6 +1745,7 @@ int main(int argc, char **argv)
 	    {"max-conns", required_argument, 0, O_MAXC},
 	    {"die-with-parent", no_argument, 0, O_PARENT},
 	    {"verbose", no_argument, 0, O_VERBOSE},
+	    {"bind", required_argument, 0, O_BIND},
 	    {"help", no_argument, 0, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -1823,6 +1831,9 @@ int main(int argc, char **argv)
 		case O_VERBOSE:
 			cfg.verbose = true;
 			break;
+		case O_BIND:
+			cfg.bind = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1865,7 +1876,12 @@ int main(int argc, char **argv)
 	memset(&sa, 0, sizeof sa);
 	sa.sin_family = AF_INET;
 	sa.sin_port = htons((uint16_t)cfg.port);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (inet_pton(AF_INET, cfg.bind, &sa.sin_addr) != 1) {
+		fprintf(stderr,
+			"origin: --bind wants an IPv4 address, not \"%s\"\n",
+			cfg.bind);
+		return 2;
+	}
 	if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) || listen(lfd, 4096) ||
 	    getsockname(lfd, (struct sockaddr *)&sa, &sl)) {
 		perror("origin: bind/listen");

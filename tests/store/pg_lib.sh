@@ -1,18 +1,29 @@
 # pg_lib.sh — starts and stops a throwaway PostgreSQL server for the tests:
 # Debian's postgresql binaries (initdb, pg_ctl), a data directory in a new
-# temporary folder, listening on 127.0.0.1 only, on a free port, with trust
-# authentication for the superuser "pixmill" (fsync off unless PG_FSYNC=on:
-# test data is throwaway). Source it, then:
+# temporary folder, listening on 127.0.0.1 (only, unless PG_LISTEN below)
+# on a free port, with trust authentication for the superuser "pixmill"
+# (fsync off unless PG_FSYNC=on: test data is throwaway). Source it, then:
 #   pg_start        sets PG_URL (postgresql://pixmill@127.0.0.1:PORT) and
 #                   PG_DIR; returns non-zero if the server would not start
 #   pg_createdb N   creates database N (prints nothing)
 #   pg_stop         stops the server and removes PG_DIR (also on EXIT if
 #                   the caller's trap calls it)
+#   pg_restart [S [MODE]]  stops the server (MODE fast, the default: every
+#                   session is cut; immediate: a crash, recovery at start),
+#                   waits S seconds (default 0), starts it again on the
+#                   same port with the same settings
+# Optional, set before pg_start (the defaults keep loopback only):
+#   PG_LISTEN=ADDRS  listen_addresses beside 127.0.0.1, comma-separated
+#                    (e.g. a veth address for clients in other network
+#                    namespaces: tests/fleet/test_multihost.sh)
+#   PG_HBA="LINE;LINE"  pg_hba.conf lines added before the defaults, e.g.
+#                    "host all all 10.1.2.0/24 trust"
+#   PG_MAX_CONN=N    max_connections [the server's default, 100]
 # initdb refuses to run as root, so as root the server runs as the user
 # "nobody" (which owns PG_DIR); otherwise as the calling user.
 # shellcheck shell=bash
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-PG_DIR= PG_URL= PG_PORT=
+PG_DIR= PG_URL= PG_PORT= PG_OPTS=
 
 pg_as() { # pg_as CMD...: runs CMD as the server's owner
   if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi
@@ -35,12 +46,17 @@ pg_start() {
     cat "$PG_DIR/initdb.log" >&2
     return 1
   fi
+  if [ -n "${PG_HBA:-}" ]; then
+    local hba=$PG_DIR/data/pg_hba.conf
+    { tr ';' '\n' <<<"$PG_HBA"; cat "$hba"; } >"$hba.new" && mv "$hba.new" "$hba"
+    [ "$(id -u)" = 0 ] && chown nobody "$hba"
+  fi
   local try
   for try in 1 2 3; do
     PG_PORT=$(pg_free_port)
+    PG_OPTS="-c listen_addresses=127.0.0.1${PG_LISTEN:+,$PG_LISTEN} -p $PG_PORT -c unix_socket_directories='$PG_DIR' -c fsync=${PG_FSYNC:-off}${PG_MAX_CONN:+ -c max_connections=$PG_MAX_CONN}"
     if pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='$PG_DIR' -c fsync=${PG_FSYNC:-off}" \
-        start >/dev/null 2>&1; then
+        -o "$PG_OPTS" start >/dev/null 2>&1; then
       PG_URL="postgresql://pixmill@127.0.0.1:$PG_PORT"
       return 0
     fi
@@ -55,6 +71,14 @@ pg_psql() { # pg_psql DB SQL: runs SQL as the superuser, prints unaligned rows
 
 pg_createdb() {
   pg_psql postgres "CREATE DATABASE \"$1\""
+}
+
+pg_restart() {
+  [ -n "$PG_DIR" ] || return 1
+  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m "${2:-fast}" -w -t 30 stop >/dev/null 2>&1 || return 1
+  sleep "${1:-0}"
+  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
+    -o "$PG_OPTS" start >/dev/null 2>&1
 }
 
 pg_stop() {
