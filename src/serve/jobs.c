@@ -801,7 +801,10 @@ void srv_h_job_cancel(srv_req *q)
 		to = "cancelling";
 	} else if (dequeue_locked(s, id) ||
 		   strcmp(so.state, "interrupted") == 0 ||
-		   strcmp(so.state, "queued") == 0) {
+		   strcmp(so.state, "queued") == 0 ||
+		   /* run by workers: they see it within 5 s and stop
+		    * claiming its records */
+		   (s->o->enqueue && strcmp(so.state, "running") == 0)) {
 		to = "cancelled";
 	}
 	pthread_mutex_unlock(&s->mu);

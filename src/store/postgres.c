@@ -478,7 +478,9 @@ enum {
 	" SELECT (SELECT COUNT(*) FROM u), (SELECT COUNT(*) FROM n)"
 /* A claim: $1 job, $2 worker, $3 n, $4 lease seconds. The rows are locked
  * with SKIP LOCKED, so concurrent claimers take disjoint rows without
- * waiting for each other; the events go in with the same statement. */
+ * waiting for each other; the events go in with the same statement, and
+ * a job still "queued" becomes "running" (a row lock on the job only the
+ * first time: the WHERE leaves a running job's row alone). */
 #define CLAIM_HEAD                                                             \
 	"WITH t AS (SELECT " PG_NOW " AS now),"                                \
 	" c AS (UPDATE queue q SET state = 'claimed',"                         \
@@ -492,7 +494,9 @@ enum {
 	"  q.attempts, q.priority, t.now),"                                    \
 	" e AS (INSERT INTO queue_events (queue_id, job_id, key, event,"       \
 	"  worker, at) SELECT id, job_id, key, 'claimed', $2::text, now"       \
-	"  FROM c)"                                                            \
+	"  FROM c),"                                                           \
+	" j AS (UPDATE jobs SET state = 'running', updated = t.now FROM t"     \
+	"  WHERE id IN (SELECT job_id FROM c) AND state = 'queued')"           \
 	" SELECT id, job_id, key, record_json, ordinal, attempts FROM c"       \
 	" ORDER BY priority DESC, id"
 

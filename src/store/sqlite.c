@@ -338,6 +338,7 @@ enum {
 	Q_Q_ENQUEUE_END,
 	Q_Q_CLAIM,
 	Q_Q_CLAIM_ANY,
+	Q_Q_RUNNING,
 	Q_Q_EVENT,
 	Q_Q_NEXT,
 	Q_Q_RENEW,
@@ -442,6 +443,8 @@ static const char *const queries[Q_COUNT] = {
      * job range here would sort every queued row of the range) */
     [Q_Q_CLAIM] = CLAIM_SET " AND job_id = ?1" CLAIM_END,
     [Q_Q_CLAIM_ANY] = CLAIM_SET " AND ?1 = 0" CLAIM_END,
+    [Q_Q_RUNNING] = "UPDATE jobs SET state = 'running', updated = ?2"
+		    " WHERE id = ?1 AND state = 'queued'",
     [Q_Q_EVENT] = "INSERT INTO queue_events (queue_id, job_id, key, event,"
 		  " worker, at, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_Q_NEXT] = "SELECT job_id, priority FROM queue WHERE state = 'queued'"
@@ -2315,6 +2318,22 @@ static char *dup_col(sqlite3_stmt *st, int i)
 	return strdup(t ? t : "");
 }
 
+/* Sets job_id "running" if it is still "queued" (its first claim). */
+static pm_status q_job_running(sq_conn *c, int64_t job_id, double now,
+			       pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, Q_Q_RUNNING, err);
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, job_id) || b_dbl(st, 2, now))
+		return sq_fail(c->db, err, "claim");
+	rc = sqlite3_step(st);
+	q_done(st);
+	return rc == SQLITE_DONE ? PM_OK : sq_fail(c->db, err, "claim");
+}
+
 static pm_status sq_claim(void *conn, int64_t job_id, const char *worker, int n,
 			  double lease_s, pm_claim **out, int *n_out,
 			  pm_err *err)
@@ -2366,9 +2385,14 @@ static pm_status sq_claim(void *conn, int64_t job_id, const char *worker, int n,
 	if (s == PM_OK && rc != SQLITE_DONE)
 		s = sq_fail(c->db, err, "claim");
 	q_done(st);
-	for (int i = 0; s == PM_OK && i < got; i++)
+	for (int i = 0; s == PM_OK && i < got; i++) {
 		s = q_event(c, cl[i].queue_id, cl[i].job_id, cl[i].key,
 			    "claimed", worker, now, NULL, err);
+		/* a job still "queued" becomes "running" (once per job
+		 * of the claim) */
+		if (s == PM_OK && (i == 0 || cl[i].job_id != cl[i - 1].job_id))
+			s = q_job_running(c, cl[i].job_id, now, err);
+	}
 close:
 	s = tx_close(c, own, s, "claim", err);
 out:

@@ -2448,8 +2448,9 @@ static void test_queue_finish(void)
 		    pm_store_job_state_of(s, job, state, sizeof state, &err),
 		    PM_OK);
 		CHECK_STR(state, "cancelled");
+		/* enqueued jobs wait "queued" until their first claim */
 		CHECK_INT(
-		    pm_store_job_state(s, job, "running", NULL, false, &err),
+		    pm_store_job_state(s, job, "queued", NULL, false, &err),
 		    PM_OK);
 	}
 	pm_enqueue_rec recs[2] = {{"a", 1, "{}"}, {"b", 2, "{}"}};
@@ -2466,6 +2467,13 @@ static void test_queue_finish(void)
 	CHECK(!fin); /* two rows queued */
 	CHECK_INT(pm_store_claim(s, job, "w1", 2, 60, &cl, &got, &err), PM_OK);
 	CHECK_INT(got, 2);
+	{ /* the first claim makes the job "running" */
+		char state[32] = "x";
+		CHECK_INT(
+		    pm_store_job_state_of(s, job, state, sizeof state, &err),
+		    PM_OK);
+		CHECK_STR(state, "running");
+	}
 	if (got == 2) {
 		pm_item_rec ok = claim_result(&cl[0], "w1", PM_OK);
 		CHECK_INT(pm_store_put_item(s, &ok, &err), PM_OK);
