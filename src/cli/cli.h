@@ -72,6 +72,8 @@ enum {
 	OPT_THREADS,
 	OPT_REPEAT,
 	OPT_SEARCH_PROVIDER,
+	OPT_REDIS,
+	OPT_WATCH,
 };
 
 typedef struct pm_opt {
@@ -120,7 +122,8 @@ typedef struct pm_run_cli {
 	pm_run_opts o;
 	bool quiet, verbose;
 	int progress_set;
-	const char *cmd; /* for error messages */
+	const char *cmd;   /* for error messages */
+	const char *redis; /* --redis URL (src/fleet/fleet.h), or NULL */
 } pm_run_cli;
 int pm_cli_run_opt(int id, const char *arg, void *ud);
 /* Frees the search providers --search-provider made (after the runs). */

@@ -151,6 +151,16 @@ const pm_opt pm_opts[] = {
      "machine-readable JSON on stdout", OPT_JSON},
     {"run serve", "verbose", 'v', NULL, NULL, "log every failed item",
      OPT_VERBOSE},
+    {"run serve status", "redis", 0, "URL", "none",
+     "share rate limits, a lookup cache and progress with a fleet through "
+     "Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH "
+     "(optional: when it is down, local limits and the store apply; "
+     "docs/REDIS.md)",
+     OPT_REDIS},
+    {"status", "watch", 0, NULL, NULL,
+     "print the fleet's progress messages live (needs --redis; --limit N: "
+     "stop after N messages)",
+     OPT_WATCH},
     {"status dlq search", "limit", 'n', "N", "20",
      "show at most N jobs (dlq: items; search: hits, image: 10)", OPT_LIMIT},
     {"dlq search dupes", "job", 0, "ID", "every job", "only this job's items",
