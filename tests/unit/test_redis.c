@@ -22,6 +22,7 @@
 #include "fleet/fleet.h"
 #include "fleet/redis.h"
 #include "test.h"
+#include "vision/vision.h"
 
 static void test_url_parse(void)
 {
@@ -353,6 +354,47 @@ static void test_fleet_cache(void)
 	pm_fleet_stop();
 }
 
+/* The vision limiter's per-key bucket: two "processes" (here: the same
+ * key asked for twice as fast as its rate) are held to the key's rate by
+ * Redis; the bucket is named by the key's SHA-256, never the key. */
+static void test_vision_key(void)
+{
+	pm_err e;
+	pm_vision_ep *ep = pm_vision_ep_get("http://vision.test/v1", "m", &e);
+	pm_vision_cfg cfg;
+	char hex[65], key[64];
+	const char *secret = "sk-test-fleet-key-123";
+
+	CHECK(ep != NULL);
+	if (!ep)
+		return;
+	pm_vision_ep_get_cfg(ep, &cfg);
+	cfg.rate_start = cfg.rate_max = 4;
+	cfg.no_metrics = true;
+	pm_vision_ep_set_cfg(ep, &cfg);
+	pm_vision_ep_reset_rate(ep);
+	CHECK_INT(pm_vision_ep_add_key(ep, secret, &e), PM_OK);
+	/* off: returns at once */
+	CHECK_INT(pm_vision_ep_shared_wait(ep, 0, NULL, &e), PM_OK);
+	CHECK_INT(pm_fleet_start(srv, "unit", &e), PM_OK);
+	double t0 = pm_now();
+	for (int i = 0; i < 5; i++)
+		CHECK_INT(pm_vision_ep_shared_wait(ep, 0, NULL, &e), PM_OK);
+	double dt = pm_now() - t0;
+	/* 5 tokens at 4/s with a burst of 1: the last no sooner than 1 s
+	 * after the first (a lower bound: never fails on a slow machine) */
+	CHECK(dt >= 0.9);
+	pm_sha256_hex(secret, strlen(secret), hex);
+	snprintf(key, sizeof key, "EXISTS pixmill:rl:key:%.16s", hex);
+	redisReply *rep = raw(key, "");
+	CHECK(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1);
+	freeReplyObject(rep);
+	rep = raw("KEYS %s", "*sk-test*");
+	CHECK(rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 0);
+	freeReplyObject(rep);
+	pm_fleet_stop();
+}
+
 static volatile int pub_stop;
 
 static void *publisher(void *arg)
@@ -408,6 +450,7 @@ int main(void)
 		test_bucket();
 		test_get_set();
 		test_fleet_cache();
+		test_vision_key();
 		test_pubsub();
 	} else
 		printf("SKIP the cases against a real server (set "
