@@ -6,6 +6,10 @@
 #                               and REDIS_PID, and remembers it by NAME;
 #                               non-zero if it would not start
 #   redis_kill NAME             kill -9 (a crash: no goodbye to clients)
+#   redis_pause NAME / redis_resume NAME
+#                               SIGSTOP / SIGCONT: a server that accepts
+#                               connections (the kernel does) but never
+#                               answers
 #   redis_stop_all              stops every one started and removes their
 #                               folders (call it from the caller's EXIT trap)
 # shellcheck shell=bash
@@ -57,9 +61,13 @@ redis_kill() {
   unset "REDIS_PIDS[$1]"
 }
 
+redis_pause() { [ -n "${REDIS_PIDS[$1]:-}" ] && kill -STOP "${REDIS_PIDS[$1]}"; }
+redis_resume() { [ -n "${REDIS_PIDS[$1]:-}" ] && kill -CONT "${REDIS_PIDS[$1]}"; }
+
 redis_stop_all() {
   local n
   for n in "${!REDIS_PIDS[@]}"; do
+    kill -CONT "${REDIS_PIDS[$n]}" 2>/dev/null # a paused one too
     kill "${REDIS_PIDS[$n]}" 2>/dev/null
     wait "${REDIS_PIDS[$n]}" 2>/dev/null
   done

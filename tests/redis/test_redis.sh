@@ -9,8 +9,9 @@
 #      same origin host, --per-host-rps R: with --redis the origin sees at
 #      most R + burst requests in any 1-s window; without, the same 3 runs
 #      go well past it (so the check can fail)
-#   2. redis-server killed (kill -9) mid-run: the runs finish every item on
-#      their local limits and their summaries say DEGRADED
+#   2. redis-server killed (kill -9) mid-run, or stopped (SIGSTOP: it
+#      accepts connections but never answers): the runs finish every item
+#      on their local limits and their summaries say DEGRADED
 #   3. a bad URL (usage error), a wrong password, nothing listening: a
 #      clear error or a clear degraded warning, never a crash, never the
 #      password in any output
@@ -149,6 +150,22 @@ for x in a b; do
 done
 "$PM" run "$T/crash-a.csv" --out "$T/crash-a2" "${ARGS[@]}" --redis "$CURL" >"$T/crash-text.out" 2>&1
 check "kill -9 redis: the text summary says DEGRADED" grep -q "redis redis://127.0.0.1:[0-9]*: DEGRADED" "$T/crash-text.out"
+
+# 2b. a server that stops answering (SIGSTOP: connections are still
+# accepted by the kernel): commands time out (200 ms), the runs go on
+redis_start stall || { bad "redis-server (stall) would not start"; finish; }
+SURL=$REDIS_URL
+catalog "$T/stall.csv" stall "$N"
+"$PM" run "$T/stall.csv" --out "$T/stall" "${ARGS[@]}" --per-host "$BURST" \
+  --per-host-rps "$R" --json --redis "$SURL" >"$T/stall.json" 2>"$T/stall.err" &
+spid=$!
+sleep 1.5
+redis_pause stall
+wait "$spid"
+redis_resume stall
+eq "stalled redis: the run finished all $N items" "$(jq_ "$T/stall.json" "(d['done'], d['failed'])")" "($N, 0)"
+eq "stalled redis: summary degraded, commands timed out" \
+  "$(jq_ "$T/stall.json" "(d['redis']['degraded'], 'timed out' in d['redis']['last_error'])")" "(True, True)"
 
 # ---- 3. bad URL, wrong password, nothing listening ----
 SECRET=s3cr3t-pa55word
