@@ -510,6 +510,13 @@ pm_status pm_redis_open(const char *url, const pm_redis_cfg *cfg,
 		free(r);
 		return s;
 	}
+	/* a password kept off the command line (ps shows argv) */
+	const char *env_pw = getenv("PIXMILL_REDIS_PASSWORD");
+	if (!r->u.has_password && env_pw && *env_pw &&
+	    strlen(env_pw) < sizeof r->u.password) {
+		snprintf(r->u.password, sizeof r->u.password, "%s", env_pw);
+		r->u.has_password = true;
+	}
 	if (cfg)
 		r->cfg = *cfg;
 	else

@@ -16,7 +16,9 @@
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]   (HOST may be [IPv6])
  *   unix:///PATH
  * USER and PASSWORD may be percent-encoded. The password is never printed:
- * messages show pm_redis_url_mask's form ("redis://:***@host").
+ * messages show pm_redis_url_mask's form ("redis://:***@host"). A URL
+ * without a password takes the environment's PIXMILL_REDIS_PASSWORD
+ * (read by pm_redis_open), which keeps it off the command line.
  *
  * Threads: pm_redis_open/close from one owning thread; every other
  * function from any thread at once. The handle holds PM_REDIS_POOL

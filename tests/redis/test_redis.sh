@@ -183,6 +183,8 @@ eq "wrong password: every item done, summary degraded" "$(jq_ "$T/wrongpw.json" 
 check "wrong password: a clear warning (AUTH refused)" grep -q "AUTH refused" "$T/wrongpw.err"
 "$PM" run "$T/crash-a.csv" --out "$T/rightpw" "${ARGS[@]}" --json --redis "redis://:right-$SECRET@127.0.0.1:$REDIS_PORT" >"$T/rightpw.json" 2>"$T/rightpw.err"
 eq "right password: up, not degraded" "$(jq_ "$T/rightpw.json" "(d['done'], d['redis']['state'], d['redis']['degraded'])")" "($N, 'up', False)"
+PIXMILL_REDIS_PASSWORD="right-$SECRET" "$PM" run "$T/crash-a.csv" --out "$T/envpw" "${ARGS[@]}" --json --redis "redis://127.0.0.1:$REDIS_PORT" >"$T/envpw.json" 2>"$T/envpw.err"
+eq "password from PIXMILL_REDIS_PASSWORD: up" "$(jq_ "$T/envpw.json" "(d['done'], d['redis']['state'], d['redis']['degraded'])")" "($N, 'up', False)"
 dead=$(redis_free_port)
 "$PM" run "$T/crash-a.csv" --out "$T/dead" "${ARGS[@]}" --json --redis "redis://:$SECRET@127.0.0.1:$dead" >"$T/dead.json" 2>"$T/dead.err"
 eq "not listening: the run completes (exit 0)" "$?" 0
