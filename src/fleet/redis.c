@@ -202,7 +202,10 @@ pm_status pm_redis_url_parse(const char *url, pm_redis_url *o, pm_err *err)
 
 /* The token bucket. KEYS[1]: the bucket (a hash: tok, ts in ms of the
  * server's clock). ARGV: rate (tokens/s), burst. Refills from TIME (never
- * backwards), takes a token and returns 0, or returns the ms to wait. */
+ * backwards), takes a token and returns 0, or returns the ms to wait. A
+ * bucket that is not numbers, or is out of any range this script writes
+ * (negative, infinite, stamped in the future), starts again full, so a
+ * broken or hostile key can never stall the fleet. */
 static const char BUCKET_LUA[] =
     "local rate = tonumber(ARGV[1])\n"
     "local burst = tonumber(ARGV[2])\n"
@@ -214,7 +217,8 @@ static const char BUCKET_LUA[] =
     "local b = redis.call('HMGET', KEYS[1], 'tok', 'ts')\n"
     "local tok = tonumber(b[1])\n"
     "local ts = tonumber(b[2])\n"
-    "if not tok or not ts or tok ~= tok or ts ~= ts then\n"
+    "if not tok or not ts or tok ~= tok or ts ~= ts or tok < 0 or\n"
+    "   tok > burst * 2 + 1e6 or ts > now + 60000 or ts < now - 1e12 then\n"
     "  tok = burst\n"
     "  ts = now\n"
     "end\n"

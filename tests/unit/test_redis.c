@@ -252,6 +252,25 @@ static void test_bucket(void)
 	freeReplyObject(rep);
 	CHECK_INT(pm_redis_take(a, "pixmill:test:junk", 1, 2, &w, &e), PM_OK);
 	CHECK_INT(w, 0);
+	/* out-of-range buckets (infinite, negative, stamped in the future)
+	 * start again full instead of stalling the fleet */
+	const char *broken[] = {
+	    "HSET pixmill:test:b1 tok 1 ts %s",	   "inf",
+	    "HSET pixmill:test:b2 tok -1e9 ts %s", "1",
+	    "HSET pixmill:test:b3 tok 0 ts %s",	   "9e15",
+	};
+	for (int i = 0; i < 3; i++) {
+		char k[32];
+		rep = raw(broken[2 * i], broken[2 * i + 1]);
+		freeReplyObject(rep);
+		snprintf(k, sizeof k, "pixmill:test:b%d", i + 1);
+		CHECK_INT(pm_redis_take(a, k, 1, 2, &w, &e), PM_OK);
+		CHECK_INT(w, 0);
+		CHECK_INT(pm_redis_take(a, k, 1, 2, &w, &e), PM_OK);
+		CHECK_INT(w, 0);
+		CHECK_INT(pm_redis_take(a, k, 1, 2, &w, &e), PM_OK);
+		CHECK(w > 0 && w <= 1000);
+	}
 	/* a key of another type: a clear error, the handle stays up */
 	rep = raw("SET pixmill:test:str %s", "x");
 	freeReplyObject(rep);
@@ -395,6 +414,66 @@ static void test_vision_key(void)
 	pm_fleet_stop();
 }
 
+/* Atomicity: 6 threads on 2 handles (so on several pooled connections
+ * each) take from one bucket as fast as they can for about 1 s; together
+ * they never get more than burst + rate x elapsed tokens. */
+typedef struct hammer {
+	pm_redis *r;
+	double until;
+	long granted, calls, errors;
+} hammer;
+
+static void *hammer_main(void *arg)
+{
+	hammer *h = arg;
+	pm_err e;
+	long w;
+
+	while (pm_now() < h->until) {
+		if (pm_redis_take(h->r, "pixmill:test:hammer", 50, 5, &w, &e))
+			h->errors++;
+		else if (w == 0)
+			h->granted++;
+		h->calls++;
+	}
+	return NULL;
+}
+
+static void test_bucket_threads(void)
+{
+	pm_redis *r[2] = {NULL, NULL};
+	hammer h[6];
+	pthread_t t[6];
+	pm_err e;
+	long granted = 0, calls = 0, errors = 0;
+
+	CHECK_INT(pm_redis_open(srv, NULL, &r[0], &e), PM_OK);
+	CHECK_INT(pm_redis_open(srv, NULL, &r[1], &e), PM_OK);
+	if (!r[0] || !r[1])
+		return;
+	double t0 = pm_now();
+	for (int i = 0; i < 6; i++) {
+		h[i] = (hammer){r[i % 2], t0 + 1.0, 0, 0, 0};
+		pthread_create(&t[i], NULL, hammer_main, &h[i]);
+	}
+	for (int i = 0; i < 6; i++) {
+		pthread_join(t[i], NULL);
+		granted += h[i].granted;
+		calls += h[i].calls;
+		errors += h[i].errors;
+	}
+	double dt = pm_now() - t0;
+	CHECK_INT(errors, 0);
+	CHECK(calls > granted); /* they did run into the limit */
+	CHECK(granted >= 5);
+	CHECK(granted <= 5 + (long)(50 * dt) + 1);
+	printf("-- bucket under 6 threads: %ld tokens of %ld calls in %.2f s "
+	       "(at most %ld allowed)\n",
+	       granted, calls, dt, 5 + (long)(50 * dt) + 1);
+	pm_redis_close(r[0]);
+	pm_redis_close(r[1]);
+}
+
 static volatile int pub_stop;
 
 static void *publisher(void *arg)
@@ -448,6 +527,7 @@ int main(void)
 		redisReply *rep = raw("FLUSHALL%s", "");
 		freeReplyObject(rep);
 		test_bucket();
+		test_bucket_threads();
 		test_get_set();
 		test_fleet_cache();
 		test_vision_key();
