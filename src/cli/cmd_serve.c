@@ -106,7 +106,10 @@ int pm_cmd_serve(int argc, char **argv)
 
 	s = pm_fleet_start(c.run.redis, NULL, &err);
 	if (!s)
+		s = pm_fleet_feed_start(&err);
+	if (!s)
 		s = pm_serve(&c.o, &err);
+	pm_fleet_feed_stop();
 	pm_fleet_stop();
 	pm_cli_run_free(&c.run);
 	if (s) {

@@ -4,12 +4,15 @@
  * Threads: the handle pointer is set by pm_fleet_start and cleared by
  * pm_fleet_stop on the main thread while no other thread uses it (fleet.h);
  * in between, any thread reads it and calls into redis.c (thread-safe).
- * Counters are atomics.
+ * Counters are atomics. serve's feed runs one subscriber thread of its own
+ * (feed_main) that writes the ring under feed_mu; readers (MHD threads)
+ * copy out under feed_mu.
  */
 #define _GNU_SOURCE
 #include "fleet/fleet.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@
 #define TTL_ASSET (7 * 24 * 3600)
 
 static pm_redis *g_redis;
+static char *g_url; /* for the feed's own connection; secret, wiped */
 static char g_who[128];
 static _Atomic uint64_t n_rl_shared, n_rl_local, n_hits, n_misses, n_writes;
 static uint64_t last_errors; /* scrape callback only (metrics' cb_mu) */
@@ -66,6 +70,7 @@ pm_status pm_fleet_start(const char *url, const char *who, pm_err *err)
 	s = pm_redis_open(url, NULL, &g_redis, err);
 	if (s)
 		return s;
+	g_url = strdup(url);
 	pm_metrics_on_scrape(on_scrape, NULL);
 	return PM_OK;
 }
@@ -77,6 +82,11 @@ void pm_fleet_stop(void)
 	pm_metrics_off_scrape(on_scrape, NULL);
 	pm_redis_close(g_redis);
 	g_redis = NULL;
+	if (g_url) {
+		explicit_bzero(g_url, strlen(g_url));
+		free(g_url);
+		g_url = NULL;
+	}
 }
 
 const char *pm_fleet_state(void)
@@ -314,4 +324,84 @@ void pm_fleet_progress(int64_t job, int64_t done, int64_t failed, int64_t dups)
 	if (pm_redis_publish(g_redis, PM_FLEET_CHANNEL, txt, &e))
 		pm_metric_inc(PM_M_REDIS_FALLBACKS, "publish", NULL, 1);
 	free(txt);
+}
+
+/* ---- serve's feed ---- */
+
+static pthread_mutex_t feed_mu = PTHREAD_MUTEX_INITIALIZER;
+static char feed_ring[PM_FLEET_FEED_KEEP][PM_FLEET_FEED_MSG];
+static uint64_t feed_head; /* number of the newest message (feed_mu) */
+static pthread_t feed_thread;
+static bool feed_running;
+static volatile int feed_stop;
+
+static int feed_on_msg(const char *msg, size_t len, void *ud)
+{
+	(void)ud;
+	if (len >= PM_FLEET_FEED_MSG || memchr(msg, '\n', len) ||
+	    memchr(msg, '\r', len) || memchr(msg, 0, len))
+		return 0; /* not ours, or would break an SSE line */
+	pthread_mutex_lock(&feed_mu);
+	feed_head++;
+	memcpy(feed_ring[feed_head % PM_FLEET_FEED_KEEP], msg, len);
+	feed_ring[feed_head % PM_FLEET_FEED_KEEP][len] = 0;
+	pthread_mutex_unlock(&feed_mu);
+	return 0;
+}
+
+static void *feed_main(void *arg)
+{
+	pm_err e;
+
+	(void)arg;
+	pm_redis_subscribe(g_url, PM_FLEET_CHANNEL, feed_on_msg, NULL,
+			   &feed_stop, &e);
+	return NULL;
+}
+
+pm_status pm_fleet_feed_start(pm_err *err)
+{
+	if (!g_redis || !g_url || feed_running)
+		return PM_OK;
+	feed_stop = 0;
+	if (pthread_create(&feed_thread, NULL, feed_main, NULL))
+		return pm_fail(err, PM_ERR_NOMEM,
+			       "could not start the fleet feed thread");
+	feed_running = true;
+	return PM_OK;
+}
+
+void pm_fleet_feed_stop(void)
+{
+	if (!feed_running)
+		return;
+	feed_stop = 1;
+	pthread_join(feed_thread, NULL);
+	feed_running = false;
+}
+
+uint64_t pm_fleet_feed_head(void)
+{
+	uint64_t h;
+	pthread_mutex_lock(&feed_mu);
+	h = feed_head;
+	pthread_mutex_unlock(&feed_mu);
+	return h;
+}
+
+bool pm_fleet_feed_next(uint64_t *seq, char *buf, size_t size)
+{
+	bool got = false;
+
+	pthread_mutex_lock(&feed_mu);
+	if (*seq < feed_head) {
+		uint64_t n = *seq + 1;
+		if (feed_head - n >= PM_FLEET_FEED_KEEP)
+			n = feed_head - PM_FLEET_FEED_KEEP + 1;
+		snprintf(buf, size, "%s", feed_ring[n % PM_FLEET_FEED_KEEP]);
+		*seq = n;
+		got = true;
+	}
+	pthread_mutex_unlock(&feed_mu);
+	return got;
 }

@@ -90,4 +90,20 @@ void pm_fleet_cache_asset_put(const char *store_id, const char *sha256,
 /* Publishes {job, done, failed, dups, worker, t} on PM_FLEET_CHANNEL. */
 void pm_fleet_progress(int64_t job, int64_t done, int64_t failed, int64_t dups);
 
+/* serve's feed of the fleet's progress messages (GET /api/fleet/events):
+ * a thread subscribed to PM_FLEET_CHANNEL keeps the last
+ * PM_FLEET_FEED_KEEP messages, numbered from 1. Start after pm_fleet_start
+ * (a no-op when the fleet is off), stop before pm_fleet_stop; both on the
+ * main thread. */
+#define PM_FLEET_FEED_KEEP 128
+#define PM_FLEET_FEED_MSG  512 /* longer messages are dropped */
+pm_status pm_fleet_feed_start(pm_err *err);
+void pm_fleet_feed_stop(void);
+/* The number of the newest message (0: none yet). Any thread. */
+uint64_t pm_fleet_feed_head(void);
+/* The oldest kept message newer than *seq into buf (NUL-terminated), and
+ * *seq = its number; false when there is none. A reader that fell more
+ * than PM_FLEET_FEED_KEEP behind skips to the oldest kept. Any thread. */
+bool pm_fleet_feed_next(uint64_t *seq, char *buf, size_t size);
+
 #endif

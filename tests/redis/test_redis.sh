@@ -20,7 +20,8 @@
 #   5. progress pub/sub: `pixmill status --watch --redis` prints the
 #      writer's messages live
 #   6. serve --redis: /health says "redis": up/down, /metrics has
-#      pixmill_redis_up and the fallbacks counter
+#      pixmill_redis_up and the fallbacks counter, /api/fleet/events
+#      streams the fleet's messages
 # Usage: tests/redis/test_redis.sh build/pixmill
 # Ends with "redis: N passed, N failed".
 set -uo pipefail
@@ -245,6 +246,24 @@ serve_health() { # serve_health NAME URL: starts serve, saves /health and /metri
   kill "$spid"; wait "$spid" 2>/dev/null
 }
 serve_health up "$URL"
+# the fleet's messages as Server-Sent Events
+"$PM" serve --listen 127.0.0.1:0 --port-file "$T/sse.sport" --data "$T/sse-data" --redis "$URL" >"$T/sse.serve.log" 2>&1 &
+sse_pid=$!
+sp=
+for _ in $(seq 100); do sp=$(head -n 1 "$T/sse.sport" 2>/dev/null); [ -n "$sp" ] && break; sleep 0.1; done
+curl -sN --max-time 20 "http://127.0.0.1:$sp/api/fleet/events" >"$T/sse.out" 2>/dev/null &
+curl_pid=$!
+sleep 1
+catalog "$T/sse.csv" sse 6
+"$PM" run "$T/sse.csv" --out "$T/sse-run" "${ARGS[@]}" --redis "$URL" --quiet
+for _ in $(seq 30); do [ "$(grep -c '^event: fleet' "$T/sse.out")" -ge 1 ] && break; sleep 0.2; done
+sleep 0.5
+kill "$sse_pid"; wait "$sse_pid" 2>/dev/null
+wait "$curl_pid" 2>/dev/null
+check "serve: /api/fleet/events streamed the run's progress (event: fleet)" grep -q '^event: fleet' "$T/sse.out"
+eq "serve: the last fleet event says the run's 6 items are done" \
+  "$(grep '^data: {"job"' "$T/sse.out" | tail -n 1 | sed 's/^data: //' | python3 -c 'import json,sys; print(json.load(sys.stdin)["done"])')" 6
+check "serve: the fleet stream ends with event: end at shutdown" grep -q '^event: end' "$T/sse.out"
 eq "serve: /health says redis up" "$(jq_ "$T/up.health" "(d['redis'], d['components']['redis']['status'])")" "('up', 'up')"
 check "serve: /metrics pixmill_redis_up 1" grep -qx "pixmill_redis_up 1" "$T/up.metrics"
 serve_health down "redis://:$SECRET@127.0.0.1:$dead"
