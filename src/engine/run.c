@@ -2114,6 +2114,25 @@ static void job_spec(const run *r, pm_job_spec *spec, char *key)
 	spec->out_dir = r->out_root;
 }
 
+static int created_cb(const pm_job_info *info, void *ud)
+{
+	*(double *)ud = info->created;
+	return 0;
+}
+
+/* The store's name in the fleet's cache (fleet.h): its URL or path, and
+ * when its first job was made, so a store deleted and made again at the
+ * same place never sees what Redis remembers of the old one. */
+static void store_identity(run *r, pm_store *st)
+{
+	double created = 0;
+	pm_err e;
+
+	if (pm_store_job_get(st, 1, created_cb, &created, &e) != PM_OK)
+		pm_store_job_get(st, r->job_id, created_cb, &created, &e);
+	pm_fleet_store_id(r->db_url, created, r->store_id);
+}
+
 static pm_status open_job(run *r, pm_err *e)
 {
 	pm_store *st = NULL;
@@ -2126,6 +2145,8 @@ static pm_status open_job(run *r, pm_err *e)
 		return s;
 	job_spec(r, &spec, key);
 	s = pm_store_job_open(st, &spec, &r->job_id, &r->run_no, e);
+	if (!s)
+		store_identity(r, st);
 	pm_store_close(st);
 	return s;
 }
@@ -2325,7 +2346,6 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 	s = open_job(r, err);
 	if (s)
 		goto out;
-	pm_fleet_store_id(r->db_url, r->store_id); /* the store exists now */
 	if (o->live)
 		atomic_store(&o->live->job_id, r->job_id);
 	pm_log(PM_LOG_DEBUG, "t+%.1f ms: store open, job %lld run %d",

@@ -160,9 +160,11 @@ pm_status pm_fleet_take_key(const char *api_key, double rps, double burst,
 
 /* ---- the shared cache ---- */
 
-void pm_fleet_store_id(const char *db_url, char id[17])
+void pm_fleet_store_id(const char *db_url, double first_job_created,
+		       char id[17])
 {
 	char shown[PATH_MAX + 64], real[PATH_MAX], hex[65];
+	char ident[PATH_MAX + 128];
 	const char *p = db_url;
 
 	if (strstr(db_url, "://")) {
@@ -174,7 +176,8 @@ void pm_fleet_store_id(const char *db_url, char id[17])
 		if (realpath(p, real))
 			p = real;
 	}
-	pm_sha256_hex(p, strlen(p), hex);
+	snprintf(ident, sizeof ident, "%s\n%.6f", p, first_job_created);
+	pm_sha256_hex(ident, strlen(ident), hex);
 	memcpy(id, hex, 16);
 	id[16] = 0;
 }

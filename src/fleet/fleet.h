@@ -20,8 +20,9 @@
  *   pixmill:c:<store>:a:<sha256>:<pipeline hash>   "1": the asset exists
  *   channel pixmill:progress         one JSON message per writer commit
  * <store> is 16 hex digits of the SHA-256 of the store's identity (an
- * SQLite file's real path, a PostgreSQL URL without its password), so two
- * stores never share cache entries.
+ * SQLite file's real path, a PostgreSQL URL without its password, and the
+ * creation time of its first job), so two stores never share cache
+ * entries, nor does a store deleted and made again at the same place.
  *
  * Threads: pm_fleet_start/stop on the main thread while no other thread
  * uses the fleet; every other function from any thread.
@@ -68,9 +69,11 @@ pm_status pm_fleet_take_host(const char *host, double rps, double burst,
 pm_status pm_fleet_take_key(const char *api_key, double rps, double burst,
 			    long *wait_ms);
 
-/* Store identity for cache keys (see above) from a store URL or path,
- * into id (17 bytes). */
-void pm_fleet_store_id(const char *db_url, char id[17]);
+/* Store identity for cache keys (see above) from a store URL or path and
+ * the creation time of the store's first job (unix seconds, so a store
+ * made again at the same place is another store), into id (17 bytes). */
+void pm_fleet_store_id(const char *db_url, double first_job_created,
+		       char id[17]);
 
 /* Cache of pm_store_url_get: *found when Redis knows url. Never an error:
  * false on a miss or an outage. */

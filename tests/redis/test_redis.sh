@@ -221,6 +221,15 @@ eq "cache: the manifests match item for item" "$(mf "$T/c2")" "$(mf "$T/c3")"
 eq "cache: keys are namespaced by store, and there is a URL entry per row" \
   "$("$REDIS_CLI" -p "${URL##*:}" --scan --pattern 'pixmill:c:*:u:*' | wc -l)" 20
 
+# a store deleted and made again at the same place is another store: no
+# stale hits (5 rows, 5 different images: no duplicates within the run)
+catalog "$T/fresh.csv" fresh 5
+"$PM" run "$T/fresh.csv" --out "$T/fresh" "${ARGS[@]}" --json --redis "$URL" >"$T/fresh1.json" 2>/dev/null
+rm -rf "$T/fresh"
+"$PM" run "$T/fresh.csv" --out "$T/fresh" "${ARGS[@]}" --json --redis "$URL" >"$T/fresh2.json" 2>/dev/null
+eq "cache: a store made again at the same path gets no stale hits, does all the work" \
+  "$(jq_ "$T/fresh2.json" "(d['done'], d['duplicates'], d['cache_hits'], d['redis']['cache_hits'])")" "(5, 0, 0, 0)"
+
 # ---- 5. progress pub/sub ----
 "$PM" status --watch --redis "$URL" --limit 3 --json >"$T/watch.out" 2>"$T/watch.err" &
 wpid=$!

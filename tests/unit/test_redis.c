@@ -323,11 +323,14 @@ static void test_fleet_cache(void)
 	    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 	pm_fleet_stats fs;
 
-	pm_fleet_store_id("postgresql://u:secret@db/x", id);
+	pm_fleet_store_id("postgresql://u:secret@db/x", 1.5, id);
 	char id2[17];
-	pm_fleet_store_id("postgresql://u:other@db/x", id2);
+	pm_fleet_store_id("postgresql://u:other@db/x", 1.5, id2);
 	CHECK_STR(id, id2); /* the password is not part of the identity */
 	CHECK_INT(strlen(id), 16);
+	/* the same place, made again: another store */
+	pm_fleet_store_id("postgresql://u:other@db/x", 2.5, id2);
+	CHECK(strcmp(id, id2) != 0);
 	snprintf(id, sizeof id, "%016x", (unsigned)getpid());
 	CHECK_INT(pm_fleet_start(srv, "unit", &e), PM_OK);
 	CHECK_STR(pm_fleet_state(), "up");
