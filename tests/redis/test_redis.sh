@@ -15,8 +15,10 @@
 #   3. a bad URL (usage error), a wrong password, nothing listening: a
 #      clear error or a clear degraded warning, never a crash, never the
 #      password in any output
-#   4. shared cache: a second run on another output root (same store) gets
-#      Redis hits and the same results as a run without Redis
+#   4. shared cache: a second run on another output root (same store:
+#      SQLite, then PostgreSQL when its binaries are there) gets Redis hits
+#      and the same results as a run without Redis; a store made again at
+#      the same path gets no stale hits
 #   5. progress pub/sub: `pixmill status --watch --redis` prints the
 #      writer's messages live
 #   6. serve --redis: /health says "redis": up/down, /metrics has
@@ -37,6 +39,7 @@ opids=()
 cleanup() {
   for p in "${opids[@]}"; do kill "$p" 2>/dev/null; done
   redis_stop_all
+  declare -F pg_stop >/dev/null && pg_stop
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -220,6 +223,22 @@ EOF
 eq "cache: the manifests match item for item" "$(mf "$T/c2")" "$(mf "$T/c3")"
 eq "cache: keys are namespaced by store, and there is a URL entry per row" \
   "$("$REDIS_CLI" -p "${URL##*:}" --scan --pattern 'pixmill:c:*:u:*' | wc -l)" 20
+
+# the same on a PostgreSQL store shared by the two runs (the fleet's case)
+. "$ROOT/tests/store/pg_lib.sh"
+if pg_start 2>"$T/pg.err"; then
+  pg_createdb fleet
+  PGDB="$PG_URL/fleet"
+  "$PM" run "$T/cache.csv" --out "$T/p1" --db "$PGDB" "${ARGS[@]}" --json --redis "$URL" >"$T/p1.json" 2>"$T/p1.err"
+  "$PM" run "$T/cache.csv" --out "$T/p2" --db "$PGDB" "${ARGS[@]}" --json --redis "$URL" >"$T/p2.json" 2>"$T/p2.err"
+  eq "cache on PostgreSQL: the second run (another output root) got every lookup from Redis, all 20 items 304" \
+    "$(jq_ "$T/p2.json" "(d['done'], d['failed'], d['cache_hits'], d['redis']['cache_hits'] >= 40, d['redis']['cache_misses'])")" "(20, 0, 20, True, 0)"
+  check "cache on PostgreSQL: its own namespace (not the SQLite store's)" \
+    test "$("$REDIS_CLI" -p "${URL##*:}" --scan --pattern 'pixmill:c:*:u:*' | cut -d: -f3 | sort -u | wc -l)" -ge 2
+  pg_stop
+else
+  echo "SKIP cache on PostgreSQL: $(tail -n 1 "$T/pg.err")"
+fi
 
 # a store deleted and made again at the same place is another store: no
 # stale hits (5 rows, 5 different images: no duplicates within the run)
