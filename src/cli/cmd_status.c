@@ -258,14 +258,20 @@ static int watch_msg(const char *msg, size_t len, void *ud)
 			printf("%s\n", txt);
 		free(txt);
 	} else {
-		char when[32];
+		char when[32], name[65];
+		size_t n = 0;
+		/* the worker's name as printable ASCII: a message is outside
+		 * input, and a terminal obeys escape sequences */
+		for (const char *p = who; *p && n + 1 < sizeof name; p++)
+			name[n++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
+		name[n] = 0;
 		time_t tt = (time_t)t;
 		struct tm tm;
 		localtime_r(&tt, &tm);
 		strftime(when, sizeof when, "%H:%M:%S", &tm);
-		printf("%s  job %lld  %-24.64s  done %lld  failed %lld  "
+		printf("%s  job %lld  %-24s  done %lld  failed %lld  "
 		       "duplicates %lld\n",
-		       when, (long long)job, who, (long long)done,
+		       when, (long long)job, name, (long long)done,
 		       (long long)failed, (long long)dups);
 	}
 	fflush(stdout);

@@ -112,7 +112,9 @@ pm_status pm_redis_publish(pm_redis *r, const char *channel, const char *msg,
 			   pm_err *err);
 
 /* Subscribes to channel on a connection of its own and calls
- * on_msg(payload, len, ud) for each message until on_msg returns non-zero
+ * on_msg(payload, len, ud) for each message (payload is outside input,
+ * not NUL-terminated for sure, and valid only during the call: copy what
+ * you keep) until on_msg returns non-zero
  * or *stop becomes non-zero (checked about every 200 ms). Reconnects (and
  * resubscribes) after errors, every retry_ms, telling warn about each
  * state change once. Runs on the calling thread. PM_ERR_USAGE for a bad
