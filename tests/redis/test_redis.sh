@@ -7,8 +7,8 @@
 #      PIXMILL_TEST_REDIS)
 #   1. shared rate limit: 3 `pixmill run` at once, different catalogs, the
 #      same origin host, --per-host-rps R: with --redis the origin sees at
-#      most R + burst requests in any 1-s window; without, the same 3 runs
-#      go well past it (so the check can fail)
+#      most R + burst (+2 of tolerance) requests in any 1-s window;
+#      without, the same 3 runs go well past it (so the check can fail)
 #   2. redis-server killed (kill -9) mid-run, or stopped (SIGSTOP: it
 #      accepts connections but never answers): the runs finish every item
 #      on their local limits and their summaries say DEGRADED
@@ -115,10 +115,12 @@ for x in a b c; do
     "$(jq_ "$T/shared-$x.json" "(d['redis']['state'], d['redis']['degraded'], d['redis']['rl_shared'] >= $N)")" "('up', False, True)"
 done
 eq "rate: the origin saw every request once" "$total_shared" $((3 * N))
-# the fleet as one client: at most R + burst in any 1-s window (+1 for a
-# token taken at a window's edge)
-check "rate: fleet-wide peak $peak_shared req/s <= R + burst + 1 = $((R + BURST + 1))" \
-  test "$peak_shared" -le $((R + BURST + 1))
+# the fleet as one client: at most R + burst in any 1-s window, +2 of
+# tolerance (a request granted a token but sent late, on a loaded machine,
+# can land in the next window; without Redis the peak is ~3 x R + burst)
+TOL=$((R + BURST + 2))
+check "rate: fleet-wide peak $peak_shared req/s <= R + burst + 2 = $TOL" \
+  test "$peak_shared" -le "$TOL"
 # and in all: 3N requests at R/s take at least (3N - burst) / R seconds
 # (a lower bound only: a slow machine makes it longer, never shorter)
 check "rate: $((3 * N)) requests took $(printf %.1f "$(echo "$t1 - $t0" | bc)") s >= $(((3 * N - BURST) / R - 1)) s" \
@@ -129,8 +131,8 @@ peak_local=$(ostat "d['max_per_sec'].get('127.0.0.1', 0)")
 for x in a b c; do
   eq "rate: run $x without Redis: all $N done, redis off" "$(jq_ "$T/local-$x.json" "(d['done'], d['redis']['state'])")" "($N, 'off')"
 done
-check "rate: without Redis the same fleet exceeds it (peak $peak_local > $((R + BURST + 1)))" \
-  test "$peak_local" -gt $((R + BURST + 1))
+check "rate: without Redis the same fleet exceeds it (peak $peak_local > $TOL)" \
+  test "$peak_local" -gt "$TOL"
 
 # ---- 2. redis-server killed mid-run ----
 redis_start crash || { bad "second redis-server would not start"; finish; }
