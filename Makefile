@@ -5,7 +5,7 @@
 #   make SAN=1         build-asan/: ASan+UBSan, system malloc
 #   make fuzz          build-fuzz/: libFuzzer targets (clang)
 #   make format        clang-format -i over src tests fuzz bench
-PKGS := vips gmodule-2.0 sqlite3 libpq jansson libcrypto libcurl libmicrohttpd zlib libbrotlienc libbrotlidec libzstd tesseract lept pangocairo
+PKGS := vips gmodule-2.0 sqlite3 libpq hiredis jansson libcrypto libcurl libmicrohttpd zlib libbrotlienc libbrotlidec libzstd tesseract lept pangocairo
 CC ?= cc
 ifeq ($(SAN),1)
 BUILD ?= build-asan

@@ -19,13 +19,15 @@
 #       (tests/fleet/test_pg_restart.sh) and workers on two simulated hosts
 #       (network namespaces on a veth bridge, tests/fleet/test_multihost.sh;
 #       SKIP without root)
+#       Redis: a fleet sharing rate limits, cache and progress through a
+#       real redis-server, and Redis killed mid-run (tests/redis/test_redis.sh)
 #   2b. OCR: recipe cards rendered and scored (tests/ocr/run.sh)
 #   2c. ads: a products CSV through the ads pipeline, every ad OCR'd
 #       (tests/ads/run.sh); image candidates ranked and verified, early
 #       termination, placeholders, stats, the output lock
 #       (tests/ads/test_ranking.sh)
 #   3. unit, CLI, network, API and search tests again under ASan+UBSan,
-#      and the store conformance suite on PostgreSQL
+#      the store conformance suite on PostgreSQL and the Redis fleet tests
 #   4. each libFuzzer target for a short time (FUZZ_SECONDS, default 20;
 #      FUZZ_JOBS at a time, default one per core)
 #   5. clang-format check
@@ -161,6 +163,12 @@ tests/fleet/test_multihost.sh build/pixmill >"$LOGS/multihost.log" 2>&1 || step_
 grep -E '^FAIL|^SKIP|passed' "$LOGS/multihost.log"
 tally "$LOGS/multihost.log"
 
+
+sec "Redis fleet: shared rate limit, kill -9 mid-run, bad URLs, shared cache, pub/sub (tests/redis/test_redis.sh)"
+tests/redis/test_redis.sh build/pixmill >"$LOGS/redis.log" 2>&1 || step_fail "Redis fleet tests"
+grep -E '^FAIL|passed' "$LOGS/redis.log"
+tally "$LOGS/redis.log"
+
 sec "OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
 tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"
 grep -E '^FAIL|passed|char accuracy' "$LOGS/ocr.log"
@@ -182,6 +190,10 @@ if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   PG_UNIT_ONLY=1 tests/store/pg.sh build-asan >"$LOGS/asan-pg.log" 2>&1 || step_fail "asan PostgreSQL store tests"
   grep -E '^FAIL|passed' "$LOGS/asan-pg.log"
   tally "$LOGS/asan-pg.log"
+  sec "asan: Redis fleet tests (tests/redis/test_redis.sh)"
+  tests/redis/test_redis.sh build-asan/pixmill >"$LOGS/asan-redis.log" 2>&1 || step_fail "asan Redis fleet tests"
+  grep -E '^FAIL|passed' "$LOGS/asan-redis.log"
+  tally "$LOGS/asan-redis.log"
   sec "asan: OCR on the edge corpus and error paths"
   OCR_EDGE_ONLY=1 tests/ocr/run.sh build-asan/pixmill >"$LOGS/asan-ocr.log" 2>&1 || step_fail "asan OCR tests"
   grep -E '^FAIL|passed' "$LOGS/asan-ocr.log"

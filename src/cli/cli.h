@@ -81,6 +81,8 @@ enum {
 	OPT_EXIT_WHEN_IDLE,
 	OPT_ENQUEUE,
 	OPT_ITEM,
+	OPT_REDIS,
+	OPT_WATCH,
 };
 
 typedef struct pm_opt {
@@ -122,6 +124,7 @@ int pm_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 #include "engine/run.h"
+#include "fleet/fleet.h"
 
 /* The options of `run` that other commands share (serve takes the engine,
  * limit and fetch options): on_opt for pm_cli_parse with a pm_run_cli. */
@@ -131,10 +134,16 @@ typedef struct pm_run_cli {
 	int progress_set;
 	bool enqueue_only; /* run --enqueue-only */
 	const char *cmd;   /* for error messages */
+	const char *redis; /* --redis URL (src/fleet/fleet.h), or NULL */
 } pm_run_cli;
 int pm_cli_run_opt(int id, const char *arg, void *ud);
 /* Frees the search providers --search-provider made (after the runs). */
 void pm_cli_run_free(pm_run_cli *c);
+/* The Redis part of a summary (run, worker): pm_cli_print_fleet prints it
+ * on stderr (nothing when Redis is off); pm_cli_fleet_json returns a new
+ * object (the caller's). */
+void pm_cli_print_fleet(const pm_fleet_stats *f);
+json_t *pm_cli_fleet_json(const pm_fleet_stats *f);
 
 /* One provider's counters (a run's, or a day's from the store) as a JSON
  * object (a new reference), and as one line of text on f. */

@@ -17,6 +17,8 @@
 #include "core/util.h"
 #include "engine/progress.h"
 #include "engine/run.h"
+#include "fleet/fleet.h"
+#include "fleet/redis.h"
 
 /* A decimal number in [lo, hi]; -1 if malformed or out of range. */
 static int parse_num(const char *s, double lo, double hi, double *out)
@@ -180,6 +182,14 @@ int pm_cli_run_opt(int id, const char *arg, void *ud)
 	case OPT_ALLOW_HOST:
 		c->o.fetch.allow_list = arg;
 		break;
+	case OPT_REDIS: {
+		pm_redis_url u;
+		pm_err e;
+		if (pm_redis_url_parse(arg, &u, &e))
+			return pm_cli_usage_error(c->cmd, "%s", e.msg);
+		c->redis = arg;
+		break;
+	}
 	case OPT_HOST_LIMIT: {
 		pm_fetch_opts fo;
 		pm_err e;
@@ -404,7 +414,45 @@ static void print_summary(const pm_run_summary *s)
 			s->db);
 }
 
-static void print_json(const pm_run_summary *s)
+/* The fleet's Redis in the summary: what it shared, and whether (and how
+ * long) the run went on without it. */
+void pm_cli_print_fleet(const pm_fleet_stats *f)
+{
+	if (!f->on)
+		return;
+	fprintf(stderr,
+		"pixmill: redis %s: %s; %llu shared rate-limit tokens, %llu "
+		"left to the local limit; cache %llu hits, %llu misses\n",
+		f->url, f->downs ? "DEGRADED" : "up",
+		(unsigned long long)f->rl_shared,
+		(unsigned long long)f->rl_local,
+		(unsigned long long)f->cache_hits,
+		(unsigned long long)f->cache_misses);
+	if (f->downs)
+		fprintf(stderr,
+			"pixmill: redis was down %llu time(s), %.1f s in all "
+			"(%s): local rate limits and the store were used "
+			"meanwhile\n",
+			(unsigned long long)f->downs, f->degraded_s,
+			f->last_error);
+}
+
+json_t *pm_cli_fleet_json(const pm_fleet_stats *f)
+{
+	if (!f->on)
+		return json_pack("{s:s}", "state", "off");
+	return json_pack(
+	    "{s:s,s:s,s:b,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "state",
+	    f->up ? "up" : "down", "url", f->url, "degraded", f->downs > 0,
+	    "downs", (json_int_t)f->downs, "degraded_s", f->degraded_s,
+	    "errors", (json_int_t)f->errors, "rl_shared",
+	    (json_int_t)f->rl_shared, "rl_local", (json_int_t)f->rl_local,
+	    "cache_hits", (json_int_t)f->cache_hits, "cache_misses",
+	    (json_int_t)f->cache_misses, "cache_writes",
+	    (json_int_t)f->cache_writes, "last_error", f->last_error);
+}
+
+static void print_json(const pm_run_summary *s, const pm_fleet_stats *f)
 {
 	json_t *o = json_pack(
 	    "{s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,"
@@ -442,6 +490,7 @@ static void print_json(const pm_run_summary *s)
 		      (json_int_t)s->bg_skipped, "cache_hits",
 		      (json_int_t)(s->cache_hits + s->url_reused),
 		      "dlq_retries", (json_int_t)s->dlq_retries));
+	json_object_set_new(o, "redis", pm_cli_fleet_json(f));
 	txt = json_dumps(o, JSON_INDENT(2));
 	if (txt)
 		printf("%s\n", txt);
@@ -497,6 +546,7 @@ int pm_cmd_run(int argc, char **argv)
 {
 	pm_run_cli c;
 	pm_run_summary sum;
+	pm_fleet_stats fleet;
 	pm_err err = {{0}};
 	pm_status s;
 	int i;
@@ -531,16 +581,26 @@ int pm_cmd_run(int argc, char **argv)
 	       (pm_now() - pm_cli_t0) * 1e3);
 	if (c.enqueue_only)
 		return enqueue(&c);
+	s = pm_fleet_start(c.redis, NULL, &err);
+	if (s) {
+		pm_cli_run_free(&c);
+		pm_log(PM_LOG_ERROR, "%s", err.msg);
+		return pm_status_exit(s);
+	}
 	s = pm_run(&c.o, &sum, &err);
 	pm_cli_run_free(&c);
+	pm_fleet_stats_get(&fleet);
+	pm_fleet_stop();
 	if (s && s != PM_ERR_CANCELLED) {
 		pm_log(PM_LOG_ERROR, "%s", err.msg);
 		return pm_status_exit(s);
 	}
 	if (c.o.json)
-		print_json(&sum);
-	else if (!c.quiet)
+		print_json(&sum, &fleet);
+	else if (!c.quiet) {
 		print_summary(&sum);
+		pm_cli_print_fleet(&fleet);
+	}
 	if (s == PM_ERR_CANCELLED) {
 		pm_log(PM_LOG_WARN, "%s", err.msg);
 		return pm_status_exit(s);

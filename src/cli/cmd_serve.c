@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "fleet/fleet.h"
 #include "core/util.h"
 #include "serve/serve.h"
 
@@ -109,7 +110,13 @@ int pm_cmd_serve(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	s = pm_serve(&c.o, &err);
+	s = pm_fleet_start(c.run.redis, NULL, &err);
+	if (!s)
+		s = pm_fleet_feed_start(&err);
+	if (!s)
+		s = pm_serve(&c.o, &err);
+	pm_fleet_feed_stop();
+	pm_fleet_stop();
 	pm_cli_run_free(&c.run);
 	if (s) {
 		pm_log(PM_LOG_ERROR, "%s", err.msg);

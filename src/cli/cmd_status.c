@@ -6,6 +6,7 @@
  * Threads: main thread only.
  */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "fleet/fleet.h"
+#include "fleet/redis.h"
 #include "store/store.h"
 
 typedef struct status_cli {
@@ -23,6 +26,9 @@ typedef struct status_cli {
 	long limit;
 	long long job;	  /* --job: only this job (0 = every job) */
 	const char *item; /* --item: this item's queue history */
+	bool limit_set;
+	bool watch;
+	const char *redis;
 } status_cli;
 
 static int status_opt(int id, const char *arg, void *ud)
@@ -40,12 +46,24 @@ static int status_opt(int id, const char *arg, void *ud)
 		if (pm_cli_long(arg, 1, LONG_MAX, &c->limit))
 			return pm_cli_usage_error("status",
 						  "--limit wants a count");
+		c->limit_set = true;
 		break;
 	case OPT_JOB:
 		return pm_cli_job("status", arg, &c->job);
 	case OPT_ITEM:
 		c->item = arg;
 		break;
+	case OPT_WATCH:
+		c->watch = true;
+		break;
+	case OPT_REDIS: {
+		pm_redis_url u;
+		pm_err e;
+		if (pm_redis_url_parse(arg, &u, &e))
+			return pm_cli_usage_error("status", "%s", e.msg);
+		c->redis = arg;
+		break;
+	}
 	}
 	return 0;
 }
@@ -315,6 +333,93 @@ static pm_status item_history(pm_store *st, const status_cli *c, pm_err *err)
 	return s;
 }
 
+/* ---- status --watch: the fleet's progress messages (fleet.h) ---- */
+
+static volatile int watch_stop;
+
+static void watch_signal(int sig)
+{
+	(void)sig;
+	watch_stop = 1;
+}
+
+typedef struct watch_ctx {
+	status_cli *c;
+	long seen;
+} watch_ctx;
+
+/* One message: {job, done, failed, dups, worker, t}. Anything else on the
+ * channel (another program, a hostile publisher) is shown as skipped. */
+static int watch_msg(const char *msg, size_t len, void *ud)
+{
+	watch_ctx *w = ud;
+	json_error_t je;
+	json_t *o = json_loadb(msg, len, 0, &je);
+	json_int_t job = 0, done = 0, failed = 0, dups = 0;
+	const char *who = NULL;
+	double t = 0;
+
+	if (!o || json_unpack(o, "{s:I,s:I,s:I,s:I,s:s,s:F}", "job", &job,
+			      "done", &done, "failed", &failed, "dups", &dups,
+			      "worker", &who, "t", &t)) {
+		fprintf(stderr, "pixmill status: skipped a message that is "
+				"not pixmill progress\n");
+	} else if (w->c->json) {
+		char *txt = json_dumps(o, JSON_COMPACT);
+		if (txt)
+			printf("%s\n", txt);
+		free(txt);
+	} else {
+		char when[32], name[65];
+		size_t n = 0;
+		/* the worker's name as printable ASCII: a message is outside
+		 * input, and a terminal obeys escape sequences */
+		for (const char *p = who; *p && n + 1 < sizeof name; p++)
+			name[n++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
+		name[n] = 0;
+		time_t tt = (time_t)t;
+		struct tm tm;
+		localtime_r(&tt, &tm);
+		strftime(when, sizeof when, "%H:%M:%S", &tm);
+		printf("%s  job %lld  %-24s  done %lld  failed %lld  "
+		       "duplicates %lld\n",
+		       when, (long long)job, name, (long long)done,
+		       (long long)failed, (long long)dups);
+	}
+	fflush(stdout);
+	json_decref(o);
+	w->seen++;
+	return w->c->limit_set && w->seen >= w->c->limit;
+}
+
+static int watch(status_cli *c)
+{
+	watch_ctx w = {c, 0};
+	struct sigaction sa;
+	pm_err err = {{0}};
+	char shown[320];
+	pm_status s;
+
+	if (!c->redis)
+		return pm_cli_usage_error("status",
+					  "--watch needs --redis URL");
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = watch_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	pm_redis_url_mask(c->redis, shown, sizeof shown);
+	fprintf(stderr, "pixmill status: watching %s on %s (Ctrl-C stops)\n",
+		PM_FLEET_CHANNEL, shown);
+	s = pm_redis_subscribe(c->redis, PM_FLEET_CHANNEL, watch_msg, &w,
+			       &watch_stop, &err);
+	if (s) {
+		fprintf(stderr, "pixmill status: %s\n", err.msg);
+		return pm_status_exit(s);
+	}
+	return 0;
+}
+
 int pm_cmd_status(int argc, char **argv)
 {
 	status_cli c = {.db = "pixmill-out/pixmill.db", .limit = 20};
@@ -333,6 +438,11 @@ int pm_cmd_status(int argc, char **argv)
 					  argv[i]);
 	if (c.item && !c.job)
 		return pm_cli_usage_error("status", "--item wants --job");
+	if (c.watch)
+		return watch(&c);
+	if (c.redis)
+		return pm_cli_usage_error("status",
+					  "--redis goes with --watch");
 	s = pm_store_open_existing(c.db, &sc.st, &err);
 	if (s) {
 		fprintf(stderr, "pixmill status: %s\n", err.msg);

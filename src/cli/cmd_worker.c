@@ -360,8 +360,9 @@ typedef struct totals {
 } totals;
 
 static void print_text(const char *worker, const totals *t, double wall,
-		       const heartbeat *h)
+		       const heartbeat *h, const pm_fleet_stats *f)
 {
+	pm_cli_print_fleet(f);
 	fprintf(stderr,
 		"pixmill: worker %s: %lld job runs, %lld items done (%lld "
 		"duplicates), %lld failed, %lld lost (lease taken over), "
@@ -375,16 +376,17 @@ static void print_text(const char *worker, const totals *t, double wall,
 }
 
 static void print_json(const char *worker, const totals *t, double wall,
-		       const heartbeat *h)
+		       const heartbeat *h, const pm_fleet_stats *f)
 {
 	json_t *o = json_pack(
-	    "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "worker", worker,
-	    "jobs", (json_int_t)t->jobs, "done", (json_int_t)t->done, "failed",
-	    (json_int_t)t->failed, "duplicates", (json_int_t)t->duplicates,
-	    "lost", (json_int_t)t->lost, "requeued", (json_int_t)t->requeued,
-	    "released", (json_int_t)t->released, "reaped",
-	    (json_int_t)atomic_load(&h->reaped), "store_errors",
-	    (json_int_t)t->errors, "wall_s", wall);
+	    "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:o}", "worker",
+	    worker, "jobs", (json_int_t)t->jobs, "done", (json_int_t)t->done,
+	    "failed", (json_int_t)t->failed, "duplicates",
+	    (json_int_t)t->duplicates, "lost", (json_int_t)t->lost, "requeued",
+	    (json_int_t)t->requeued, "released", (json_int_t)t->released,
+	    "reaped", (json_int_t)atomic_load(&h->reaped), "store_errors",
+	    (json_int_t)t->errors, "wall_s", wall, "redis",
+	    pm_cli_fleet_json(f));
 	char *txt = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
 
 	if (txt)
@@ -413,6 +415,7 @@ static void release_claims(pm_store *st, const char *worker, totals *t)
 
 int pm_cmd_worker(int argc, char **argv)
 {
+	pm_fleet_stats fleet;
 	worker_cli w;
 	loop l;
 	heartbeat hb;
@@ -452,6 +455,13 @@ int pm_cmd_worker(int argc, char **argv)
 		snprintf(id, sizeof id, "%s:%ld", host, (long)getpid());
 	}
 	pm_log_setup(w.c.verbose ? PM_LOG_DEBUG : PM_LOG_INFO, -1);
+	/* Redis (optional): shared rate limits, lookup cache, progress */
+	s = pm_fleet_start(w.c.redis, id, &e);
+	if (s) {
+		pm_cli_run_free(&w.c);
+		pm_log(PM_LOG_ERROR, "%s", e.msg);
+		return pm_status_exit(s);
+	}
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;
@@ -477,6 +487,8 @@ int pm_cmd_worker(int argc, char **argv)
 
 	s = connect_store(w.c.o.db, &st, &e);
 	if (s) {
+		pm_fleet_stop();
+		pm_cli_run_free(&w.c);
 		if (s == PM_ERR_CANCELLED)
 			return 0;
 		pm_log(PM_LOG_ERROR, "%s", e.msg);
@@ -629,10 +641,12 @@ int pm_cmd_worker(int argc, char **argv)
 		pthread_join(t_hb, NULL);
 	}
 	pm_cli_run_free(&w.c);
+	pm_fleet_stats_get(&fleet);
+	pm_fleet_stop();
 	if (w.c.o.json)
-		print_json(id, &t, pm_now() - t0, &hb);
+		print_json(id, &t, pm_now() - t0, &hb, &fleet);
 	else
-		print_text(id, &t, pm_now() - t0, &hb);
+		print_text(id, &t, pm_now() - t0, &hb, &fleet);
 	if (s)
 		return pm_status_exit(s);
 	return 0;

@@ -188,6 +188,16 @@ const pm_opt pm_opts[] = {
      "machine-readable JSON on stdout", OPT_JSON},
     {"run serve worker", "verbose", 'v', NULL, NULL, "log every failed item",
      OPT_VERBOSE},
+    {"run serve status worker", "redis", 0, "URL", "none",
+     "share rate limits, a lookup cache and progress with a fleet through "
+     "Redis: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH "
+     "(optional: when it is down, local limits and the store apply; "
+     "docs/REDIS.md)",
+     OPT_REDIS},
+    {"status", "watch", 0, NULL, NULL,
+     "print the fleet's progress messages live (needs --redis; --limit N: "
+     "stop after N messages)",
+     OPT_WATCH},
     {"status dlq search", "limit", 'n', "N", "20",
      "show at most N jobs (dlq: items; search: hits, image: 10)", OPT_LIMIT},
     {"dlq search dupes status", "job", 0, "ID", "every job",
@@ -510,6 +520,9 @@ static int cmd_help(int argc, char **argv)
 		       "(`--templates`) |\n"
 		       "| `PIXMILL_VISION_KEYS` | vision API keys, "
 		       "comma-separated (never on the command line) |\n"
+		       "| `PIXMILL_REDIS_PASSWORD` | the password of a "
+		       "`--redis` URL that has none (keeps it off the "
+		       "command line) |\n"
 		       "| `PIXMILL_ORT_ARENA=0/1`, "
 		       "`PIXMILL_ORT_MEM_PATTERN=0/1` | "
 		       "ONNX Runtime memory arena / memory pattern off or on "

@@ -80,6 +80,8 @@ static const char *const vision_preset[] = {
 static const char *const tokens_preset[] = {"in", "out", NULL};
 static const char *const ads_preset[] = {"placeholder", "bg_removed",
 					 "bg_skipped", "dlq_retry", NULL};
+static const char *const redis_fb_preset[] = {"rate_limit", "cache", "publish",
+					      NULL};
 static const double vision_buckets[] = {.1, .25, .5, 1, 2.5, 5, 10, 30, 60};
 
 #define NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -233,6 +235,33 @@ static const pm_metric_def defs[PM_M__COUNT] = {
 		  .nlabels = 1,
 		  .labels = {"result"},
 		  .preset = ads_preset},
+    [PM_M_REDIS_UP] = {.name = "pixmill_redis_up",
+		       .help =
+			   "1 when the fleet's Redis (--redis) is "
+			   "connected, 0 when it is down or not configured.",
+		       .type = PM_GAUGE},
+    [PM_M_REDIS_ERRORS] = {.name = "pixmill_redis_errors_total",
+			   .help = "Redis commands or connects that failed.",
+			   .type = PM_COUNTER},
+    [PM_M_REDIS_FALLBACKS] = {.name = "pixmill_redis_fallbacks_total",
+			      .help = "Calls answered without Redis (down or "
+				      "failing): local rate limit, store "
+				      "lookup, progress not published; by op.",
+			      .type = PM_COUNTER,
+			      .nlabels = 1,
+			      .labels = {"op"},
+			      .preset = redis_fb_preset},
+    [PM_M_REDIS_CACHE] = {.name = "pixmill_redis_cache_total",
+			  .help = "Shared cache lookups in Redis (URL "
+				  "validators, asset existence), by result.",
+			  .type = PM_COUNTER,
+			  .nlabels = 1,
+			  .labels = {"result"},
+			  .preset = cache_preset},
+    [PM_M_REDIS_DEGRADED] = {.name = "pixmill_redis_degraded_seconds",
+			     .help = "Seconds this process has run with its "
+				     "Redis configured but down.",
+			     .type = PM_GAUGE},
 };
 
 /* ---- series table ----------------------------------------------------- */

@@ -69,6 +69,16 @@ typedef enum pm_metric {
 	/* ads pipeline items {result}: placeholder, bg_removed, bg_skipped,
 	 * dlq_retry (tried again after failing in an earlier run) */
 	PM_M_ADS,
+	/* the optional Redis of a fleet (src/fleet/): 1 when connected (0
+	 * when down or not configured); errors (commands or connects that
+	 * failed); calls answered locally instead {op}: rate_limit, cache,
+	 * publish; shared cache lookups {result}: hit, miss; seconds spent
+	 * degraded (Redis configured but down) */
+	PM_M_REDIS_UP,
+	PM_M_REDIS_ERRORS,
+	PM_M_REDIS_FALLBACKS,
+	PM_M_REDIS_CACHE,
+	PM_M_REDIS_DEGRADED,
 	PM_M__COUNT
 } pm_metric;
 

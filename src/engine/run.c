@@ -62,6 +62,7 @@
 #include "engine/progress.h"
 #include "engine/single.h"
 #include "fetch/urlcache.h"
+#include "fleet/fleet.h"
 #include "ingest/candidates.h"
 #include "ingest/record_json.h"
 #include "stages/pipeline.h"
@@ -171,6 +172,7 @@ typedef struct run {
 	const pm_run_opts *o;
 	pm_pipeline *pipe;
 	char db_url[PATH_MAX + 64];
+	char store_id[17]; /* the fleet cache's name of the store */
 	char out_root[PATH_MAX];
 	char tmp_dir[PATH_MAX + 256]; /* OUT/.tmp (a worker: OUT/.tmp/ID):
 					 emptied at start */
@@ -445,13 +447,25 @@ static pm_status url_cache_lookup(run *r, pm_store *st, work *w, pm_err *e)
 	 * the asset key needs the row's text too, so no shortcut */
 	if (pm_pipeline_uses_row(r->pipe))
 		return PM_OK;
-	s = pm_store_url_get(st, w->rec->image, &ui, &found, e);
-	if (s || !found)
-		return s;
-	s = pm_store_asset_exists(st, ui.sha256, pm_pipeline_hash(r->pipe),
-				  &exists, e);
-	if (s || !exists)
-		return s;
+	/* the fleet's cache first (fleet.h): a hit saves the store two
+	 * reads; a miss or an outage asks the store */
+	if (pm_fleet_cache_url_get(r->store_id, w->rec->image, ui.sha256,
+				   ui.etag, sizeof ui.etag, ui.last_modified,
+				   sizeof ui.last_modified))
+		found = true;
+	else {
+		s = pm_store_url_get(st, w->rec->image, &ui, &found, e);
+		if (s || !found)
+			return s;
+	}
+	exists = pm_fleet_cache_asset_get(r->store_id, ui.sha256,
+					  pm_pipeline_hash(r->pipe));
+	if (!exists) {
+		s = pm_store_asset_exists(
+		    st, ui.sha256, pm_pipeline_hash(r->pipe), &exists, e);
+		if (s || !exists)
+			return s;
+	}
 	snprintf(w->etag, sizeof w->etag, "%s", ui.etag);
 	snprintf(w->lastmod, sizeof w->lastmod, "%s", ui.last_modified);
 	memcpy(w->cond_sha, ui.sha256, sizeof w->cond_sha);
@@ -1744,8 +1758,12 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 			w->duplicate = true; /* the writer resolves it */
 			return;
 		}
-		s = pm_store_asset_exists(st, w->sha, pm_pipeline_hash(r->pipe),
-					  &exists, &e);
+		exists = pm_fleet_cache_asset_get(r->store_id, w->sha,
+						  pm_pipeline_hash(r->pipe));
+		s = exists ? PM_OK
+			   : pm_store_asset_exists(st, w->sha,
+						   pm_pipeline_hash(r->pipe),
+						   &exists, &e);
 		if (s) {
 			work_fail(w, s, &e);
 			return;
@@ -2088,6 +2106,21 @@ static void count_ads(run *r, const work *w)
 	}
 }
 
+/* Writer, after a commit: tells the fleet's cache (fleet.h) what the
+ * store now knows about w, as put_work and the store wrote it: its asset
+ * exists, and (http, with validators) what its URL served. */
+static void fleet_remember(run *r, const work *w)
+{
+	if (w->status || !w->have_sha)
+		return;
+	pm_fleet_cache_asset_put(r->store_id, w->sha,
+				 pm_pipeline_hash(r->pipe));
+	if (w->rec->image && is_http(w->rec->image) &&
+	    (w->etag[0] || w->lastmod[0]))
+		pm_fleet_cache_url_put(r->store_id, w->rec->image, w->sha,
+				       w->etag, w->lastmod);
+}
+
 /* After a commit: count, log and free the batch; parked duplicates of the
  * committed owners move to *ready (a writer-local list, so the writer never
  * blocks on its own queue). */
@@ -2122,6 +2155,7 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 		if (!w->status && w->rec->image && is_http(w->rec->image))
 			atomic_fetch_add(&r->http_items, 1);
 		count_ads(r, w);
+		fleet_remember(r, w);
 		if (atomic_load(&r->first_done_us) == 0) {
 			atomic_store(&r->first_done_us,
 				     (long long)((pm_now() - r->t0) * 1e6) + 1);
@@ -2169,6 +2203,10 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 		work_free(w);
 	}
 	fflush(r->manifest);
+	if (b->n > 0)
+		pm_fleet_progress(r->job_id, atomic_load(&r->done),
+				  atomic_load(&r->failed),
+				  atomic_load(&r->dups));
 	b->n = 0;
 }
 
@@ -2377,6 +2415,25 @@ static void job_spec(const run *r, pm_job_spec *spec, char *key)
 	spec->out_dir = r->out_root;
 }
 
+static int created_cb(const pm_job_info *info, void *ud)
+{
+	*(double *)ud = info->created;
+	return 0;
+}
+
+/* The store's name in the fleet's cache (fleet.h): its URL or path, and
+ * when its first job was made, so a store deleted and made again at the
+ * same place never sees what Redis remembers of the old one. */
+static void store_identity(run *r, pm_store *st)
+{
+	double created = 0;
+	pm_err e;
+
+	if (pm_store_job_get(st, 1, created_cb, &created, &e) != PM_OK)
+		pm_store_job_get(st, r->job_id, created_cb, &created, &e);
+	pm_fleet_store_id(r->db_url, created, r->store_id);
+}
+
 static pm_status open_job(run *r, pm_err *e)
 {
 	pm_store *st = NULL;
@@ -2389,6 +2446,8 @@ static pm_status open_job(run *r, pm_err *e)
 		return s;
 	job_spec(r, &spec, key);
 	s = pm_store_job_open(st, &spec, &r->job_id, &r->run_no, e);
+	if (!s)
+		store_identity(r, st);
 	pm_store_close(st);
 	return s;
 }

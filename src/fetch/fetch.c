@@ -38,6 +38,7 @@
 
 #include "core/util.h"
 #include "fetch/urlguard.h"
+#include "fleet/fleet.h"
 
 #ifndef PM_VERSION
 #define PM_VERSION "0.0.0"
@@ -92,6 +93,7 @@ struct host {
 	int active;
 	int refs; /* xfers pointing here: queued, delayed, active */
 	double tokens, t_tokens;
+	double shared_after; /* the fleet's bucket said wait until then */
 	int max;    /* transfers at once (per_host_max or an override) */
 	double rps; /* requests/s, <= 0: none (per_host_rps or override) */
 	int state, consec;
@@ -1062,6 +1064,31 @@ static void fail_open_host(pm_fetch *f, host *h, double now)
 	}
 }
 
+/* The fleet's token bucket of h (src/fleet/fleet.h), asked once the local
+ * bucket has a token: true to go (a shared token was taken, or Redis is
+ * off or down: the local limit alone applies), false to wait (wake moved
+ * to when the fleet's bucket will have one). A wait is remembered, so the
+ * loop does not ask Redis again before then. One call is one round trip
+ * on loopback or the LAN; a dead Redis costs at most its command timeout
+ * once, then nothing until it is retried (redis.h). */
+static bool shared_token(host *h, double now, double *wake)
+{
+	long wait_ms = 0;
+
+	if (now < h->shared_after) {
+		if (h->shared_after < *wake)
+			*wake = h->shared_after;
+		return false;
+	}
+	if (pm_fleet_take_host(h->name, h->rps, h->max, &wait_ms) != PM_OK ||
+	    wait_ms <= 0)
+		return true;
+	h->shared_after = now + (double)wait_ms / 1000.0;
+	if (h->shared_after < *wake)
+		*wake = h->shared_after;
+	return false;
+}
+
 /* Moves due retries to their hosts and starts what the limits allow, one
  * request per host per round, round robin over the hosts with queued work.
  * Returns the next time something becomes startable (INFINITY: only a
@@ -1119,6 +1146,8 @@ static double schedule(pm_fetch *f, double now)
 						wake = t;
 					continue;
 				}
+				if (!shared_token(h, now, &wake))
+					continue;
 				h->tokens -= 1;
 			}
 			xfer *x = host_pop(h);

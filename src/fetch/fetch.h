@@ -9,7 +9,11 @@
  *   - limits: max_transfers at once, max_inflight_bytes held by transfers,
  *     and per host at most per_host_max at once and per_host_rps requests
  *     per second (token bucket, burst = per_host_max). Each host has its
- *     own queue, so a slow host never holds back the others;
+ *     own queue, so a slow host never holds back the others. When the
+ *     process has joined a fleet (--redis, src/fleet/fleet.h), a request
+ *     also needs a token from the fleet's bucket of its host, so the
+ *     fleet keeps to per_host_rps as one client; while Redis is off or
+ *     down, the local bucket alone applies;
  *   - connection reuse and HTTP/2 multiplexing; no Accept-Encoding (image
  *     bodies do not compress);
  *   - timeouts: connect, total, and low speed (slow drip); max_body checked

@@ -728,6 +728,15 @@ pm_status pm_provider_search(pm_provider *p, const char *query,
 			break;
 		}
 		pm_vision_sleep_until(at);
+		/* the fleet's bucket of this provider's key (or endpoint) */
+		s = pm_vision_ep_shared_wait(
+		    p->ep, key, p->key[0] ? p->key : p->endpoint, err);
+		if (s) {
+			pthread_mutex_lock(&p->mu);
+			p->used--;
+			pthread_mutex_unlock(&p->mu);
+			break;
+		}
 		t0 = pm_now();
 		rc = get(p, e, url, &a, errbuf, &code);
 		dt = pm_now() - t0;

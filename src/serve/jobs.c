@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
+#include "fleet/fleet.h"
 #include "ingest/catalog.h"
 #include "stages/pipeline.h"
 
@@ -918,6 +919,8 @@ typedef struct sse_stream {
 	char *last;	/* data of the last progress event, malloc'd */
 	double last_t;	/* when it was sent (pm_now) */
 	bool ended;	/* the end event is queued: close after it */
+	bool fleet;	/* /api/fleet/events: the fleet's messages */
+	uint64_t fseq;	/* the last fleet message sent (fleet.h) */
 	bool suspended; /* waiting for the ticker (under sse_mu) */
 	bool closing;	/* server shutdown (under sse_mu) */
 	struct sse_stream *next;
@@ -929,6 +932,42 @@ static void sse_event(sse_stream *ss, const char *ev, const char *data)
 			 data);
 	ss->len = n < (int)sizeof ss->buf ? (size_t)n : sizeof ss->buf - 1;
 	ss->pos = 0;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max);
+
+/* Parks a stream that has nothing to send until the next tick. */
+static ssize_t sse_park(sse_stream *ss)
+{
+	pthread_mutex_lock(&ss->s->sse_mu);
+	ss->suspended = true;
+	MHD_suspend_connection(ss->conn);
+	pthread_mutex_unlock(&ss->s->sse_mu);
+	return 0;
+}
+
+/* sse_read of /api/fleet/events: the next message of the fleet's feed
+ * (fleet.h) as an `event: fleet`, a ping when idle, `end` at shutdown. */
+static ssize_t fleet_read(sse_stream *ss, bool closing, void *cls, uint64_t pos,
+			  char *buf, size_t max)
+{
+	char msg[PM_FLEET_FEED_MSG];
+
+	if (closing) {
+		sse_event(ss, "end", "{}");
+		ss->ended = true;
+	} else if (pm_fleet_feed_next(&ss->fseq, msg, sizeof msg)) {
+		sse_event(ss, "fleet", msg);
+		ss->last_t = pm_now();
+	} else if (pm_now() - ss->last_t >= 15) {
+		ss->len =
+		    (size_t)snprintf(ss->buf, sizeof ss->buf, ": ping\n\n");
+		ss->pos = 0;
+		ss->last_t = pm_now();
+	}
+	if (ss->pos < ss->len)
+		return sse_read(cls, pos, buf, max);
+	return sse_park(ss);
 }
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -956,6 +995,8 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 	pthread_mutex_lock(&s->sse_mu);
 	closing = ss->closing;
 	pthread_mutex_unlock(&s->sse_mu);
+	if (ss->fleet)
+		return fleet_read(ss, closing, cls, pos, buf, max);
 	j = job_json(s, ss->job_id, &e);
 	if (!j)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -985,12 +1026,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 	free(data);
 	if (ss->pos < ss->len)
 		return sse_read(cls, pos, buf, max);
-	/* Nothing new: park the connection until the next tick. */
-	pthread_mutex_lock(&s->sse_mu);
-	ss->suspended = true;
-	MHD_suspend_connection(ss->conn);
-	pthread_mutex_unlock(&s->sse_mu);
-	return 0;
+	return sse_park(ss); /* nothing new: until the next tick */
 }
 
 static void sse_free(void *cls)
@@ -1009,6 +1045,52 @@ static void sse_free(void *cls)
 	free(ss);
 }
 
+/* Starts the event stream ss (filled in by the caller) as q's reply. */
+static void sse_reply(srv_req *q, sse_stream *ss)
+{
+	srv *s = q->s;
+	struct MHD_Response *resp;
+
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+						 sse_read, ss, sse_free);
+	if (!resp) {
+		free(ss);
+		srv_reply_error(q, PM_ERR_NOMEM, "out of memory");
+		return;
+	}
+	pthread_mutex_lock(&s->sse_mu);
+	ss->next = s->sse; /* the list holds it until sse_free */
+	s->sse = ss;
+	pthread_mutex_unlock(&s->sse_mu);
+	srv_reply_text(q, 200, "text/event-stream", "", 0);
+	q->reply.resp = resp; /* the reply owns it until it is queued */
+	q->reply.no_compress = true;
+	srv_reply_header(q, "Cache-Control", "no-cache");
+	srv_reply_header(q, "X-Accel-Buffering", "no");
+}
+
+void srv_h_fleet_events(srv_req *q)
+{
+	sse_stream *ss;
+
+	if (strcmp(pm_fleet_state(), "off") == 0) {
+		srv_reply_error(q, PM_ERR_NOT_FOUND,
+				"this server runs without --redis: no fleet");
+		return;
+	}
+	ss = calloc(1, sizeof *ss);
+	if (!ss) {
+		srv_reply_error(q, PM_ERR_NOMEM, "out of memory");
+		return;
+	}
+	ss->s = q->s;
+	ss->conn = q->conn;
+	ss->fleet = true;
+	ss->fseq = pm_fleet_feed_head(); /* from now on */
+	ss->last_t = pm_now();
+	sse_reply(q, ss);
+}
+
 void srv_h_job_events(srv_req *q)
 {
 	srv *s = q->s;
@@ -1016,7 +1098,6 @@ void srv_h_job_events(srv_req *q)
 	pm_err e;
 	json_t *j;
 	sse_stream *ss;
-	struct MHD_Response *resp;
 
 	if (!job_id_arg(q, &id))
 		return;
@@ -1034,22 +1115,7 @@ void srv_h_job_events(srv_req *q)
 	ss->s = s;
 	ss->conn = q->conn;
 	ss->job_id = id;
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
-						 sse_read, ss, sse_free);
-	if (!resp) {
-		free(ss);
-		srv_reply_error(q, PM_ERR_NOMEM, "out of memory");
-		return;
-	}
-	pthread_mutex_lock(&s->sse_mu);
-	ss->next = s->sse; /* the list holds it until sse_free */
-	s->sse = ss;
-	pthread_mutex_unlock(&s->sse_mu);
-	srv_reply_text(q, 200, "text/event-stream", "", 0);
-	q->reply.resp = resp; /* the reply owns it until it is queued */
-	q->reply.no_compress = true;
-	srv_reply_header(q, "Cache-Control", "no-cache");
-	srv_reply_header(q, "X-Accel-Buffering", "no");
+	sse_reply(q, ss);
 }
 
 /* Wakes every parked stream (ticker thread). The connections are collected

@@ -233,6 +233,7 @@ void srv_h_job_create(srv_req *q);
 void srv_h_jobs(srv_req *q);
 void srv_h_job_get(srv_req *q);
 void srv_h_job_events(srv_req *q);
+void srv_h_fleet_events(srv_req *q); /* the fleet's progress (--redis) */
 void srv_h_job_items(srv_req *q);
 void srv_h_job_cancel(srv_req *q);
 void srv_h_job_retry(srv_req *q);

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "core/metrics.h"
+#include "fleet/fleet.h"
 #include "core/util.h"
 #include "serve/web_assets.h"
 #include "store/store.h"
@@ -92,6 +93,9 @@ static const route routes[] = {
      "202"},
     {"GET", "/api/jobs/{id}/events", srv_h_job_events, F_QKEY,
      "Job progress as Server-Sent Events", "api_key", "200"},
+    {"GET", "/api/fleet/events", srv_h_fleet_events, F_QKEY,
+     "The fleet's progress messages (--redis) as Server-Sent Events", "api_key",
+     "200"},
     {"GET", "/api/jobs/{id}/items", srv_h_job_items, 0,
      "Page through a job's items", "state,limit,cursor", "200"},
     {"POST", "/api/jobs/{id}/retry", srv_h_job_retry, 0,
@@ -849,7 +853,10 @@ static json_t *health_json(srv *s, bool *ready)
 	up_full = waiting >= s->conf.max_waiting_uploads;
 	pthread_mutex_unlock(&s->up_mu);
 	*ready = store_ok && !draining && !jobs_full && !up_full;
-	return json_pack(
+	/* the fleet's Redis (--redis): optional, so "down" is reported but
+	 * does not make the server unready (local limits and the store
+	 * apply meanwhile) */
+	json_t *h = json_pack(
 	    "{s:s,s:s,s:f,s:{s:{s:s,s:s},s:{s:s,s:i,s:i,s:I},s:{s:s,s:i,s:i,"
 	    "s:i}}}",
 	    "status",
@@ -863,6 +870,20 @@ static json_t *health_json(srv *s, bool *ready)
 	    (json_int_t)s->running, "uploads", "status",
 	    up_full ? "full" : "ok", "waiting", waiting, "max_waiting",
 	    s->conf.max_waiting_uploads, "workers", s->n_up);
+	if (h) {
+		pm_fleet_stats fs;
+		pm_fleet_stats_get(&fs);
+		json_object_set_new(h, "redis", json_string(pm_fleet_state()));
+		json_object_set_new(
+		    json_object_get(h, "components"), "redis",
+		    fs.on
+			? json_pack("{s:s,s:s,s:I,s:f,s:s}", "status",
+				    fs.up ? "up" : "down", "url", fs.url,
+				    "downs", (json_int_t)fs.downs, "degraded_s",
+				    fs.degraded_s, "last_error", fs.last_error)
+			: json_pack("{s:s}", "status", "off"));
+	}
+	return h;
 }
 
 static void h_health(srv_req *q)

@@ -266,6 +266,9 @@ pm_status pm_vision_analyze(pm_vision_client *c, pm_vision_req *req,
 		if (s)
 			break;
 		pm_vision_sleep_until(at);
+		s = pm_vision_ep_shared_wait(c->ep, key, NULL, err);
+		if (s)
+			break;
 		pm_vision_ep_key(c->ep, key, secret, sizeof secret, label,
 				 sizeof label);
 		t0 = pm_now();

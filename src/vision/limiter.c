@@ -27,10 +27,13 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/metrics.h"
+#include "core/util.h"
+#include "fleet/fleet.h"
 
 #define EP_MAX 64
 
@@ -398,4 +401,42 @@ void pm_vision_ep_scrub(pm_vision_ep *ep, char *s)
 		}
 	}
 	pthread_mutex_unlock(&ep->mu);
+}
+
+pm_status pm_vision_ep_shared_wait(pm_vision_ep *ep, int key, const char *ident,
+				   pm_err *err)
+{
+	char id[1200];
+	double rate, max_wait, t0 = pm_now();
+	pm_status s = PM_OK;
+
+	if (strcmp(pm_fleet_state(), "off") == 0)
+		return PM_OK;
+	pthread_mutex_lock(&ep->mu);
+	if (ident && *ident)
+		snprintf(id, sizeof id, "%s", ident);
+	else if (key >= 0 && key < ep->n_keys)
+		snprintf(id, sizeof id, "%s", ep->keys[key].secret);
+	else
+		snprintf(id, sizeof id, "%s %s", ep->base_url, ep->model);
+	rate =
+	    key >= 0 && key < ep->n_keys ? ep->keys[key].rate : ep->anon_rate;
+	max_wait = ep->cfg.max_wait_s;
+	pthread_mutex_unlock(&ep->mu);
+	for (;;) {
+		long w = 0;
+		if (pm_fleet_take_key(id, rate, 1, &w) != PM_OK || w <= 0)
+			break; /* a token, or Redis off/down: go */
+		if (pm_now() - t0 + (double)w / 1000.0 > max_wait) {
+			s = pm_fail(err, PM_ERR_RATE,
+				    "the fleet's shared rate limit of this API "
+				    "key: no slot for over %.0f s",
+				    max_wait);
+			break;
+		}
+		struct timespec ts = {w / 1000, (w % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	explicit_bzero(id, sizeof id);
+	return s;
 }

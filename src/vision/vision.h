@@ -160,6 +160,18 @@ int pm_vision_ep_key_count(pm_vision_ep *ep);
 pm_status pm_vision_ep_pick(pm_vision_ep *ep, double now, int *key, double *at,
 			    pm_err *err);
 
+/* After the slot of pm_vision_ep_pick (and its sleep): waits for the
+ * fleet's shared bucket of this API key (src/fleet/fleet.h, when the
+ * process has --redis), at the key's current rate, so a fleet sends no
+ * faster than one process would. The bucket is named by the SHA-256 of
+ * ident when given (a search provider's key), else of the key's secret,
+ * else (no key) of the endpoint's base URL and model; the secret itself
+ * never leaves the process. Returns at once when Redis is off or down
+ * (the local limit applies). PM_ERR_RATE when the wait would pass
+ * max_wait_s. Sleeps on the calling thread; takes no lock while it does. */
+pm_status pm_vision_ep_shared_wait(pm_vision_ep *ep, int key, const char *ident,
+				   pm_err *err);
+
 typedef enum pm_vision_outcome {
 	PM_VO_OK,	/* a 200: speed up */
 	PM_VO_RATE,	/* 429: slow down, cool down for retry_after */
