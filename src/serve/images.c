@@ -355,27 +355,19 @@ typedef struct near_ctx {
 	} best[NEAR_MAX];
 } near_ctx;
 
-static int near_cb(const char *sha, const char *ph, uint64_t h, void *ud)
+/* One hit of pm_store_phash_near, which sends them nearest first, one
+ * per source, at most limit. */
+static int near_cb(const char *sha, const char *ph, uint64_t h, int d, void *ud)
 {
 	near_ctx *c = ud;
-	int d = __builtin_popcountll(c->q ^ h), i;
 
-	if (d > c->max_d)
-		return 0;
-	for (i = 0; i < c->n; i++)
-		if (strcmp(c->best[i].sha, sha) == 0)
-			return 0; /* same source, other pipeline */
-	if (c->n == c->limit && d >= c->best[c->n - 1].d)
-		return 0;
-	/* Insertion into the sorted top list. */
-	i = c->n < c->limit ? c->n++ : c->n - 1;
-	while (i > 0 && c->best[i - 1].d > d) {
-		c->best[i] = c->best[i - 1];
-		i--;
-	}
-	snprintf(c->best[i].sha, 65, "%s", sha);
-	snprintf(c->best[i].ph, 65, "%s", ph);
-	c->best[i].d = d;
+	(void)h;
+	if (c->n >= c->limit)
+		return 1;
+	snprintf(c->best[c->n].sha, 65, "%s", sha);
+	snprintf(c->best[c->n].ph, 65, "%s", ph);
+	c->best[c->n].d = d;
+	c->n++;
 	return 0;
 }
 
@@ -480,7 +472,10 @@ static void do_search_image(srv *s, srv_req *q, up_state *w)
 	c->q = res.phash;
 	c->max_d = (int)maxd;
 	c->limit = (int)limit;
-	st = pm_store_phashes(w->st, near_cb, c, &e);
+	/* the distances are computed by the store (SQL), not by loading
+	 * every hash here */
+	st = pm_store_phash_near(w->st, c->q, c->max_d, c->limit, near_cb, c,
+				 &e);
 	if (st)
 		goto out;
 	arr = json_array();

@@ -321,6 +321,7 @@ enum {
 	Q_RECENT,
 	Q_SEARCH,
 	Q_PHASH,
+	Q_PHASH_NEAR,
 	Q_TITLE,
 	Q_STATS_JOBS,
 	Q_STATS_DLQ,
@@ -811,6 +812,16 @@ static const char *const queries[Q_COUNT] = {
 	" JOIN jobs j ON j.id = h.job_id ORDER BY h.score DESC, h.id",
     [Q_PHASH] = "SELECT sha256, pipeline_hash, phash FROM assets"
 		" WHERE phash IS NOT NULL",
+    /* the Hamming distance in SQL: XOR, then the bits set (bit_count,
+     * PostgreSQL 14+); one row per source, its newest asset */
+    [Q_PHASH_NEAR] =
+	"SELECT sha256, pipeline_hash, phash, d FROM"
+	" (SELECT DISTINCT ON (sha256) sha256, pipeline_hash, phash,"
+	"  bit_count((phash # $1::bigint)::bit(64))::integer AS d"
+	"  FROM assets WHERE phash IS NOT NULL"
+	"  AND bit_count((phash # $1::bigint)::bit(64)) <= $2::integer"
+	"  ORDER BY sha256, id DESC) n"
+	" ORDER BY d, sha256 LIMIT $3::integer",
     [Q_TITLE] = "SELECT title FROM items WHERE sha256 = $1"
 		" AND title IS NOT NULL ORDER BY id DESC LIMIT 1",
     [Q_STATS_JOBS] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
@@ -2191,6 +2202,28 @@ static pm_status pg_search(void *conn, const pm_text_query *q,
 	return s;
 }
 
+static pm_status
+pg_phash_near(void *conn, uint64_t phash, int max_distance, int limit,
+	      int (*cb)(const char *sha256, const char *pipeline_hash,
+			uint64_t phash, int distance, void *ud),
+	      void *ud, pm_err *err)
+{
+	pg_params p = {0};
+
+	p_i64(&p, (int64_t)phash);
+	p_i64(&p, max_distance);
+	p_i64(&p, limit);
+	PGresult *r = q_run(conn, Q_PHASH_NEAR, &p, 0, "hash search", err);
+	if (!r)
+		return FAILED(conn);
+	for (int i = 0; i < PQntuples(r); i++)
+		if (cb && cb(v_text(r, i, 0), v_text(r, i, 1),
+			     (uint64_t)v_i64(r, i, 2), (int)v_i64(r, i, 3), ud))
+			break;
+	PQclear(r);
+	return PM_OK;
+}
+
 static pm_status pg_phashes(void *conn,
 			    int (*cb)(const char *sha256,
 				      const char *pipeline_hash, uint64_t phash,
@@ -2862,6 +2895,7 @@ const pm_store_backend pm_store_postgres = {
     .recent = pg_recent,
     .search = pg_search,
     .phashes = pg_phashes,
+    .phash_near = pg_phash_near,
     .title = pg_title,
     .embeddings = pg_embeddings,
     .embeddings_stamp = pg_embeddings_stamp,

@@ -318,6 +318,7 @@ enum {
 	Q_RECENT,
 	Q_SEARCH,
 	Q_PHASH,
+	Q_PHASH_NEAR,
 	Q_TITLE,
 	Q_STATS_JOBS,
 	Q_STATS_DLQ,
@@ -599,6 +600,15 @@ static const char *const queries[Q_COUNT] = {
     " AND (i.key = ?2 OR i.record_id = ?2) ORDER BY i.id DESC",
     [Q_PHASH] = "SELECT sha256, pipeline_hash, phash FROM assets"
 		" WHERE phash IS NOT NULL",
+    /* pm_hamming: the connection's C function (hamming_fn) */
+    [Q_PHASH_NEAR] =
+	"SELECT a.sha256, a.pipeline_hash, a.phash, a.d FROM"
+	" (SELECT id, sha256, pipeline_hash, phash,"
+	"  pm_hamming(phash, ?1) AS d FROM assets"
+	"  WHERE phash IS NOT NULL) a"
+	" WHERE a.d <= ?2 AND a.id = (SELECT MAX(b.id) FROM assets b"
+	"  WHERE b.sha256 = a.sha256 AND b.phash IS NOT NULL)"
+	" ORDER BY a.d, a.sha256 LIMIT ?3",
     [Q_TITLE] = "SELECT title FROM items WHERE sha256 = ?1"
 		" AND title IS NOT NULL ORDER BY id DESC LIMIT 1",
     [Q_STATS_JOBS] = "SELECT state, COUNT(*) FROM jobs GROUP BY state",
@@ -899,6 +909,21 @@ static void sq_close(void *conn)
 	free(c);
 }
 
+/* pm_hamming(a, b): the number of bits that differ between two 64-bit
+ * integers (perceptual hashes); NULL if either is not an integer. */
+static void hamming_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	if (sqlite3_value_type(argv[0]) != SQLITE_INTEGER ||
+	    sqlite3_value_type(argv[1]) != SQLITE_INTEGER) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	sqlite3_result_int(
+	    ctx, __builtin_popcountll((uint64_t)sqlite3_value_int64(argv[0]) ^
+				      (uint64_t)sqlite3_value_int64(argv[1])));
+}
+
 static pm_status sq_open_at(const char *path, bool readonly, int target,
 			    void **out, pm_err *err)
 {
@@ -928,6 +953,13 @@ static pm_status sq_open_at(const char *path, bool readonly, int target,
 		goto fail;
 	}
 	sqlite3_busy_timeout(c->db, 10000);
+	if (sqlite3_create_function(
+		c->db, "pm_hamming", 2,
+		SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS, NULL,
+		hamming_fn, NULL, NULL) != SQLITE_OK) {
+		s = sq_fail(c->db, err, path);
+		goto fail;
+	}
 	if (!readonly) {
 		sqlite3_stmt *st;
 		if (sqlite3_prepare_v2(c->db, "PRAGMA journal_mode = WAL", -1,
@@ -1919,6 +1951,37 @@ out:
 	return s;
 }
 
+static pm_status
+sq_phash_near(void *conn, uint64_t phash, int max_distance, int limit,
+	      int (*cb)(const char *sha256, const char *pipeline_hash,
+			uint64_t phash, int distance, void *ud),
+	      void *ud, pm_err *err)
+{
+	sq_conn *c = conn;
+	sqlite3_stmt *st = q_get(c, Q_PHASH_NEAR, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, (int64_t)phash) || b_i64(st, 2, max_distance) ||
+	    b_i64(st, 3, limit)) {
+		s = sq_fail(c->db, err, "hash search");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (cb && cb(col_text(st, 0), col_text(st, 1),
+			     (uint64_t)sqlite3_column_int64(st, 2),
+			     sqlite3_column_int(st, 3), ud))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "hash search");
+out:
+	q_done(st);
+	return s;
+}
+
 static pm_status sq_phashes(void *conn,
 			    int (*cb)(const char *sha256,
 				      const char *pipeline_hash, uint64_t phash,
@@ -2696,6 +2759,7 @@ const pm_store_backend pm_store_sqlite = {
     .recent = sq_recent,
     .search = sq_search,
     .phashes = sq_phashes,
+    .phash_near = sq_phash_near,
     .images = sq_images,
     .title = sq_title,
     .embeddings = sq_embeddings,

@@ -448,6 +448,20 @@ pm_status pm_store_phashes(pm_store *s,
 	return s->be->phashes(s->conn, cb, ud, err);
 }
 
+pm_status
+pm_store_phash_near(pm_store *s, uint64_t phash, int max_distance, int limit,
+		    int (*cb)(const char *sha256, const char *pipeline_hash,
+			      uint64_t phash, int distance, void *ud),
+		    void *ud, pm_err *err)
+{
+	if (max_distance < 0 || max_distance > 64 || limit < 1 || limit > 1000)
+		return pm_fail(err, PM_ERR_USAGE,
+			       "phash search: distance 0..64 and limit "
+			       "1..1000");
+	return s->be->phash_near(s->conn, phash, max_distance, limit, cb, ud,
+				 err);
+}
+
 pm_status pm_store_title(pm_store *s, const char *sha256, char *buf,
 			 size_t size, pm_err *err)
 {

@@ -364,6 +364,15 @@ pm_status pm_store_search_text(pm_store *s, const pm_text_query *q,
  * Returns false if the text has no word or does not fit in size. */
 bool pm_store_fts_query(const char *text, char *out, size_t size);
 
+/* The sources whose perceptual hash is within max_distance bits of phash
+ * (Hamming distance, computed by the database: one pass over the assets,
+ * nothing loaded into the client), nearest first, then by sha256; one
+ * per source (its newest asset); at most limit (1 .. 1000). */
+pm_status
+pm_store_phash_near(pm_store *s, uint64_t phash, int max_distance, int limit,
+		    int (*cb)(const char *sha256, const char *pipeline_hash,
+			      uint64_t phash, int distance, void *ud),
+		    void *ud, pm_err *err);
 /* Every asset's perceptual hash (for nearest-image search). */
 pm_status pm_store_phashes(pm_store *s,
 			   int (*cb)(const char *sha256,

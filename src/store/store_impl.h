@@ -103,6 +103,11 @@ typedef struct pm_store_backend {
 				 const char *ref,
 				 int (*cb)(const pm_asset_item *it, void *ud),
 				 void *ud, pm_err *err);
+	pm_status (*phash_near)(
+	    void *conn, uint64_t phash, int max_distance, int limit,
+	    int (*cb)(const char *sha256, const char *pipeline_hash,
+		      uint64_t phash, int distance, void *ud),
+	    void *ud, pm_err *err);
 	pm_status (*phashes)(void *conn,
 			     int (*cb)(const char *sha256,
 				       const char *pipeline_hash,

@@ -1429,6 +1429,92 @@ static void test_migration_providers(void)
 
 /* Ads counts of a job (pm_store_job_ads): placeholders, cutouts made
  * and skipped, over the job's done items that are not duplicates. */
+typedef struct near_seen {
+	int n;
+	char sha[8][16];
+	int d[8];
+} near_seen;
+
+static int near_cb(const char *sha, const char *ph, uint64_t h, int d, void *ud)
+{
+	near_seen *ns = ud;
+	(void)ph;
+	(void)h;
+	if (ns->n < 8) {
+		snprintf(ns->sha[ns->n], sizeof ns->sha[0], "%s", sha);
+		ns->d[ns->n] = d;
+	}
+	ns->n++;
+	return 0;
+}
+
+/* Hamming-distance search in SQL: nearest first, one per source, the
+ * distance bound and the limit; the top bit of the hash counts. */
+static void test_phash_near(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	int64_t job = 0;
+	const uint64_t q = 0xF00DFACE12345678ull;
+	/* distances 0, 1 (the sign bit), 3, 40, and no hash */
+	const uint64_t h[5] = {q, q ^ (1ull << 63), q ^ 0x7ull,
+			       q ^ 0xFFFFFFFFFFull, 0};
+	const char *sha[5] = {"near-A", "near-B", "near-C", "near-D", "near-E"};
+	pm_asset_rec a[6];
+	pm_item_rec it;
+	near_seen ns;
+
+	CHECK_INT(pm_store_open(store_url("near.db"), false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	CHECK_INT(pm_store_job_open(s, &spec1, &job, NULL, &err), PM_OK);
+	for (int i = 0; i < 5; i++) {
+		a[i] = asset_rec(sha[i]);
+		a[i].phash = h[i];
+		a[i].has_phash = i < 4;
+		it = item_rec(job, sha[i]);
+		it.ordinal = (uint64_t)i + 1;
+		it.sha256 = sha[i];
+		it.asset = &a[i];
+		CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	}
+	/* a second pipeline's asset of the same source: still one hit */
+	a[5] = asset_rec("near-C");
+	a[5].pipeline_hash = "ph2";
+	a[5].phash = h[2];
+	it = item_rec(job, "near-C2");
+	it.ordinal = 6;
+	it.sha256 = "near-C";
+	it.asset = &a[5];
+	CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+
+	memset(&ns, 0, sizeof ns);
+	CHECK_INT(pm_store_phash_near(s, q, 10, 10, near_cb, &ns, &err), PM_OK);
+	CHECK_INT(ns.n, 3);
+	CHECK_STR(ns.sha[0], "near-A");
+	CHECK_INT(ns.d[0], 0);
+	CHECK_STR(ns.sha[1], "near-B");
+	CHECK_INT(ns.d[1], 1);
+	CHECK_STR(ns.sha[2], "near-C");
+	CHECK_INT(ns.d[2], 3);
+	memset(&ns, 0, sizeof ns);
+	CHECK_INT(pm_store_phash_near(s, q, 64, 2, near_cb, &ns, &err), PM_OK);
+	CHECK_INT(ns.n, 2); /* the limit */
+	memset(&ns, 0, sizeof ns);
+	CHECK_INT(pm_store_phash_near(s, q, 64, 10, near_cb, &ns, &err), PM_OK);
+	CHECK_INT(ns.n, 4); /* the one without a hash is never a hit */
+	CHECK_INT(ns.d[3], 40);
+	memset(&ns, 0, sizeof ns);
+	CHECK_INT(pm_store_phash_near(s, ~q, 20, 10, near_cb, &ns, &err),
+		  PM_OK);
+	CHECK_INT(ns.n, 0);
+	CHECK_INT(pm_store_phash_near(s, q, 65, 10, near_cb, &ns, &err),
+		  PM_ERR_USAGE);
+	CHECK_INT(pm_store_phash_near(s, q, 10, 0, near_cb, &ns, &err),
+		  PM_ERR_USAGE);
+	pm_store_close(s);
+}
+
 static void test_job_ads(void)
 {
 	pm_err err = {{0}};
@@ -2817,6 +2903,7 @@ int main(void)
 	    test_job_ads,	 test_queue_basic,
 	    test_queue_lease,	 test_queue_finish,
 	    test_queue_hostile,	 test_queue_stress,
+	    test_phash_near,
 	};
 	int n_conf = (int)(sizeof conformance / sizeof conformance[0]);
 
