@@ -54,6 +54,16 @@ tally() { # tally LOGFILE: adds the "N passed, N failed" lines of a log
   total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
 }
 step_fail() { echo "FAIL: $*"; total_fail=$((total_fail + 1)); }
+# suite LOG WHAT CMD...: runs one test script (output in $LOGS/LOG.log),
+# shows its FAIL/SKIP/summary lines (or those matching $SHOW) and adds its
+# counts; a non-zero exit is one more failure, named WHAT.
+suite() {
+  local log=$1 what=$2
+  shift 2
+  "$@" >"$LOGS/$log.log" 2>&1 || step_fail "$what"
+  grep -E "${SHOW:-^FAIL|^SKIP|passed}" "$LOGS/$log.log"
+  tally "$LOGS/$log.log"
+}
 LOGS=$(mktemp -d)
 # sec NAME: starts a section; prints how long the previous one took, so a
 # CI log shows where the time goes.
@@ -73,34 +83,20 @@ run_tier() { # run_tier NAME BUILD_DIR
     tally "$LOGS/$name-$(basename "$t").log"
   done
   sec "$name: CLI tests"
-  tests/cli/test_cli.sh "$b/pixmill" >"$LOGS/$name-cli.log" 2>&1 || step_fail "$name CLI tests"
-  grep -E '^FAIL|passed' "$LOGS/$name-cli.log"
-  tally "$LOGS/$name-cli.log"
+  suite $name-cli "$name CLI tests" tests/cli/test_cli.sh "$b/pixmill"
   sec "$name: status of queue jobs (tests/cli/test_status_queue.sh)"
-  tests/cli/test_status_queue.sh "$b/pixmill" >"$LOGS/$name-status-queue.log" 2>&1 || step_fail "$name status queue tests"
-  grep -E '^FAIL|passed' "$LOGS/$name-status-queue.log"
-  tally "$LOGS/$name-status-queue.log"
+  suite $name-status-queue "$name status queue tests" tests/cli/test_status_queue.sh "$b/pixmill"
   sec "$name: models command (install errors, licence opt-in, ISNet mask)"
-  tests/cli/test_models.sh "$b/pixmill" >"$LOGS/$name-models.log" 2>&1 || step_fail "$name models tests"
-  grep -E '^FAIL|^SKIP|passed' "$LOGS/$name-models.log"
-  tally "$LOGS/$name-models.log"
+  suite $name-models "$name models tests" tests/cli/test_models.sh "$b/pixmill"
   sec "$name: network tests (local origin, injected faults, kill -9)"
-  tests/cli/test_network.sh "$b/pixmill" >"$LOGS/$name-net.log" 2>&1 || step_fail "$name network tests"
-  grep -E '^FAIL|passed' "$LOGS/$name-net.log"
-  tally "$LOGS/$name-net.log"
+  suite $name-net "$name network tests" tests/cli/test_network.sh "$b/pixmill"
   sec "$name: https origin (nginx, HTTP/2, a CA of our own)"
-  tests/cli/test_tls.sh "$b/pixmill" >"$LOGS/$name-tls.log" 2>&1 || step_fail "$name TLS tests"
-  grep -E '^FAIL|passed' "$LOGS/$name-tls.log"
-  tally "$LOGS/$name-tls.log"
+  suite $name-tls "$name TLS tests" tests/cli/test_tls.sh "$b/pixmill"
   sec "$name: HTTP API tests (pixmill serve on loopback)"
-  tests/serve/test_api.sh "$b/pixmill" >"$LOGS/$name-api.log" 2>&1 || step_fail "$name API tests"
-  grep -E '^FAIL|passed' "$LOGS/$name-api.log"
-  tally "$LOGS/$name-api.log"
+  suite $name-api "$name API tests" tests/serve/test_api.sh "$b/pixmill"
   sec "$name: search tests (search image/text, dupes, embed on the edge corpus)"
   # under ASan only the first 16 of the 112 edited copies are searched
-  SEARCH_EDITS=$([ "$name" = asan ] && echo 16) tests/cli/test_search.sh "$b/pixmill" >"$LOGS/$name-search.log" 2>&1 || step_fail "$name search tests"
-  grep -E '^FAIL|passed' "$LOGS/$name-search.log"
-  tally "$LOGS/$name-search.log"
+  suite $name-search "$name search tests" env SEARCH_EDITS=$([ "$name" = asan ] && echo 16) tests/cli/test_search.sh "$b/pixmill"
 }
 
 sec "build (release, -Werror)"
@@ -114,9 +110,7 @@ build/pixmill models install isnet --accept-license >"$LOGS/models.log" 2>&1 ||
 run_tier release build
 
 sec "a real Prometheus server scrapes pixmill serve"
-tests/serve/test_prometheus.sh build/pixmill >"$LOGS/prometheus.log" 2>&1 || step_fail "Prometheus test"
-grep -E '^FAIL|passed' "$LOGS/prometheus.log"
-tally "$LOGS/prometheus.log"
+suite prometheus "Prometheus test" tests/serve/test_prometheus.sh build/pixmill
 
 sec "dashboard end to end (headless Chromium)"
 mkdir -p test-output
@@ -130,86 +124,51 @@ tally "$LOGS/dashboard.log"
 [ "$rc" -ne 0 ] && [ "$total_fail" -eq "$before" ] && step_fail "dashboard e2e (exit $rc)"
 
 sec "vision model analysis (analyze stage, local OpenAI-compatible test server)"
-tests/vision/test_analyze.sh build/pixmill >"$LOGS/vision.log" 2>&1 || step_fail "vision tests"
-grep -E '^FAIL|passed' "$LOGS/vision.log"
-tally "$LOGS/vision.log"
+suite vision "vision tests" tests/vision/test_analyze.sh build/pixmill
 
 sec "image search providers (--search-provider, local Google CSE / Bing v7 test server)"
-tests/providers/test_providers.sh build/pixmill >"$LOGS/providers.log" 2>&1 || step_fail "provider tests"
-grep -E '^FAIL|passed' "$LOGS/providers.log"
-tally "$LOGS/providers.log"
+suite providers "provider tests" tests/providers/test_providers.sh build/pixmill
 
 sec "crash-resume test"
-tests/cli/test_resume.sh build/pixmill >"$LOGS/resume.log" 2>&1 || step_fail "crash-resume test"
-grep -E '^FAIL|passed' "$LOGS/resume.log"
-tally "$LOGS/resume.log"
+suite resume "crash-resume test" tests/cli/test_resume.sh build/pixmill
 
 sec "PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.sh)"
-tests/store/pg.sh build >"$LOGS/pg.log" 2>&1 || step_fail "PostgreSQL store tests"
-grep -E '^FAIL|passed' "$LOGS/pg.log"
-tally "$LOGS/pg.log"
+suite pg "PostgreSQL store tests" tests/store/pg.sh build
 
 sec "fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGSTOP, SIGTERM, priority)"
-tests/fleet/test_fleet.sh build >"$LOGS/fleet.log" 2>&1 || step_fail "fleet tests"
-grep -E '^FAIL|^SKIP|passed' "$LOGS/fleet.log"
-tally "$LOGS/fleet.log"
+suite fleet "fleet tests" tests/fleet/test_fleet.sh build
 
 sec "fleet: PostgreSQL restarted under 3 workers (tests/fleet/test_pg_restart.sh)"
-tests/fleet/test_pg_restart.sh build/pixmill >"$LOGS/pg-restart.log" 2>&1 || step_fail "PostgreSQL restart test"
-grep -E '^FAIL|passed' "$LOGS/pg-restart.log"
-tally "$LOGS/pg-restart.log"
+suite pg-restart "PostgreSQL restart test" tests/fleet/test_pg_restart.sh build/pixmill
 sec "fleet: two hosts in network namespaces, one queue (tests/fleet/test_multihost.sh)"
-tests/fleet/test_multihost.sh build/pixmill >"$LOGS/multihost.log" 2>&1 || step_fail "multi-host test"
-grep -E '^FAIL|^SKIP|passed' "$LOGS/multihost.log"
-tally "$LOGS/multihost.log"
-
+suite multihost "multi-host test" tests/fleet/test_multihost.sh build/pixmill
 
 sec "Redis fleet: shared rate limit, kill -9 mid-run, bad URLs, shared cache, pub/sub (tests/redis/test_redis.sh)"
-tests/redis/test_redis.sh build/pixmill >"$LOGS/redis.log" 2>&1 || step_fail "Redis fleet tests"
-grep -E '^FAIL|passed' "$LOGS/redis.log"
-tally "$LOGS/redis.log"
+suite redis "Redis fleet tests" tests/redis/test_redis.sh build/pixmill
 
 sec "OCR: 44 rendered recipe cards (accuracy, ingredient F1), edge corpus"
-tests/ocr/run.sh build/pixmill >"$LOGS/ocr.log" 2>&1 || step_fail "OCR tests"
-grep -E '^FAIL|passed|char accuracy' "$LOGS/ocr.log"
-tally "$LOGS/ocr.log"
+SHOW='^FAIL|passed|char accuracy' suite ocr "OCR tests" tests/ocr/run.sh build/pixmill
 
 sec "ads: products CSV -> ads per template (sizes, dedup), OCR'd title and price, edge corpus"
-tests/ads/run.sh build/pixmill >"$LOGS/ads.log" 2>&1 || step_fail "ads tests"
-grep -E '^FAIL|^SKIP|passed' "$LOGS/ads.log"
-tally "$LOGS/ads.log"
+suite ads "ads tests" tests/ads/run.sh build/pixmill
 sec "ads: candidate ranking, verification, placeholders, stats (test origin, vision test server)"
-tests/ads/test_ranking.sh build/pixmill >"$LOGS/ads-ranking.log" 2>&1 || step_fail "ads ranking tests"
-grep -E '^FAIL|passed' "$LOGS/ads-ranking.log"
-tally "$LOGS/ads-ranking.log"
+suite ads-ranking "ads ranking tests" tests/ads/test_ranking.sh build/pixmill
 
 sec "build (ASan+UBSan)"
 if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   run_tier asan build-asan
   sec "asan: store conformance suite on PostgreSQL"
-  PG_UNIT_ONLY=1 tests/store/pg.sh build-asan >"$LOGS/asan-pg.log" 2>&1 || step_fail "asan PostgreSQL store tests"
-  grep -E '^FAIL|passed' "$LOGS/asan-pg.log"
-  tally "$LOGS/asan-pg.log"
+  suite asan-pg "asan PostgreSQL store tests" env PG_UNIT_ONLY=1 tests/store/pg.sh build-asan
   sec "asan: Redis fleet tests (tests/redis/test_redis.sh)"
-  tests/redis/test_redis.sh build-asan/pixmill >"$LOGS/asan-redis.log" 2>&1 || step_fail "asan Redis fleet tests"
-  grep -E '^FAIL|passed' "$LOGS/asan-redis.log"
-  tally "$LOGS/asan-redis.log"
+  suite asan-redis "asan Redis fleet tests" tests/redis/test_redis.sh build-asan/pixmill
   sec "asan: OCR on the edge corpus and error paths"
-  OCR_EDGE_ONLY=1 tests/ocr/run.sh build-asan/pixmill >"$LOGS/asan-ocr.log" 2>&1 || step_fail "asan OCR tests"
-  grep -E '^FAIL|passed' "$LOGS/asan-ocr.log"
-  tally "$LOGS/asan-ocr.log"
+  suite asan-ocr "asan OCR tests" env OCR_EDGE_ONLY=1 tests/ocr/run.sh build-asan/pixmill
   sec "asan: image search providers"
-  tests/providers/test_providers.sh build-asan/pixmill >"$LOGS/asan-providers.log" 2>&1 || step_fail "asan provider tests"
-  grep -E '^FAIL|passed' "$LOGS/asan-providers.log"
-  tally "$LOGS/asan-providers.log"
+  suite asan-providers "asan provider tests" tests/providers/test_providers.sh build-asan/pixmill
   sec "asan: ads pipeline on the edge corpus and a hostile template"
-  ADS_EDGE_ONLY=1 tests/ads/run.sh build-asan/pixmill >"$LOGS/asan-ads.log" 2>&1 || step_fail "asan ads tests"
-  grep -E '^FAIL|passed' "$LOGS/asan-ads.log"
-  tally "$LOGS/asan-ads.log"
+  suite asan-ads "asan ads tests" env ADS_EDGE_ONLY=1 tests/ads/run.sh build-asan/pixmill
   sec "asan: ads candidate ranking, verification and placeholders"
-  PIXMILL_ORIGIN=build/tests/origin tests/ads/test_ranking.sh build-asan/pixmill >"$LOGS/asan-ads-ranking.log" 2>&1 || step_fail "asan ads ranking tests"
-  grep -E '^FAIL|passed' "$LOGS/asan-ads-ranking.log"
-  tally "$LOGS/asan-ads-ranking.log"
+  suite asan-ads-ranking "asan ads ranking tests" env PIXMILL_ORIGIN=build/tests/origin tests/ads/test_ranking.sh build-asan/pixmill
 else
   tail -n 30 "$LOGS/build-asan.log"; step_fail "ASan build"
 fi
