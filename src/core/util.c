@@ -247,14 +247,50 @@ pm_status pm_mkdirs(const char *path, pm_err *err)
 	return PM_OK;
 }
 
+pm_status pm_write_tmp_fd(int fd, const char *tmp, const void *buf, size_t len,
+			  bool sync, pm_err *err)
+{
+	const char *p = buf;
+	size_t left = len;
+	int e;
+
+	while (left > 0) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			e = errno;
+			close(fd);
+			unlink(tmp);
+			return pm_fail(err, PM_ERR_IO, "write %s: %s", tmp,
+				       strerror(e));
+		}
+		p += w;
+		left -= (size_t)w;
+	}
+	if (sync && fsync(fd)) {
+		e = errno;
+		close(fd);
+		unlink(tmp);
+		return pm_fail(err, PM_ERR_IO, "fsync %s: %s", tmp,
+			       strerror(e));
+	}
+	if (close(fd)) {
+		e = errno;
+		unlink(tmp);
+		return pm_fail(err, PM_ERR_IO, "close %s: %s", tmp,
+			       strerror(e));
+	}
+	return PM_OK;
+}
+
 pm_status pm_write_file_atomic(const char *path, const char *tmp_dir,
 			       const void *buf, size_t len, bool sync,
 			       pm_err *err)
 {
 	char tmp[4200];
 	int fd;
-	const char *p = buf;
-	size_t left = len;
+	pm_status s;
 	static unsigned long counter;
 	unsigned long c = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
 
@@ -268,33 +304,9 @@ pm_status pm_write_file_atomic(const char *path, const char *tmp_dir,
 	if (fd < 0)
 		return pm_fail(err, PM_ERR_IO, "create %s: %s", tmp,
 			       strerror(errno));
-	while (left > 0) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = errno;
-			close(fd);
-			unlink(tmp);
-			return pm_fail(err, PM_ERR_IO, "write %s: %s", tmp,
-				       strerror(e));
-		}
-		p += w;
-		left -= (size_t)w;
-	}
-	if (sync && fsync(fd)) {
-		int e = errno;
-		close(fd);
-		unlink(tmp);
-		return pm_fail(err, PM_ERR_IO, "fsync %s: %s", tmp,
-			       strerror(e));
-	}
-	if (close(fd)) {
-		int e = errno;
-		unlink(tmp);
-		return pm_fail(err, PM_ERR_IO, "close %s: %s", tmp,
-			       strerror(e));
-	}
+	s = pm_write_tmp_fd(fd, tmp, buf, len, sync, err);
+	if (s)
+		return s;
 	if (rename(tmp, path)) {
 		int e = errno;
 		unlink(tmp);

@@ -57,6 +57,12 @@ uint64_t pm_cur_rss(void);
 /* mkdir -p with mode 0755. */
 pm_status pm_mkdirs(const char *path, pm_err *err);
 
+/* Writes len bytes of buf to fd, the new temporary file tmp, then fsyncs
+ * it (if sync) and closes it. Takes fd: it is closed on every path; on a
+ * failure tmp is removed too. What pm_write_file_atomic and the output
+ * store do before they rename tmp into place. */
+pm_status pm_write_tmp_fd(int fd, const char *tmp, const void *buf, size_t len,
+			  bool sync, pm_err *err);
 /* Writes buf to path durably: a temporary file in tmp_dir (NULL = path's
  * own folder; it must be on the same filesystem), fsync when sync is true,
  * then rename over path. The folder must exist. Readers never see a

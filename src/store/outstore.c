@@ -237,8 +237,6 @@ static pm_status local_put(pm_outstore *os, const char *key, const void *buf,
 {
 	local_store *l = (local_store *)os;
 	char final[PATH_MAX * 2], tmp[PATH_MAX * 2 + 64];
-	const char *p = buf;
-	size_t left = len;
 	int fd = -1, e;
 	pm_status s;
 
@@ -246,35 +244,10 @@ static pm_status local_put(pm_outstore *os, const char *key, const void *buf,
 		return pm_fail(err, PM_ERR_IO, "path too long: %s/%.200s",
 			       l->root, key);
 	s = open_tmp(l, final, tmp, sizeof tmp, &fd, err);
+	if (!s)
+		s = pm_write_tmp_fd(fd, tmp, buf, len, sync, err);
 	if (s)
 		return s;
-	while (left > 0) {
-		ssize_t w = write(fd, p, left);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			e = errno;
-			close(fd);
-			unlink(tmp);
-			return pm_fail(err, PM_ERR_IO, "write %s: %s", tmp,
-				       strerror(e));
-		}
-		p += w;
-		left -= (size_t)w;
-	}
-	if (sync && fsync(fd)) {
-		e = errno;
-		close(fd);
-		unlink(tmp);
-		return pm_fail(err, PM_ERR_IO, "fsync %s: %s", tmp,
-			       strerror(e));
-	}
-	if (close(fd)) {
-		e = errno;
-		unlink(tmp);
-		return pm_fail(err, PM_ERR_IO, "close %s: %s", tmp,
-			       strerror(e));
-	}
 	if (!rename(tmp, final))
 		return PM_OK;
 	if (errno == ENOENT && l->tmp[0]) {
