@@ -231,7 +231,12 @@ const pm_opt pm_opts[] = {
      OPT_CONFIG},
     {"serve", "http-threads", 0, "N", "number of cores",
      "HTTP threads (epoll, one event loop each)", OPT_HTTP_THREADS},
-    {"serve", "port-file", 0, "FILE", NULL,
+    {"worker", "listen", 0, "ADDR:PORT", "off",
+     "serve GET /metrics (Prometheus) and GET /health on this address: "
+     "127.0.0.1:9464, :9464 (every IPv4 address), [::1]:9464; port 0: any "
+     "free port (docs/FLEET.md)",
+     OPT_LISTEN},
+    {"serve worker", "port-file", 0, "FILE", NULL,
      "write the port served on to FILE once listening (for scripts)",
      OPT_PORT_FILE},
     {"models", "models-dir", 0, "DIR",
