@@ -221,7 +221,9 @@ const pm_opt pm_opts[] = {
      "only items that failed with this code (e.g. io_error, decode_error)",
      OPT_REASON},
     {"serve", "listen", 'l', "ADDR:PORT", "127.0.0.1:8080",
-     "address and port to serve on (port 0: any free port)", OPT_LISTEN},
+     "address and port to serve on: an IPv4 address, :PORT (every IPv4 "
+     "address) or [IPv6]:PORT (port 0: any free port)",
+     OPT_LISTEN},
     {"serve", "data", 'd', "DIR", "pixmill-data",
      "data folder: database, outputs (DIR/out) and submitted catalogs",
      OPT_DATA},

@@ -28,6 +28,8 @@
 #     5. priority: a 1-item job enqueued at a higher priority while a bulk
 #        job runs finishes first
 #     6. hostile row, as in 2
+#     7. PostgreSQL stopped under a worker with --listen: /health 503,
+#        pixmill_worker_store_up 0; started again: 200, 1
 # Usage: tests/fleet/test_fleet.sh [BUILD_DIR]  (default build)
 # FLEET_SQLITE_ONLY=1 skips the PostgreSQL part.
 # Ends with "fleet: N passed, N failed".
@@ -259,6 +261,9 @@ listen_worker() { # listen_worker NAME DB [OPTIONS]: a worker with --listen; set
 }
 scrape() { # scrape URL OUT: GET URL into OUT, prints the status code
   curl -s -o "$2" -w '%{http_code}' "$1" 2>/dev/null
+}
+code_is() { # code_is URL CODE: GET URL answers CODE
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" = "$2" ]
 }
 runs_done() { # runs_done URL N: the worker at URL has finished N job runs
   [ "$(curl -s "$1/metrics" | awk '$1 == "pixmill_worker_job_runs_total" {print $2}')" = "$2" ]
@@ -522,6 +527,30 @@ fi
 
 # ---- 6. PostgreSQL: a broken queue row fails alone ----
 hostile "$PG" pg
+
+# ---- 7. PostgreSQL goes away under a worker with --listen ----
+if [ -z "${FLEET_PG_AS_SQLITE:-}" ]; then
+  listen_worker pgl "$PG" "${NET[@]}"
+  poll 30 code_is "$LA/health" 200 || bad "pg --listen: /health is not 200 at the start"
+  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 stop >/dev/null 2>&1
+  poll 60 code_is "$LA/health" 503
+  eq "pg --listen: PostgreSQL stopped: /health answers 503" $? 0
+  scrape "$LA/health" "$T/pgl.health" >/dev/null
+  eq "pg --listen: /health says degraded, store down, at its URL" \
+    "$(jq_ "$T/pgl.health" "d['status'], d['store']['state'], d['store']['url'] == '$PG'")" "degraded down True"
+  scrape "$LA/metrics" "$T/pgl.prom" >/dev/null
+  eq "pg --listen: pixmill_worker_store_up 0" "$(samples "$T/pgl.prom" pixmill_worker_store_up)" "0 "
+  check "pg --listen: store errors counted" test "$(sample "$T/pgl.prom" pixmill_worker_store_errors_total)" -ge 1
+  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 -o "$PG_OPTS" start >/dev/null 2>&1 ||
+    bad "pg --listen: PostgreSQL did not start again"
+  poll 90 code_is "$LA/health" 200
+  eq "pg --listen: PostgreSQL back: /health answers 200 again" $? 0
+  scrape "$LA/metrics" "$T/pgl2.prom" >/dev/null
+  eq "pg --listen: pixmill_worker_store_up 1 again" "$(samples "$T/pgl2.prom" pixmill_worker_store_up)" "1 "
+  kill -TERM "$LP"
+  wait "$LP"
+  eq "pg --listen: the worker exits 0 on SIGTERM" $? 0
+fi
 
 eq "no sanitizer report in any worker's output" "$(cat "$T"/*.err 2>/dev/null | grep -c -E 'Sanitizer|runtime error')" 0
 
