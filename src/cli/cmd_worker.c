@@ -180,12 +180,15 @@ static json_t *health(void *ud, int *code)
 
 	pm_fleet_stats_get(&fs);
 	*code = up ? 200 : 503;
-	h = json_pack("{s:s,s:s,s:s,s:{s:s,s:s},s:s,s:o,s:o,s:f,s:I,s:b}",
+	/* --id and the store's path are the user's bytes: null where they
+	 * are not UTF-8 (JSON strings must be), the rest still shown */
+	h = json_pack("{s:s,s:s,s:o?,s:{s:s,s:o?},s:s,s:o?,s:o,s:f,s:I,s:b}",
 		      "status", up && (!fs.on || fs.up) ? "ok" : "degraded",
-		      "version", PM_VERSION, "worker", ws->id, "store", "state",
-		      up ? "up" : "down", "url", ws->db, "redis",
-		      pm_fleet_state(), "redis_detail", pm_cli_fleet_json(&fs),
-		      "job", job ? json_integer(job) : json_null(), "uptime_s",
+		      "version", PM_VERSION, "worker", json_string(ws->id),
+		      "store", "state", up ? "up" : "down", "url",
+		      json_string(ws->db), "redis", pm_fleet_state(),
+		      "redis_detail", pm_cli_fleet_json(&fs), "job",
+		      job ? json_integer(job) : json_null(), "uptime_s",
 		      pm_now() - ws->t0, "leases_held",
 		      (json_int_t)atomic_load(&ws->leases), "stopping",
 		      atomic_load(&stop_flag) != 0);

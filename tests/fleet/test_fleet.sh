@@ -345,6 +345,10 @@ eq "--listen, Redis down: no password in /health nor /metrics" "$(cat "$T/lw2.he
 kill -TERM "$LP"
 wait "$LP"
 eq "--listen, Redis down: the worker exits 0 on SIGTERM" $? 0
+listen_worker $'lw\xff' "$T/ls2/out/pixmill.db"
+eq "--listen: an --id that is not UTF-8: /health 200, worker null" "$(scrape "$LA/health" "$T/lw4.health") $(jq_ "$T/lw4.health" "d['worker'], d['status']")" "200 None ok"
+kill -TERM "$LP"
+wait "$LP"
 "$PM" worker --db "$T/ls2/out/pixmill.db" --listen 127.0.0.1:99999 >/dev/null 2>"$T/lw3.err"
 eq "--listen: a bad port is a usage error" "$? $(grep -c 'bad port' "$T/lw3.err")" "2 1"
 
