@@ -8,8 +8,9 @@
  * "*" and any list it ends; captures are non-empty, short, free of '/'
  * and never "." or ".."; at most one API route matches a path, and without
  * escapes the captures rebuild it; decoding agrees between buffer sizes;
- * integers agree with strtoll; compression round-trips (gzip, zstd; some
- * input sizes only, see below).
+ * integers agree with strtoll; a --listen value (field 6 too) that parses
+ * parses again from the URL it prints, to the same address and port;
+ * compression round-trips (gzip, zstd; some input sizes only, see below).
  *
  * Threads: libFuzzer calls LLVMFuzzerTestOneInput from one thread.
  */
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -225,6 +227,37 @@ static void check_int(const char *s)
 	}
 }
 
+static void check_listen(const char *s)
+{
+	struct sockaddr_storage a, b;
+	char url[96], spec[96];
+	size_t n;
+	pm_err e;
+
+	if (!pm_http_parse_listen(s, &a, &e))
+		return;
+	if (a.ss_family != AF_INET && a.ss_family != AF_INET6)
+		__builtin_trap();
+	pm_http_listen_url(&a, 1234, url, sizeof url);
+	n = strlen(url);
+	if (n < 9 || strncmp(url, "http://", 7) != 0 || url[n - 1] != '/')
+		__builtin_trap();
+	memcpy(spec, url + 7, n - 8);
+	spec[n - 8] = 0;
+	if (!pm_http_parse_listen(spec, &b, &e) || a.ss_family != b.ss_family)
+		__builtin_trap();
+	if (a.ss_family == AF_INET
+		? memcmp(&((struct sockaddr_in *)&a)->sin_addr,
+			 &((struct sockaddr_in *)&b)->sin_addr,
+			 sizeof(struct in_addr)) != 0 ||
+		      ntohs(((struct sockaddr_in *)&b)->sin_port) != 1234
+		: memcmp(&((struct sockaddr_in6 *)&a)->sin6_addr,
+			 &((struct sockaddr_in6 *)&b)->sin6_addr,
+			 sizeof(struct in6_addr)) != 0 ||
+		      ntohs(((struct sockaddr_in6 *)&b)->sin6_port) != 1234)
+		__builtin_trap();
+}
+
 static void check_compress(const uint8_t *data, size_t size)
 {
 	static const pm_encoding encs[] = {PM_ENC_IDENTITY, PM_ENC_GZIP,
@@ -334,6 +367,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_decode(f[5], flen[5]); /* raw bytes, NULs included */
 	check_decode(f[4], flen[4]);
 	check_int(f[6]);
+	check_listen(f[6]);
 	/* Under ASan one brotli call costs ~5 ms (its large context is
 	 * poisoned and unpoisoned), 40 times the rest of this function, so
 	 * only one input size in 32 is compressed. */

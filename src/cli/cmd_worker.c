@@ -14,9 +14,13 @@
  * A store error (PostgreSQL restarted) ends the current job's run; the
  * worker reconnects with a backoff (1, 2, 4 ... 30 s) and goes on.
  *
+ * --listen: GET /metrics and GET /health (serve/probe.h) from a thread of
+ * libmicrohttpd; it reads the worker's state (wstate) through atomics.
+ *
  * Threads: the main thread runs the loop and the jobs (pm_run starts its
- * own); the heartbeat thread only renews and reaps; the signal handler
- * only sets flags (stop_flag, pm_run_cancel).
+ * own); the heartbeat thread only renews and reaps; the probe's thread
+ * only reads wstate (and the metrics); the signal handler only sets flags
+ * (stop_flag, pm_run_cancel).
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -31,8 +35,10 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "engine/run.h"
+#include "serve/probe.h"
 #include "store/store.h"
 
 #define MAX_SKIP    64
@@ -45,6 +51,7 @@ typedef struct worker_cli {
 	int batch;
 	const char *id;
 	bool exit_when_idle;
+	const char *listen, *port_file; /* --listen, --port-file or NULL */
 } worker_cli;
 
 /* set by the signal handler: stop claiming, drain, release, exit */
@@ -104,6 +111,12 @@ static int worker_opt(int id, const char *arg, void *ud)
 	case OPT_EXIT_WHEN_IDLE:
 		w->exit_when_idle = true;
 		return 0;
+	case OPT_LISTEN:
+		w->listen = arg;
+		return 0;
+	case OPT_PORT_FILE:
+		w->port_file = arg;
+		return 0;
 	}
 	return pm_cli_run_opt(id, arg, &w->c);
 }
@@ -117,11 +130,110 @@ static void nap(double s)
 		usleep(50 * 1000);
 }
 
+/* ---- what /health and /metrics show ---- */
+
+/* Written by the main and heartbeat threads, read by the probe's. */
+typedef struct wstate {
+	const char *id; /* the worker's name */
+	char db[512];	/* the store URL, password masked */
+	double t0;
+	atomic_llong job;    /* the job being run, 0 idle */
+	atomic_llong leases; /* claims held at the last renewal */
+	/* whether the last store call of the main loop / the heartbeat
+	 * worked: the store is up when both did */
+	atomic_int loop_ok, hb_ok;
+} wstate;
+
+static bool store_up(wstate *ws)
+{
+	return atomic_load(&ws->loop_ok) && atomic_load(&ws->hb_ok);
+}
+
+/* A store call failed (any thread): counted, and the store is down until
+ * a call of that thread works again. */
+static void store_failed(atomic_int *ok)
+{
+	atomic_store(ok, 0);
+	pm_metric_inc(PM_M_WORKER_STORE_ERRORS, NULL, NULL, 1);
+}
+
+static void on_scrape(void *ud)
+{
+	wstate *ws = ud;
+
+	pm_metric_put(PM_M_WORKER_STORE_UP, NULL, NULL, store_up(ws) ? 1 : 0);
+	pm_metric_put(PM_M_WORKER_JOB, NULL, NULL,
+		      (double)atomic_load(&ws->job));
+	pm_metric_put(PM_M_WORKER_LEASES, NULL, NULL,
+		      (double)atomic_load(&ws->leases));
+}
+
+/* GET /health: 200 while the store answers ("degraded" when the Redis
+ * configured is down: local limits apply), 503 while it does not. */
+static json_t *health(void *ud, int *code)
+{
+	wstate *ws = ud;
+	pm_fleet_stats fs;
+	bool up = store_up(ws);
+	long long job = atomic_load(&ws->job);
+	json_t *h;
+
+	pm_fleet_stats_get(&fs);
+	*code = up ? 200 : 503;
+	/* --id and the store's path are the user's bytes: null where they
+	 * are not UTF-8 (JSON strings must be), the rest still shown */
+	h = json_pack("{s:s,s:s,s:o?,s:{s:s,s:o?},s:s,s:o?,s:o,s:f,s:I,s:b}",
+		      "status", up && (!fs.on || fs.up) ? "ok" : "degraded",
+		      "version", PM_VERSION, "worker", json_string(ws->id),
+		      "store", "state", up ? "up" : "down", "url",
+		      json_string(ws->db), "redis", pm_fleet_state(),
+		      "redis_detail", pm_cli_fleet_json(&fs), "job",
+		      job ? json_integer(job) : json_null(), "uptime_s",
+		      pm_now() - ws->t0, "leases_held",
+		      (json_int_t)atomic_load(&ws->leases), "stopping",
+		      atomic_load(&stop_flag) != 0);
+	return h;
+}
+
+/* Starts the probe of --listen (none without it) and writes --port-file. */
+static pm_status probe_start(const worker_cli *w, wstate *ws, pm_probe **p,
+			     pm_err *e)
+{
+	unsigned port = 0;
+	pm_status s;
+	char pb[16];
+	int n;
+
+	*p = NULL;
+	if (!w->listen)
+		return PM_OK;
+	for (int m = PM_M_WORKER_CLAIMS; m <= PM_M_WORKER_RUNS; m++)
+		pm_metrics_show((pm_metric)m);
+	pm_metrics_on_scrape(on_scrape, ws);
+	s = pm_probe_start(w->listen, health, ws, &port, p, e);
+	if (s)
+		return s;
+	pm_log(PM_LOG_INFO, "metrics and health on port %u (--listen %s)", port,
+	       w->listen);
+	if (!w->port_file)
+		return PM_OK;
+	n = snprintf(pb, sizeof pb, "%u\n", port);
+	return pm_write_file_atomic(w->port_file, NULL, pb, (size_t)n, false,
+				    e);
+}
+
+static void probe_stop(pm_probe *p, wstate *ws)
+{
+	pm_probe_stop(p);
+	pm_metrics_off_scrape(on_scrape, ws);
+}
+
 /* ---- the heartbeat thread ---- */
 
 typedef struct heartbeat {
 	const char *db, *worker;
 	double lease_s;
+	wstate *ws;
 	atomic_int quit;
 	atomic_llong reaped, renew_failures;
 } heartbeat;
@@ -140,6 +252,7 @@ static void *heartbeat_main(void *arg)
 
 		if (!st && now >= next_open) {
 			if (pm_store_open(h->db, false, &st, &e)) {
+				store_failed(&h->ws->hb_ok);
 				pm_log(PM_LOG_WARN,
 				       "heartbeat: store: %s; again in %.0f s",
 				       e.msg, backoff);
@@ -156,25 +269,32 @@ static void *heartbeat_main(void *arg)
 			if (pm_store_lease_renew(st, h->worker, h->lease_s, &n,
 						 &e)) {
 				atomic_fetch_add(&h->renew_failures, 1);
+				store_failed(&h->ws->hb_ok);
 				pm_log(PM_LOG_WARN,
 				       "heartbeat: renewing leases: %s", e.msg);
 				pm_store_close(st);
 				st = NULL;
 				continue;
 			}
+			atomic_store(&h->ws->leases, n);
+			atomic_store(&h->ws->hb_ok, 1);
 			next_renew = now + every_renew;
 		}
 		if (st && now >= next_reap) {
 			int64_t n = 0;
 			if (pm_store_lease_reap(st, &n, &e)) {
+				store_failed(&h->ws->hb_ok);
 				pm_log(PM_LOG_WARN,
 				       "heartbeat: reaping leases: %s", e.msg);
 				pm_store_close(st);
 				st = NULL;
 				continue;
 			}
+			atomic_store(&h->ws->hb_ok, 1);
 			if (n > 0) {
 				atomic_fetch_add(&h->reaped, n);
+				pm_metric_inc(PM_M_WORKER_REAPED, NULL, NULL,
+					      (double)n);
 				pm_log(PM_LOG_INFO,
 				       "%lld expired leases put back in the "
 				       "queue",
@@ -324,15 +444,19 @@ static pm_status pick_job(loop *l, pm_store *st, int64_t *job, int *prio,
 /* Opens *st, retrying a store that cannot be reached with a backoff
  * (logged) until it can or the worker is asked to stop. Other failures
  * (a URL that is not a store) are returned. */
-static pm_status connect_store(const char *db, pm_store **st, pm_err *e)
+static pm_status connect_store(const char *db, wstate *ws, pm_store **st,
+			       pm_err *e)
 {
 	double backoff = 1;
 
 	for (;;) {
 		pm_status s = pm_store_open(db, false, st, e);
-		if (!s)
+		if (!s) {
+			atomic_store(&ws->loop_ok, 1);
 			return PM_OK;
+		}
 		*st = NULL;
+		store_failed(&ws->loop_ok);
 		if (s != PM_ERR_STORE && s != PM_ERR_IO)
 			return s;
 		if (atomic_load(&stop_flag))
@@ -419,6 +543,8 @@ int pm_cmd_worker(int argc, char **argv)
 	worker_cli w;
 	loop l;
 	heartbeat hb;
+	wstate ws;
+	pm_probe *probe = NULL;
 	totals t = {0};
 	pthread_t t_hb;
 	bool hb_started = false;
@@ -446,6 +572,9 @@ int pm_cmd_worker(int argc, char **argv)
 	if (!w.c.o.db)
 		return pm_cli_usage_error(
 		    "worker", "--db names the shared store (postgres://...)");
+	if (w.port_file && !w.listen)
+		return pm_cli_usage_error("worker",
+					  "--port-file goes with --listen");
 	if (w.id)
 		snprintf(id, sizeof id, "%s", w.id);
 	else {
@@ -458,6 +587,19 @@ int pm_cmd_worker(int argc, char **argv)
 	/* Redis (optional): shared rate limits, lookup cache, progress */
 	s = pm_fleet_start(w.c.redis, id, &e);
 	if (s) {
+		pm_cli_run_free(&w.c);
+		pm_log(PM_LOG_ERROR, "%s", e.msg);
+		return pm_status_exit(s);
+	}
+	memset(&ws, 0, sizeof ws);
+	ws.id = id;
+	ws.t0 = t0;
+	pm_store_url_mask(w.c.o.db, ws.db, sizeof ws.db);
+	atomic_store(&ws.hb_ok, 1);
+	s = probe_start(&w, &ws, &probe, &e);
+	if (s) {
+		probe_stop(probe, &ws);
+		pm_fleet_stop();
 		pm_cli_run_free(&w.c);
 		pm_log(PM_LOG_ERROR, "%s", e.msg);
 		return pm_status_exit(s);
@@ -477,6 +619,7 @@ int pm_cmd_worker(int argc, char **argv)
 	hb.db = w.c.o.db;
 	hb.worker = id;
 	hb.lease_s = w.lease_s;
+	hb.ws = &ws;
 
 	w.c.o.progress = 0;
 	w.c.o.worker_id = id;
@@ -485,8 +628,9 @@ int pm_cmd_worker(int argc, char **argv)
 	w.c.o.cancel = &stop_flag;
 	w.c.o.t_start = 0;
 
-	s = connect_store(w.c.o.db, &st, &e);
+	s = connect_store(w.c.o.db, &ws, &st, &e);
 	if (s) {
+		probe_stop(probe, &ws);
 		pm_fleet_stop();
 		pm_cli_run_free(&w.c);
 		if (s == PM_ERR_CANCELLED)
@@ -495,11 +639,9 @@ int pm_cmd_worker(int argc, char **argv)
 		return pm_status_exit(s);
 	}
 	{
-		char masked[512];
-		pm_store_url_mask(w.c.o.db, masked, sizeof masked);
 		pm_log(PM_LOG_INFO,
 		       "worker %s: store %s, %d threads, lease %.0f s%s%s", id,
-		       masked,
+		       ws.db,
 		       w.c.o.workers > 0 ? w.c.o.workers
 					 : (int)sysconf(_SC_NPROCESSORS_ONLN),
 		       w.lease_s, w.pipelines ? ", pipelines " : "",
@@ -520,7 +662,7 @@ int pm_cmd_worker(int argc, char **argv)
 		pm_run_summary sum;
 
 		if (!st) {
-			s = connect_store(w.c.o.db, &st, &e);
+			s = connect_store(w.c.o.db, &ws, &st, &e);
 			if (s == PM_ERR_CANCELLED)
 				break;
 			if (s) {
@@ -571,7 +713,9 @@ int pm_cmd_worker(int argc, char **argv)
 		       prio == INT_MAX ? 0 : prio);
 		w.c.o.queue_job = job;
 		w.c.o.queue_priority = prio;
+		atomic_store(&ws.job, job);
 		s = pm_run(&w.c.o, &sum, &e);
+		atomic_store(&ws.job, 0);
 		/* what it committed counts, however it ended */
 		t.done += sum.done;
 		t.failed += sum.failed;
@@ -583,6 +727,7 @@ int pm_cmd_worker(int argc, char **argv)
 			       e.msg);
 			if (store_trouble(s)) {
 				t.errors++;
+				store_failed(&ws.loop_ok);
 				/* the run's claims: released once the store
 				 * answers again (or they expire) */
 				pm_store_close(st);
@@ -603,6 +748,7 @@ int pm_cmd_worker(int argc, char **argv)
 		}
 		run_backoff = 1;
 		t.jobs++;
+		pm_metric_inc(PM_M_WORKER_RUNS, NULL, NULL, 1);
 		pm_log(PM_LOG_INFO,
 		       "job %lld: %s: %lld done, %lld failed, %lld lost, %lld "
 		       "requeued in %.1f s; whole job %lld/%lld done, %lld "
@@ -623,6 +769,7 @@ int pm_cmd_worker(int argc, char **argv)
 		continue;
 	store_error:
 		t.errors++;
+		store_failed(&ws.loop_ok);
 		pm_log(PM_LOG_WARN, "store: %s", e.msg);
 		pm_store_close(st);
 		st = NULL;
@@ -640,6 +787,7 @@ int pm_cmd_worker(int argc, char **argv)
 		atomic_store(&hb.quit, 1);
 		pthread_join(t_hb, NULL);
 	}
+	probe_stop(probe, &ws);
 	pm_cli_run_free(&w.c);
 	pm_fleet_stats_get(&fleet);
 	pm_fleet_stop();

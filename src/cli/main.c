@@ -221,7 +221,9 @@ const pm_opt pm_opts[] = {
      "only items that failed with this code (e.g. io_error, decode_error)",
      OPT_REASON},
     {"serve", "listen", 'l', "ADDR:PORT", "127.0.0.1:8080",
-     "address and port to serve on (port 0: any free port)", OPT_LISTEN},
+     "address and port to serve on: an IPv4 address, :PORT (every IPv4 "
+     "address) or [IPv6]:PORT (port 0: any free port)",
+     OPT_LISTEN},
     {"serve", "data", 'd', "DIR", "pixmill-data",
      "data folder: database, outputs (DIR/out) and submitted catalogs",
      OPT_DATA},
@@ -231,7 +233,12 @@ const pm_opt pm_opts[] = {
      OPT_CONFIG},
     {"serve", "http-threads", 0, "N", "number of cores",
      "HTTP threads (epoll, one event loop each)", OPT_HTTP_THREADS},
-    {"serve", "port-file", 0, "FILE", NULL,
+    {"worker", "listen", 0, "ADDR:PORT", "off",
+     "serve GET /metrics (Prometheus) and GET /health on this address: "
+     "127.0.0.1:9464, :9464 (every IPv4 address), [::1]:9464; port 0: any "
+     "free port (docs/FLEET.md)",
+     OPT_LISTEN},
+    {"serve worker", "port-file", 0, "FILE", NULL,
      "write the port served on to FILE once listening (for scripts)",
      OPT_PORT_FILE},
     {"models", "models-dir", 0, "DIR",

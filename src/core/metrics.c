@@ -63,6 +63,9 @@ typedef struct pm_metric_def {
 	/* single-label counters: values created at the first scrape, so
 	 * rate() sees them start from 0 */
 	const char *const *preset;
+	/* series made by their owner only (pm_metrics_show), not by every
+	 * process's first scrape: metrics of one kind of process */
+	bool lazy;
 } pm_metric_def;
 
 static const double http_buckets[] = {.0005, .001, .0025, .005, .01, .025, .05,
@@ -82,6 +85,8 @@ static const char *const ads_preset[] = {"placeholder", "bg_removed",
 					 "bg_skipped", "dlq_retry", NULL};
 static const char *const redis_fb_preset[] = {"rate_limit", "cache", "publish",
 					      NULL};
+static const char *const worker_items_preset[] = {"done", "failed", "lost",
+						  "requeued", NULL};
 static const double vision_buckets[] = {.1, .25, .5, 1, 2.5, 5, 10, 30, 60};
 
 #define NB(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -262,6 +267,49 @@ static const pm_metric_def defs[PM_M__COUNT] = {
 			     .help = "Seconds this process has run with its "
 				     "Redis configured but down.",
 			     .type = PM_GAUGE},
+    /* lazy: shown by `pixmill worker` only (it creates the series) */
+    [PM_M_WORKER_CLAIMS] = {.name = "pixmill_worker_claims_total",
+			    .help = "Queue records this worker claimed.",
+			    .type = PM_COUNTER,
+			    .lazy = true},
+    [PM_M_WORKER_ITEMS] = {.name = "pixmill_worker_items_total",
+			   .help = "Claimed items this worker settled: done, "
+				   "failed, lost (lease taken over) or "
+				   "requeued (transient failure).",
+			   .type = PM_COUNTER,
+			   .nlabels = 1,
+			   .labels = {"result"},
+			   .preset = worker_items_preset,
+			   .lazy = true},
+    [PM_M_WORKER_LEASES] = {.name = "pixmill_worker_leases_held",
+			    .help = "Claims this worker holds, as of its last "
+				    "lease renewal.",
+			    .type = PM_GAUGE,
+			    .lazy = true},
+    [PM_M_WORKER_STORE_UP] = {.name = "pixmill_worker_store_up",
+			      .help = "1 when the worker's store answers, 0 "
+				      "while it is unreachable.",
+			      .type = PM_GAUGE,
+			      .lazy = true},
+    [PM_M_WORKER_STORE_ERRORS] = {.name = "pixmill_worker_store_errors_total",
+				  .help = "Store errors of this worker (each "
+					  "followed by a reconnect).",
+				  .type = PM_COUNTER,
+				  .lazy = true},
+    [PM_M_WORKER_JOB] = {.name = "pixmill_worker_current_job",
+			 .help = "Id of the job this worker runs, 0 when "
+				 "idle.",
+			 .type = PM_GAUGE,
+			 .lazy = true},
+    [PM_M_WORKER_REAPED] = {.name = "pixmill_worker_reaped_total",
+			    .help = "Expired leases (any worker's) this worker "
+				    "put back in the queue.",
+			    .type = PM_COUNTER,
+			    .lazy = true},
+    [PM_M_WORKER_RUNS] = {.name = "pixmill_worker_job_runs_total",
+			  .help = "Job runs this worker finished or paused.",
+			  .type = PM_COUNTER,
+			  .lazy = true},
 };
 
 /* ---- series table ----------------------------------------------------- */
@@ -941,11 +989,19 @@ static void ensure_defaults(void)
 {
 	pm_metric_put(PM_M_BUILD_INFO, PM_VERSION, PM_GITREV, 1);
 	for (int m = 0; m < PM_M__COUNT; m++) {
-		if (defs[m].nlabels == 0)
-			pm_metric_series((pm_metric)m, NULL, NULL);
-		for (const char *const *v = defs[m].preset; v && *v; v++)
-			pm_metric_series((pm_metric)m, *v, NULL);
+		if (!defs[m].lazy)
+			pm_metrics_show((pm_metric)m);
 	}
+}
+
+void pm_metrics_show(pm_metric m)
+{
+	if (m < 0 || m >= PM_M__COUNT)
+		return;
+	if (defs[m].nlabels == 0)
+		pm_metric_series(m, NULL, NULL);
+	for (const char *const *v = defs[m].preset; v && *v; v++)
+		pm_metric_series(m, *v, NULL);
 }
 
 char *pm_metrics_render(size_t *len)

@@ -79,6 +79,21 @@ typedef enum pm_metric {
 	PM_M_REDIS_FALLBACKS,
 	PM_M_REDIS_CACHE,
 	PM_M_REDIS_DEGRADED,
+	/* `pixmill worker` (src/cli/cmd_worker.c, engine/run.c worker mode):
+	 * records claimed; claimed items settled {result}: done, failed,
+	 * lost (lease taken over), requeued (transient failure, back in the
+	 * queue); claims held (as of the last lease renewal); 1 when the
+	 * store answers; store errors (reconnects follow); the job being
+	 * run (0: idle); expired leases (any worker's) put back in the
+	 * queue by this worker; job runs finished or paused */
+	PM_M_WORKER_CLAIMS,
+	PM_M_WORKER_ITEMS,
+	PM_M_WORKER_LEASES,
+	PM_M_WORKER_STORE_UP,
+	PM_M_WORKER_STORE_ERRORS,
+	PM_M_WORKER_JOB,
+	PM_M_WORKER_REAPED,
+	PM_M_WORKER_RUNS,
 	PM_M__COUNT
 } pm_metric;
 
@@ -115,6 +130,12 @@ void pm_metrics_on_scrape(void (*fn)(void *ud), void *ud);
 /* Removes (fn, ud). When it returns, fn is not running and never will be
  * again, so ud may be freed. */
 void pm_metrics_off_scrape(void (*fn)(void *ud), void *ud);
+
+/* Makes m's series (its unlabelled one, or one per preset label value)
+ * so scrapes show them from now on, at 0 until used. Every metric but the
+ * lazy ones (pixmill_worker_*, which only `pixmill worker` shows) gets this
+ * at the first scrape. */
+void pm_metrics_show(pm_metric m);
 
 /* Prometheus text exposition format 0.0.4, NUL-terminated; *len (if not
  * NULL) gets its length. malloc'd, the caller frees it. NULL if memory is

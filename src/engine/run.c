@@ -921,6 +921,7 @@ static void *ingest_queue_main(void *arg)
 		pthread_mutex_lock(&r->cl_mu);
 		r->claims_out += n;
 		pthread_mutex_unlock(&r->cl_mu);
+		pm_metric_inc(PM_M_WORKER_CLAIMS, NULL, NULL, n);
 		for (i = 0; i < n; i++) {
 			work *w = claim_work(&c[i]);
 			if (!w) {
@@ -2132,6 +2133,8 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			/* not ours to record: another worker holds it, or a
 			 * later attempt does it */
 			atomic_fetch_add(w->lost ? &r->lost : &r->requeued, 1);
+			pm_metric_inc(PM_M_WORKER_ITEMS,
+				      w->lost ? "lost" : "requeued", NULL, 1);
 			pm_log(PM_LOG_DEBUG, "%s: %s", w->rec->key,
 			       w->lost ? "lease lost: another worker has it"
 				       : "transient failure: back in the "
@@ -2146,6 +2149,9 @@ static void writer_after_commit(run *r, batch *b, work **ready)
 			       pm_status_code(w->status), w->error);
 		} else
 			atomic_fetch_add(&r->done, 1);
+		if (w->queue_id)
+			pm_metric_inc(PM_M_WORKER_ITEMS,
+				      w->status ? "failed" : "done", NULL, 1);
 		if (!w->status && w->duplicate)
 			atomic_fetch_add(&r->dups, 1);
 		if (!w->status && w->not_modified)

@@ -1,6 +1,7 @@
 /* httputil.c — HTTP helpers of `pixmill serve`: content negotiation and
  * compression, Range, If-None-Match, routes, percent-decoding, strict
- * query integers, API key checks, token bucket. See httputil.h.
+ * query integers, API key checks, token bucket, --listen addresses. See
+ * httputil.h.
  *
  * Threads: any. Nothing here has state of its own; a pm_bucket is guarded
  * by its caller.
@@ -8,8 +9,11 @@
 #define ZLIB_CONST
 #include "serve/httputil.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -836,4 +840,79 @@ double pm_bucket_take(pm_bucket *b, double now)
 	if (wait > PM_BUCKET_NEVER)
 		wait = PM_BUCKET_NEVER;
 	return wait;
+}
+
+/* ---- --listen ----------------------------------------------------------- */
+
+bool pm_http_parse_listen(const char *spec, struct sockaddr_storage *sa,
+			  pm_err *err)
+{
+	struct sockaddr_in *v4 = (struct sockaddr_in *)sa;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)sa;
+	char host[64];
+	const char *colon, *h = spec;
+	size_t hn;
+	int64_t port;
+
+	memset(sa, 0, sizeof *sa);
+	colon = spec ? strrchr(spec, ':') : NULL;
+	if (!colon) {
+		pm_fail(err, PM_ERR_USAGE, "--listen wants ADDR:PORT, not %s",
+			spec ? spec : "nothing");
+		return false;
+	}
+	if (!pm_http_int_param(colon + 1, 0, 65535, 0, &port)) {
+		pm_fail(err, PM_ERR_USAGE, "--listen: bad port in %s", spec);
+		return false;
+	}
+	hn = (size_t)(colon - spec);
+	if (hn >= 2 && spec[0] == '[' && colon[-1] == ']') {
+		h = spec + 1;
+		hn -= 2;
+		if (hn >= sizeof host)
+			goto bad;
+		memcpy(host, h, hn);
+		host[hn] = 0;
+		if (inet_pton(AF_INET6, host, &v6->sin6_addr) != 1)
+			goto bad;
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)port);
+		return true;
+	}
+	if (hn >= sizeof host)
+		goto bad;
+	memcpy(host, h, hn);
+	host[hn] = 0;
+	if (!host[0] || strcmp(host, "*") == 0)
+		strcpy(host, "0.0.0.0");
+	else if (strcmp(host, "localhost") == 0)
+		strcpy(host, "127.0.0.1");
+	if (inet_pton(AF_INET, host, &v4->sin_addr) != 1)
+		goto bad;
+	v4->sin_family = AF_INET;
+	v4->sin_port = htons((uint16_t)port);
+	return true;
+bad:
+	memset(sa, 0, sizeof *sa);
+	pm_fail(err, PM_ERR_USAGE,
+		"--listen: %.*s is not an IPv4 address nor [an IPv6 one]",
+		(int)(colon - spec), spec);
+	return false;
+}
+
+void pm_http_listen_url(const struct sockaddr_storage *sa, unsigned port,
+			char *buf, size_t size)
+{
+	char a[INET6_ADDRSTRLEN] = "?";
+
+	if (sa->ss_family == AF_INET6) {
+		inet_ntop(AF_INET6,
+			  &((const struct sockaddr_in6 *)sa)->sin6_addr, a,
+			  sizeof a);
+		snprintf(buf, size, "http://[%s]:%u/", a, port);
+		return;
+	}
+	inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, a,
+		  sizeof a);
+	snprintf(buf, size, "http://%s:%u/", a, port);
 }

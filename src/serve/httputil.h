@@ -2,7 +2,7 @@
  * libmicrohttpd's: Accept-Encoding negotiation and response compression
  * (gzip, brotli, zstd), Range and If-None-Match evaluation, route matching
  * with percent-decoded captures, strict query integers, constant-time API
- * key checks and a token bucket for rate limits.
+ * key checks, a token bucket for rate limits and --listen addresses.
  *
  * Threads: every function is pure or writes only memory the caller passed,
  * so any thread may call any of them at the same time — except that one
@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <sys/socket.h>
 
 #include "core/status.h"
 
@@ -136,5 +138,20 @@ void pm_bucket_init(pm_bucket *b, double rate, double burst, double now);
  * 0 if it did, else the seconds until one is available (> 0; round up for
  * Retry-After), or PM_BUCKET_NEVER if rate <= 0. */
 double pm_bucket_take(pm_bucket *b, double now);
+
+/* Parses a --listen value HOST:PORT into *sa (a sockaddr_in or, for
+ * "[IPv6]:PORT", a sockaddr_in6). HOST: an IPv4 address, "localhost"
+ * (127.0.0.1), "*" or empty (every IPv4 address: ":9464"), or an IPv6
+ * address in brackets ("[::1]", "[::]"). PORT: 0 to 65535 decimal (0: any
+ * free port). False with err = PM_ERR_USAGE (naming the value) for
+ * anything else; spec NULL is an error too. */
+bool pm_http_parse_listen(const char *spec, struct sockaddr_storage *sa,
+			  pm_err *err);
+
+/* "http://ADDR:PORT/" of a listening address (IPv6 in brackets) into buf
+ * (NUL-terminated, cut to size). port is the one really bound (port 0 in
+ * sa means any). */
+void pm_http_listen_url(const struct sockaddr_storage *sa, unsigned port,
+			char *buf, size_t size);
 
 #endif

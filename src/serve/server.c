@@ -1112,39 +1112,6 @@ static void *ticker_main(void *arg)
 
 /* ---- start and stop ---- */
 
-static bool parse_listen(const char *spec, struct sockaddr_in *sa, pm_err *err)
-{
-	char host[256];
-	const char *colon = strrchr(spec, ':');
-	char *end;
-	long port;
-
-	memset(sa, 0, sizeof *sa);
-	sa->sin_family = AF_INET;
-	if (!colon || (size_t)(colon - spec) >= sizeof host) {
-		pm_fail(err, PM_ERR_USAGE, "--listen wants ADDR:PORT, not %s",
-			spec);
-		return false;
-	}
-	snprintf(host, sizeof host, "%.*s", (int)(colon - spec), spec);
-	port = strtol(colon + 1, &end, 10);
-	if (*end || end == colon + 1 || port < 0 || port > 65535) {
-		pm_fail(err, PM_ERR_USAGE, "--listen: bad port in %s", spec);
-		return false;
-	}
-	if (!host[0] || strcmp(host, "*") == 0)
-		strcpy(host, "0.0.0.0");
-	if (strcmp(host, "localhost") == 0)
-		strcpy(host, "127.0.0.1");
-	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
-		pm_fail(err, PM_ERR_USAGE,
-			"--listen: %s is not an IPv4 address", host);
-		return false;
-	}
-	sa->sin_port = htons((uint16_t)port);
-	return true;
-}
-
 static pm_status load_config(srv *s, pm_err *err)
 {
 	srv_conf *c = &s->conf;
@@ -1291,7 +1258,7 @@ static void srv_free(srv *s)
 pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 {
 	srv *s = calloc(1, sizeof *s);
-	struct sockaddr_in sa;
+	struct sockaddr_storage sa;
 	pm_status st;
 	pm_store *store = NULL;
 	bool ticker = false, jobs = false, uploads = false;
@@ -1322,7 +1289,7 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	st = load_config(s, err);
 	if (st)
 		goto out;
-	if (!parse_listen(o->listen, &sa, err)) {
+	if (!pm_http_parse_listen(o->listen, &sa, err)) {
 		st = PM_ERR_USAGE;
 		goto out;
 	}
@@ -1373,7 +1340,8 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	if (threads < 1)
 		threads = 1;
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-		MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+		MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+		(sa.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
 	s->d = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &sa,
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
@@ -1393,13 +1361,12 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	{
 		const union MHD_DaemonInfo *di =
 		    MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-		unsigned port = di ? di->port : ntohs(sa.sin_port);
-		char addr[64];
-		inet_ntop(AF_INET, &sa.sin_addr, addr, sizeof addr);
+		unsigned port = di ? di->port : 0;
+		char url[96];
+		pm_http_listen_url(&sa, port, url, sizeof url);
 		pm_log(PM_LOG_INFO,
-		       "serving http://%s:%u/ (data %s, %d workers, %d http "
-		       "threads)",
-		       addr, port, s->data, s->workers, threads);
+		       "serving %s (data %s, %d workers, %d http threads)", url,
+		       s->data, s->workers, threads);
 		if (o->port_file) {
 			char pb[16];
 			int n = snprintf(pb, sizeof pb, "%u\n", port);

@@ -12,6 +12,9 @@
 #     1c. transient failures go back to the queue, 3 claims at most
 #     1d. DELETE of a job on serve --enqueue stops the worker's claims
 #     1e. --pipelines; a job whose output root is missing is skipped
+#     1f. --listen: /metrics (promtool, counters = the job's items) and
+#         /health (200, fields); 404, 405, hostile requests; Redis
+#         unreachable: degraded, the job done all the same
 #     2. a queue row with broken record_json fails alone (bad_catalog_row
 #        in the DLQ), the rest is done
 #   PostgreSQL:
@@ -25,6 +28,8 @@
 #     5. priority: a 1-item job enqueued at a higher priority while a bulk
 #        job runs finishes first
 #     6. hostile row, as in 2
+#     7. PostgreSQL stopped under a worker with --listen: /health 503,
+#        pixmill_worker_store_up 0; started again: 200, 1
 # Usage: tests/fleet/test_fleet.sh [BUILD_DIR]  (default build)
 # FLEET_SQLITE_ONLY=1 skips the PostgreSQL part.
 # Ends with "fleet: N passed, N failed".
@@ -232,6 +237,121 @@ check "output root missing: nothing created there" test ! -e "$T/not-mounted"
 "$PM" worker --db "$T/pl.db" -j 1 --id pl3 --exit-when-idle >/dev/null 2>"$T/pl3.err"
 eq "a worker for any pipeline then does the thumbnails job" "$(sql "$T/pl.db" "SELECT state FROM jobs WHERE id = $JTH")" done
 
+# ---- 1f. --listen: /metrics and /health of a worker (SQLite) ----
+poll() { # poll SECONDS CMD...: true once CMD succeeds, false when the time is up
+  local i
+  for i in $(seq $(($1 * 10))); do "${@:2}" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+sample() { # sample FILE SERIES: the value of one series in a scrape, "" if none
+  awk -v k="$2" '$1 == k {print $2}' "$1"
+}
+samples() { # samples FILE SERIES...: their values, space-separated
+  local f=$1 k
+  shift
+  for k in "$@"; do printf '%s ' "$(sample "$f" "$k")"; done
+}
+listen_worker() { # listen_worker NAME DB [OPTIONS]: a worker with --listen; sets LP (its pid) and LA (its base URL)
+  rm -f "$T/$1.port"
+  "$PM" worker --db "$2" -j 1 --lease 3 --id "$1" --listen 127.0.0.1:0 --port-file "$T/$1.port" "${@:3}" --json >"$T/$1.json" 2>"$T/$1.err" &
+  LP=$!
+  pids+=($LP)
+  poll 10 test -s "$T/$1.port" || bad "$1: no port file"
+  LA="http://127.0.0.1:$(head -n 1 "$T/$1.port" 2>/dev/null)"
+}
+scrape() { # scrape URL OUT: GET URL into OUT, prints the status code
+  curl -s -o "$2" -w '%{http_code}' "$1" 2>/dev/null
+}
+code_is() { # code_is URL CODE: GET URL answers CODE
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" 2>/dev/null)" = "$2" ]
+}
+runs_done() { # runs_done URL N: the worker at URL has finished N job runs
+  [ "$(curl -s "$1/metrics" | awk '$1 == "pixmill_worker_job_runs_total" {print $2}')" = "$2" ]
+}
+mkdir -p "$T/ls"
+{ echo image; for f in examples/images/*; do echo "$ROOT/$f"; done; } >"$T/ls/cat.csv"
+nl=$(($(wc -l <"$T/ls/cat.csv") - 1))
+"$PM" run "$T/ls/cat.csv" --out "$T/ls/out" --enqueue-only --json >"$T/ls.json" 2>/dev/null
+listen_worker lw1 "$T/ls/out/pixmill.db"
+poll 60 runs_done "$LA" 1 || bad "--listen: the worker did not finish its job run"
+eq "--listen: GET /metrics answers 200" "$(scrape "$LA/metrics" "$T/lw1.prom")" 200
+if command -v promtool >/dev/null; then
+  promtool check metrics <"$T/lw1.prom" >"$T/lw1.promtool" 2>&1
+  eq "--listen: promtool check metrics accepts /metrics" "$? $(head -c 300 "$T/lw1.promtool")" "0 "
+else
+  bad "promtool is not installed (needed to check /metrics)"
+fi
+eq "--listen: claims, worker items done, engine items done = the job's $nl items; 0 failed, lost, requeued" \
+  "$(samples "$T/lw1.prom" pixmill_worker_claims_total 'pixmill_worker_items_total{result="done"}' 'pixmill_items_total{result="done"}' \
+    'pixmill_worker_items_total{result="failed"}' 'pixmill_worker_items_total{result="lost"}' 'pixmill_worker_items_total{result="requeued"}')" \
+  "$nl $nl $nl 0 0 0 "
+eq "--listen: idle: current job 0, store up 1, 1 job run, 0 store errors, Redis off (0)" \
+  "$(samples "$T/lw1.prom" pixmill_worker_current_job pixmill_worker_store_up pixmill_worker_job_runs_total pixmill_worker_store_errors_total pixmill_redis_up)" \
+  "0 1 1 0 0 "
+eq "--listen: nothing reaped, leases held exported" "$(samples "$T/lw1.prom" pixmill_worker_reaped_total) $(grep -c '^pixmill_worker_leases_held [0-9]' "$T/lw1.prom")" "0  1"
+eq "--listen: GET /health answers 200" "$(scrape "$LA/health" "$T/lw1.health")" 200
+eq "--listen: /health: ok, worker, store up at its URL, Redis off, no job, uptime, leases" \
+  "$(jq_ "$T/lw1.health" "d['status'], d['worker'], d['store']['state'], d['store']['url'] == '$T/ls/out/pixmill.db', d['redis'], d['job'], d['uptime_s'] > 0, d['leases_held']")" \
+  "ok lw1 up True off None True 0"
+eq "--listen: an unknown path answers 404" "$(scrape "$LA/api/jobs" /dev/null)" 404
+eq "--listen: POST /metrics answers 405 with Allow: GET, HEAD" \
+  "$(curl -s -D - -o /dev/null -X POST --data-binary 'x=1' "$LA/metrics" 2>/dev/null | tr -d '\r' | awk 'NR == 1 {print $2} tolower($1) == "allow:" {$1 = ""; print}' | tr '\n' ' ')" "405  GET, HEAD "
+eq "--listen: HEAD /health answers 200" "$(curl -s -I -o /dev/null -w '%{http_code}' "$LA/health" 2>/dev/null)" 200
+# hostile requests: a 64 KB path, garbage instead of HTTP, a connection left
+# half-open; /health answers afterwards
+python3 - "${LA#http://127.0.0.1:}" >"$T/lw1.hostile" 2>&1 <<'PY'
+import socket, sys
+port = int(sys.argv[1])
+def send(data):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(data)
+        return s.recv(64).split(b"\r\n")[0].decode("latin-1") or "closed"
+    except OSError:
+        return "closed"
+    finally:
+        s.close()
+print(send(b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+print(send(b"\x00\xff garbage \r\n\r\n"))
+half = socket.create_connection(("127.0.0.1", port), timeout=10)
+half.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+print(send(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+half.close()
+PY
+check "--listen: hostile requests refused, /health answers after them ($(tr '\n' '|' <"$T/lw1.hostile"))" grep -q '^HTTP/1.1 200' "$T/lw1.hostile"
+kill -TERM "$LP"
+wait "$LP"
+eq "--listen: the worker exits 0 on SIGTERM" $? 0
+eq "--listen: its summary agrees ($nl done)" "$(jq_ "$T/lw1.json" "d['done']")" "$nl"
+check "--listen: the port is closed after exit" python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) == 0)" "${LA#http://127.0.0.1:}"
+# Redis configured but unreachable: the worker runs on, degraded
+dead=$(pg_free_port)
+mkdir -p "$T/ls2"
+cp "$T/ls/cat.csv" "$T/ls2/cat.csv"
+"$PM" run "$T/ls2/cat.csv" --out "$T/ls2/out" --enqueue-only --json >"$T/ls2.json" 2>/dev/null
+JL2=$(jq_ "$T/ls2.json" "d['job']")
+listen_worker lw2 "$T/ls2/out/pixmill.db" --redis "redis://:s3cretpw@127.0.0.1:$dead"
+poll 60 runs_done "$LA" 1 || bad "--listen, Redis down: the worker did not finish its job run"
+eq "--listen, Redis down: the job is done all the same ($nl items)" \
+  "$(sql "$T/ls2/out/pixmill.db" "SELECT state FROM jobs WHERE id = $JL2"; sql "$T/ls2/out/pixmill.db" "SELECT count(*) FROM items WHERE job_id = $JL2 AND state = 'done'")" "done
+$nl"
+eq "--listen, Redis down: /health answers 200" "$(scrape "$LA/health" "$T/lw2.health")" 200
+eq "--listen, Redis down: /health says degraded, store up, redis down (with why)" \
+  "$(jq_ "$T/lw2.health" "d['status'], d['store']['state'], d['redis'], d['redis_detail']['state'], d['redis_detail']['last_error'] != ''")" "degraded up down down True"
+scrape "$LA/metrics" "$T/lw2.prom" >/dev/null
+eq "--listen, Redis down: pixmill_redis_up 0, store up 1, $nl items done" \
+  "$(samples "$T/lw2.prom" pixmill_redis_up pixmill_worker_store_up 'pixmill_worker_items_total{result="done"}')" "0 1 $nl "
+eq "--listen, Redis down: no password in /health nor /metrics" "$(cat "$T/lw2.health" "$T/lw2.prom" | grep -c s3cretpw)" 0
+kill -TERM "$LP"
+wait "$LP"
+eq "--listen, Redis down: the worker exits 0 on SIGTERM" $? 0
+listen_worker $'lw\xff' "$T/ls2/out/pixmill.db"
+eq "--listen: an --id that is not UTF-8: /health 200, worker null" "$(scrape "$LA/health" "$T/lw4.health") $(jq_ "$T/lw4.health" "d['worker'], d['status']")" "200 None ok"
+kill -TERM "$LP"
+wait "$LP"
+"$PM" worker --db "$T/ls2/out/pixmill.db" --listen 127.0.0.1:99999 >/dev/null 2>"$T/lw3.err"
+eq "--listen: a bad port is a usage error" "$? $(grep -c 'bad port' "$T/lw3.err")" "2 1"
+
 # ---- 2. SQLite: a broken queue row fails alone ----
 hostile() { # hostile DB LABEL: a 10-row job whose row r3 gets broken record_json
   local db=$1 label=$2 j
@@ -411,6 +531,30 @@ fi
 
 # ---- 6. PostgreSQL: a broken queue row fails alone ----
 hostile "$PG" pg
+
+# ---- 7. PostgreSQL goes away under a worker with --listen ----
+if [ -z "${FLEET_PG_AS_SQLITE:-}" ]; then
+  listen_worker pgl "$PG" "${NET[@]}"
+  poll 30 code_is "$LA/health" 200 || bad "pg --listen: /health is not 200 at the start"
+  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 stop >/dev/null 2>&1
+  poll 60 code_is "$LA/health" 503
+  eq "pg --listen: PostgreSQL stopped: /health answers 503" $? 0
+  scrape "$LA/health" "$T/pgl.health" >/dev/null
+  eq "pg --listen: /health says degraded, store down, at its URL" \
+    "$(jq_ "$T/pgl.health" "d['status'], d['store']['state'], d['store']['url'] == '$PG'")" "degraded down True"
+  scrape "$LA/metrics" "$T/pgl.prom" >/dev/null
+  eq "pg --listen: pixmill_worker_store_up 0" "$(samples "$T/pgl.prom" pixmill_worker_store_up)" "0 "
+  check "pg --listen: store errors counted" test "$(sample "$T/pgl.prom" pixmill_worker_store_errors_total)" -ge 1
+  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 -o "$PG_OPTS" start >/dev/null 2>&1 ||
+    bad "pg --listen: PostgreSQL did not start again"
+  poll 90 code_is "$LA/health" 200
+  eq "pg --listen: PostgreSQL back: /health answers 200 again" $? 0
+  scrape "$LA/metrics" "$T/pgl2.prom" >/dev/null
+  eq "pg --listen: pixmill_worker_store_up 1 again" "$(samples "$T/pgl2.prom" pixmill_worker_store_up)" "1 "
+  kill -TERM "$LP"
+  wait "$LP"
+  eq "pg --listen: the worker exits 0 on SIGTERM" $? 0
+fi
 
 eq "no sanitizer report in any worker's output" "$(cat "$T"/*.err 2>/dev/null | grep -c -E 'Sanitizer|runtime error')" 0
 

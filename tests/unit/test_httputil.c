@@ -3,16 +3,18 @@
  * "*", q=0, garbage), compressible types, compression round trips for
  * gzip/brotli/zstd (decompressed here with zlib, libbrotlidec and zstd),
  * Range (hostile and huge numbers), If-None-Match, route matching and its
- * captures, percent-decoding, strict query integers, API key checks and
- * the token bucket's arithmetic.
+ * captures, percent-decoding, strict query integers, API key checks, the
+ * token bucket's arithmetic and --listen addresses (IPv4, [IPv6], junk).
  *
  * Needs libbrotlidec at link time (Makefile PKGS) for the brotli round trip.
  * Threads: main thread only.
  */
+#include <arpa/inet.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <brotli/decode.h>
 #include <zlib.h>
@@ -935,6 +937,70 @@ static void test_bucket(void)
 	CHECK(pm_bucket_take(&b, 0.0) == PM_BUCKET_NEVER); /* capped */
 }
 
+/* ---- --listen ------------------------------------------------------------ */
+
+typedef struct listen_case {
+	const char *spec;
+	int family;	 /* 0: refused */
+	const char *url; /* pm_http_listen_url with port 7 */
+	unsigned port;
+} listen_case;
+
+static const listen_case listen_cases[] = {
+    {"127.0.0.1:9464", AF_INET, "http://127.0.0.1:7/", 9464},
+    {":9464", AF_INET, "http://0.0.0.0:7/", 9464},
+    {"*:0", AF_INET, "http://0.0.0.0:7/", 0},
+    {"localhost:80", AF_INET, "http://127.0.0.1:7/", 80},
+    {"[::1]:9464", AF_INET6, "http://[::1]:7/", 9464},
+    {"[::]:65535", AF_INET6, "http://[::]:7/", 65535},
+    {"[::ffff:10.0.0.1]:1", AF_INET6, "http://[::ffff:10.0.0.1]:7/", 1},
+    {"127.0.0.1", 0, NULL, 0},
+    {"127.0.0.1:", 0, NULL, 0},
+    {"127.0.0.1:65536", 0, NULL, 0},
+    {"127.0.0.1:-1", 0, NULL, 0},
+    {"127.0.0.1:80x", 0, NULL, 0},
+    {"127.0.0.1: 80", 0, NULL, 0},
+    {"1.2.3:80", 0, NULL, 0},
+    {"example.com:80", 0, NULL, 0},
+    {"::1:80", 0, NULL, 0},
+    {"[::1:80", 0, NULL, 0},
+    {"::1]:80", 0, NULL, 0},
+    {"[]:80", 0, NULL, 0},
+    {"[127.0.0.1]:80", 0, NULL, 0},
+    {"[zz]:80", 0, NULL, 0},
+    {"", 0, NULL, 0},
+    {NULL, 0, NULL, 0},
+    {"[0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000:0000]:1", 0,
+     NULL, 0},
+};
+
+static void test_listen(void)
+{
+	for (size_t i = 0; i < sizeof listen_cases / sizeof listen_cases[0];
+	     i++) {
+		const listen_case *c = &listen_cases[i];
+		struct sockaddr_storage sa;
+		pm_err e = {{0}};
+		char url[96];
+		bool ok = pm_http_parse_listen(c->spec, &sa, &e);
+		if (ok != (c->family != 0))
+			fprintf(stderr, "listen %s\n",
+				c->spec ? c->spec : "(null)");
+		CHECK(ok == (c->family != 0));
+		if (!ok) {
+			CHECK(strstr(e.msg, "--listen") != NULL);
+			continue;
+		}
+		CHECK_INT(sa.ss_family, c->family);
+		CHECK_INT(ntohs(c->family == AF_INET
+				    ? ((struct sockaddr_in *)&sa)->sin_port
+				    : ((struct sockaddr_in6 *)&sa)->sin6_port),
+			  c->port);
+		pm_http_listen_url(&sa, 7, url, sizeof url);
+		CHECK_STR(url, c->url);
+	}
+}
+
 int main(void)
 {
 	test_choose_encoding();
@@ -947,5 +1013,6 @@ int main(void)
 	test_int_param();
 	test_keys();
 	test_bucket();
+	test_listen();
 	TEST_DONE();
 }

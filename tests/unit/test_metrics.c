@@ -184,7 +184,19 @@ static void test_empty(void)
 	CHECK(sample(t, "process_cpu_seconds_total") >= 0);
 	CHECK(sample(t, "process_start_time_seconds") > 1.5e9);
 	CHECK(t[strlen(t) - 1] == '\n');
+	/* lazy families (pixmill worker's): no series until shown */
+	CHECK(isnan(sample(t, "pixmill_worker_store_up")));
+	CHECK_INT(count_lines(t, "pixmill_worker_items_total{"), 0);
 	check_promtool(t, "the empty render");
+	free(t);
+	pm_metrics_show(PM_M_WORKER_ITEMS);
+	pm_metrics_show(PM_M_WORKER_STORE_UP);
+	pm_metrics_show(PM_M__COUNT); /* out of range: ignored */
+	t = render();
+	CHECK(sample(t, "pixmill_worker_store_up") == 0);
+	CHECK_INT(count_lines(t, "pixmill_worker_items_total{"), 4);
+	CHECK(sample(t, "pixmill_worker_items_total{result=\"lost\"}") == 0);
+	CHECK(isnan(sample(t, "pixmill_worker_claims_total")));
 	free(t);
 }
 
