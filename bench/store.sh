@@ -9,18 +9,9 @@
 # Kept short: the machine is shared.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
 N=${1:-2000}
-[ -f "$BUILD/libpixmill.a" ] || { echo "build first: make BUILD=$BUILD"; exit 2; }
-. tests/store/pg_lib.sh
-W=$(mktemp -d)
-trap 'pg_stop; rm -rf "$W"' EXIT
-mkvar() { make --no-print-directory BUILD="$BUILD" -f Makefile -f <(printf 'pv:\n\t@echo $(%s)\n' "$1") pv; }
-# shellcheck disable=SC2046
-cc $(mkvar CFLAGS) -o "$W/store_bench" bench/store_bench.c "$BUILD/libpixmill.a" $(mkvar LDLIBS) ||
-  { echo "store_bench did not build"; exit 2; }
-# a durable server, like a real one (pg_lib.sh's test default is fsync=off)
-PG_FSYNC=on pg_start || { echo "PostgreSQL did not start"; exit 2; }
+. bench/store_lib.sh
+bench_store_setup store_bench
 
 echo "Store overhead per item, $N items per cell, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo
