@@ -56,11 +56,17 @@ tally() { # tally LOGFILE: adds the "N passed, N failed" lines of a log
 step_fail() { echo "FAIL: $*"; total_fail=$((total_fail + 1)); }
 # suite LOG WHAT CMD...: runs one test script (output in $LOGS/LOG.log),
 # shows its FAIL/SKIP/summary lines (or those matching $SHOW) and adds its
-# counts; a non-zero exit is one more failure, named WHAT.
+# counts; a non-zero exit is one more failure, named WHAT, and shows the
+# log's last 40 lines (the server logs a failing suite prints).
 suite() {
   local log=$1 what=$2
   shift 2
-  "$@" >"$LOGS/$log.log" 2>&1 || step_fail "$what"
+  if ! "$@" >"$LOGS/$log.log" 2>&1; then
+    step_fail "$what"
+    echo "---- last lines of its log ----"
+    tail -n 40 "$LOGS/$log.log"
+    echo "----"
+  fi
   grep -E "${SHOW:-^FAIL|^SKIP|passed}" "$LOGS/$log.log"
   tally "$LOGS/$log.log"
 }

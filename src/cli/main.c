@@ -546,6 +546,9 @@ static int cmd_help(int argc, char **argv)
 		       "| `PIXMILL_EXIT_GRACE` | seconds library shutdown may "
 		       "take after a command before the process leaves "
 		       "without it (default 20) |\n"
+		       "| `PIXMILL_DRAIN_GRACE` | seconds `serve` may take to "
+		       "drain after SIGTERM before it leaves with exit code 5 "
+		       "and names the step it was stuck in (default 150) |\n"
 		       "| `TESSDATA_PREFIX` | Tesseract language data |\n");
 		return 0;
 	}

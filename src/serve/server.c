@@ -41,6 +41,48 @@
 
 static volatile sig_atomic_t stop_flag;
 
+/* ---- the drain watchdog ----
+ * After SIGTERM, shutdown goes through phases (the running job, uploads,
+ * the HTTP daemon, the ticker, the stores). Each is named here as it
+ * starts and logged, and a watchdog thread gives the whole drain
+ * PIXMILL_DRAIN_GRACE seconds (default 150): past that it logs the phase
+ * it is stuck in and leaves with exit code 5 (internal), so a hang is
+ * bounded and says where it was. Nothing committed is lost; what was in
+ * flight and not committed is redone by the next run of its job. */
+static _Atomic(const char *) drain_phase;
+static atomic_int drain_over;
+
+static void drain_enter(const char *phase)
+{
+	atomic_store(&drain_phase, phase);
+	pm_log(PM_LOG_DEBUG, "shutdown: %s", phase);
+}
+
+static void *drain_watchdog(void *arg)
+{
+	double grace = 150, t0 = pm_now();
+	const char *env = getenv("PIXMILL_DRAIN_GRACE");
+
+	(void)arg;
+	if (env && atof(env) > 0)
+		grace = atof(env);
+	while (!atomic_load(&drain_over)) {
+		if (pm_now() - t0 > grace) {
+			char msg[256];
+			int n = snprintf(msg, sizeof msg,
+					 "pixmill serve: shutdown still in "
+					 "\"%s\" after %.0f s "
+					 "(PIXMILL_DRAIN_GRACE): leaving now\n",
+					 atomic_load(&drain_phase), grace);
+			if (n > 0 && write(2, msg, (size_t)n) < 0)
+				n = 0;
+			_exit(5);
+		}
+		usleep(100 * 1000);
+	}
+	return NULL;
+}
+
 void pm_serve_stop(void)
 {
 	stop_flag = 1;
@@ -1261,7 +1303,8 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	struct sockaddr_storage sa;
 	pm_status st;
 	pm_store *store = NULL;
-	bool ticker = false, jobs = false, uploads = false;
+	bool ticker = false, jobs = false, uploads = false, watchdog = false;
+	pthread_t t_watchdog;
 	int threads;
 	unsigned flags;
 
@@ -1380,23 +1423,37 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	/* Graceful shutdown: not ready, refuse new work, drain. */
 	pm_log(PM_LOG_INFO, "draining: finishing work in flight");
 	atomic_store(&s->draining, 1);
+	atomic_store(&drain_over, 0);
+	drain_enter("start");
+	watchdog = pthread_create(&t_watchdog, NULL, drain_watchdog, NULL) == 0;
 	st = PM_OK;
 out:
-	if (jobs)
+	if (jobs) {
+		drain_enter("the running job");
 		srv_jobs_stop(s); /* the running job drains and commits */
-	if (uploads)
+	}
+	if (uploads) {
+		drain_enter("uploads in flight");
 		srv_uploads_stop(s); /* uploads in flight finish */
+	}
 	if (s->d) {
+		drain_enter("event streams and the HTTP daemon");
 		srv_sse_stop(s);
 		MHD_stop_daemon(s->d);
 	}
 	if (ticker) {
+		drain_enter("the ticker");
 		atomic_store(&s->stop_ticker, 1);
 		pthread_join(s->ticker, NULL);
 	}
+	drain_enter("closing the stores");
 	pm_metrics_off_scrape(on_scrape, s);
 	close_stores();
 	zcache_free();
 	srv_free(s);
+	if (watchdog) {
+		atomic_store(&drain_over, 1);
+		pthread_join(t_watchdog, NULL);
+	}
 	return st;
 }
