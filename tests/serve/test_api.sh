@@ -110,14 +110,18 @@ start_srv() {
 # alive PID: the process runs (exists and is not a zombie)
 alive() { kill -0 "$1" 2>/dev/null && ! grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }
 # stop_srv NAME [SECONDS] [nosig]: SIGTERM (unless nosig: already sent),
-# wait (default 180 s); SRC = exit code (999: still running, killed).
+# wait (default 180 s); SRC = exit code (999: still running, killed; 998:
+# no process recorded for NAME, which a fresh CI run once showed as a
+# 999 that came without the 180-s wait).
 stop_srv() {
   local n=$1 pid=${SPID[$1]:-} i
+  SRC=998
+  [ -n "$pid" ] || { echo "stop_srv $n: no pid recorded (SPID: ${!SPID[*]})"; return 0; }
   SRC=999
-  [ -n "$pid" ] || return 0
   [ "${3:-}" = nosig ] || kill -TERM "$pid" 2>/dev/null
   for i in $(seq $((${2:-180} * 10))); do alive "$pid" || break; sleep 0.1; done
   if alive "$pid"; then
+    echo "stop_srv $n: pid $pid still running after ${2:-180} s: $(cat "/proc/$pid/stat" 2>/dev/null | cut -c1-80)"
     kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
   else
