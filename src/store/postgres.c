@@ -291,6 +291,12 @@ static const char *const migrations[] = {
     "CREATE INDEX queue_events_item ON queue_events (job_id, key);"
     "CREATE INDEX queue_events_job ON queue_events (job_id, event);"
     "CREATE INDEX queue_events_queue ON queue_events (queue_id);",
+    /* v5: `pixmill queue prune` deletes the queue rows and events of
+     * finished jobs (SQLite's v11); jobs.queue_pruned (unix seconds,
+     * NULL = never) says so, for status. Its batches are index scans
+     * of queue's UNIQUE (job_id, key) and queue_events_queue: no new
+     * index. */
+    "ALTER TABLE jobs ADD COLUMN queue_pruned double precision;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -359,6 +365,9 @@ enum {
 	Q_OUTPUT_INSERT_Q,
 	Q_ITEM_UPSERT_Q,
 	Q_URL_PUT_Q,
+	Q_PRUNE_JOBS,
+	Q_PRUNE_BATCH,
+	Q_PRUNE_COUNT,
 	Q_COUNT
 };
 
@@ -503,7 +512,8 @@ enum {
 
 static const char *const queries[Q_COUNT] = {
     /* ---- the shared queue ---- */
-    [Q_Q_MARK] = "UPDATE jobs SET enqueued = 0, updated = $2 WHERE id = $1",
+    [Q_Q_MARK] = "UPDATE jobs SET enqueued = 0, queue_pruned = NULL,"
+		 " updated = $2 WHERE id = $1",
     /* one record; sent n at a time in a pipeline */
     [Q_Q_ENQUEUE] =
 	"INSERT INTO queue (job_id, key, ordinal, priority, record_json,"
@@ -516,7 +526,8 @@ static const char *const queries[Q_COUNT] = {
     [Q_Q_NOTIFY] = "SELECT pg_notify('pixmill_queue', '')",
     [Q_Q_ENQUEUE_END] =
 	"WITH u AS (UPDATE jobs SET enqueued = 1, enqueue_total = $2,"
-	" updated = $3 WHERE id = $1 RETURNING id)," NOTIFY_IF_U,
+	" queue_pruned = NULL, updated = $3 WHERE id = $1 RETURNING "
+	"id)," NOTIFY_IF_U,
     [Q_Q_CLAIM] = CLAIM_HEAD " AND job_id = $1" CLAIM_TAIL,
     [Q_Q_CLAIM_ANY] = CLAIM_HEAD " AND $1::bigint = 0" CLAIM_TAIL,
     [Q_Q_NEXT] =
@@ -597,9 +608,39 @@ static const char *const queries[Q_COUNT] = {
 		   "  AND COUNT(*) FILTER (WHERE enqueued = 0) = 0"
 		   "  FROM jobs WHERE id BETWEEN $1 AND $2),"
 		   " (SELECT coalesce(SUM(enqueue_total), 0) FROM jobs"
-		   "  WHERE enqueued = 1 AND id BETWEEN $1 AND $2)",
+		   "  WHERE enqueued = 1 AND id BETWEEN $1 AND $2),"
+		   " (SELECT COUNT(*) FROM jobs WHERE queue_pruned IS NOT NULL"
+		   "  AND id BETWEEN $1 AND $2)",
     [Q_Q_HISTORY] = "SELECT event, worker, at, detail FROM queue_events"
 		    " WHERE job_id = $1 AND key = $2 ORDER BY id",
+/* job $1 may be pruned with cutoff $2: final, updated before the
+ * cutoff, no claimed row */
+#define PRUNABLE                                                               \
+	" EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1::bigint"                \
+	"  AND j.state IN ('done', 'failed', 'cancelled')"                     \
+	"  AND j.updated < $2::float8 AND NOT EXISTS (SELECT 1 FROM queue c"   \
+	"  WHERE c.job_id = $1::bigint AND c.state = 'claimed'))"
+    /* ---- pruning: the prunable jobs of [$1, $2] before cutoff $3 ---- */
+    [Q_PRUNE_JOBS] = "SELECT j.id FROM jobs j WHERE j.id BETWEEN $1 AND $2"
+		     " AND j.state IN ('done', 'failed', 'cancelled')"
+		     " AND j.updated < $3::float8 AND EXISTS (SELECT 1"
+		     "  FROM queue q WHERE q.job_id = j.id) ORDER BY j.id",
+    /* one batch of job $1 (cutoff $2, at most $3 rows, $4 now) in one
+     * statement, so one transaction: its events, its rows, and the
+     * job's mark once a batch comes short (the last) */
+    [Q_PRUNE_BATCH] =
+	"WITH b AS MATERIALIZED (SELECT q.id FROM queue q"
+	"  WHERE q.job_id = $1::bigint AND" PRUNABLE " LIMIT $3::integer),"
+	" e AS (DELETE FROM queue_events WHERE queue_id IN (SELECT id FROM b)"
+	"  RETURNING 1),"
+	" d AS (DELETE FROM queue WHERE id IN (SELECT id FROM b) RETURNING 1),"
+	" m AS (UPDATE jobs SET queue_pruned = $4::float8 WHERE id = $1"
+	"  AND (SELECT COUNT(*) FROM b) < $3::integer AND" PRUNABLE ")"
+	" SELECT (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM e)",
+    [Q_PRUNE_COUNT] = "SELECT (SELECT COUNT(*) FROM queue"
+		      "  WHERE job_id = $1::bigint),"
+		      " (SELECT COUNT(*) FROM queue_events"
+		      "  WHERE job_id = $1::bigint) WHERE" PRUNABLE,
     [Q_JOB_OPEN] =
 	"INSERT INTO jobs (key, catalog, pipeline, pipeline_hash,"
 	" pipeline_json, out_dir, state, runs, created, updated)"
@@ -751,10 +792,15 @@ static const char *const queries[Q_COUNT] = {
 	" ON CONFLICT (key) DO UPDATE SET state = 'queued',"
 	" updated = excluded.updated, name = excluded.name, error = NULL"
 	" RETURNING id",
-    [Q_JOB_STATE] = "UPDATE jobs SET state = $2, error = $3,"
-		    " updated = $4::float8,"
+    /* a cancelled job's unclaimed queue rows go with it (their events
+     * cascade): no worker would claim them */
+    [Q_JOB_STATE] = "WITH u AS (UPDATE jobs SET state = $2::text,"
+		    " error = $3, updated = $4::float8,"
 		    " finished = CASE WHEN $5::boolean THEN $4::float8 END"
-		    " WHERE id = $1",
+		    " WHERE id = $1 RETURNING id),"
+		    " d AS (DELETE FROM queue q USING u WHERE q.job_id = u.id"
+		    "  AND q.state = 'queued' AND $2::text = 'cancelled')"
+		    " SELECT id FROM u",
     [Q_ITEMS] = "SELECT i.key, i.ordinal, i.record_id, i.title, i.image,"
 		" i.state, i.code, i.error, i.sha256, i.duplicate,"
 		" i.attempts, i.latency_ms, a.pipeline_hash, i.candidates"
@@ -2834,6 +2880,7 @@ static pm_status pg_queue_counts(void *conn, int64_t job_id,
 	qc->workers = v_i64(r, 0, 6);
 	qc->enqueued = v_bool(r, 0, 7);
 	qc->total = v_i64(r, 0, 8);
+	qc->pruned = v_i64(r, 0, 9);
 	PQclear(r);
 	return PM_OK;
 }
@@ -2864,6 +2911,64 @@ static pm_status pg_queue_history(void *conn, int64_t job_id, const char *key,
 int pm_pg_latest_version(void)
 {
 	return N_MIGRATIONS;
+}
+
+/* ---- pruning the queue: the prunable jobs, then each job in
+ * statements of at most batch rows (Q_PRUNE_BATCH, one transaction
+ * each outside a caller's batch) ---- */
+
+static pm_status pg_queue_prune(void *conn, int64_t job_id, double cutoff,
+				bool dry_run, int batch, pm_queue_pruned *out,
+				pm_err *err)
+{
+	pg_params p = {0};
+	int64_t *jobs = NULL;
+	int nj = 0;
+	pm_status s = PM_OK;
+
+	if (batch < 1)
+		batch = 1;
+	p_i64(&p, job_id > 0 ? job_id : 1);
+	p_i64(&p, job_id > 0 ? job_id : INT64_MAX);
+	p_dbl(&p, cutoff);
+	PGresult *r = q_run(conn, Q_PRUNE_JOBS, &p, 0, "queue prune", err);
+	p_free(&p);
+	if (!r)
+		return FAILED(conn);
+	nj = PQntuples(r);
+	if (nj > 0 && !(jobs = malloc((size_t)nj * sizeof *jobs)))
+		s = pm_fail(err, PM_ERR_NOMEM, "queue prune: out of memory");
+	for (int i = 0; s == PM_OK && i < nj; i++)
+		jobs[i] = v_i64(r, i, 0);
+	PQclear(r);
+	for (int j = 0; s == PM_OK && j < nj; j++) {
+		int64_t rows = 0, events = 0, got;
+		do {
+			pg_params q = {0};
+			p_i64(&q, jobs[j]);
+			p_dbl(&q, cutoff);
+			if (!dry_run) {
+				p_i64(&q, batch);
+				p_dbl(&q, now_unix());
+			}
+			r = q_run(conn, dry_run ? Q_PRUNE_COUNT : Q_PRUNE_BATCH,
+				  &q, 0, "queue prune", err);
+			p_free(&q);
+			if (!r) {
+				s = FAILED(conn);
+				break;
+			}
+			got = PQntuples(r) == 1 ? v_i64(r, 0, 0) : 0;
+			rows += got;
+			events += PQntuples(r) == 1 ? v_i64(r, 0, 1) : 0;
+			PQclear(r);
+		} while (!dry_run && got == batch);
+		out->jobs += rows > 0;
+		out->rows += rows;
+		out->events += events;
+	}
+	free(jobs);
+	return s;
 }
 
 const pm_store_backend pm_store_postgres = {
@@ -2919,4 +3024,5 @@ const pm_store_backend pm_store_postgres = {
     .job_state_of = pg_job_state_of,
     .queue_counts = pg_queue_counts,
     .queue_history = pg_queue_history,
+    .queue_prune = pg_queue_prune,
 };
