@@ -83,6 +83,8 @@ enum {
 	OPT_ITEM,
 	OPT_REDIS,
 	OPT_WATCH,
+	OPT_OLDER_THAN,
+	OPT_DRY_RUN,
 };
 
 typedef struct pm_opt {
@@ -157,6 +159,7 @@ int pm_cmd_hash_key(int argc, char **argv);
 int pm_cmd_status(int argc, char **argv);
 int pm_cmd_inspect(int argc, char **argv);
 int pm_cmd_dlq(int argc, char **argv);
+int pm_cmd_queue(int argc, char **argv);
 int pm_cmd_search(int argc, char **argv);
 int pm_cmd_dupes(int argc, char **argv);
 int pm_cmd_models(int argc, char **argv);

@@ -46,6 +46,23 @@ static void test_sizes(void)
 	CHECK_INT(pm_parse_size("12x"), -1);
 	CHECK_INT(pm_parse_size("-5"), -1);
 	CHECK_INT(pm_parse_size("1e30"), -1);
+	CHECK(pm_parse_duration("90") == 90);
+	CHECK(pm_parse_duration("45s") == 45);
+	CHECK(pm_parse_duration("30m") == 1800);
+	CHECK(pm_parse_duration("1.5h") == 5400);
+	CHECK(pm_parse_duration("7d") == 7 * 86400);
+	CHECK(pm_parse_duration("0") == 0);
+	CHECK(pm_parse_duration("") == -1);
+	CHECK(pm_parse_duration(NULL) == -1);
+	CHECK(pm_parse_duration("-1d") == -1);
+	CHECK(pm_parse_duration(" 5") == -1);
+	CHECK(pm_parse_duration("5 d") == -1);
+	CHECK(pm_parse_duration("5w") == -1);
+	CHECK(pm_parse_duration("5dd") == -1);
+	CHECK(pm_parse_duration("nan") == -1);
+	CHECK(pm_parse_duration("inf") == -1);
+	CHECK(pm_parse_duration("1e300") == -1);
+	CHECK(pm_parse_duration("36501d") == -1);
 	CHECK_STR(pm_fmt_size(1536, buf, sizeof buf), "1.5 KiB");
 	CHECK_STR(pm_fmt_size(12, buf, sizeof buf), "12 B");
 }
