@@ -625,18 +625,22 @@ static const char *const queries[Q_COUNT] = {
 		     " AND j.state IN ('done', 'failed', 'cancelled')"
 		     " AND j.updated < $3::float8 AND EXISTS (SELECT 1"
 		     "  FROM queue q WHERE q.job_id = j.id) ORDER BY j.id",
-    /* one batch of job $1 (cutoff $2, at most $3 rows, $4 now) in one
-     * statement, so one transaction: its events, its rows, and the
-     * job's mark once a batch comes short (the last) */
+    /* one batch of job $1 (cutoff $2, at most $3 rows, $4 now, ids
+     * above $5: the previous batch's last, so that a big job's batches
+     * do not walk its deleted rows again) in one statement, so one
+     * transaction: its events, its rows, and the job's mark once a
+     * batch comes short (the last) */
     [Q_PRUNE_BATCH] =
 	"WITH b AS MATERIALIZED (SELECT q.id FROM queue q"
-	"  WHERE q.job_id = $1::bigint AND" PRUNABLE " LIMIT $3::integer),"
+	"  WHERE q.job_id = $1::bigint AND q.id > $5::bigint AND" PRUNABLE
+	"  ORDER BY q.id LIMIT $3::integer),"
 	" e AS (DELETE FROM queue_events WHERE queue_id IN (SELECT id FROM b)"
 	"  RETURNING 1),"
 	" d AS (DELETE FROM queue WHERE id IN (SELECT id FROM b) RETURNING 1),"
 	" m AS (UPDATE jobs SET queue_pruned = $4::float8 WHERE id = $1"
 	"  AND (SELECT COUNT(*) FROM b) < $3::integer AND" PRUNABLE ")"
-	" SELECT (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM e)",
+	" SELECT (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM e),"
+	" (SELECT coalesce(max(id), 0) FROM b)",
     [Q_PRUNE_COUNT] = "SELECT (SELECT COUNT(*) FROM queue"
 		      "  WHERE job_id = $1::bigint),"
 		      " (SELECT COUNT(*) FROM queue_events"
@@ -2942,7 +2946,7 @@ static pm_status pg_queue_prune(void *conn, int64_t job_id, double cutoff,
 		jobs[i] = v_i64(r, i, 0);
 	PQclear(r);
 	for (int j = 0; s == PM_OK && j < nj; j++) {
-		int64_t rows = 0, events = 0, got;
+		int64_t rows = 0, events = 0, got, last = 0;
 		do {
 			pg_params q = {0};
 			p_i64(&q, jobs[j]);
@@ -2950,6 +2954,7 @@ static pm_status pg_queue_prune(void *conn, int64_t job_id, double cutoff,
 			if (!dry_run) {
 				p_i64(&q, batch);
 				p_dbl(&q, now_unix());
+				p_i64(&q, last);
 			}
 			r = q_run(conn, dry_run ? Q_PRUNE_COUNT : Q_PRUNE_BATCH,
 				  &q, 0, "queue prune", err);
@@ -2961,6 +2966,8 @@ static pm_status pg_queue_prune(void *conn, int64_t job_id, double cutoff,
 			got = PQntuples(r) == 1 ? v_i64(r, 0, 0) : 0;
 			rows += got;
 			events += PQntuples(r) == 1 ? v_i64(r, 0, 1) : 0;
+			if (!dry_run && PQntuples(r) == 1)
+				last = v_i64(r, 0, 2);
 			PQclear(r);
 		} while (!dry_run && got == batch);
 		out->jobs += rows > 0;

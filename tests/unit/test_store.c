@@ -2920,7 +2920,7 @@ static int64_t prune_job(pm_store *s, const char *key, int n, int done,
 	int run = 0, got = 0;
 	pm_claim *cl = NULL;
 	pm_enqueue_rec recs[16];
-	char keys[16][16];
+	char keys[16][48];
 
 	sp.key = key;
 	CHECK_INT(pm_store_job_open(s, &sp, &job, &run, &err), PM_OK);
@@ -3098,7 +3098,7 @@ static void test_queue_prune(void)
 	/* re-enqueue of the pruned job: done items stay done, the failed
 	 * ones are queued again (their rows are gone), the mark goes */
 	pm_enqueue_rec recs[6];
-	char keys[6][16];
+	char keys[6][24];
 	int64_t added = 0;
 	for (int i = 0; i < 6; i++) {
 		snprintf(keys[i], sizeof keys[i], "p-old-%d", i);
