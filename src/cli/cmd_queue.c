@@ -108,8 +108,9 @@ int pm_cmd_queue(int argc, char **argv)
 		free(txt);
 		json_decref(o);
 	} else if (pr.jobs == 0 && c.job) {
-		printf("nothing to prune: job %lld has no queue rows left, or "
-		       "finished less than %s ago\n",
+		printf("nothing to prune: job %lld has no queue rows left, "
+		       "finished less than %s ago, or a worker still holds "
+		       "a row of it\n",
 		       c.job, c.older);
 	} else if (pr.jobs == 0) {
 		printf("nothing to prune: no job that finished more than %s "

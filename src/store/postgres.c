@@ -541,7 +541,12 @@ static const char *const queries[Q_COUNT] = {
 	"  attempts = greatest(q.attempts - 1, 0), lease_owner = NULL,"
 	"  lease_until = NULL, updated = t.now FROM t"
 	"  WHERE q.state = 'claimed' AND q.lease_owner = $1::text"
+	"  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = q.job_id"
+	"  AND j.state = 'cancelled')"
 	"  RETURNING q.id, q.job_id, q.key, t.now),"
+	" g AS (DELETE FROM queue q WHERE q.state = 'claimed'"
+	"  AND q.lease_owner = $1::text AND EXISTS (SELECT 1 FROM jobs j"
+	"  WHERE j.id = q.job_id AND j.state = 'cancelled')),"
 	" e AS (INSERT INTO queue_events (queue_id, job_id, key, event,"
 	"  worker, at) SELECT id, job_id, key, 'released', $1::text, now"
 	"  FROM u)," NOTIFY_IF_U,
@@ -549,11 +554,16 @@ static const char *const queries[Q_COUNT] = {
      * left to it, so concurrent reapers never count an expiry twice */
     [Q_Q_REAP] =
 	"WITH t AS (SELECT " PG_NOW " AS now),"
-	" x AS (SELECT id, lease_owner FROM queue WHERE state = 'claimed'"
-	"  AND lease_until < (SELECT now FROM t) FOR UPDATE SKIP LOCKED),"
+	" x AS (SELECT id, lease_owner, EXISTS (SELECT 1 FROM jobs j"
+	"  WHERE j.id = queue.job_id AND j.state = 'cancelled') AS gone"
+	"  FROM queue WHERE state = 'claimed'"
+	"  AND lease_until < (SELECT now FROM t) FOR UPDATE OF queue"
+	"  SKIP LOCKED),"
 	" u AS (UPDATE queue q SET state = 'queued', lease_owner = NULL,"
 	"  lease_until = NULL, updated = t.now FROM x, t WHERE q.id = x.id"
+	"  AND NOT x.gone"
 	"  RETURNING q.id, q.job_id, q.key, x.lease_owner AS worker, t.now),"
+	" g AS (DELETE FROM queue q USING x WHERE q.id = x.id AND x.gone),"
 	" e AS (INSERT INTO queue_events (queue_id, job_id, key, event,"
 	"  worker, at) SELECT id, job_id, key, 'expired', worker, now"
 	"  FROM u)," NOTIFY_IF_U,

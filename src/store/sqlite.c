@@ -348,8 +348,10 @@ enum {
 	Q_Q_EVENT,
 	Q_Q_NEXT,
 	Q_Q_RENEW,
+	Q_Q_RELEASE_DROP,
 	Q_Q_RELEASE_EV,
 	Q_Q_RELEASE,
+	Q_Q_REAP_DROP,
 	Q_Q_REAP_EV,
 	Q_Q_REAP,
 	Q_Q_REQUEUE,
@@ -466,7 +468,13 @@ static const char *const queries[Q_COUNT] = {
 		 " AND not_before <= ?1 ORDER BY priority DESC, id LIMIT 1",
     [Q_Q_RENEW] = "UPDATE queue SET lease_until = ?2"
 		  " WHERE state = 'claimed' AND lease_owner = ?1",
-    /* events first, while the rows still name their worker */
+    /* a cancelled job's rows are deleted, not put back (no worker
+     * would claim them); events first, while the rows still name their
+     * worker */
+    [Q_Q_RELEASE_DROP] = "DELETE FROM queue WHERE state = 'claimed'"
+			 " AND lease_owner = ?1 AND EXISTS (SELECT 1 FROM jobs"
+			 "  j WHERE j.id = queue.job_id"
+			 "  AND j.state = 'cancelled')",
     [Q_Q_RELEASE_EV] =
 	"INSERT INTO queue_events (queue_id, job_id, key, event, worker, at)"
 	" SELECT id, job_id, key, 'released', lease_owner, ?2 FROM queue"
@@ -475,6 +483,9 @@ static const char *const queries[Q_COUNT] = {
 		    " attempts = max(attempts - 1, 0), lease_owner = NULL,"
 		    " lease_until = NULL, updated = ?2"
 		    " WHERE state = 'claimed' AND lease_owner = ?1",
+    [Q_Q_REAP_DROP] = "DELETE FROM queue WHERE state = 'claimed'"
+		      " AND lease_until < ?1 AND EXISTS (SELECT 1 FROM jobs j"
+		      "  WHERE j.id = queue.job_id AND j.state = 'cancelled')",
     [Q_Q_REAP_EV] =
 	"INSERT INTO queue_events (queue_id, job_id, key, event, worker, at)"
 	" SELECT id, job_id, key, 'expired', lease_owner, ?1 FROM queue"
@@ -2570,27 +2581,31 @@ static pm_status sq_lease_renew(void *conn, const char *worker, double lease_s,
 	return s;
 }
 
-/* Runs an (events, update) pair of statements whose parameters are
- * (text a or none, time) in one transaction; *n = rows updated. */
-static pm_status ev_update(sq_conn *c, int q_ev, int q_up, const char *text,
-			   int64_t *n, const char *what, pm_err *err)
+/* Runs a (drop, events, update) triple of statements whose parameters
+ * are (text a or none, time; the drop's may stop before the time) in one
+ * transaction; *n = rows updated. */
+static pm_status ev_update(sq_conn *c, int q_drop, int q_ev, int q_up,
+			   const char *text, int64_t *n, const char *what,
+			   pm_err *err)
 {
 	double now = now_unix();
-	int qs[2] = {q_ev, q_up};
+	int qs[3] = {q_drop, q_ev, q_up};
 	bool own;
 	pm_status s = tx_open(c, &own, what, err);
 
-	for (int i = 0; s == PM_OK && i < 2; i++) {
+	for (int i = 0; s == PM_OK && i < 3; i++) {
 		sqlite3_stmt *st = q_get(c, qs[i], err);
+		int np = st ? sqlite3_bind_parameter_count(st) : 0;
 		if (!st) {
 			s = PM_ERR_STORE;
 			break;
 		}
-		if ((text ? b_text(st, 1, text) || b_dbl(st, 2, now)
-			  : b_dbl(st, 1, now)) ||
+		if ((text
+			 ? b_text(st, 1, text) || (np >= 2 && b_dbl(st, 2, now))
+			 : b_dbl(st, 1, now)) ||
 		    sqlite3_step(st) != SQLITE_DONE)
 			s = sq_fail(c->db, err, what);
-		else if (i == 1)
+		else if (i == 2)
 			*n = sqlite3_changes64(c->db);
 		q_done(st);
 	}
@@ -2603,13 +2618,13 @@ static pm_status ev_update(sq_conn *c, int q_ev, int q_up, const char *text,
 static pm_status sq_lease_release(void *conn, const char *worker, int64_t *n,
 				  pm_err *err)
 {
-	return ev_update(conn, Q_Q_RELEASE_EV, Q_Q_RELEASE, worker, n,
-			 "release leases", err);
+	return ev_update(conn, Q_Q_RELEASE_DROP, Q_Q_RELEASE_EV, Q_Q_RELEASE,
+			 worker, n, "release leases", err);
 }
 
 static pm_status sq_lease_reap(void *conn, int64_t *n, pm_err *err)
 {
-	return ev_update(conn, Q_Q_REAP_EV, Q_Q_REAP, NULL, n,
+	return ev_update(conn, Q_Q_REAP_DROP, Q_Q_REAP_EV, Q_Q_REAP, NULL, n,
 			 "reap expired leases", err);
 }
 

@@ -529,12 +529,14 @@ pm_status pm_store_lease_renew(pm_store *s, const char *worker, double lease_s,
 			       int64_t *n, pm_err *err);
 /* Puts every row worker holds back in the queue (a draining worker's
  * unstarted claims); the attempt is not counted against it ("released"
- * event). *n = rows released (may be NULL). */
+ * event). *n = rows released (may be NULL). Rows of a cancelled job are
+ * deleted instead (no worker would claim them). */
 pm_status pm_store_lease_release(pm_store *s, const char *worker, int64_t *n,
 				 pm_err *err);
 /* Puts rows whose lease has expired back in the queue with an "expired"
  * event naming their worker; *n = rows (may be NULL). Any worker may
- * call it; concurrent calls do not double-count. */
+ * call it; concurrent calls do not double-count. Expired rows of a
+ * cancelled job are deleted instead (not counted in *n). */
 pm_status pm_store_lease_reap(pm_store *s, int64_t *n, pm_err *err);
 /* Gives a claim back for a later attempt (a transient failure): the row
  * is queued again, claimable after delay_s, with a "retry" event and the

@@ -3120,6 +3120,41 @@ static void test_queue_prune(void)
 	CHECK_INT(job_rows(&d, "queue", old), 2);
 	CHECK_INT(job_rows(&d, "queue", running), run_rows);
 
+	/* a cancelled job's claims that come back (a draining worker's
+	 * release, an expired lease) are deleted, not queued again: the
+	 * claimed job's row goes back, the cancelled job's 2 go */
+	int64_t n = -1;
+	CHECK_INT(pm_store_lease_release(s, "w", &n, &err), PM_OK);
+	CHECK_INT(n, 1);
+	CHECK_INT(qcounts(s, claimed).queued, 3);
+	CHECK_INT(job_rows(&d, "queue", cancelled), 0);
+	CHECK_INT(job_rows(&d, "queue_events", cancelled), 0);
+	{
+		pm_job_spec sp = spec1;
+		pm_claim *cl = NULL;
+		int got = 0, run = 0;
+		int64_t job = 0;
+		pm_enqueue_rec two[2] = {{"r1", 1, "{}"}, {"r2", 2, "{}"}};
+		sp.key = "p-reap";
+		CHECK_INT(pm_store_job_open(s, &sp, &job, &run, &err), PM_OK);
+		CHECK_INT(pm_store_enqueue(s, job, 0, two, 2, NULL, &err),
+			  PM_OK);
+		CHECK_INT(
+		    pm_store_claim(s, job, "w9", 1, 0.05, &cl, &got, &err),
+		    PM_OK);
+		CHECK_INT(got, 1);
+		pm_claims_free(cl, got);
+		CHECK_INT(
+		    pm_store_job_state(s, job, "cancelled", NULL, true, &err),
+		    PM_OK);
+		CHECK_INT(job_rows(&d, "queue", job), 1); /* the claimed one */
+		sleep_ms(300);
+		CHECK_INT(pm_store_lease_reap(s, &n, &err), PM_OK);
+		CHECK_INT(n, 0);
+		CHECK_INT(job_rows(&d, "queue", job), 0);
+		CHECK_INT(job_rows(&d, "queue_events", job), 0);
+	}
+
 	raw_close(&d);
 	pm_store_close(s);
 }
