@@ -2,8 +2,8 @@
  * (src/core/util.c: pm_parse_duration), which reads `queue prune
  * --older-than` from the command line (and cron lines). Invariants: the
  * result is -1 (refused) or a finite number of seconds in [0, 100
- * years]; an accepted text starts with a digit or '.' and ends with a
- * digit, '.' or one of the units s, m, h, d.
+ * years]; an accepted text is decimal digits with at most one point,
+ * then at most one of the units s, m, h, d.
  *
  * Threads: libFuzzer calls LLVMFuzzerTestOneInput from one thread.
  */
@@ -26,14 +26,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s[size] = 0;
 	v = pm_parse_duration(s);
 	if (v != -1) {
-		size_t n = strlen(s);
-		char last = n ? s[n - 1] : 0;
+		size_t n = strspn(s, "0123456789."), dots = 0;
 		if (!isfinite(v) || v < 0 || v > 100.0 * 365 * 86400)
 			abort();
-		if (n == 0 || !((s[0] >= '0' && s[0] <= '9') || s[0] == '.'))
+		for (size_t i = 0; i < n; i++)
+			dots += s[i] == '.';
+		if (n == 0 || dots > 1 || n == dots)
 			abort();
-		if (!((last >= '0' && last <= '9') || last == '.' ||
-		      strchr("smhd", last)))
+		if (s[n] && (!strchr("smhd", s[n]) || s[n + 1]))
 			abort();
 	}
 	free(s);

@@ -137,12 +137,23 @@ double pm_parse_duration(const char *s)
 {
 	char *end;
 	double v, mul = 1;
+	size_t digits = 0, dots = 0, i;
 
-	if (!s || !*s || !(isdigit((unsigned char)*s) || *s == '.'))
+	if (!s)
+		return -1;
+	/* decimal digits with at most one point: no sign, exponent, hex,
+	 * inf or space, which strtod would take */
+	for (i = 0; isdigit((unsigned char)s[i]) || s[i] == '.'; i++) {
+		if (s[i] == '.')
+			dots++;
+		else
+			digits++;
+	}
+	if (digits == 0 || dots > 1)
 		return -1;
 	errno = 0;
 	v = strtod(s, &end);
-	if (errno || end == s || !isfinite(v) || v < 0)
+	if (errno || end != s + i || !isfinite(v) || v < 0)
 		return -1;
 	switch (*end) {
 	case '\0':

@@ -63,6 +63,12 @@ static void test_sizes(void)
 	CHECK(pm_parse_duration("inf") == -1);
 	CHECK(pm_parse_duration("1e300") == -1);
 	CHECK(pm_parse_duration("36501d") == -1);
+	CHECK(pm_parse_duration("0xA") == -1);
+	CHECK(pm_parse_duration("1e3s") == -1);
+	CHECK(pm_parse_duration("1.2.3") == -1);
+	CHECK(pm_parse_duration(".") == -1);
+	CHECK(pm_parse_duration(".5d") == 43200);
+	CHECK(pm_parse_duration("+5") == -1);
 	CHECK_STR(pm_fmt_size(1536, buf, sizeof buf), "1.5 KiB");
 	CHECK_STR(pm_fmt_size(12, buf, sizeof buf), "12 B");
 }
