@@ -294,8 +294,8 @@ static const char *const migrations[] = {
     /* v5: `pixmill queue prune` deletes the queue rows and events of
      * finished jobs (SQLite's v11); jobs.queue_pruned (unix seconds,
      * NULL = never) says so, for status. Its batches are index scans
-     * of queue's UNIQUE (job_id, key) and queue_events_queue: no new
-     * index. */
+     * of queue_pkey (from the previous batch's last id) and
+     * queue_events_queue: no new index. */
     "ALTER TABLE jobs ADD COLUMN queue_pruned double precision;",
 };
 
