@@ -57,7 +57,7 @@ J=$(jq_ "$T/enq.json" "d['job']")
 N=$(jq_ "$T/enq.json" "d['enqueued']")
 "$PM" worker --db "$DB" --exit-when-idle --id wq >/dev/null 2>"$T/w.err"
 eq "worker exits 0" $? 0
-eq "the job is done" "$(db "$DB" "SELECT state FROM jobs WHERE id = $J")" done
+eq "the job is done" "$(db "$DB" "SELECT state FROM jobs WHERE id = $J")" "done"
 eq "its queue rows are done" "$(db "$DB" "SELECT count(*) FROM queue WHERE job_id = $J AND state = 'done'")" "$N"
 EV=$(db "$DB" "SELECT count(*) FROM queue_events WHERE job_id = $J")
 check "it has events ($EV)" test "$EV" -ge "$N"
