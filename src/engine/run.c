@@ -915,6 +915,10 @@ static void *ingest_queue_main(void *arg)
 			break;
 		}
 		if (n == 0) {
+			/* a cancel deletes the queued rows: say so if that
+			 * is why */
+			next_check = 0;
+			cancel_check(r, st, &next_check);
 			pm_claims_free(c, n);
 			break;
 		}

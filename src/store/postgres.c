@@ -590,7 +590,8 @@ static const char *const queries[Q_COUNT] = {
 	" at, detail) SELECT id, job_id, key, $3::text, $2::text, now,"
 	" $6::text FROM u",
     [Q_Q_FINISH] = "UPDATE jobs SET state = 'done', updated = $2, finished = $2"
-		   " WHERE id = $1 AND enqueued = 1 AND state <> 'done'"
+		   " WHERE id = $1 AND enqueued = 1"
+		   " AND state NOT IN ('done', 'cancelled', 'cancelling')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = $1"
 		   "  AND state = 'queued')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = $1"

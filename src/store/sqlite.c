@@ -502,7 +502,8 @@ static const char *const queries[Q_COUNT] = {
 		     " updated = ?6 WHERE id = ?1 AND lease_owner = ?2"
 		     " AND state = 'claimed' AND job_id = ?4 AND key = ?5",
     [Q_Q_FINISH] = "UPDATE jobs SET state = 'done', updated = ?2, finished = ?2"
-		   " WHERE id = ?1 AND enqueued = 1 AND state <> 'done'"
+		   " WHERE id = ?1 AND enqueued = 1"
+		   " AND state NOT IN ('done', 'cancelled', 'cancelling')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = ?1"
 		   "  AND state = 'queued')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = ?1"

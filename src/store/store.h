@@ -555,7 +555,8 @@ pm_status pm_store_queue_wait(pm_store *s, int timeout_ms, bool *woken,
 pm_status pm_store_job_state_of(pm_store *s, int64_t job_id, char *state,
 				size_t size, pm_err *err);
 /* Sets job_id "done" if its enqueue is complete and no row of it is
- * queued or claimed; *finished = whether it is (now or already) done. */
+ * queued or claimed, unless it was cancelled; *finished = whether it is
+ * (now or already) done. */
 pm_status pm_store_queue_finish(pm_store *s, int64_t job_id, bool *finished,
 				pm_err *err);
 

@@ -3139,6 +3139,7 @@ static void test_queue_prune(void)
 		CHECK_INT(pm_store_job_open(s, &sp, &job, &run, &err), PM_OK);
 		CHECK_INT(pm_store_enqueue(s, job, 0, two, 2, NULL, &err),
 			  PM_OK);
+		CHECK_INT(pm_store_enqueue_end(s, job, 2, &err), PM_OK);
 		CHECK_INT(
 		    pm_store_claim(s, job, "w9", 1, 0.05, &cl, &got, &err),
 		    PM_OK);
@@ -3153,6 +3154,15 @@ static void test_queue_prune(void)
 		CHECK_INT(n, 0);
 		CHECK_INT(job_rows(&d, "queue", job), 0);
 		CHECK_INT(job_rows(&d, "queue_events", job), 0);
+		/* no row left: a worker's finish leaves it cancelled */
+		bool fin2 = true;
+		char state[32] = "";
+		CHECK_INT(pm_store_queue_finish(s, job, &fin2, &err), PM_OK);
+		CHECK(!fin2);
+		CHECK_INT(
+		    pm_store_job_state_of(s, job, state, sizeof state, &err),
+		    PM_OK);
+		CHECK_STR(state, "cancelled");
 	}
 
 	raw_close(&d);
