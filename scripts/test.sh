@@ -84,9 +84,14 @@ run_tier() { # run_tier NAME BUILD_DIR
   local name=$1 b=$2
   sec "$name: unit tests"
   for t in "$b"/tests/test_*; do
-    "$t" >"$LOGS/$name-$(basename "$t").log" 2>&1 || step_fail "$name $(basename "$t") (exit $?)"
-    tail -n 20 "$LOGS/$name-$(basename "$t").log" | grep -E 'passed|FAIL|failed|ERROR|SKIP' | tail -n 5
-    tally "$LOGS/$name-$(basename "$t").log"
+    local log="$LOGS/$name-$(basename "$t").log" rc=0
+    "$t" >"$log" 2>&1 || rc=$?
+    tail -n 20 "$log" | grep -E 'passed|FAIL|failed|ERROR|SKIP' | tail -n 5
+    if [ "$rc" -ne 0 ]; then
+      step_fail "$name $(basename "$t") (exit $rc)"
+      tail -n 40 "$log"
+    fi
+    tally "$log"
   done
   sec "$name: CLI tests"
   suite $name-cli "$name CLI tests" tests/cli/test_cli.sh "$b/pixmill"
