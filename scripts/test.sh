@@ -89,7 +89,13 @@ run_tier() { # run_tier NAME BUILD_DIR
     tail -n 20 "$log" | grep -E 'passed|FAIL|failed|ERROR|SKIP' | tail -n 5
     if [ "$rc" -ne 0 ]; then
       step_fail "$name $(basename "$t") (exit $rc)"
-      tail -n 40 "$log"
+      # a sanitizer report from its start (stack frames push the summary
+      # line far down), otherwise the log's last lines
+      if grep -q -E 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$log"; then
+        grep -m 1 -A 60 -E 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$log"
+      else
+        tail -n 40 "$log"
+      fi
     fi
     tally "$log"
   done
