@@ -697,20 +697,43 @@ static pm_status ingest_route(run *r, pm_store *st, work *w, bool *closed,
 	return PM_OK;
 }
 
-static void *ingest_main(void *arg)
+/* Ingest threads (catalog and queue): their own store connection, with
+ * the run's providers seeded in it; NULL after set_fatal when either
+ * fails. The calling thread owns it and closes it in ingest_end. */
+static pm_store *ingest_open(run *r)
 {
-	run *r = arg;
 	pm_store *st = NULL;
 	pm_err e = {{0}};
-	pm_status s;
+	pm_status s = pm_store_open(r->db_url, false, &st, &e);
 
-	s = pm_store_open(r->db_url, false, &st, &e);
 	if (!s)
 		s = seed_providers(r, st, &e);
 	if (s) {
 		set_fatal(r, s, &e);
-		goto out;
+		pm_store_close(st);
+		return NULL;
 	}
+	return st;
+}
+
+/* Ingest threads, on the way out: closes their store connection st (may
+ * be NULL) and the fetch queue, so the stages after them drain and end. */
+static void *ingest_end(run *r, pm_store *st)
+{
+	pm_store_close(st);
+	pm_queue_close(r->fetch_q);
+	return NULL;
+}
+
+static void *ingest_main(void *arg)
+{
+	run *r = arg;
+	pm_store *st = ingest_open(r);
+	pm_err e = {{0}};
+	pm_status s;
+
+	if (!st)
+		return ingest_end(r, NULL);
 	while (!stopping(r)) {
 		pm_record *rec = NULL;
 		bool prev_failed = false;
@@ -766,10 +789,7 @@ static void *ingest_main(void *arg)
 		if (closed)
 			break;
 	}
-out:
-	pm_store_close(st);
-	pm_queue_close(r->fetch_q);
-	return NULL;
+	return ingest_end(r, st);
 }
 
 /* Worker mode: claims after which a record that never got a result (its
@@ -884,19 +904,14 @@ static bool cancel_check(run *r, pm_store *st, double *next_check)
 static void *ingest_queue_main(void *arg)
 {
 	run *r = arg;
-	pm_store *st = NULL;
+	pm_store *st = ingest_open(r);
 	pm_err e = {{0}};
 	pm_status s;
 	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
 	double next_check = pm_now() + 5.0;
 
-	s = pm_store_open(r->db_url, false, &st, &e);
-	if (!s)
-		s = seed_providers(r, st, &e);
-	if (s) {
-		set_fatal(r, s, &e);
-		goto out;
-	}
+	if (!st)
+		return ingest_end(r, NULL);
 	while (!stopping(r) && !preempt_check(r, st) &&
 	       !cancel_check(r, st, &next_check)) {
 		pm_claim *c = NULL;
@@ -943,10 +958,7 @@ static void *ingest_queue_main(void *arg)
 		if (i < n)
 			break;
 	}
-out:
-	pm_store_close(st);
-	pm_queue_close(r->fetch_q);
-	return NULL;
+	return ingest_end(r, st);
 }
 
 /* ---- counter thread: counts records so progress can show an ETA ---- */
