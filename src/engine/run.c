@@ -697,43 +697,14 @@ static pm_status ingest_route(run *r, pm_store *st, work *w, bool *closed,
 	return PM_OK;
 }
 
-/* Ingest threads (catalog and queue): their own store connection, with
- * the run's providers seeded in it; NULL after set_fatal when either
- * fails. The calling thread owns it and closes it in ingest_end. */
-static pm_store *ingest_open(run *r)
+/* Ingest thread, local run: reads the catalog and sends each record not
+ * done yet (by the store st) down ingest_route. Stops at the catalog's end
+ * or on cancel of the run. */
+static void ingest_catalog(run *r, pm_store *st)
 {
-	pm_store *st = NULL;
-	pm_err e = {{0}};
-	pm_status s = pm_store_open(r->db_url, false, &st, &e);
-
-	if (!s)
-		s = seed_providers(r, st, &e);
-	if (s) {
-		set_fatal(r, s, &e);
-		pm_store_close(st);
-		return NULL;
-	}
-	return st;
-}
-
-/* Ingest threads, on the way out: closes their store connection st (may
- * be NULL) and the fetch queue, so the stages after them drain and end. */
-static void *ingest_end(run *r, pm_store *st)
-{
-	pm_store_close(st);
-	pm_queue_close(r->fetch_q);
-	return NULL;
-}
-
-static void *ingest_main(void *arg)
-{
-	run *r = arg;
-	pm_store *st = ingest_open(r);
 	pm_err e = {{0}};
 	pm_status s;
 
-	if (!st)
-		return ingest_end(r, NULL);
 	while (!stopping(r)) {
 		pm_record *rec = NULL;
 		bool prev_failed = false;
@@ -789,7 +760,6 @@ static void *ingest_main(void *arg)
 		if (closed)
 			break;
 	}
-	return ingest_end(r, st);
 }
 
 /* Worker mode: claims after which a record that never got a result (its
@@ -901,17 +871,13 @@ static bool cancel_check(run *r, pm_store *st, double *next_check)
  * queue's: a queued row is never a done item). Stops when a claim comes
  * back empty, when a job of higher priority waits, when the job is
  * cancelled, or on cancel of the run. */
-static void *ingest_queue_main(void *arg)
+static void ingest_queue(run *r, pm_store *st)
 {
-	run *r = arg;
-	pm_store *st = ingest_open(r);
 	pm_err e = {{0}};
 	pm_status s;
 	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
 	double next_check = pm_now() + 5.0;
 
-	if (!st)
-		return ingest_end(r, NULL);
 	while (!stopping(r) && !preempt_check(r, st) &&
 	       !cancel_check(r, st, &next_check)) {
 		pm_claim *c = NULL;
@@ -958,7 +924,31 @@ static void *ingest_queue_main(void *arg)
 		if (i < n)
 			break;
 	}
-	return ingest_end(r, st);
+}
+
+/* Ingest thread: with its own store connection (owned here), the run's
+ * providers seeded in it, it feeds the stages after it from the catalog
+ * (ingest_catalog) or, in worker mode, from the queue's claims
+ * (ingest_queue); then it closes the connection and the fetch queue, so
+ * those stages drain and end. */
+static void *ingest_main(void *arg)
+{
+	run *r = arg;
+	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s = pm_store_open(r->db_url, false, &st, &e);
+
+	if (!s)
+		s = seed_providers(r, st, &e);
+	if (s)
+		set_fatal(r, s, &e);
+	else if (r->queued)
+		ingest_queue(r, st);
+	else
+		ingest_catalog(r, st);
+	pm_store_close(st);
+	pm_queue_close(r->fetch_q);
+	return NULL;
 }
 
 /* ---- counter thread: counts records so progress can show an ETA ---- */
@@ -2824,8 +2814,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 			       &wargs[n_started]);
 	}
 	pthread_create(&t_fetch, NULL, fetch_main, r);
-	pthread_create(&t_ingest, NULL,
-		       r->queued ? ingest_queue_main : ingest_main, r);
+	pthread_create(&t_ingest, NULL, ingest_main, r);
 	if (!r->queued)
 		count_started =
 		    pthread_create(&t_count, NULL, count_main, r) == 0;
