@@ -697,6 +697,24 @@ static pm_status ingest_route(run *r, pm_store *st, work *w, bool *closed,
 	return PM_OK;
 }
 
+/* Ingest thread: ingest_route for w, or, when w is NULL (its allocation
+ * failed), out of memory; an error is made the run's fatal one. Takes w.
+ * True when reading should stop: an error, or the fetch queue closed. */
+static bool ingest_send(run *r, pm_store *st, work *w)
+{
+	pm_err e = {{0}};
+	pm_status s;
+	bool closed = false;
+
+	if (w)
+		s = ingest_route(r, st, w, &closed, &e);
+	else
+		s = pm_fail(&e, PM_ERR_NOMEM, "out of memory");
+	if (s)
+		set_fatal(r, s, &e);
+	return s || closed;
+}
+
 /* Ingest thread, local run: reads the catalog and sends each record not
  * done yet (by the store st) down ingest_route. Stops at the catalog's end
  * or on cancel of the run. */
@@ -743,21 +761,13 @@ static void ingest_catalog(run *r, pm_store *st)
 			prev_failed = state == PM_ITEM_FAILED;
 		}
 		w = calloc(1, sizeof *w);
-		if (!w) {
+		if (w) {
+			w->rec = rec;
+			w->dlq_retry = prev_failed;
+		} else {
 			pm_record_free(rec);
-			pm_fail(&e, PM_ERR_NOMEM, "out of memory");
-			set_fatal(r, PM_ERR_NOMEM, &e);
-			break;
 		}
-		w->rec = rec;
-		w->dlq_retry = prev_failed;
-		bool closed;
-		s = ingest_route(r, st, w, &closed, &e);
-		if (s) {
-			set_fatal(r, s, &e);
-			break;
-		}
-		if (closed)
+		if (ingest_send(r, st, w))
 			break;
 	}
 }
@@ -904,20 +914,8 @@ static void ingest_queue(run *r, pm_store *st)
 		pthread_mutex_unlock(&r->cl_mu);
 		pm_metric_inc(PM_M_WORKER_CLAIMS, NULL, NULL, n);
 		for (i = 0; i < n; i++) {
-			work *w = claim_work(&c[i]);
-			if (!w) {
-				pm_fail(&e, PM_ERR_NOMEM, "out of memory");
-				set_fatal(r, PM_ERR_NOMEM, &e);
-				break;
-			}
 			atomic_fetch_add(&r->seen, 1);
-			bool closed;
-			s = ingest_route(r, st, w, &closed, &e);
-			if (s) {
-				set_fatal(r, s, &e);
-				break;
-			}
-			if (closed)
+			if (ingest_send(r, st, claim_work(&c[i])))
 				break;
 		}
 		pm_claims_free(c, n);
