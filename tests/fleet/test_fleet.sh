@@ -251,6 +251,9 @@ code_is() { # code_is URL CODE: GET URL answers CODE
 runs_done() { # runs_done URL N: the worker at URL has finished N job runs
   [ "$(curl -s "$1/metrics" | awk '$1 == "pixmill_worker_job_runs_total" {print $2}')" = "$2" ]
 }
+no_leases() { # no_leases URL: the worker at URL held no claim at its last lease renewal
+  [ "$(curl -s "$1/metrics" | awk '$1 == "pixmill_worker_leases_held" {print $2}')" = 0 ]
+}
 mkdir -p "$T/ls"
 { echo image; for f in examples/images/*; do echo "$ROOT/$f"; done; } >"$T/ls/cat.csv"
 nl=$(($(wc -l <"$T/ls/cat.csv") - 1))
@@ -272,6 +275,9 @@ eq "--listen: idle: current job 0, store up 1, 1 job run, 0 store errors, Redis 
   "$(samples "$T/lw1.prom" pixmill_worker_current_job pixmill_worker_store_up pixmill_worker_job_runs_total pixmill_worker_store_errors_total pixmill_redis_up)" \
   "0 1 1 0 0 "
 eq "--listen: nothing reaped, leases held exported" "$(samples "$T/lw1.prom" pixmill_worker_reaped_total) $(grep -c '^pixmill_worker_leases_held [0-9]' "$T/lw1.prom")" "0  1"
+# leases_held is the count at the last renewal (every third of --lease):
+# the job's last claims may still be in it just after the run ended
+poll 10 no_leases "$LA"
 eq "--listen: GET /health answers 200" "$(scrape "$LA/health" "$T/lw1.health")" 200
 eq "--listen: /health: ok, worker, store up at its URL, Redis off, no job, uptime, leases" \
   "$(jq_ "$T/lw1.health" "d['status'], d['worker'], d['store']['state'], d['store']['url'] == '$T/ls/out/pixmill.db', d['redis'], d['job'], d['uptime_s'] > 0, d['leases_held']")" \
