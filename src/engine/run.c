@@ -697,20 +697,32 @@ static pm_status ingest_route(run *r, pm_store *st, work *w, bool *closed,
 	return PM_OK;
 }
 
-static void *ingest_main(void *arg)
+/* Ingest thread: ingest_route for w, or, when w is NULL (its allocation
+ * failed), out of memory; an error is made the run's fatal one. Takes w.
+ * True when reading should stop: an error, or the fetch queue closed. */
+static bool ingest_send(run *r, pm_store *st, work *w)
 {
-	run *r = arg;
-	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s;
+	bool closed = false;
+
+	if (w)
+		s = ingest_route(r, st, w, &closed, &e);
+	else
+		s = pm_fail(&e, PM_ERR_NOMEM, "out of memory");
+	if (s)
+		set_fatal(r, s, &e);
+	return s || closed;
+}
+
+/* Ingest thread, local run: reads the catalog and sends each record not
+ * done yet (by the store st) down ingest_route. Stops at the catalog's end
+ * or on cancel of the run. */
+static void ingest_catalog(run *r, pm_store *st)
+{
 	pm_err e = {{0}};
 	pm_status s;
 
-	s = pm_store_open(r->db_url, false, &st, &e);
-	if (!s)
-		s = seed_providers(r, st, &e);
-	if (s) {
-		set_fatal(r, s, &e);
-		goto out;
-	}
 	while (!stopping(r)) {
 		pm_record *rec = NULL;
 		bool prev_failed = false;
@@ -749,27 +761,15 @@ static void *ingest_main(void *arg)
 			prev_failed = state == PM_ITEM_FAILED;
 		}
 		w = calloc(1, sizeof *w);
-		if (!w) {
+		if (w) {
+			w->rec = rec;
+			w->dlq_retry = prev_failed;
+		} else {
 			pm_record_free(rec);
-			pm_fail(&e, PM_ERR_NOMEM, "out of memory");
-			set_fatal(r, PM_ERR_NOMEM, &e);
-			break;
 		}
-		w->rec = rec;
-		w->dlq_retry = prev_failed;
-		bool closed;
-		s = ingest_route(r, st, w, &closed, &e);
-		if (s) {
-			set_fatal(r, s, &e);
-			break;
-		}
-		if (closed)
+		if (ingest_send(r, st, w))
 			break;
 	}
-out:
-	pm_store_close(st);
-	pm_queue_close(r->fetch_q);
-	return NULL;
 }
 
 /* Worker mode: claims after which a record that never got a result (its
@@ -881,22 +881,13 @@ static bool cancel_check(run *r, pm_store *st, double *next_check)
  * queue's: a queued row is never a done item). Stops when a claim comes
  * back empty, when a job of higher priority waits, when the job is
  * cancelled, or on cancel of the run. */
-static void *ingest_queue_main(void *arg)
+static void ingest_queue(run *r, pm_store *st)
 {
-	run *r = arg;
-	pm_store *st = NULL;
 	pm_err e = {{0}};
 	pm_status s;
 	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
 	double next_check = pm_now() + 5.0;
 
-	s = pm_store_open(r->db_url, false, &st, &e);
-	if (!s)
-		s = seed_providers(r, st, &e);
-	if (s) {
-		set_fatal(r, s, &e);
-		goto out;
-	}
 	while (!stopping(r) && !preempt_check(r, st) &&
 	       !cancel_check(r, st, &next_check)) {
 		pm_claim *c = NULL;
@@ -923,27 +914,36 @@ static void *ingest_queue_main(void *arg)
 		pthread_mutex_unlock(&r->cl_mu);
 		pm_metric_inc(PM_M_WORKER_CLAIMS, NULL, NULL, n);
 		for (i = 0; i < n; i++) {
-			work *w = claim_work(&c[i]);
-			if (!w) {
-				pm_fail(&e, PM_ERR_NOMEM, "out of memory");
-				set_fatal(r, PM_ERR_NOMEM, &e);
-				break;
-			}
 			atomic_fetch_add(&r->seen, 1);
-			bool closed;
-			s = ingest_route(r, st, w, &closed, &e);
-			if (s) {
-				set_fatal(r, s, &e);
-				break;
-			}
-			if (closed)
+			if (ingest_send(r, st, claim_work(&c[i])))
 				break;
 		}
 		pm_claims_free(c, n);
 		if (i < n)
 			break;
 	}
-out:
+}
+
+/* Ingest thread: with its own store connection (owned here), the run's
+ * providers seeded in it, it feeds the stages after it from the catalog
+ * (ingest_catalog) or, in worker mode, from the queue's claims
+ * (ingest_queue); then it closes the connection and the fetch queue, so
+ * those stages drain and end. */
+static void *ingest_main(void *arg)
+{
+	run *r = arg;
+	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s = pm_store_open(r->db_url, false, &st, &e);
+
+	if (!s)
+		s = seed_providers(r, st, &e);
+	if (s)
+		set_fatal(r, s, &e);
+	else if (r->queued)
+		ingest_queue(r, st);
+	else
+		ingest_catalog(r, st);
 	pm_store_close(st);
 	pm_queue_close(r->fetch_q);
 	return NULL;
@@ -2812,8 +2812,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 			       &wargs[n_started]);
 	}
 	pthread_create(&t_fetch, NULL, fetch_main, r);
-	pthread_create(&t_ingest, NULL,
-		       r->queued ? ingest_queue_main : ingest_main, r);
+	pthread_create(&t_ingest, NULL, ingest_main, r);
 	if (!r->queued)
 		count_started =
 		    pthread_create(&t_count, NULL, count_main, r) == 0;
