@@ -2878,13 +2878,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		s = finish_job(r, sum, err);
 	if (s)
 		goto out;
-	sum->job_id = r->job_id;
 	sum->run_no = r->run_no;
-	sum->seen = atomic_load(&r->seen);
 	sum->skipped = atomic_load(&r->skipped);
-	sum->done = atomic_load(&r->done);
-	sum->failed = atomic_load(&r->failed);
-	sum->duplicates = atomic_load(&r->dups);
 	sum->cache_hits = atomic_load(&r->cache_hits);
 	sum->url_reused = atomic_load(&r->url_reused);
 	sum->http_items = atomic_load(&r->http_items);
