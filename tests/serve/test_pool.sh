@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# test_pool.sh — serve's store connection pool (--db-pool) on a real
+# PostgreSQL server (tests/store/pg_lib.sh: Debian's binaries, a temp dir,
+# loopback, stopped at the end):
+#   1. the example catalog is run into the store;
+#   2. `serve --db-pool 1 --http-threads 4 --workers 1` answers 160
+#      concurrent API requests (8 at a time, store-backed routes) with 200
+#      every one, while pg_stat_activity is sampled: pixmill's sessions on
+#      the database never exceed 1 (the pool) + 1 (the upload worker) + 1
+#      (the job scheduler), where one connection per HTTP thread would
+#      have been up to 4 + 2;
+#   3. /metrics reports the pool: bound 1, at most 1 open, opened once,
+#      no timeouts (the waits are shown);
+#   4. the same on SQLite (a file store): all answer 200, metrics agree.
+# Usage: tests/serve/test_pool.sh [BUILD_DIR] (build or build-asan)
+# shellcheck shell=bash
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+B=${1:-build}
+PM=$PWD/$B/pixmill
+. tests/cli/lib.sh
+. tests/store/pg_lib.sh
+SRV_PID= SAMPLER=
+cleanup() {
+  [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
+  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
+  pg_stop
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+if ! pg_start; then
+  bad "PostgreSQL server did not start (is the postgresql package installed?)"
+  echo "$pass passed, $fail failed"
+  exit 1
+fi
+ok "PostgreSQL listening at $PG_URL"
+pg_createdb pool
+PGDB=$PG_URL/pool
+SQDB=$T/pool.db
+
+# serve_on DB TAG: serve --db-pool 1 on DB in the background (SRV_PID),
+# its URL in SURL once /health/ready answers 200
+serve_on() {
+  rm -f "$T/port"
+  "$PM" serve --listen 127.0.0.1:0 --port-file "$T/port" --db "$1" \
+    --data "$T/srv-$2" --db-pool 1 --http-threads 4 --workers 1 \
+    >"$T/serve-$2.log" 2>&1 &
+  SRV_PID=$!
+  for _ in $(seq 300); do [ -s "$T/port" ] && break; sleep 0.1; done
+  SURL="http://127.0.0.1:$(head -n 1 "$T/port" 2>/dev/null)"
+  for _ in $(seq 300); do
+    [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$SURL/health/ready")" = 200 ] && break; sleep 0.1
+  done
+}
+serve_stop() {
+  kill "$SRV_PID"; wait "$SRV_PID"; local rc=$?; SRV_PID=
+  eq "serve: clean exit after SIGTERM ($1)" "$rc" 0
+}
+# storm TAG: 160 requests on store-backed routes, 8 at a time; each
+# answer's status code on its own line in $T/codes.TAG
+storm() {
+  local paths=(/api/jobs /api/images "/api/search/text?q=fruit" /api/failed
+    /metrics /api/jobs/1 /api/jobs/1/items "/api/images?q=basket")
+  for i in $(seq 20); do for p in "${paths[@]}"; do echo "$SURL$p"; done; done |
+    xargs -P 8 -n 1 curl -s -m 30 -o /dev/null -w '%{http_code}\n' >"$T/codes.$1"
+}
+metric() { # metric NAME{LABELS}: its value in the last scrape ($T/metrics)
+  awk -v n="$1" '$1 == n { print $2 }' "$T/metrics"
+}
+
+"$PM" run examples/catalog.csv --db "$PGDB" --out "$T/out-pg" >"$T/run.pg" 2>&1
+eq "run into PostgreSQL" "$?" 0
+
+# ---- PostgreSQL ----
+serve_on "$PGDB" pg
+grep -q '1 store connections for them' "$T/serve-pg.log" &&
+  ok "serve logs its pool size" || bad "serve log: $(grep serving "$T/serve-pg.log")"
+# sample pixmill's sessions on the database while the storm runs
+( while :; do
+    pg_psql postgres "SELECT count(*) FROM pg_stat_activity WHERE datname = 'pool' AND application_name = 'pixmill'"
+    sleep 0.05
+  done >"$T/sessions" 2>/dev/null ) &
+SAMPLER=$!
+storm pg
+kill "$SAMPLER"; wait "$SAMPLER" 2>/dev/null; SAMPLER=
+eq "PostgreSQL: every request answered" "$(wc -l <"$T/codes.pg")" 160
+eq "PostgreSQL: every answer 200 (one store connection, 4 HTTP threads)" \
+  "$(grep -vc '^200$' "$T/codes.pg")" 0
+most=$(sort -n "$T/sessions" | tail -n 1)
+samples=$(wc -l <"$T/sessions")
+echo "  pg_stat_activity: $samples samples, at most $most pixmill sessions"
+check "pg_stat_activity sampled during the storm" [ "$samples" -ge 1 ]
+check "at most 3 pixmill sessions (pool 1 + upload worker + scheduler): $most" [ "${most:-99}" -le 3 ]
+curl -s -m 10 "$SURL/metrics" >"$T/metrics"
+eq "metrics: pool bound" "$(metric pixmill_db_pool_max)" 1
+check "metrics: at most 1 pool connection open" \
+  [ "$(metric 'pixmill_db_pool_connections{state="open"}')" -le 1 ]
+eq "metrics: the pool opened one connection" "$(metric pixmill_db_pool_opens_total)" 1
+eq "metrics: no borrow timed out" "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 0
+# how many waited depends on timing: shown, not checked
+echo "  waits $(metric pixmill_db_pool_waits_total), waited $(metric pixmill_db_pool_wait_seconds_total) s"
+serve_stop pg
+
+# ---- SQLite ----
+"$PM" run examples/catalog.csv --db "$SQDB" --out "$T/out-sq" >"$T/run.sq" 2>&1
+eq "run into SQLite" "$?" 0
+serve_on "$SQDB" sq
+storm sq
+eq "SQLite: every answer 200" "$(grep -vc '^200$' "$T/codes.sq")" 0
+eq "SQLite: every request answered" "$(wc -l <"$T/codes.sq")" 160
+curl -s -m 10 "$SURL/metrics" >"$T/metrics"
+eq "SQLite metrics: the pool opened one connection" "$(metric pixmill_db_pool_opens_total)" 1
+eq "SQLite metrics: no borrow timed out" "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 0
+serve_stop sq
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
