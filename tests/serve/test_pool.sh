@@ -2,6 +2,8 @@
 # test_pool.sh — serve's store connection pool (--db-pool) on a real
 # PostgreSQL server (tests/store/pg_lib.sh: Debian's binaries, a temp dir,
 # loopback, stopped at the end):
+#   0. the pool's unit test (BUILD/tests/test_pool) with PIXMILL_TEST_PG:
+#      its cases on SQLite and on this server;
 #   1. the example catalog is run into the store;
 #   2. `serve --db-pool 1 --http-threads 4 --workers 1` answers 160
 #      concurrent API requests (8 at a time, store-backed routes) with 200
@@ -35,6 +37,18 @@ if ! pg_start; then
   exit 1
 fi
 ok "PostgreSQL listening at $PG_URL"
+
+# ---- 0. the unit test on both backends ----
+PIXMILL_TEST_PG=$PG_URL "$B/tests/test_pool" >"$T/unit.log" 2>&1
+rc=$?
+grep -E 'FAIL|CHECK failed|ERROR' "$T/unit.log" | head -n 20
+grep -q -- '-- PostgreSQL' "$T/unit.log" && ok "test_pool ran the PostgreSQL cases" ||
+  bad "test_pool did not reach the PostgreSQL cases"
+eq "test_pool exit status" "$rc" 0
+grep -E 'connections seen open' "$T/unit.log"
+# the unit test's own "N passed, N failed" line, for test.sh's tally
+grep -E '^tests/unit/test_pool.c: [0-9]+ passed' "$T/unit.log"
+
 pg_createdb pool
 PGDB=$PG_URL/pool
 SQDB=$T/pool.db
