@@ -1196,12 +1196,11 @@ static void *ticker_main(void *arg)
 		if (n % 8 == 0) {
 			/* Writable: can we take the write lock? With a
 			 * connection borrowed from the HTTP threads' pool for
-			 * the check; if they hold every one for a second,
-			 * the last answer stands (busy says nothing about
-			 * writability). */
+			 * the check, without waiting: if they hold every one
+			 * now, the last answer stands (busy says nothing
+			 * about writability) and the next tick tries again. */
 			bool ok = false;
-			pm_status ps =
-			    pm_store_pool_get(s->pool, 1000, &st, &e);
+			pm_status ps = pm_store_pool_get(s->pool, 0, &st, &e);
 			if (ps == PM_ERR_BUSY)
 				continue;
 			if (st && !pm_store_begin(st, &e)) {

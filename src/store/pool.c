@@ -112,6 +112,7 @@ pm_status pm_store_pool_get(pm_store_pool *p, int timeout_ms, pm_store **st,
 		}
 		if (timeout_ms == 0) {
 			s = PM_ERR_BUSY;
+			p->st.busy++;
 			goto busy;
 		}
 		if (!waited) {
@@ -135,6 +136,7 @@ pm_status pm_store_pool_get(pm_store_pool *p, int timeout_ms, pm_store **st,
 			     ETIMEDOUT &&
 			 p->n_idle == 0 && p->n_open >= p->max) {
 			s = PM_ERR_BUSY;
+			p->st.timeouts++;
 			goto busy;
 		}
 	}
@@ -142,7 +144,6 @@ pm_status pm_store_pool_get(pm_store_pool *p, int timeout_ms, pm_store **st,
 	p->st.gets++;
 	goto out;
 busy:
-	p->st.timeouts++;
 	pm_fail(err, s,
 		"store pool: all %d connections in use for %d ms (raise the "
 		"pool size or retry later)",

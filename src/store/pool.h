@@ -53,7 +53,10 @@ typedef struct pm_store_pool_stats {
 	int64_t waits;	       /* borrows that had to wait (none idle,
 				  max open) */
 	double wait_s;	       /* total time borrowers spent waiting */
-	int64_t timeouts;      /* borrows that gave up (PM_ERR_BUSY) */
+	int64_t timeouts;      /* borrows that waited and gave up
+				  (PM_ERR_BUSY after timeout_ms > 0) */
+	int64_t busy;	       /* borrows with timeout_ms 0 that found
+				  none (PM_ERR_BUSY at once, a "try") */
 	int64_t opens;	       /* handles opened */
 	int64_t open_failures; /* pm_store_open errors */
 	int64_t broken;	       /* handles given back broken (closed) */

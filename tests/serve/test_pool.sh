@@ -13,6 +13,9 @@
 #      have been up to 4 + 2;
 #   3. /metrics reports the pool: bound 1, at most 1 open, opened once,
 #      no timeouts (the waits are shown);
+#   3b. the pool exhausted (the one connection blocked on a table lock
+#      another session holds): the other request gets 503 "overloaded"
+#      with Retry-After after the pool's 5 s wait, counted as a timeout;
 #   4. the same on SQLite (a file store): all answer 200, metrics agree.
 # Usage: tests/serve/test_pool.sh [BUILD_DIR] (build or build-asan)
 # shellcheck shell=bash
@@ -114,6 +117,37 @@ eq "metrics: the pool opened one connection" "$(metric pixmill_db_pool_opens_tot
 eq "metrics: no borrow timed out" "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 0
 # how many waited depends on timing: shown, not checked
 echo "  waits $(metric pixmill_db_pool_waits_total), waited $(metric pixmill_db_pool_wait_seconds_total) s"
+
+# The pool exhausted: another session holds an exclusive lock on jobs, so
+# the request that has the one connection blocks on it; the other waits
+# for the pool past its 5 s and gets 503 "overloaded" with Retry-After.
+# Which of the two gets which depends on who asks first: exactly one 503.
+PGAPPNAME=locker "$PG_BIN/psql" -X -q "$PG_URL/pool" \
+  -c "BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT" >/dev/null 2>&1 &
+LOCKER=$!
+for _ in $(seq 100); do
+  [ "$(pg_psql pool "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'jobs' AND l.mode = 'AccessExclusiveLock' AND l.granted")" = 1 ] && break
+  sleep 0.1
+done
+curl -s -m 60 -D "$T/h1" -o "$T/b1" -w '%{http_code}\n' "$SURL/api/jobs" >"$T/c1" &
+C1=$!
+sleep 1
+curl -s -m 60 -D "$T/h2" -o "$T/b2" -w '%{http_code}\n' "$SURL/api/jobs/1" >"$T/c2" &
+C2=$!
+# the 503 comes after the pool's 5 s wait; then the lock goes
+for _ in $(seq 300); do grep -qs 503 "$T/c1" "$T/c2" && break; sleep 0.1; done
+pg_psql postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'" >/dev/null
+wait "$C1" "$C2"; wait "$LOCKER" 2>/dev/null
+eq "pool exhausted: one 503 and one 200" "$(cat "$T/c1" "$T/c2" | sort | tr '\n' ' ')" "200 503 "
+busy=$(grep -l 503 "$T/c1" "$T/c2" | head -n 1 | sed 's/c\([12]\)$/\1/')
+busy=${busy##*/}
+check "the 503 says Retry-After" grep -qi '^Retry-After: 1' "$T/h$busy"
+check "the 503 is a JSON error \"overloaded\" naming the store connections" \
+  grep -q '"code":"overloaded".*store connections are busy' "$T/b$busy"
+curl -s -m 10 "$SURL/metrics" >"$T/metrics"
+eq "metrics: one borrow timed out" "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 1
+curl -s -m 10 -o /dev/null -w '%{http_code}' "$SURL/api/jobs" >"$T/c3"
+eq "after the lock: answers again" "$(cat "$T/c3")" 200
 serve_stop pg
 
 # ---- SQLite ----
