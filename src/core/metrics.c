@@ -338,9 +338,10 @@ static const pm_metric_def defs[PM_M__COUNT] = {
 			    .type = PM_COUNTER,
 			    .lazy = true},
     [PM_M_DB_POOL_ERRORS] = {.name = "pixmill_db_pool_errors_total",
-			     .help = "Pool failures by reason: timeout (the "
-				     "request got 503), open_failed, broken, "
-				     "refused.",
+			     .help = "Pool failures by reason: timeout (a "
+				     "request waited in vain and got 503, or a "
+				     "scrape went without the store's gauges), "
+				     "open_failed, broken, refused.",
 			     .type = PM_COUNTER,
 			     .nlabels = 1,
 			     .labels = {"reason"},

@@ -299,21 +299,23 @@ void srv_store_release(srv *s)
 	 * one left inside a batch would be refused by the pool. */
 	pm_store_pool_put(s->pool, tl_store, false);
 	tl_store = NULL;
+	tl_pool_busy = false; /* read by store_done before this */
 }
 
 /* After a handler: the store goes back; if the pool stayed exhausted the
  * answer becomes a 503 like the other overload answers. */
 static void store_done(srv_req *q)
 {
+	bool busy = tl_pool_busy;
+
 	srv_store_release(q->s);
-	if (tl_pool_busy && atomic_load(&q->async) == 0) {
+	if (busy && atomic_load(&q->async) == 0) {
 		srv_reply_error(q, PM_ERR_BUSY,
 				"all %d store connections are busy: retry "
 				"later",
 				q->s->pool_max);
 		srv_reply_header(q, "Retry-After", "1");
 	}
-	tl_pool_busy = false;
 }
 
 /* ---- compression ---- */
@@ -1028,6 +1030,10 @@ static void on_scrape(void *ud)
 		pm_metric_put(PM_M_JOBS, states[i], NULL, 0);
 	if (st && !pm_store_stats(st, count_state, NULL, &dlq, &e))
 		pm_metric_put(PM_M_DLQ, NULL, NULL, (double)dlq);
+	/* No store connection within the wait: the scrape still answers
+	 * (200, without the store's gauges; the pool's figures say why)
+	 * rather than turning into the 503 of other requests. */
+	tl_pool_busy = false;
 	pool_metrics(s);
 	pm_metric_put(PM_M_QUEUE_DEPTH, "jobs", NULL, srv_jobs_queued(s));
 	pthread_mutex_lock(&s->up_mu);

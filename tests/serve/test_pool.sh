@@ -16,6 +16,7 @@
 #   3b. the pool exhausted (the one connection blocked on a table lock
 #      another session holds): the other request gets 503 "overloaded"
 #      with Retry-After after the pool's 5 s wait, counted as a timeout;
+#      /metrics meanwhile answers 200 (without the store's gauges);
 #   4. the same on SQLite (a file store): all answer 200, metrics agree.
 # Usage: tests/serve/test_pool.sh [BUILD_DIR] (build or build-asan)
 # shellcheck shell=bash
@@ -136,6 +137,13 @@ curl -s -m 60 -D "$T/h2" -o "$T/b2" -w '%{http_code}\n' "$SURL/api/jobs/1" >"$T/
 C2=$!
 # the 503 comes after the pool's 5 s wait; then the lock goes
 for _ in $(seq 300); do grep -qs 503 "$T/c1" "$T/c2" && break; sleep 0.1; done
+# /metrics meanwhile: it too waits for the pool in vain, and then answers
+# 200 without the store's gauges (the pool's figures show why)
+eq "pool exhausted: /metrics still answers" \
+  "$(curl -s -m 60 -o "$T/metrics" -w '%{http_code}' "$SURL/metrics")" 200
+eq "metrics: the one connection in use" "$(metric 'pixmill_db_pool_connections{state="in_use"}')" 1
+eq "metrics: two borrows timed out (the request's and the scrape's)" \
+  "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 2
 pg_psql postgres "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'" >/dev/null
 wait "$C1" "$C2"; wait "$LOCKER" 2>/dev/null
 eq "pool exhausted: one 503 and one 200" "$(cat "$T/c1" "$T/c2" | sort | tr '\n' ' ')" "200 503 "
@@ -144,10 +152,11 @@ busy=${busy##*/}
 check "the 503 says Retry-After" grep -qi '^Retry-After: 1' "$T/h$busy"
 check "the 503 is a JSON error \"overloaded\" naming the store connections" \
   grep -q '"code":"overloaded".*store connections are busy' "$T/b$busy"
-curl -s -m 10 "$SURL/metrics" >"$T/metrics"
-eq "metrics: one borrow timed out" "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 1
 curl -s -m 10 -o /dev/null -w '%{http_code}' "$SURL/api/jobs" >"$T/c3"
 eq "after the lock: answers again" "$(cat "$T/c3")" 200
+curl -s -m 10 "$SURL/metrics" >"$T/metrics"
+eq "metrics after the lock: still two timeouts" "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 2
+eq "metrics after the lock: still one connection opened" "$(metric pixmill_db_pool_opens_total)" 1
 serve_stop pg
 
 # ---- SQLite ----
