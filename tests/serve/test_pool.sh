@@ -170,6 +170,9 @@ curl -s -m 10 "$SURL/metrics" >"$T/metrics"
 eq "SQLite metrics: the pool opened one connection" "$(metric pixmill_db_pool_opens_total)" 1
 eq "SQLite metrics: no borrow timed out" "$(metric 'pixmill_db_pool_errors_total{reason="timeout"}')" 0
 serve_stop sq
+# ASan/UBSan builds: nothing reported by either server
+check "no sanitizer reports in the server logs" \
+  bash -c "! grep -qE 'Sanitizer|runtime error' '$T'/serve-*.log"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
