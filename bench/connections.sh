@@ -83,5 +83,5 @@ for extra in "${POOLS[@]}"; do
     done | xargs -P 16 -n 1 curl -s -m 30 -o /dev/null -w '%{http_code}\n' >"$T/codes" ) &
   n=$(peak s $!)
   kill "$SP"; wait "$SP"; SP=
-  echo "| \`serve --http-threads 8 --workers 2 $extra\`, 320 requests | $n (answers: $(sort "$T/codes" | uniq -c | awk '{printf "%s%s x %s", NR > 1 ? ", " : "", $1, $2}')) |"
+  echo "| \`serve --http-threads 8 --workers 2${extra:+ $extra}\`, 320 requests | $n (answers: $(sort "$T/codes" | uniq -c | awk '{printf "%s%s x %s", (NR > 1 ? ", " : ""), $1, $2}')) |"
 done
