@@ -9,6 +9,8 @@
  * - workers: SHA-256 of the source, dedup (an in-flight table for this run,
  *   the store for earlier runs), header probe against the limits, a memory
  *   budget, one decode, the pipeline's stages, outputs written atomically.
+ *   The store lookup (dedup) is done with a connection borrowed from the
+ *   run's small pool (r->wpool, ceil(workers / 4)) for that one query.
  * - writer: the only thread that writes the store. It commits in batches
  *   (as many results as are waiting, up to 256), makes outputs durable
  *   first when asked (syncfs), appends committed items to the manifest and
@@ -67,6 +69,7 @@
 #include "ingest/record_json.h"
 #include "stages/pipeline.h"
 #include "stages/verify.h"
+#include "store/pool.h"
 #include "store/store.h"
 
 static volatile sig_atomic_t cancel_flag;
@@ -181,6 +184,11 @@ typedef struct run {
 	int64_t job_id;
 	int run_no;
 	int workers;
+	/* the image (worker) threads' store connections: a pool of
+	 * ceil(workers / 4), each borrowed for one asset lookup and given
+	 * back at once (owned here; made before the threads start, freed
+	 * after they are joined) */
+	pm_store_pool *wpool;
 	pm_catalog *cat; /* owned by the ingest thread once it starts */
 	/* worker mode (o->queue_job > 0): the lease owner, and the same made
 	 * safe for file names (temporary folder, manifest) */
@@ -1726,7 +1734,7 @@ static void run_placeholder(run *r, pm_pipeline_run *pr, work *w)
 }
 
 /* Runs the pipeline on w; w->status says how it went. */
-static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
+static void process_one(run *r, pm_pipeline_run *pr, work *w)
 {
 	pm_err e = {{0}};
 	pm_status s;
@@ -1761,10 +1769,20 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 		}
 		exists = pm_fleet_cache_asset_get(r->store_id, w->sha,
 						  pm_pipeline_hash(r->pipe));
-		s = exists ? PM_OK
-			   : pm_store_asset_exists(st, w->sha,
-						   pm_pipeline_hash(r->pipe),
-						   &exists, &e);
+		s = PM_OK;
+		if (!exists) {
+			/* borrowed for this one lookup: the image work
+			 * around it needs no connection */
+			pm_store *st = NULL;
+			s = pm_store_pool_get(r->wpool, -1, &st, &e);
+			if (s)
+				set_fatal(r, s, &e); /* as a failed open was */
+			else
+				s = pm_store_asset_exists(
+				    st, w->sha, pm_pipeline_hash(r->pipe),
+				    &exists, &e);
+			pm_store_pool_put(r->wpool, st, false);
+		}
 		if (s) {
 			work_fail(w, s, &e);
 			return;
@@ -1836,15 +1854,12 @@ static void *worker_main(void *arg)
 {
 	worker_arg *wa = arg;
 	run *r = wa->r;
-	pm_store *st = NULL;
 	pm_pipeline_run *pr = NULL;
 	pm_err e = {{0}};
 	pm_status s;
 	work *w;
 
-	s = pm_store_open(r->db_url, false, &st, &e);
-	if (!s)
-		s = pm_pipeline_run_new(r->pipe, &pr, &e);
+	s = pm_pipeline_run_new(r->pipe, &pr, &e);
 	if (s)
 		set_fatal(r, s, &e);
 	while ((w = pm_queue_pop(r->work_q))) {
@@ -1860,7 +1875,7 @@ static void *worker_main(void *arg)
 					  "stopped before it started"),
 				  &ce);
 		} else if (!s && !w->status)
-			process_one(r, st, pr, w);
+			process_one(r, pr, w);
 		else if (s)
 			work_fail(w, s, &e);
 		if (!s && send_back(r, w))
@@ -1873,7 +1888,6 @@ static void *worker_main(void *arg)
 			work_free(w);
 	}
 	pm_pipeline_run_free(pr);
-	pm_store_close(st);
 	vips_thread_shutdown();
 	return NULL;
 }
@@ -2802,6 +2816,10 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		s = pm_fail(err, PM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
+	s = pm_store_pool_new(r->db_url, false, (r->workers + 3) / 4, &r->wpool,
+			      err);
+	if (s)
+		goto out;
 	pg = pm_progress_new(o->progress, o->progress_interval);
 
 	pthread_create(&t_writer, NULL, writer_main, r);
@@ -2911,6 +2929,7 @@ out:
 	pm_queue_free(r->fetch_q);
 	pm_queue_free(r->work_q);
 	pm_queue_free(r->result_q);
+	pm_store_pool_free(r->wpool); /* its borrowers have been joined */
 	free(t_workers);
 	free(wargs);
 	pm_pipeline_free(r->pipe);
