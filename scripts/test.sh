@@ -152,6 +152,9 @@ suite resume "crash-resume test" tests/cli/test_resume.sh build/pixmill
 sec "PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.sh)"
 suite pg "PostgreSQL store tests" tests/store/pg.sh build
 
+sec "store connection pool: unit test on SQLite and PostgreSQL, serve --db-pool 1 under concurrent requests (tests/serve/test_pool.sh)"
+suite pool "store pool tests" tests/serve/test_pool.sh build
+
 sec "fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGSTOP, SIGTERM, priority)"
 suite fleet "fleet tests" tests/fleet/test_fleet.sh build
 
@@ -176,6 +179,8 @@ if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   run_tier asan build-asan
   sec "asan: store conformance suite on PostgreSQL"
   suite asan-pg "asan PostgreSQL store tests" env PG_UNIT_ONLY=1 tests/store/pg.sh build-asan
+  sec "asan: store connection pool (tests/serve/test_pool.sh)"
+  suite asan-pool "asan store pool tests" tests/serve/test_pool.sh build-asan
   sec "asan: Redis fleet tests (tests/redis/test_redis.sh)"
   suite asan-redis "asan Redis fleet tests" tests/redis/test_redis.sh build-asan/pixmill
   sec "asan: OCR on the edge corpus and error paths"
