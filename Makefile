@@ -1,4 +1,4 @@
-# Makefile — builds pixmill, its unit tests and fuzzers.
+# Makefile — builds pixmill, its unit tests, the store benches and fuzzers.
 #
 #   make               build/pixmill (release: -O2, jemalloc)
 #   make test          unit tests + CLI tests (scripts/test.sh runs the lot)
@@ -90,6 +90,17 @@ $(BUILD)/tests/gen_cards: tests/ocr/gen_cards.c
 	@mkdir -p $(@D)
 	@echo "  CCLD $@"
 	@$(CC) $(ORIGIN_CFLAGS) $(shell pkg-config --cflags vips) -o $@ $< $(shell pkg-config --libs vips) -lm
+
+# The store benches (bench/store.sh, bench/queue.sh): bench/NAME.c with
+# the set-up they share (bench/bench_fixture.c) against libpixmill.a, into
+# $(BUILD)/bench/NAME. Built by `all`, so a change of the store API that
+# breaks them shows at once.
+STORE_BENCH := $(BUILD)/bench/store_bench $(BUILD)/bench/queue_bench
+all: $(STORE_BENCH)
+$(STORE_BENCH): $(BUILD)/bench/%: bench/%.c bench/bench_fixture.c bench/bench_fixture.h $(BUILD)/libpixmill.a
+	@mkdir -p $(@D)
+	@echo "  CCLD $@"
+	@$(CC) $(CFLAGS) -o $@ $< bench/bench_fixture.c $(BUILD)/libpixmill.a $(LDLIBS)
 
 # libFuzzer targets: one per parser of outside input.
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))

@@ -41,16 +41,8 @@ mkdir -p "$T"
 export PG_FSYNC=${PG_FSYNC:-on} PG_MAX_CONN=${PG_MAX_CONN:-200}
 . tests/store/pg_lib.sh
 . tests/fleet/harness.sh
-
-WPIDS=()
-cleanup() {
-  local p
-  for p in "${WPIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  fh_stop
-  pg_stop
-}
-trap cleanup EXIT
-trap "exit 1" INT TERM HUP
+KEEP=1 # $T is under $OUT: kept with the results
+fh_traps
 
 # DISTINCT (default N, at most 20000) distinct small JPEGs: the example
 # photos, shifted by (sx, sy) pixels, cut into 128x128 tiles (vips
@@ -111,9 +103,7 @@ for W in $FLEET; do
       WHERE state = 'claimed' GROUP BY lease_owner) x") || h=0
     [ "$h" -gt "$held" ] && held=$h
     if [ "$n_done" -ge "$N" ]; then t3=$(now); break; fi
-    alive=0
-    for p in "${WPIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 1 ] || { t3=$(now); break; }
+    fh_alive || { t3=$(now); break; }
     sleep 0.5
   done
   for p in "${WPIDS[@]}"; do wait "$p"; done

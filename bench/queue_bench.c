@@ -12,26 +12,17 @@
  * commits), queue_us (claim + complete), plain_put_us (the puts without a
  * queue).
  *
- * Threads: one thread. Built by bench/queue.sh against libpixmill.a.
+ * Threads: one thread. Built by the Makefile ($(BUILD)/bench/queue_bench,
+ * with bench/bench_fixture.c) against libpixmill.a; run by bench/queue.sh.
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
-#include "store/store.h"
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "bench_fixture.h"
 
 static int fail(const pm_err *err)
 {
-	fprintf(stderr, "queue_bench: %s\n", err->msg);
-	return 1;
+	return bench_fail("queue_bench", err);
 }
 
 /* A minimal done item: what the queue adds to is measured, not the
@@ -50,37 +41,15 @@ static pm_item_rec minimal(int64_t job, const char *key, uint64_t ordinal)
 int main(int argc, char **argv)
 {
 	long n = 2000, batch = 16;
-	const char *url = NULL;
 	pm_err err = {{0}};
 	pm_store *st = NULL;
-
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--n") == 0 && i + 1 < argc)
-			n = strtol(argv[++i], NULL, 10);
-		else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
-			batch = strtol(argv[++i], NULL, 10);
-		else
-			url = argv[i];
-	}
-	if (!url || n < 1 || batch < 1 || batch > 100000) {
-		fprintf(stderr, "usage: queue_bench [--n N] [--batch B] URL\n");
-		return 2;
-	}
-	if (pm_store_open(url, false, &st, &err))
-		return fail(&err);
-	pm_job_spec spec = {
-	    .key = "bench-queue",
-	    .catalog = "/bench/catalog.csv",
-	    .pipeline = "thumbnails",
-	    .pipeline_hash = "ph-bench",
-	    .pipeline_json = "{}",
-	    .out_dir = "/bench/out",
-	};
 	int64_t job = 0, job2 = 0, added = 0;
-	if (pm_store_job_open(st, &spec, &job, NULL, &err))
-		return fail(&err);
-	spec.key = "bench-plain";
-	if (pm_store_job_open(st, &spec, &job2, NULL, &err))
+	const char *url = bench_args("queue_bench", argc, argv, &n, &batch);
+
+	if (!url)
+		return 2;
+	if (bench_open(url, "bench-queue", &st, &job, &err) ||
+	    bench_job(st, "bench-plain", &job2, &err))
 		return fail(&err);
 
 	char(*keys)[24] = calloc((size_t)n, sizeof *keys);
@@ -95,7 +64,7 @@ int main(int argc, char **argv)
 		    "\"title\":\"Product in blue "
 		    "cotton\",\"price\":\"19.99\"}"};
 	}
-	double t0 = mono();
+	double t0 = bench_mono();
 	for (long i = 0; i < n; i += 500) {
 		int64_t a = 0;
 		if (pm_store_enqueue(st, job, 0, recs + i,
@@ -106,7 +75,7 @@ int main(int argc, char **argv)
 	}
 	if (pm_store_enqueue_end(st, job, n, &err))
 		return fail(&err);
-	double t_enq = mono() - t0, t_claim = 0, t_done = 0;
+	double t_enq = bench_mono() - t0, t_claim = 0, t_done = 0;
 	if (added != n) {
 		fprintf(stderr, "queue_bench: %lld enqueued, want %ld\n",
 			(long long)added, n);
@@ -117,11 +86,11 @@ int main(int argc, char **argv)
 	for (;;) {
 		pm_claim *cl = NULL;
 		int got = 0;
-		double a = mono();
+		double a = bench_mono();
 		if (pm_store_claim(st, job, "bench-worker", (int)batch, 300,
 				   &cl, &got, &err))
 			return fail(&err);
-		double b = mono();
+		double b = bench_mono();
 		t_claim += b - a;
 		if (got == 0)
 			break;
@@ -137,7 +106,7 @@ int main(int argc, char **argv)
 		}
 		if (pm_store_commit(st, &err))
 			return fail(&err);
-		t_done += mono() - b;
+		t_done += bench_mono() - b;
 		completed += got;
 		pm_claims_free(cl, got);
 	}
@@ -150,7 +119,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	t0 = mono();
+	t0 = bench_mono();
 	for (long i = 0; i < n; i++) {
 		pm_item_rec it = minimal(job2, keys[i], (uint64_t)i + 1);
 		if (i % batch == 0 && pm_store_begin(st, &err))
@@ -161,7 +130,7 @@ int main(int argc, char **argv)
 		    pm_store_commit(st, &err))
 			return fail(&err);
 	}
-	double t_plain = mono() - t0;
+	double t_plain = bench_mono() - t0;
 	pm_store_close(st);
 	free(keys);
 	free(recs);

@@ -10,61 +10,28 @@
  * lines: us_per_item (wall time of the puts and commits over N) and
  * items_per_s.
  *
- * Threads: one thread. Built by bench/store.sh against libpixmill.a.
+ * Threads: one thread. Built by the Makefile ($(BUILD)/bench/store_bench,
+ * with bench/bench_fixture.c) against libpixmill.a; run by bench/store.sh.
  */
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_fixture.h"
 #include "core/util.h"
-#include "store/store.h"
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int main(int argc, char **argv)
 {
 	long n = 2000, batch = 256;
-	const char *url = NULL;
 	pm_err err = {{0}};
 	pm_store *st = NULL;
-
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--n") == 0 && i + 1 < argc)
-			n = strtol(argv[++i], NULL, 10);
-		else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc)
-			batch = strtol(argv[++i], NULL, 10);
-		else
-			url = argv[i];
-	}
-	if (!url || n < 1 || batch < 1) {
-		fprintf(stderr, "usage: store_bench [--n N] [--batch B] URL\n");
-		return 2;
-	}
-	if (pm_store_open(url, false, &st, &err)) {
-		fprintf(stderr, "store_bench: %s\n", err.msg);
-		return 1;
-	}
-	const pm_job_spec spec = {
-	    .key = "bench",
-	    .catalog = "/bench/catalog.csv",
-	    .pipeline = "thumbnails",
-	    .pipeline_hash = "ph-bench",
-	    .pipeline_json = "{}",
-	    .out_dir = "/bench/out",
-	};
 	int64_t job = 0;
-	if (pm_store_job_open(st, &spec, &job, NULL, &err)) {
-		fprintf(stderr, "store_bench: %s\n", err.msg);
-		return 1;
-	}
-	double t0 = mono();
+	const char *url = bench_args("store_bench", argc, argv, &n, &batch);
+
+	if (!url)
+		return 2;
+	if (bench_open(url, "bench", &st, &job, &err))
+		return bench_fail("store_bench", &err);
+	double t0 = bench_mono();
 	pm_status s = PM_OK;
 	for (long i = 0; i < n && !s; i++) {
 		char key[32], sha[65], id[32], title[96], paths[3][96];
@@ -120,11 +87,9 @@ int main(int argc, char **argv)
 		if (!s && (i % batch == batch - 1 || i == n - 1))
 			s = pm_store_commit(st, &err);
 	}
-	double dt = mono() - t0;
-	if (s) {
-		fprintf(stderr, "store_bench: %s\n", err.msg);
-		return 1;
-	}
+	double dt = bench_mono() - t0;
+	if (s)
+		return bench_fail("store_bench", &err);
 	int64_t done = 0;
 	pm_store_job_counts(st, job, NULL, &done, NULL, NULL, &err);
 	pm_store_close(st);

@@ -84,9 +84,20 @@ run_tier() { # run_tier NAME BUILD_DIR
   local name=$1 b=$2
   sec "$name: unit tests"
   for t in "$b"/tests/test_*; do
-    "$t" >"$LOGS/$name-$(basename "$t").log" 2>&1 || step_fail "$name $(basename "$t") (exit $?)"
-    tail -n 20 "$LOGS/$name-$(basename "$t").log" | grep -E 'passed|FAIL|failed|ERROR|SKIP' | tail -n 5
-    tally "$LOGS/$name-$(basename "$t").log"
+    local log="$LOGS/$name-$(basename "$t").log" rc=0
+    "$t" >"$log" 2>&1 || rc=$?
+    tail -n 20 "$log" | grep -E 'passed|FAIL|failed|ERROR|SKIP' | tail -n 5
+    if [ "$rc" -ne 0 ]; then
+      step_fail "$name $(basename "$t") (exit $rc)"
+      # a sanitizer report from its start (stack frames push the summary
+      # line far down), otherwise the log's last lines
+      if grep -q -E 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$log"; then
+        grep -m 1 -A 60 -E 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$log"
+      else
+        tail -n 40 "$log"
+      fi
+    fi
+    tally "$log"
   done
   sec "$name: CLI tests"
   suite $name-cli "$name CLI tests" tests/cli/test_cli.sh "$b/pixmill"
@@ -141,6 +152,9 @@ suite resume "crash-resume test" tests/cli/test_resume.sh build/pixmill
 sec "PostgreSQL store: conformance suite and CLI round trip (tests/store/pg.sh)"
 suite pg "PostgreSQL store tests" tests/store/pg.sh build
 
+sec "store connection pool: unit test on SQLite and PostgreSQL, serve --db-pool 1 under concurrent requests (tests/serve/test_pool.sh)"
+suite pool "store pool tests" tests/serve/test_pool.sh build
+
 sec "fleet: pixmill worker on a shared store (SQLite; PostgreSQL: SIGKILL, SIGSTOP, SIGTERM, priority)"
 suite fleet "fleet tests" tests/fleet/test_fleet.sh build
 
@@ -165,6 +179,8 @@ if make -j"$(nproc)" SAN=1 all >"$LOGS/build-asan.log" 2>&1; then
   run_tier asan build-asan
   sec "asan: store conformance suite on PostgreSQL"
   suite asan-pg "asan PostgreSQL store tests" env PG_UNIT_ONLY=1 tests/store/pg.sh build-asan
+  sec "asan: store connection pool (tests/serve/test_pool.sh)"
+  suite asan-pool "asan store pool tests" tests/serve/test_pool.sh build-asan
   sec "asan: Redis fleet tests (tests/redis/test_redis.sh)"
   suite asan-redis "asan Redis fleet tests" tests/redis/test_redis.sh build-asan/pixmill
   sec "asan: OCR on the edge corpus and error paths"

@@ -49,6 +49,13 @@ static int serve_opt(int id, const char *arg, void *ud)
 			    "serve", "--http-threads wants 1 to 256");
 		c->o.http_threads = (int)v;
 		return 0;
+	case OPT_DB_POOL:
+		v = strtol(arg, &end, 10);
+		if (end == arg || *end || v < 1 || v > 256)
+			return pm_cli_usage_error("serve",
+						  "--db-pool wants 1 to 256");
+		c->o.db_pool = (int)v;
+		return 0;
 	}
 	return pm_cli_run_opt(id, arg, &c->run);
 }

@@ -242,6 +242,11 @@ const pm_opt pm_opts[] = {
      OPT_CONFIG},
     {"serve", "http-threads", 0, "N", "number of cores",
      "HTTP threads (epoll, one event loop each)", OPT_HTTP_THREADS},
+    {"serve", "db-pool", 0, "N", "HTTP threads, at most 4",
+     "store connections the HTTP threads share (1-256): a request borrows "
+     "one and gives it back when answered; past 5 s of waiting it gets "
+     "503 (docs/POSTGRES.md)",
+     OPT_DB_POOL},
     {"worker", "listen", 0, "ADDR:PORT", "off",
      "serve GET /metrics (Prometheus) and GET /health on this address: "
      "127.0.0.1:9464, :9464 (every IPv4 address), [::1]:9464; port 0: any "

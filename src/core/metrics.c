@@ -310,6 +310,42 @@ static const pm_metric_def defs[PM_M__COUNT] = {
 			  .help = "Job runs this worker finished or paused.",
 			  .type = PM_COUNTER,
 			  .lazy = true},
+    /* lazy: shown by `pixmill serve` only (its scrape sets them) */
+    [PM_M_DB_POOL_CONNS] = {.name = "pixmill_db_pool_connections",
+			    .help = "Store connections of serve's pool by "
+				    "state: open, in_use, idle.",
+			    .type = PM_GAUGE,
+			    .nlabels = 1,
+			    .labels = {"state"},
+			    .lazy = true},
+    [PM_M_DB_POOL_MAX] = {.name = "pixmill_db_pool_max",
+			  .help = "Most store connections serve's pool "
+				  "opens (--db-pool).",
+			  .type = PM_GAUGE,
+			  .lazy = true},
+    [PM_M_DB_POOL_WAITS] = {.name = "pixmill_db_pool_waits_total",
+			    .help = "Requests that waited for a store "
+				    "connection (all in use).",
+			    .type = PM_COUNTER,
+			    .lazy = true},
+    [PM_M_DB_POOL_WAIT_SECONDS] = {.name = "pixmill_db_pool_wait_seconds_total",
+				   .help = "Seconds requests spent waiting "
+					   "for a store connection.",
+				   .type = PM_COUNTER,
+				   .lazy = true},
+    [PM_M_DB_POOL_OPENS] = {.name = "pixmill_db_pool_opens_total",
+			    .help = "Store connections serve's pool opened.",
+			    .type = PM_COUNTER,
+			    .lazy = true},
+    [PM_M_DB_POOL_ERRORS] = {.name = "pixmill_db_pool_errors_total",
+			     .help = "Pool failures by reason: timeout (a "
+				     "request waited in vain and got 503, or a "
+				     "scrape went without the store's gauges), "
+				     "open_failed, broken, refused.",
+			     .type = PM_COUNTER,
+			     .nlabels = 1,
+			     .labels = {"reason"},
+			     .lazy = true},
 };
 
 /* ---- series table ----------------------------------------------------- */

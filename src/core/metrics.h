@@ -94,6 +94,17 @@ typedef enum pm_metric {
 	PM_M_WORKER_JOB,
 	PM_M_WORKER_REAPED,
 	PM_M_WORKER_RUNS,
+	/* serve's store connection pool (store/pool.h): connections
+	 * {state}: open, in_use, idle; its bound; borrows that waited and
+	 * the seconds they waited; connections opened; borrows or handles
+	 * that failed {reason}: timeout (503), open_failed, broken,
+	 * refused (given back inside a batch) */
+	PM_M_DB_POOL_CONNS,
+	PM_M_DB_POOL_MAX,
+	PM_M_DB_POOL_WAITS,
+	PM_M_DB_POOL_WAIT_SECONDS,
+	PM_M_DB_POOL_OPENS,
+	PM_M_DB_POOL_ERRORS,
 	PM_M__COUNT
 } pm_metric;
 

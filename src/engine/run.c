@@ -9,6 +9,8 @@
  * - workers: SHA-256 of the source, dedup (an in-flight table for this run,
  *   the store for earlier runs), header probe against the limits, a memory
  *   budget, one decode, the pipeline's stages, outputs written atomically.
+ *   The store lookup (dedup) is done with a connection borrowed from the
+ *   run's small pool (r->wpool, ceil(workers / 4)) for that one query.
  * - writer: the only thread that writes the store. It commits in batches
  *   (as many results as are waiting, up to 256), makes outputs durable
  *   first when asked (syncfs), appends committed items to the manifest and
@@ -67,6 +69,7 @@
 #include "ingest/record_json.h"
 #include "stages/pipeline.h"
 #include "stages/verify.h"
+#include "store/pool.h"
 #include "store/store.h"
 
 static volatile sig_atomic_t cancel_flag;
@@ -181,6 +184,11 @@ typedef struct run {
 	int64_t job_id;
 	int run_no;
 	int workers;
+	/* the image (worker) threads' store connections: a pool of
+	 * ceil(workers / 4), each borrowed for one asset lookup and given
+	 * back at once (owned here; made before the threads start, freed
+	 * after they are joined) */
+	pm_store_pool *wpool;
 	pm_catalog *cat; /* owned by the ingest thread once it starts */
 	/* worker mode (o->queue_job > 0): the lease owner, and the same made
 	 * safe for file names (temporary folder, manifest) */
@@ -697,20 +705,32 @@ static pm_status ingest_route(run *r, pm_store *st, work *w, bool *closed,
 	return PM_OK;
 }
 
-static void *ingest_main(void *arg)
+/* Ingest thread: ingest_route for w, or, when w is NULL (its allocation
+ * failed), out of memory; an error is made the run's fatal one. Takes w.
+ * True when reading should stop: an error, or the fetch queue closed. */
+static bool ingest_send(run *r, pm_store *st, work *w)
 {
-	run *r = arg;
-	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s;
+	bool closed = false;
+
+	if (w)
+		s = ingest_route(r, st, w, &closed, &e);
+	else
+		s = pm_fail(&e, PM_ERR_NOMEM, "out of memory");
+	if (s)
+		set_fatal(r, s, &e);
+	return s || closed;
+}
+
+/* Ingest thread, local run: reads the catalog and sends each record not
+ * done yet (by the store st) down ingest_route. Stops at the catalog's end
+ * or on cancel of the run. */
+static void ingest_catalog(run *r, pm_store *st)
+{
 	pm_err e = {{0}};
 	pm_status s;
 
-	s = pm_store_open(r->db_url, false, &st, &e);
-	if (!s)
-		s = seed_providers(r, st, &e);
-	if (s) {
-		set_fatal(r, s, &e);
-		goto out;
-	}
 	while (!stopping(r)) {
 		pm_record *rec = NULL;
 		bool prev_failed = false;
@@ -749,27 +769,15 @@ static void *ingest_main(void *arg)
 			prev_failed = state == PM_ITEM_FAILED;
 		}
 		w = calloc(1, sizeof *w);
-		if (!w) {
+		if (w) {
+			w->rec = rec;
+			w->dlq_retry = prev_failed;
+		} else {
 			pm_record_free(rec);
-			pm_fail(&e, PM_ERR_NOMEM, "out of memory");
-			set_fatal(r, PM_ERR_NOMEM, &e);
-			break;
 		}
-		w->rec = rec;
-		w->dlq_retry = prev_failed;
-		bool closed;
-		s = ingest_route(r, st, w, &closed, &e);
-		if (s) {
-			set_fatal(r, s, &e);
-			break;
-		}
-		if (closed)
+		if (ingest_send(r, st, w))
 			break;
 	}
-out:
-	pm_store_close(st);
-	pm_queue_close(r->fetch_q);
-	return NULL;
 }
 
 /* Worker mode: claims after which a record that never got a result (its
@@ -881,22 +889,13 @@ static bool cancel_check(run *r, pm_store *st, double *next_check)
  * queue's: a queued row is never a done item). Stops when a claim comes
  * back empty, when a job of higher priority waits, when the job is
  * cancelled, or on cancel of the run. */
-static void *ingest_queue_main(void *arg)
+static void ingest_queue(run *r, pm_store *st)
 {
-	run *r = arg;
-	pm_store *st = NULL;
 	pm_err e = {{0}};
 	pm_status s;
 	int batch = r->o->claim_batch > 0 ? r->o->claim_batch : 4 * r->workers;
 	double next_check = pm_now() + 5.0;
 
-	s = pm_store_open(r->db_url, false, &st, &e);
-	if (!s)
-		s = seed_providers(r, st, &e);
-	if (s) {
-		set_fatal(r, s, &e);
-		goto out;
-	}
 	while (!stopping(r) && !preempt_check(r, st) &&
 	       !cancel_check(r, st, &next_check)) {
 		pm_claim *c = NULL;
@@ -927,27 +926,36 @@ static void *ingest_queue_main(void *arg)
 		pthread_mutex_unlock(&r->cl_mu);
 		pm_metric_inc(PM_M_WORKER_CLAIMS, NULL, NULL, n);
 		for (i = 0; i < n; i++) {
-			work *w = claim_work(&c[i]);
-			if (!w) {
-				pm_fail(&e, PM_ERR_NOMEM, "out of memory");
-				set_fatal(r, PM_ERR_NOMEM, &e);
-				break;
-			}
 			atomic_fetch_add(&r->seen, 1);
-			bool closed;
-			s = ingest_route(r, st, w, &closed, &e);
-			if (s) {
-				set_fatal(r, s, &e);
-				break;
-			}
-			if (closed)
+			if (ingest_send(r, st, claim_work(&c[i])))
 				break;
 		}
 		pm_claims_free(c, n);
 		if (i < n)
 			break;
 	}
-out:
+}
+
+/* Ingest thread: with its own store connection (owned here), the run's
+ * providers seeded in it, it feeds the stages after it from the catalog
+ * (ingest_catalog) or, in worker mode, from the queue's claims
+ * (ingest_queue); then it closes the connection and the fetch queue, so
+ * those stages drain and end. */
+static void *ingest_main(void *arg)
+{
+	run *r = arg;
+	pm_store *st = NULL;
+	pm_err e = {{0}};
+	pm_status s = pm_store_open(r->db_url, false, &st, &e);
+
+	if (!s)
+		s = seed_providers(r, st, &e);
+	if (s)
+		set_fatal(r, s, &e);
+	else if (r->queued)
+		ingest_queue(r, st);
+	else
+		ingest_catalog(r, st);
 	pm_store_close(st);
 	pm_queue_close(r->fetch_q);
 	return NULL;
@@ -1730,7 +1738,7 @@ static void run_placeholder(run *r, pm_pipeline_run *pr, work *w)
 }
 
 /* Runs the pipeline on w; w->status says how it went. */
-static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
+static void process_one(run *r, pm_pipeline_run *pr, work *w)
 {
 	pm_err e = {{0}};
 	pm_status s;
@@ -1765,10 +1773,20 @@ static void process_one(run *r, pm_store *st, pm_pipeline_run *pr, work *w)
 		}
 		exists = pm_fleet_cache_asset_get(r->store_id, w->sha,
 						  pm_pipeline_hash(r->pipe));
-		s = exists ? PM_OK
-			   : pm_store_asset_exists(st, w->sha,
-						   pm_pipeline_hash(r->pipe),
-						   &exists, &e);
+		s = PM_OK;
+		if (!exists) {
+			/* borrowed for this one lookup: the image work
+			 * around it needs no connection */
+			pm_store *st = NULL;
+			s = pm_store_pool_get(r->wpool, -1, &st, &e);
+			if (s)
+				set_fatal(r, s, &e); /* as a failed open was */
+			else
+				s = pm_store_asset_exists(
+				    st, w->sha, pm_pipeline_hash(r->pipe),
+				    &exists, &e);
+			pm_store_pool_put(r->wpool, st, false);
+		}
 		if (s) {
 			work_fail(w, s, &e);
 			return;
@@ -1840,15 +1858,12 @@ static void *worker_main(void *arg)
 {
 	worker_arg *wa = arg;
 	run *r = wa->r;
-	pm_store *st = NULL;
 	pm_pipeline_run *pr = NULL;
 	pm_err e = {{0}};
 	pm_status s;
 	work *w;
 
-	s = pm_store_open(r->db_url, false, &st, &e);
-	if (!s)
-		s = pm_pipeline_run_new(r->pipe, &pr, &e);
+	s = pm_pipeline_run_new(r->pipe, &pr, &e);
 	if (s)
 		set_fatal(r, s, &e);
 	while ((w = pm_queue_pop(r->work_q))) {
@@ -1864,7 +1879,7 @@ static void *worker_main(void *arg)
 					  "stopped before it started"),
 				  &ce);
 		} else if (!s && !w->status)
-			process_one(r, st, pr, w);
+			process_one(r, pr, w);
 		else if (s)
 			work_fail(w, s, &e);
 		if (!s && send_back(r, w))
@@ -1877,7 +1892,6 @@ static void *worker_main(void *arg)
 			work_free(w);
 	}
 	pm_pipeline_run_free(pr);
-	pm_store_close(st);
 	vips_thread_shutdown();
 	return NULL;
 }
@@ -2806,6 +2820,10 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		s = pm_fail(err, PM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
+	s = pm_store_pool_new(r->db_url, false, (r->workers + 3) / 4, &r->wpool,
+			      err);
+	if (s)
+		goto out;
 	pg = pm_progress_new(o->progress, o->progress_interval);
 
 	pthread_create(&t_writer, NULL, writer_main, r);
@@ -2816,8 +2834,7 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 			       &wargs[n_started]);
 	}
 	pthread_create(&t_fetch, NULL, fetch_main, r);
-	pthread_create(&t_ingest, NULL,
-		       r->queued ? ingest_queue_main : ingest_main, r);
+	pthread_create(&t_ingest, NULL, ingest_main, r);
 	if (!r->queued)
 		count_started =
 		    pthread_create(&t_count, NULL, count_main, r) == 0;
@@ -2883,13 +2900,8 @@ pm_status pm_run(const pm_run_opts *o, pm_run_summary *sum, pm_err *err)
 		s = finish_job(r, sum, err);
 	if (s)
 		goto out;
-	sum->job_id = r->job_id;
 	sum->run_no = r->run_no;
-	sum->seen = atomic_load(&r->seen);
 	sum->skipped = atomic_load(&r->skipped);
-	sum->done = atomic_load(&r->done);
-	sum->failed = atomic_load(&r->failed);
-	sum->duplicates = atomic_load(&r->dups);
 	sum->cache_hits = atomic_load(&r->cache_hits);
 	sum->url_reused = atomic_load(&r->url_reused);
 	sum->http_items = atomic_load(&r->http_items);
@@ -2921,6 +2933,7 @@ out:
 	pm_queue_free(r->fetch_q);
 	pm_queue_free(r->work_q);
 	pm_queue_free(r->result_q);
+	pm_store_pool_free(r->wpool); /* its borrowers have been joined */
 	free(t_workers);
 	free(wargs);
 	pm_pipeline_free(r->pipe);

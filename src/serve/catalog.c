@@ -13,8 +13,8 @@
  * Hamming distances like `pixmill dupes` (docs/API.md says so).
  *
  * Threads: srv_h_images and srv_h_image_get on libmicrohttpd's threads,
- * each with that thread's store connection (srv_store); nothing here is
- * shared between requests.
+ * each with the store connection its request borrowed (srv_store);
+ * nothing here is shared between requests.
  */
 #define _GNU_SOURCE
 #include "serve/serve.h"

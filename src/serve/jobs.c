@@ -998,6 +998,8 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 	if (ss->fleet)
 		return fleet_read(ss, closing, cls, pos, buf, max);
 	j = job_json(s, ss->job_id, &e);
+	/* outside a handler: nothing else gives the connection back */
+	srv_store_release(s);
 	if (!j)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	state = json_string_value(json_object_get(j, "state"));

@@ -32,6 +32,7 @@
 #include "image/image.h"
 #include "serve/httputil.h"
 #include "store/outstore.h"
+#include "store/pool.h"
 #include "store/store.h"
 
 typedef struct pm_serve_opts {
@@ -42,6 +43,8 @@ typedef struct pm_serve_opts {
 	int workers;	    /* engine workers per job and upload workers;
 			       0 = cores */
 	int http_threads;   /* libmicrohttpd pool; 0 = cores */
+	int db_pool;	    /* store connections the HTTP threads share (a pool,
+			       store/pool.h); 0 = min(HTTP threads, 4) */
 	pm_limits limits;   /* image limits */
 	int min_dimension;  /* short edge at least this (0 = any) */
 	pm_fetch_opts fetch;
@@ -154,6 +157,12 @@ struct srv {
 				/api/assets; any thread, owned here */
 	char jobs_dir[4200]; /* DATA/jobs */
 	char db[4352];
+	/* store connections of the HTTP threads: a request borrows one on
+	 * its first srv_store and the dispatcher gives it back when the
+	 * handler returns (any thread; owned here, freed at shutdown once
+	 * the HTTP daemon has stopped) */
+	pm_store_pool *pool;
+	int pool_max;
 	int workers;
 	double started; /* pm_now() */
 	double started_unix;
@@ -220,9 +229,19 @@ void srv_reply_text(srv_req *q, int status, const char *ctype, const char *text,
 void srv_reply_header(srv_req *q, const char *name, const char *value);
 const char *srv_arg(srv_req *q, const char *name); /* query or form field */
 const char *srv_header(srv_req *q, const char *name);
-/* The calling thread's store connection (opened on first use, closed at
- * shutdown), NULL after an error written to err. */
+/* The store connection of the request the calling HTTP thread is
+ * handling: borrowed from s->pool on the first call within the request
+ * (waiting up to SRV_POOL_WAIT_MS), the same one on later calls; given
+ * back by the dispatcher when the handler returns (srv_store_release).
+ * The caller must not keep it past its handler. NULL after an error
+ * written to err; when the pool stayed exhausted, the dispatcher turns
+ * the request's answer into a 503 "overloaded" with Retry-After. */
 pm_store *srv_store(srv *s, pm_err *err);
+/* Gives the calling thread's borrowed connection back to the pool (a
+ * no-op if it holds none). Called by the dispatcher after each handler,
+ * and by callbacks that run outside one (event streams). */
+void srv_store_release(srv *s);
+#define SRV_POOL_WAIT_MS 5000
 /* Hands q to the upload workers; false (and a 503 queued) when full. */
 bool srv_submit_upload(srv_req *q);
 

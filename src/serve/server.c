@@ -12,8 +12,10 @@
  * records the request's metrics and frees it.
  *
  * Threads: on_request/on_completed on libmicrohttpd's pool threads; the
- * ticker on its own; pm_serve on the main thread. Per-thread store
- * connections live in thread-local storage and are closed at shutdown.
+ * ticker on its own; pm_serve on the main thread. HTTP threads borrow a
+ * store connection from a pool (s->pool) for one request at a time: the
+ * borrowed handle sits in thread-local storage while the handler runs
+ * and goes back to the pool when it returns.
  */
 #define _GNU_SOURCE
 #include "serve/serve.h"
@@ -266,33 +268,54 @@ const char *srv_arg(srv_req *q, const char *name)
 	return f ? json_string_value(f) : NULL;
 }
 
-/* ---- per-thread store connections ---- */
+/* ---- store connections: borrowed per request from s->pool ---- */
 
-static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
-static pm_store *conns[256];
-static int n_conns;
+/* The handle this thread borrowed for the request it is handling (owned
+ * by the thread from srv_store until srv_store_release), and whether a
+ * borrow in this request found the pool exhausted past its wait. */
 static __thread pm_store *tl_store;
+static __thread bool tl_pool_busy;
 
 pm_store *srv_store(srv *s, pm_err *err)
 {
+	pm_status st;
+
 	if (tl_store)
 		return tl_store;
-	if (pm_store_open(s->db, false, &tl_store, err))
+	st = pm_store_pool_get(s->pool, SRV_POOL_WAIT_MS, &tl_store, err);
+	if (st) {
+		tl_store = NULL;
+		if (st == PM_ERR_BUSY)
+			tl_pool_busy = true;
 		return NULL;
-	pthread_mutex_lock(&conns_mu);
-	if (n_conns < (int)(sizeof conns / sizeof conns[0]))
-		conns[n_conns++] = tl_store;
-	pthread_mutex_unlock(&conns_mu);
+	}
 	return tl_store;
 }
 
-static void close_stores(void)
+void srv_store_release(srv *s)
 {
-	pthread_mutex_lock(&conns_mu);
-	for (int i = 0; i < n_conns; i++)
-		pm_store_close(conns[i]);
-	n_conns = 0;
-	pthread_mutex_unlock(&conns_mu);
+	/* A PostgreSQL connection the server dropped reconnects by itself
+	 * at its next call (store/postgres.c), so handles go back healthy;
+	 * one left inside a batch would be refused by the pool. */
+	pm_store_pool_put(s->pool, tl_store, false);
+	tl_store = NULL;
+	tl_pool_busy = false; /* read by store_done before this */
+}
+
+/* After a handler: the store goes back; if the pool stayed exhausted the
+ * answer becomes a 503 like the other overload answers. */
+static void store_done(srv_req *q)
+{
+	bool busy = tl_pool_busy;
+
+	srv_store_release(q->s);
+	if (busy && atomic_load(&q->async) == 0) {
+		srv_reply_error(q, PM_ERR_BUSY,
+				"all %d store connections are busy: retry "
+				"later",
+				q->s->pool_max);
+		srv_reply_header(q, "Retry-After", "1");
+	}
 }
 
 /* ---- compression ---- */
@@ -839,6 +862,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	if (q->body_len && !parse_body(q))
 		return send_reply(q);
 	routes[q->route].fn(q);
+	store_done(q);
 	if (atomic_load(&q->async) == 1)
 		return MHD_YES; /* suspended: a worker answers */
 	return send_reply(q);
@@ -957,6 +981,40 @@ static int count_state(const char *state, int64_t n, void *ud)
 	return 0;
 }
 
+/* The store pool's figures: gauges as they are, counters by what they
+ * grew since the last scrape (pool_seen, under pool_seen_mu: scrapes may
+ * overlap on two HTTP threads). */
+static pthread_mutex_t pool_seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static pm_store_pool_stats pool_seen;
+
+static void pool_metrics(srv *s)
+{
+	pm_store_pool_stats ps;
+
+	pm_store_pool_stats_get(s->pool, &ps);
+	pm_metric_put(PM_M_DB_POOL_CONNS, "open", NULL, ps.open);
+	pm_metric_put(PM_M_DB_POOL_CONNS, "in_use", NULL, ps.in_use);
+	pm_metric_put(PM_M_DB_POOL_CONNS, "idle", NULL, ps.idle);
+	pm_metric_put(PM_M_DB_POOL_MAX, NULL, NULL, ps.max);
+	pthread_mutex_lock(&pool_seen_mu);
+	pm_metric_inc(PM_M_DB_POOL_WAITS, NULL, NULL,
+		      (double)(ps.waits - pool_seen.waits));
+	pm_metric_inc(PM_M_DB_POOL_WAIT_SECONDS, NULL, NULL,
+		      ps.wait_s - pool_seen.wait_s);
+	pm_metric_inc(PM_M_DB_POOL_OPENS, NULL, NULL,
+		      (double)(ps.opens - pool_seen.opens));
+	pm_metric_inc(PM_M_DB_POOL_ERRORS, "timeout", NULL,
+		      (double)(ps.timeouts - pool_seen.timeouts));
+	pm_metric_inc(PM_M_DB_POOL_ERRORS, "open_failed", NULL,
+		      (double)(ps.open_failures - pool_seen.open_failures));
+	pm_metric_inc(PM_M_DB_POOL_ERRORS, "broken", NULL,
+		      (double)(ps.broken - pool_seen.broken));
+	pm_metric_inc(PM_M_DB_POOL_ERRORS, "refused", NULL,
+		      (double)(ps.refused - pool_seen.refused));
+	pool_seen = ps;
+	pthread_mutex_unlock(&pool_seen_mu);
+}
+
 /* Before each scrape: gauges that are read, not counted. */
 static void on_scrape(void *ud)
 {
@@ -972,6 +1030,11 @@ static void on_scrape(void *ud)
 		pm_metric_put(PM_M_JOBS, states[i], NULL, 0);
 	if (st && !pm_store_stats(st, count_state, NULL, &dlq, &e))
 		pm_metric_put(PM_M_DLQ, NULL, NULL, (double)dlq);
+	/* No store connection within the wait: the scrape still answers
+	 * (200, without the store's gauges; the pool's figures say why)
+	 * rather than turning into the 503 of other requests. */
+	tl_pool_busy = false;
+	pool_metrics(s);
 	pm_metric_put(PM_M_QUEUE_DEPTH, "jobs", NULL, srv_jobs_queued(s));
 	pthread_mutex_lock(&s->up_mu);
 	pm_metric_put(PM_M_QUEUE_DEPTH, "uploads", NULL, s->up_len);
@@ -1137,18 +1200,24 @@ static void *ticker_main(void *arg)
 			continue;
 		sample_stats(s);
 		if (n % 8 == 0) {
-			/* Writable: can we take the write lock? */
+			/* Writable: can we take the write lock? With a
+			 * connection borrowed from the HTTP threads' pool for
+			 * the check, without waiting: if they hold every one
+			 * now, the last answer stands (busy says nothing
+			 * about writability) and the next tick tries again. */
 			bool ok = false;
-			if (!st)
-				pm_store_open(s->db, false, &st, &e);
+			pm_status ps = pm_store_pool_get(s->pool, 0, &st, &e);
+			if (ps == PM_ERR_BUSY)
+				continue;
 			if (st && !pm_store_begin(st, &e)) {
 				pm_store_rollback(st);
 				ok = true;
 			}
+			pm_store_pool_put(s->pool, st, false);
+			st = NULL;
 			atomic_store(&s->store_ok, ok);
 		}
 	}
-	pm_store_close(st);
 	return NULL;
 }
 
@@ -1364,6 +1433,17 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	pm_store_close(store);
 	if (st)
 		goto out;
+	threads = o->http_threads > 0 ? o->http_threads
+				      : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (threads < 1)
+		threads = 1;
+	s->pool_max = o->db_pool > 0 ? o->db_pool : threads < 4 ? threads : 4;
+	if (s->pool_max > PM_STORE_POOL_MAX)
+		s->pool_max = PM_STORE_POOL_MAX;
+	st = pm_store_pool_new(s->db, false, s->pool_max, &s->pool, err);
+	if (st)
+		goto out;
+	memset(&pool_seen, 0, sizeof pool_seen);
 	atomic_store(&s->store_ok, 1);
 	pm_metric_put(PM_M_BUILD_INFO, PM_VERSION, PM_GITREV, 1);
 	pm_metrics_on_scrape(on_scrape, s);
@@ -1378,10 +1458,6 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 	jobs = true;
 	ticker = pthread_create(&s->ticker, NULL, ticker_main, s) == 0;
 
-	threads = o->http_threads > 0 ? o->http_threads
-				      : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if (threads < 1)
-		threads = 1;
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 		MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
 		(sa.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
@@ -1408,8 +1484,9 @@ pm_status pm_serve(const pm_serve_opts *o, pm_err *err)
 		char url[96];
 		pm_http_listen_url(&sa, port, url, sizeof url);
 		pm_log(PM_LOG_INFO,
-		       "serving %s (data %s, %d workers, %d http threads)", url,
-		       s->data, s->workers, threads);
+		       "serving %s (data %s, %d workers, %d http threads, "
+		       "%d store connections for them)",
+		       url, s->data, s->workers, threads, s->pool_max);
 		if (o->port_file) {
 			char pb[16];
 			int n = snprintf(pb, sizeof pb, "%u\n", port);
@@ -1448,7 +1525,8 @@ out:
 	}
 	drain_enter("closing the stores");
 	pm_metrics_off_scrape(on_scrape, s);
-	close_stores();
+	pm_store_pool_free(s->pool); /* the HTTP threads have ended */
+	s->pool = NULL;
 	zcache_free();
 	srv_free(s);
 	if (watchdog) {

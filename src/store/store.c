@@ -21,7 +21,10 @@
 
 struct pm_store {
 	const pm_store_backend *be;
-	void *conn; /* owned; freed by be->close */
+	void *conn;    /* owned; freed by be->close */
+	bool in_batch; /* between a successful begin and commit/rollback
+			  (pm_store_in_batch; the pool refuses such a
+			  handle) */
 };
 
 static bool has_prefix(const char *s, const char *p)
@@ -232,7 +235,14 @@ pm_status pm_store_asset_exists(pm_store *s, const char *sha256,
 
 pm_status pm_store_begin(pm_store *s, pm_err *err)
 {
-	return s->be->begin(s->conn, err);
+	pm_status st = s->be->begin(s->conn, err);
+	s->in_batch = st == PM_OK;
+	return st;
+}
+
+bool pm_store_in_batch(const pm_store *s)
+{
+	return s && s->in_batch;
 }
 
 pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item, pm_err *err)
@@ -242,11 +252,15 @@ pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item, pm_err *err)
 
 pm_status pm_store_commit(pm_store *s, pm_err *err)
 {
+	/* A failed commit rolls the batch back (every backend): closed
+	 * either way. */
+	s->in_batch = false;
 	return s->be->commit(s->conn, err);
 }
 
 void pm_store_rollback(pm_store *s)
 {
+	s->in_batch = false;
 	s->be->rollback(s->conn);
 }
 

@@ -19,11 +19,13 @@
  *           text seen in the item's image (OCR, later captions)
  *   embeddings one vector per (source sha256, model id): float32 BLOB
  *
- * Threads: a pm_store is one connection, used by one thread at a time. Each
- * thread that needs the store opens its own (the run's writer thread writes;
- * the ingest thread and workers read). SQLite WAL lets readers run beside the
- * one writer. On PostgreSQL each pm_store is one libpq connection (so one
- * per thread: no pool is needed).
+ * Threads: a pm_store is one connection, used by one thread at a time.
+ * Threads that keep session state (the run's writer thread with its
+ * batches, a worker's LISTENing main loop) open their own; threads that
+ * only run short queries (serve's HTTP handlers, the engine's image
+ * threads) borrow one from a pool (store/pool.h) for the time of a
+ * request or an item. SQLite WAL lets readers run beside the one writer.
+ * On PostgreSQL each pm_store is one libpq connection.
  */
 #ifndef PM_STORE_H
 #define PM_STORE_H
@@ -286,6 +288,9 @@ pm_status pm_store_begin(pm_store *s, pm_err *err);
 pm_status pm_store_put_item(pm_store *s, const pm_item_rec *item, pm_err *err);
 pm_status pm_store_commit(pm_store *s, pm_err *err);
 void pm_store_rollback(pm_store *s);
+/* True between a successful pm_store_begin and its commit or rollback (a
+ * handle in that state holds session state: store/pool.h refuses it). */
+bool pm_store_in_batch(const pm_store *s);
 
 /* ---- browsing and search (serve) ----
  * The strings in each info live only during the callback; cb returns

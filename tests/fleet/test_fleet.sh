@@ -42,13 +42,8 @@ PM=$ROOT/$B/pixmill
 ORIGIN=$ROOT/$B/tests/origin
 . tests/cli/lib.sh
 . tests/store/pg_lib.sh
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  pg_stop
-  rm -rf "$T"
-}
-trap cleanup EXIT
+. tests/fleet/harness.sh
+fh_traps
 done_() { echo "fleet: $pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
 
 # ---- helpers ----
@@ -62,23 +57,19 @@ c.commit()' "$1" "$2" ;;
   esac
 }
 jq_() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
-start_origin() { # start_origin NAME [OPTIONS]: sets PORT
-  "$ORIGIN" --root "$ROOT/examples/images" --die-with-parent --port-file "$T/$1.port" "${@:2}" 0 >/dev/null 2>"$T/$1.err" &
-  pids+=($!)
-  PORT=
-  for _ in $(seq 50); do PORT=$(head -n 1 "$T/$1.port" 2>/dev/null); [ -n "$PORT" ] && break; sleep 0.1; done
-  [ -n "$PORT" ] || { bad "origin did not start: $(cat "$T/$1.err")"; done_; }
+start_origin() { # start_origin NAME [OPTIONS]: the test origin (fh_origin); sets PORT
+  PIXMILL_ORIGIN=$ORIGIN fh_origin "$@" || { bad "origin did not start"; done_; }
+  PORT=$FH_PORT
 }
-url_catalog() { # url_catalog FILE N TAG: N rows of distinct URLs over the 5 example images
-  python3 - "$1" "$2" "$3" "$PORT" <<'EOF'
-import os, sys
-path, n, tag, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-imgs = sorted(os.listdir("examples/images"))
-with open(path, "w") as f:
-    f.write("id,image,title\n")
-    for i in range(n):
-        f.write(f"{tag}{i},http://127.0.0.1:{port}/file/{imgs[i % len(imgs)]}?tag={tag}{i},item {i}\n")
-EOF
+url_catalog() { # url_catalog FILE N TAG: N rows of distinct URLs over the example images
+  fh_catalog "http://127.0.0.1:$PORT" "$2" "$3" >"$1"
+}
+start_serve() { # start_serve NAME: serve --enqueue on $T/NAME.db; sets SP (its pid) and A (its base URL)
+  "$PM" serve --enqueue --db "$T/$1.db" --data "$T/$1" --listen 127.0.0.1:0 --port-file "$T/$1.port" >"$T/$1.log" 2>&1 &
+  SP=$!
+  WPIDS+=($SP)
+  for _ in $(seq 100); do [ -s "$T/$1.port" ] && break; sleep 0.1; done
+  A="http://127.0.0.1:$(cat "$T/$1.port")"
 }
 # the engine options every networked worker takes: loopback origin, no
 # per-host rate limit, small thumbnails
@@ -145,11 +136,7 @@ eq "sqlite: per-worker temporary folders removed" "$(find "$T/s/out/.tmp" -minde
 grep -q "job $J (thumbnails, priority 0): start" "$T/wA.err" "$T/wB.err" && ok "sqlite: job start logged" || bad "sqlite: job start logged"
 
 # ---- 1b. serve --enqueue: POST /api/jobs enqueues, workers run it ----
-"$PM" serve --enqueue --db "$T/sv.db" --data "$T/sv" --listen 127.0.0.1:0 --port-file "$T/sv.port" >"$T/sv.log" 2>&1 &
-sp=$!
-pids+=($sp)
-for _ in $(seq 100); do [ -s "$T/sv.port" ] && break; sleep 0.1; done
-A="http://127.0.0.1:$(cat "$T/sv.port")"
+start_serve sv
 sed "s#,img/#,$T/s/img/#" "$T/s/cat.csv" >"$T/s/abs.csv" # absolute paths: the server spools the catalog elsewhere
 curl -s -o "$T/post.json" -w '%{http_code}' -X POST --data-binary @"$T/s/abs.csv" -H 'Content-Type: text/csv' \
   "$A/api/jobs?priority=7&name=fleet" >"$T/post.code" 2>/dev/null
@@ -166,7 +153,7 @@ curl -s "$A/api/jobs" >"$T/jobs.json"
 eq "serve --enqueue: GET /api/jobs shows it done, progress 1, queue empty" \
   "$(jq_ "$T/jobs.json" "[(j['state'], j['done'], j['progress'], j['queue']['queued'], j['queue']['claimed']) for j in d['jobs'] if j['id'] == $JS]")" \
   "[('done', $n, 1.0, 0, 0)]"
-kill "$sp"; wait "$sp" 2>/dev/null
+kill "$SP"; wait "$SP" 2>/dev/null
 grep -q "not run here (--enqueue)" "$T/sv.log" && ok "serve --enqueue: says jobs are not run here" || bad "serve --enqueue: says jobs are not run here"
 
 # ---- 1c. transient failures go back to the queue (SQLite) ----
@@ -190,11 +177,7 @@ eq "requeue: the worker counts 4 requeued" "$(jq_ "$T/tr1.json" "d['requeued']")
 eq "requeue: the origin saw 5 + 6 requests" "$(python3 -c "import json,urllib.request; d=json.load(urllib.request.urlopen('http://127.0.0.1:$PORT/count'))['counts']; print(sorted(v for k, v in d.items() if 'tag=' in k))")" "[5, 6]"
 
 # ---- 1d. serve --enqueue: cancelling a job stops the workers' claims ----
-"$PM" serve --enqueue --db "$T/cx.db" --data "$T/cx" --listen 127.0.0.1:0 --port-file "$T/cx.port" >"$T/cx.log" 2>&1 &
-cp=$!
-pids+=($cp)
-for _ in $(seq 100); do [ -s "$T/cx.port" ] && break; sleep 0.1; done
-A="http://127.0.0.1:$(cat "$T/cx.port")"
+start_serve cx
 python3 - "$PORT" >"$T/cx.csv" <<'EOF'
 import os, sys
 imgs = sorted(os.listdir("examples/images"))
@@ -206,7 +189,7 @@ curl -s -o "$T/cx.json" -X POST --data-binary @"$T/cx.csv" -H 'Content-Type: tex
 JC=$(jq_ "$T/cx.json" "d['id']")
 "$PM" worker --db "$T/cx.db" "${NET[@]}" -j 1 --batch 8 --id cx1 --exit-when-idle >/dev/null 2>"$T/cx1.err" &
 wp=$!
-pids+=($wp)
+WPIDS+=($wp)
 wait_done "$T/cx.db" "$JC" 20 60 || bad "cancel: the worker did not start"
 curl -s -o "$T/cxdel.json" -w '%{http_code}' -X DELETE "$A/api/jobs/$JC" >"$T/cxdel.code" 2>/dev/null
 eq "cancel: DELETE /api/jobs/ID answers 202, cancelled" "$(cat "$T/cxdel.code") $(jq_ "$T/cxdel.json" "d['state']")" "202 cancelled"
@@ -216,7 +199,7 @@ cdone=$(sql "$T/cx.db" "SELECT count(*) FROM items WHERE job_id = $JC")
 check "cancel: the rest of the job was not done ($cdone of 400 recorded)" test "$cdone" -lt 400
 eq "cancel: nothing of it is claimed afterwards" "$(sql "$T/cx.db" "SELECT count(*) FROM queue WHERE job_id = $JC AND state = 'claimed'")" 0
 eq "cancel: the job stays cancelled" "$(sql "$T/cx.db" "SELECT state FROM jobs WHERE id = $JC")" cancelled
-kill "$cp"; wait "$cp" 2>/dev/null
+kill "$SP"; wait "$SP" 2>/dev/null
 
 # ---- 1e. --pipelines, and a job whose output root is not on this machine ----
 mkdir -p "$T/pl"
@@ -255,7 +238,7 @@ listen_worker() { # listen_worker NAME DB [OPTIONS]: a worker with --listen; set
   rm -f "$T/$1.port"
   "$PM" worker --db "$2" -j 1 --lease 3 --id "$1" --listen 127.0.0.1:0 --port-file "$T/$1.port" "${@:3}" --json >"$T/$1.json" 2>"$T/$1.err" &
   LP=$!
-  pids+=($LP)
+  WPIDS+=($LP)
   poll 10 test -s "$T/$1.port" || bad "$1: no port file"
   LA="http://127.0.0.1:$(head -n 1 "$T/$1.port" 2>/dev/null)"
 }
@@ -267,6 +250,9 @@ code_is() { # code_is URL CODE: GET URL answers CODE
 }
 runs_done() { # runs_done URL N: the worker at URL has finished N job runs
   [ "$(curl -s "$1/metrics" | awk '$1 == "pixmill_worker_job_runs_total" {print $2}')" = "$2" ]
+}
+no_leases() { # no_leases URL: the worker at URL held no claim at its last lease renewal
+  [ "$(curl -s "$1/metrics" | awk '$1 == "pixmill_worker_leases_held" {print $2}')" = 0 ]
 }
 mkdir -p "$T/ls"
 { echo image; for f in examples/images/*; do echo "$ROOT/$f"; done; } >"$T/ls/cat.csv"
@@ -289,6 +275,9 @@ eq "--listen: idle: current job 0, store up 1, 1 job run, 0 store errors, Redis 
   "$(samples "$T/lw1.prom" pixmill_worker_current_job pixmill_worker_store_up pixmill_worker_job_runs_total pixmill_worker_store_errors_total pixmill_redis_up)" \
   "0 1 1 0 0 "
 eq "--listen: nothing reaped, leases held exported" "$(samples "$T/lw1.prom" pixmill_worker_reaped_total) $(grep -c '^pixmill_worker_leases_held [0-9]' "$T/lw1.prom")" "0  1"
+# leases_held is the count at the last renewal (every third of --lease):
+# the job's last claims may still be in it just after the run ended
+poll 10 no_leases "$LA"
 eq "--listen: GET /health answers 200" "$(scrape "$LA/health" "$T/lw1.health")" 200
 eq "--listen: /health: ok, worker, store up at its URL, Redis off, no job, uptime, leases" \
   "$(jq_ "$T/lw1.health" "d['status'], d['worker'], d['store']['state'], d['store']['url'] == '$T/ls/out/pixmill.db', d['redis'], d['job'], d['uptime_s'] > 0, d['leases_held']")" \
@@ -392,12 +381,8 @@ if [ -n "${FLEET_SQLITE_ONLY:-}" ]; then done_; fi
 if [ -n "${FLEET_PG_AS_SQLITE:-}" ]; then
   PG=$T/pg-as-sqlite.db
 else
-  if ! pg_start; then
-    bad "PostgreSQL server did not start"
-    done_
-  fi
+  fh_pg fleet || { bad "PostgreSQL server did not start"; done_; }
   ok "PostgreSQL at $PG_URL"
-  pg_createdb fleet
   PG=$PG_URL/fleet
 fi
 agg() { case $PG in postgres*) echo "string_agg($1, ' ' ORDER BY id)" ;; *) echo "group_concat($1, ' ')" ;; esac; }
@@ -411,7 +396,7 @@ eq "pg: enqueue-only of $N records" "$(jq_ "$T/big.json" "d['enqueued']")" "$N"
 JB=$(jq_ "$T/big.json" "d['job']")
 for w in k1 s2 s3; do
   "$PM" worker --db "$PG" "${NET[@]}" -j 2 --batch 16 --lease 3 --id "$w" --exit-when-idle --json >"$T/$w.json" 2>"$T/$w.err" &
-  pids+=($!)
+  WPIDS+=($!)
   eval "pid_$w=$!"
 done
 kill_at=$((300 + RANDOM % 1200))
@@ -456,14 +441,14 @@ url_catalog "$T/frz.csv" 300 f
 JF=$(jq_ "$T/frz.json" "d['job']")
 "$PM" worker --db "$PG" "${NET[@]}" -j 1 --batch 16 --lease 2 --id frozen --exit-when-idle --json >"$T/frozen.json" 2>"$T/frozen.err" &
 fp=$!
-pids+=($fp)
+WPIDS+=($fp)
 wait_done "$PG" "$JF" 10 60 || bad "pg: the worker to freeze did not start"
 kill -STOP "$fp"
 fheld=$(sql "$PG" "SELECT count(*) FROM queue WHERE job_id = $JF AND state = 'claimed' AND lease_owner = 'frozen'")
 echo "froze worker 'frozen' (SIGSTOP) holding $fheld claims"
 "$PM" worker --db "$PG" "${NET[@]}" -j 2 --lease 2 --id thaw --exit-when-idle --json >"$T/thaw.json" 2>"$T/thaw.err" &
 thp=$!
-pids+=($thp)
+WPIDS+=($thp)
 wait_done "$PG" "$JF" 300 120 || echo "note: not all 300 done while 'frozen' was stopped (it may hold a row lock)"
 kill -CONT "$fp"
 wait "$fp"; rf=$?
@@ -486,7 +471,7 @@ url_catalog "$T/term.csv" 400 t
 JT=$(jq_ "$T/term.json" "d['job']")
 "$PM" worker --db "$PG" "${NET[@]}" -j 1 --batch 32 --id term1 --json >"$T/term1.json" 2>"$T/term1.err" &
 tp=$!
-pids+=($tp)
+WPIDS+=($tp)
 wait_done "$PG" "$JT" 20 60 || bad "pg: the SIGTERM worker did not start working"
 "$PM" run "$T/term.csv" --out "$T/pg/out" --quiet >/dev/null 2>"$T/local.err"
 eq "pg: a local run on the workers' output root is refused (locked)" "$? $(grep -c 'another pixmill run is using' "$T/local.err")" "4 1"
@@ -509,7 +494,7 @@ url_catalog "$T/bulk.csv" 600 u
 JU=$(jq_ "$T/bulk.json" "d['job']")
 "$PM" worker --db "$PG" "${NET[@]}" -j 1 --batch 8 --id prio1 --exit-when-idle >/dev/null 2>"$T/prio1.err" &
 pp=$!
-pids+=($pp)
+WPIDS+=($pp)
 wait_done "$PG" "$JU" 30 60 || bad "pg: the bulk job did not start"
 mkdir -p "$T/one"
 echo "image" >"$T/one/cat.csv"
@@ -536,7 +521,7 @@ hostile "$PG" pg
 if [ -z "${FLEET_PG_AS_SQLITE:-}" ]; then
   listen_worker pgl "$PG" "${NET[@]}"
   poll 30 code_is "$LA/health" 200 || bad "pg --listen: /health is not 200 at the start"
-  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 stop >/dev/null 2>&1
+  pg_down fast
   poll 60 code_is "$LA/health" 503
   eq "pg --listen: PostgreSQL stopped: /health answers 503" $? 0
   scrape "$LA/health" "$T/pgl.health" >/dev/null
@@ -545,8 +530,7 @@ if [ -z "${FLEET_PG_AS_SQLITE:-}" ]; then
   scrape "$LA/metrics" "$T/pgl.prom" >/dev/null
   eq "pg --listen: pixmill_worker_store_up 0" "$(samples "$T/pgl.prom" pixmill_worker_store_up)" "0 "
   check "pg --listen: store errors counted" test "$(sample "$T/pgl.prom" pixmill_worker_store_errors_total)" -ge 1
-  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 -o "$PG_OPTS" start >/dev/null 2>&1 ||
-    bad "pg --listen: PostgreSQL did not start again"
+  pg_up || bad "pg --listen: PostgreSQL did not start again"
   poll 90 code_is "$LA/health" 200
   eq "pg --listen: PostgreSQL back: /health answers 200 again" $? 0
   scrape "$LA/metrics" "$T/pgl2.prom" >/dev/null

@@ -30,10 +30,8 @@ N=${MULTIHOST_N:-600}
 P=$$
 NS=("pm${P}a" "pm${P}b")
 BR="pm${P}br"
-WPIDS=()
 cleanup() {
   local p ns
-  for p in "${WPIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   for ns in "${NS[@]}"; do
     # anything this test started inside the namespace (by pid)
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
@@ -41,12 +39,9 @@ cleanup() {
     ip netns del "$ns" 2>/dev/null
   done
   ip link del "$BR" 2>/dev/null
-  fh_stop
-  pg_stop
-  [ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
+  fh_cleanup
 }
-trap cleanup EXIT
-trap "exit 1" INT TERM HUP
+fh_traps cleanup
 finish() { echo "multihost: $pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
 skip() { echo "SKIP: $*"; exit 0; }
 
@@ -86,13 +81,8 @@ ok "network: bridge $BR at $HOST/24, namespaces ${NS[*]} at $SUB.2 and $SUB.3"
 
 # ---- servers in the root namespace, on the bridge address ----
 PG_LISTEN=$HOST PG_HBA="host all all $SUB.0/24 trust"
-if ! pg_start; then
-  bad "PostgreSQL server did not start"
-  finish
-fi
-pg_createdb fleet
+fh_pg fleet || { bad "PostgreSQL server did not start"; finish; }
 DB_HOST="postgresql://pixmill@$HOST:$PG_PORT/fleet" # as the hosts see it
-DB_LOCAL="$PG_URL/fleet"
 fh_origin net --bind "$HOST" --latency 200 || { bad "origin did not start"; finish; }
 OPORT=$FH_PORT
 BASE="http://$HOST:$OPORT"
@@ -125,11 +115,7 @@ if [ -n "${FLEET_NET_ONLY:-}" ]; then
 fi
 
 # ---- the fleet: enqueue once, workers on both hosts ----
-fh_catalog "$BASE" "$N" >"$T/cat.csv"
-"$PM" run "$T/cat.csv" --db "$DB_LOCAL" --out "$T/out" --enqueue-only --allow-private \
-  --json >"$T/enqueue.json" 2>"$T/enqueue.err"
-eq "run --enqueue-only exits 0" "$?" 0
-eq "$N rows queued" "$(fh_sql fleet "SELECT count(*) FROM queue")" "$N"
+fh_enqueue fleet "$BASE" "$N"
 
 # two workers on host A, one on host B, 4 transfers each (200 ms per
 # answer, so ~20 items/s per worker, ~10 s for all). $N items leave a
@@ -146,26 +132,10 @@ start_worker() { # start_worker NS ID
 start_worker "${NS[0]}" a1
 start_worker "${NS[0]}" a2
 start_worker "${NS[1]}" b1
-i=0
-for p in "${WPIDS[@]}"; do
-  # --exit-when-idle: each exits once the queue is drained (2 min at most)
-  for _ in $(seq 1200); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$p" 2>/dev/null; then
-    bad "worker $p still running after 2 minutes"
-    kill -9 "$p" 2>/dev/null
-  fi
-  wait "$p"
-  eq "worker $((++i)) exits 0 when the queue is drained" "$?" 0
-done
-WPIDS=()
+fh_wait_workers 120 # --exit-when-idle: each exits once the queue is drained
 
 # ---- exactly once ----
-eq "every queue row done" "$(fh_sql fleet "SELECT count(*) FROM queue WHERE state = 'done'")" "$N"
-eq "one item row per key, all done" \
-  "$(fh_sql fleet "SELECT count(*), count(DISTINCT key), sum((state = 'done')::int) FROM items")" "$N $N $N"
-eq "no key has two \"done\" events" \
-  "$(fh_sql fleet "SELECT count(*) FROM (SELECT q.key FROM queue_events e JOIN queue q ON q.id = e.queue_id
-     WHERE e.event = 'done' GROUP BY q.key HAVING count(*) <> 1) x")" 0
+fh_exactly_once fleet "$N"
 eq "origin: $N requests, each URL once" \
   "$(curl -s "$BASE/count" | python3 -c 'import json,sys; d=json.load(sys.stdin)["counts"]; print(sum(d.values()), max(d.values()))')" \
   "$N 1"
@@ -179,7 +149,7 @@ b=$(awk '$1 ~ /^b/ {s += $2} END {print s + 0}' "$T/by-worker")
 [ "$b" -gt 0 ] && ok "host B's workers did $b items" || bad "host B's workers did nothing"
 eq "A + B = $N" "$((a + b))" "$N"
 eq "the workers' --json summaries add up to $N done" \
-  "$(python3 -c 'import json,sys; print(sum(json.load(open(f))["done"] for f in sys.argv[1:]))' "$T"/[ab][12].json 2>&1)" "$N"
+  "$(fh_done_sum "$T"/[ab][12].json)" "$N"
 for ns in "${NS[@]}"; do
   d=$(($(rx_bytes "${ns}v") - rx0[$ns]))
   # the bridge port's rx is what the namespace sent: requests, queries

@@ -21,32 +21,13 @@ N=${PGRESTART_N:-300}
 . tests/store/pg_lib.sh
 . tests/fleet/harness.sh
 
-WPIDS=()
-cleanup() {
-  local p
-  for p in "${WPIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  fh_stop
-  pg_stop
-  [ -n "${KEEP:-}" ] && echo "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-trap "exit 1" INT TERM HUP
+fh_traps
 finish() { echo "pg-restart: $pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
 
-if ! pg_start; then
-  bad "PostgreSQL server did not start"
-  finish
-fi
-pg_createdb fleet
+fh_pg fleet || { bad "PostgreSQL server did not start"; finish; }
 DB="$PG_URL/fleet"
 fh_origin net --latency 50 || { bad "origin did not start"; finish; }
-BASE="http://127.0.0.1:$FH_PORT"
-
-fh_catalog "$BASE" "$N" >"$T/cat.csv"
-"$PM" run "$T/cat.csv" --db "$DB" --out "$T/out" --enqueue-only --allow-private \
-  --json >"$T/enqueue.json" 2>"$T/enqueue.err"
-eq "run --enqueue-only exits 0" "$?" 0
-eq "$N rows queued" "$(fh_sql fleet "SELECT count(*) FROM queue")" "$N"
+fh_enqueue fleet "http://127.0.0.1:$FH_PORT" "$N"
 
 for w in 1 2 3; do
   "$PM" worker --db "$DB" --id "w$w" --workers 2 --batch 4 --lease 10 --out "$T/out" \
@@ -55,13 +36,12 @@ for w in 1 2 3; do
 done
 
 done_count() { fh_sql fleet "SELECT count(*) FROM items WHERE state = 'done'" 2>/dev/null; }
-alive() { local p; for p in "${WPIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 wait_done() { # wait_done N: until N items are done (60 s at most, while a worker runs)
   local d
   for _ in $(seq 600); do
     d=$(done_count)
     [ -n "$d" ] && [ "$d" -ge "$1" ] && return 0
-    alive || return 1
+    fh_alive || return 1
     sleep 0.1
   done
   return 1
@@ -78,17 +58,7 @@ before=$(done_count)
 check "restart 2: server crashed (immediate), 2 s down, started again" pg_restart 2 immediate
 ok "restart 2 after $before items done"
 
-i=0
-for p in "${WPIDS[@]}"; do
-  for _ in $(seq 900); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$p" 2>/dev/null; then
-    bad "worker w$((i + 1)) still running 90 s after the restarts"
-    kill -9 "$p" 2>/dev/null
-  fi
-  wait "$p"
-  eq "worker w$((++i)) exits 0 after the queue is drained" "$?" 0
-done
-WPIDS=()
+fh_wait_workers 90
 for w in 1 2 3; do
   e=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["store_errors"])' "$T/w$w.json" 2>/dev/null)
   [ "${e:-0}" -ge 1 ] 2>/dev/null && ok "w$w: its --json summary counts $e store errors (the restarts were felt)" ||
@@ -96,7 +66,7 @@ for w in 1 2 3; do
 done
 # what the workers say they committed: never more than N (a commit whose
 # answer was lost in the crash may be missing from a summary, not doubled)
-sum=$(python3 -c 'import json,sys; print(sum(json.load(open(f))["done"] for f in sys.argv[1:]))' "$T"/w[123].json 2>/dev/null)
+sum=$(fh_done_sum "$T"/w[123].json)
 [ -n "$sum" ] && [ "$sum" -le "$N" ] && ok "the workers' summaries count $sum done (at most $N)" ||
   bad "the workers' summaries count '$sum' done, more than $N"
 n_reconnect=$(cat "$T"/w*.err | grep -ci 'reconnect')
@@ -104,12 +74,6 @@ n_reconnect=$(cat "$T"/w*.err | grep -ci 'reconnect')
   bad "no worker logged a reconnect: $(tail -n 3 "$T"/w*.err)"
 
 # ---- exactly once ----
-eq "every queue row done, none queued or claimed" \
-  "$(fh_sql fleet "SELECT count(*), sum((state = 'done')::int) FROM queue")" "$N $N"
-eq "one item row per key, all done" \
-  "$(fh_sql fleet "SELECT count(*), count(DISTINCT key), sum((state = 'done')::int) FROM items")" "$N $N $N"
-eq "no key has two \"done\" events" \
-  "$(fh_sql fleet "SELECT count(*) FROM (SELECT q.key FROM queue_events e JOIN queue q ON q.id = e.queue_id
-     WHERE e.event = 'done' GROUP BY q.key HAVING count(*) <> 1) x")" 0
+fh_exactly_once fleet "$N"
 fh_sql fleet "SELECT worker, count(*) FROM queue_events WHERE event = 'done' GROUP BY worker ORDER BY 1"
 finish

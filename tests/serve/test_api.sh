@@ -107,8 +107,16 @@ start_srv() {
   bad "server $n: /health/ready never answered 200"
   return 1
 }
-# alive PID: the process runs (exists and is not a zombie)
-alive() { kill -0 "$1" 2>/dev/null && ! grep -q ') Z' "/proc/$1/stat" 2>/dev/null; }
+# alive PID: the process runs (exists and is not a zombie). The stat file
+# is read by the shell itself: the old `kill -0 && ! grep ') Z'` forked
+# grep, and bash reaped the exited server while grep started, so grep found
+# no file, failed, and `! grep` called a dead process alive (stop_srv then
+# gave 999 in a second: the CI failures of servers c and d).
+alive() {
+  local st
+  { read -r st <"/proc/$1/stat"; } 2>/dev/null || return 1
+  [[ $st != *") Z "* ]]
+}
 # stop_srv NAME [SECONDS] [nosig]: SIGTERM (unless nosig: already sent),
 # wait (default 180 s); SRC = exit code (999: still running, killed; 998:
 # no process recorded for NAME, which a fresh CI run once showed as a

@@ -12,6 +12,9 @@
 #                   session is cut; immediate: a crash, recovery at start),
 #                   waits S seconds (default 0), starts it again on the
 #                   same port with the same settings
+#   pg_down [MODE]  the first half of pg_restart: stops the server (MODE as
+#                   above), keeping PG_DIR
+#   pg_up           the second half: starts it again as it was
 # Optional, set before pg_start (the defaults keep loopback only):
 #   PG_LISTEN=ADDRS  listen_addresses beside 127.0.0.1, comma-separated
 #                    (e.g. a veth address for clients in other network
@@ -55,8 +58,7 @@ pg_start() {
   for try in 1 2 3; do
     PG_PORT=$(pg_free_port)
     PG_OPTS="-c listen_addresses=127.0.0.1${PG_LISTEN:+,$PG_LISTEN} -p $PG_PORT -c unix_socket_directories='$PG_DIR' -c fsync=${PG_FSYNC:-off}${PG_MAX_CONN:+ -c max_connections=$PG_MAX_CONN}"
-    if pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-        -o "$PG_OPTS" start >/dev/null 2>&1; then
+    if pg_up; then
       PG_URL="postgresql://pixmill@127.0.0.1:$PG_PORT"
       return 0
     fi
@@ -73,12 +75,21 @@ pg_createdb() {
   pg_psql postgres "CREATE DATABASE \"$1\""
 }
 
-pg_restart() {
+pg_down() {
   [ -n "$PG_DIR" ] || return 1
-  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m "${2:-fast}" -w -t 30 stop >/dev/null 2>&1 || return 1
-  sleep "${1:-0}"
+  pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m "${1:-fast}" -w -t 30 stop >/dev/null 2>&1
+}
+
+pg_up() {
+  [ -n "$PG_DIR" ] || return 1
   pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
     -o "$PG_OPTS" start >/dev/null 2>&1
+}
+
+pg_restart() {
+  pg_down "${2:-fast}" || return 1
+  sleep "${1:-0}"
+  pg_up
 }
 
 pg_stop() {
