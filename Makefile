@@ -91,11 +91,12 @@ $(BUILD)/tests/gen_cards: tests/ocr/gen_cards.c
 	@echo "  CCLD $@"
 	@$(CC) $(ORIGIN_CFLAGS) $(shell pkg-config --cflags vips) -o $@ $< $(shell pkg-config --libs vips) -lm
 
-# The store benches (bench/store.sh, bench/queue.sh): bench/NAME.c with
+# The store benches (bench/store.sh, bench/queue.sh, bench/prune.sh): bench/NAME.c with
 # the set-up they share (bench/bench_fixture.c) against libpixmill.a, into
 # $(BUILD)/bench/NAME. Built by `all`, so a change of the store API that
 # breaks them shows at once.
-STORE_BENCH := $(BUILD)/bench/store_bench $(BUILD)/bench/queue_bench
+STORE_BENCH := $(BUILD)/bench/store_bench $(BUILD)/bench/queue_bench \
+	$(BUILD)/bench/prune_bench
 all: $(STORE_BENCH)
 $(STORE_BENCH): $(BUILD)/bench/%: bench/%.c bench/bench_fixture.c bench/bench_fixture.h $(BUILD)/libpixmill.a
 	@mkdir -p $(@D)

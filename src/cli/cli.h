@@ -84,6 +84,8 @@ enum {
 	OPT_ITEM,
 	OPT_REDIS,
 	OPT_WATCH,
+	OPT_OLDER_THAN,
+	OPT_DRY_RUN,
 };
 
 typedef struct pm_opt {
@@ -158,6 +160,7 @@ int pm_cmd_hash_key(int argc, char **argv);
 int pm_cmd_status(int argc, char **argv);
 int pm_cmd_inspect(int argc, char **argv);
 int pm_cmd_dlq(int argc, char **argv);
+int pm_cmd_queue(int argc, char **argv);
 int pm_cmd_search(int argc, char **argv);
 int pm_cmd_dupes(int argc, char **argv);
 int pm_cmd_models(int argc, char **argv);

@@ -101,14 +101,16 @@ static json_t *queue_json(pm_store *st, const pm_job_info *j)
 
 	if (pm_store_queue_counts(st, j->id, &qc, &err) != PM_OK)
 		memset(&qc, 0, sizeof qc);
-	return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "enqueued",
-			 j->queue.enqueued, "total", (json_int_t)j->queue.total,
-			 "queued", (json_int_t)j->queue.queued, "claimed",
-			 (json_int_t)j->queue.claimed, "workers",
-			 (json_int_t)j->queue.workers, "done",
-			 (json_int_t)qc.done, "failed", (json_int_t)qc.failed,
-			 "expired", (json_int_t)qc.expired, "retried",
-			 (json_int_t)qc.retried);
+	/* pruned: `pixmill queue prune` deleted the job's queue rows and
+	 * events, so the figures below are zero (its items count) */
+	return json_pack(
+	    "{s:b,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "enqueued",
+	    j->queue.enqueued, "pruned", qc.pruned > 0, "total",
+	    (json_int_t)j->queue.total, "queued", (json_int_t)j->queue.queued,
+	    "claimed", (json_int_t)j->queue.claimed, "workers",
+	    (json_int_t)j->queue.workers, "done", (json_int_t)qc.done, "failed",
+	    (json_int_t)qc.failed, "expired", (json_int_t)qc.expired, "retried",
+	    (json_int_t)qc.retried);
 }
 
 static void queue_text(pm_store *st, const pm_job_info *j)
@@ -118,6 +120,13 @@ static void queue_text(pm_store *st, const pm_job_info *j)
 
 	if (pm_store_queue_counts(st, j->id, &qc, &err) != PM_OK)
 		memset(&qc, 0, sizeof qc);
+	if (qc.pruned > 0 && qc.queued + qc.claimed == 0) {
+		printf("    queue: pruned (rows and attempt history deleted; "
+		       "the items above remain)  enqueue complete (%lld "
+		       "records)\n",
+		       (long long)j->queue.total);
+		return;
+	}
 	printf("    queue: queued %lld  claimed %lld  workers %lld  "
 	       "expired %lld  retried %lld  ",
 	       (long long)j->queue.queued, (long long)j->queue.claimed,
@@ -315,6 +324,16 @@ static pm_status item_history(pm_store *st, const status_cli *c, pm_err *err)
 	pm_status s;
 
 	s = pm_store_queue_history(st, c->job, c->item, hist_cb, &h, err);
+	if (s == PM_OK && h.n == 0) {
+		pm_queue_counts qc;
+		if (pm_store_queue_counts(st, c->job, &qc, err) == PM_OK &&
+		    qc.pruned > 0)
+			s = pm_fail(err, PM_ERR_NOT_FOUND,
+				    "no queue history for item %s of job %lld "
+				    "(its queue was pruned: `pixmill queue "
+				    "prune`)",
+				    c->item, c->job);
+	}
 	if (s == PM_OK && h.n == 0)
 		s = pm_fail(err, PM_ERR_NOT_FOUND,
 			    "no queue history for item %s of job %lld "

@@ -367,8 +367,9 @@ static int job_look_cb(const pm_job_info *ji, void *ud)
 	return 1;
 }
 
-/* A job cancelled (serve's DELETE /api/jobs/ID): its records stay in the
- * queue unclaimed. */
+/* A job cancelled (serve's DELETE /api/jobs/ID): its unclaimed records
+ * were deleted with the cancel (pm_store_job_state), and claims of it
+ * that come back (release, expiry) are deleted too. */
 static bool cancelled(const char *state)
 {
 	return strcmp(state, "cancelled") == 0 ||

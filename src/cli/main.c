@@ -37,12 +37,13 @@ const char *malloc_conf = "oversize_threshold:0,narenas:1,thp:always,"
 /* The one option table. `cmds` lists the subcommands that take the
  * option; the same row feeds getopt_long, --help and docs/OPTIONS.md. */
 const pm_opt pm_opts[] = {
-    {"run status inspect dlq serve hash-key models search dupes worker", "help",
-     'h', NULL, NULL, "show this help and exit", OPT_HELP},
+    {"run status inspect dlq queue serve hash-key models search dupes worker",
+     "help", 'h', NULL, NULL, "show this help and exit", OPT_HELP},
     {"run", "out", 'o', "DIR", "pixmill-out",
      "output root: thumbnails, manifests and (by default) the database",
      OPT_OUT},
-    {"run status dlq serve search dupes", "db", 0, "FILE|URL", "OUT/pixmill.db",
+    {"run status dlq queue serve search dupes", "db", 0, "FILE|URL",
+     "OUT/pixmill.db",
      "store: an SQLite file (or sqlite:PATH), or a PostgreSQL URL "
      "postgres://USER[:PASSWORD]@HOST[:PORT]/DB (libpq; passwords are "
      "masked in output)",
@@ -184,8 +185,8 @@ const pm_opt pm_opts[] = {
      "exit once nothing is queued or claimed (tests, batch jobs) instead of "
      "waiting for more",
      OPT_EXIT_WHEN_IDLE},
-    {"run status inspect dlq search dupes models worker", "json", 0, NULL, NULL,
-     "machine-readable JSON on stdout", OPT_JSON},
+    {"run status inspect dlq queue search dupes models worker", "json", 0, NULL,
+     NULL, "machine-readable JSON on stdout", OPT_JSON},
     {"run serve worker", "verbose", 'v', NULL, NULL, "log every failed item",
      OPT_VERBOSE},
     {"run serve status worker", "redis", 0, "URL", "none",
@@ -200,8 +201,16 @@ const pm_opt pm_opts[] = {
      OPT_WATCH},
     {"status dlq search", "limit", 'n', "N", "20",
      "show at most N jobs (dlq: items; search: hits, image: 10)", OPT_LIMIT},
-    {"dlq search dupes status", "job", 0, "ID", "every job",
-     "only this job's items (status: only this job)", OPT_JOB},
+    {"dlq search dupes status queue", "job", 0, "ID", "every job",
+     "only this job's items (status: only this job; queue prune: only this "
+     "job's queue rows)",
+     OPT_JOB},
+    {"queue", "older-than", 0, "DURATION", "7d",
+     "prune: only jobs that finished (done, failed, cancelled) longer ago "
+     "than this: N seconds, or Ns, Nm, Nh, Nd (0: any finished job)",
+     OPT_OLDER_THAN},
+    {"queue", "dry-run", 0, NULL, NULL,
+     "prune: count what would be deleted, delete nothing", OPT_DRY_RUN},
     {"status", "item", 0, "KEY", NULL,
      "with --job: the item's attempt history in the shared queue (claims, "
      "expired leases, retries, result)",
@@ -277,6 +286,10 @@ const pm_cmd pm_cmds[] = {
      "the dead-letter queue: items that failed for good, and sending them "
      "back",
      pm_cmd_dlq},
+    {"queue", "prune",
+     "upkeep of the shared queue: prune deletes the queue rows and attempt "
+     "history of finished jobs (items and results stay)",
+     pm_cmd_queue},
     {"search", "text QUERY | image FILE|ITEM",
      "full-text search (titles, attributes, OCR text) or nearest images "
      "(embedding, pHash)",

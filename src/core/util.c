@@ -4,6 +4,7 @@
  */
 #include "core/util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -130,6 +131,54 @@ double pm_cpu_time(void)
 
 	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+double pm_parse_duration(const char *s)
+{
+	char *end;
+	double v, mul = 1;
+	size_t digits = 0, dots = 0, i;
+
+	if (!s)
+		return -1;
+	/* decimal digits with at most one point: no sign, exponent, hex,
+	 * inf or space, which strtod would take */
+	for (i = 0; isdigit((unsigned char)s[i]) || s[i] == '.'; i++) {
+		if (s[i] == '.')
+			dots++;
+		else
+			digits++;
+	}
+	if (digits == 0 || dots > 1)
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end != s + i || !isfinite(v) || v < 0)
+		return -1;
+	switch (*end) {
+	case '\0':
+		break;
+	case 's':
+		end++;
+		break;
+	case 'm':
+		mul = 60;
+		end++;
+		break;
+	case 'h':
+		mul = 3600;
+		end++;
+		break;
+	case 'd':
+		mul = 86400;
+		end++;
+		break;
+	default:
+		return -1;
+	}
+	if (*end || v * mul > 100.0 * 365 * 86400)
+		return -1;
+	return v * mul;
 }
 
 int64_t pm_parse_size(const char *s)

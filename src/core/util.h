@@ -46,6 +46,10 @@ int pm_cores_per_worker(void);
 /* Parses "512", "64k", "256M", "2G", "1.5GiB" (powers of 1024) into bytes;
  * -1 if malformed. */
 int64_t pm_parse_size(const char *s);
+/* Parses a duration: a decimal number (digits, at most one point) of
+ * seconds with an optional unit s, m, h or d ("90", "30m", "1.5h",
+ * "7d"), at most 100 years, into seconds; -1 if malformed. */
+double pm_parse_duration(const char *s);
 /* Formats bytes as "12.3 MiB" into buf. */
 const char *pm_fmt_size(uint64_t bytes, char *buf, size_t n);
 

@@ -914,6 +914,10 @@ static void ingest_queue(run *r, pm_store *st)
 			break;
 		}
 		if (n == 0) {
+			/* a cancel deletes the queued rows: say so if that
+			 * is why */
+			next_check = 0;
+			cancel_check(r, st, &next_check);
 			pm_claims_free(c, n);
 			break;
 		}

@@ -291,6 +291,12 @@ static const char *const migrations[] = {
     "CREATE INDEX queue_events_item ON queue_events (job_id, key);"
     "CREATE INDEX queue_events_job ON queue_events (job_id, event);"
     "CREATE INDEX queue_events_queue ON queue_events (queue_id);",
+    /* v5: `pixmill queue prune` deletes the queue rows and events of
+     * finished jobs (SQLite's v11); jobs.queue_pruned (unix seconds,
+     * NULL = never) says so, for status. Its batches are index scans
+     * of queue_pkey (from the previous batch's last id) and
+     * queue_events_queue: no new index. */
+    "ALTER TABLE jobs ADD COLUMN queue_pruned double precision;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -359,6 +365,9 @@ enum {
 	Q_OUTPUT_INSERT_Q,
 	Q_ITEM_UPSERT_Q,
 	Q_URL_PUT_Q,
+	Q_PRUNE_JOBS,
+	Q_PRUNE_BATCH,
+	Q_PRUNE_COUNT,
 	Q_COUNT
 };
 
@@ -503,7 +512,8 @@ enum {
 
 static const char *const queries[Q_COUNT] = {
     /* ---- the shared queue ---- */
-    [Q_Q_MARK] = "UPDATE jobs SET enqueued = 0, updated = $2 WHERE id = $1",
+    [Q_Q_MARK] = "UPDATE jobs SET enqueued = 0, queue_pruned = NULL,"
+		 " updated = $2 WHERE id = $1",
     /* one record; sent n at a time in a pipeline */
     [Q_Q_ENQUEUE] =
 	"INSERT INTO queue (job_id, key, ordinal, priority, record_json,"
@@ -516,7 +526,8 @@ static const char *const queries[Q_COUNT] = {
     [Q_Q_NOTIFY] = "SELECT pg_notify('pixmill_queue', '')",
     [Q_Q_ENQUEUE_END] =
 	"WITH u AS (UPDATE jobs SET enqueued = 1, enqueue_total = $2,"
-	" updated = $3 WHERE id = $1 RETURNING id)," NOTIFY_IF_U,
+	" queue_pruned = NULL, updated = $3 WHERE id = $1 RETURNING "
+	"id)," NOTIFY_IF_U,
     [Q_Q_CLAIM] = CLAIM_HEAD " AND job_id = $1" CLAIM_TAIL,
     [Q_Q_CLAIM_ANY] = CLAIM_HEAD " AND $1::bigint = 0" CLAIM_TAIL,
     [Q_Q_NEXT] =
@@ -530,7 +541,12 @@ static const char *const queries[Q_COUNT] = {
 	"  attempts = greatest(q.attempts - 1, 0), lease_owner = NULL,"
 	"  lease_until = NULL, updated = t.now FROM t"
 	"  WHERE q.state = 'claimed' AND q.lease_owner = $1::text"
+	"  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = q.job_id"
+	"  AND j.state = 'cancelled')"
 	"  RETURNING q.id, q.job_id, q.key, t.now),"
+	" g AS (DELETE FROM queue q WHERE q.state = 'claimed'"
+	"  AND q.lease_owner = $1::text AND EXISTS (SELECT 1 FROM jobs j"
+	"  WHERE j.id = q.job_id AND j.state = 'cancelled')),"
 	" e AS (INSERT INTO queue_events (queue_id, job_id, key, event,"
 	"  worker, at) SELECT id, job_id, key, 'released', $1::text, now"
 	"  FROM u)," NOTIFY_IF_U,
@@ -538,11 +554,16 @@ static const char *const queries[Q_COUNT] = {
      * left to it, so concurrent reapers never count an expiry twice */
     [Q_Q_REAP] =
 	"WITH t AS (SELECT " PG_NOW " AS now),"
-	" x AS (SELECT id, lease_owner FROM queue WHERE state = 'claimed'"
-	"  AND lease_until < (SELECT now FROM t) FOR UPDATE SKIP LOCKED),"
+	" x AS (SELECT id, lease_owner, EXISTS (SELECT 1 FROM jobs j"
+	"  WHERE j.id = queue.job_id AND j.state = 'cancelled') AS gone"
+	"  FROM queue WHERE state = 'claimed'"
+	"  AND lease_until < (SELECT now FROM t) FOR UPDATE OF queue"
+	"  SKIP LOCKED),"
 	" u AS (UPDATE queue q SET state = 'queued', lease_owner = NULL,"
 	"  lease_until = NULL, updated = t.now FROM x, t WHERE q.id = x.id"
+	"  AND NOT x.gone"
 	"  RETURNING q.id, q.job_id, q.key, x.lease_owner AS worker, t.now),"
+	" g AS (DELETE FROM queue q USING x WHERE q.id = x.id AND x.gone),"
 	" e AS (INSERT INTO queue_events (queue_id, job_id, key, event,"
 	"  worker, at) SELECT id, job_id, key, 'expired', worker, now"
 	"  FROM u)," NOTIFY_IF_U,
@@ -569,7 +590,8 @@ static const char *const queries[Q_COUNT] = {
 	" at, detail) SELECT id, job_id, key, $3::text, $2::text, now,"
 	" $6::text FROM u",
     [Q_Q_FINISH] = "UPDATE jobs SET state = 'done', updated = $2, finished = $2"
-		   " WHERE id = $1 AND enqueued = 1 AND state <> 'done'"
+		   " WHERE id = $1 AND enqueued = 1"
+		   " AND state NOT IN ('done', 'cancelled', 'cancelling')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = $1"
 		   "  AND state = 'queued')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = $1"
@@ -597,9 +619,43 @@ static const char *const queries[Q_COUNT] = {
 		   "  AND COUNT(*) FILTER (WHERE enqueued = 0) = 0"
 		   "  FROM jobs WHERE id BETWEEN $1 AND $2),"
 		   " (SELECT coalesce(SUM(enqueue_total), 0) FROM jobs"
-		   "  WHERE enqueued = 1 AND id BETWEEN $1 AND $2)",
+		   "  WHERE enqueued = 1 AND id BETWEEN $1 AND $2),"
+		   " (SELECT COUNT(*) FROM jobs WHERE queue_pruned IS NOT NULL"
+		   "  AND id BETWEEN $1 AND $2)",
     [Q_Q_HISTORY] = "SELECT event, worker, at, detail FROM queue_events"
 		    " WHERE job_id = $1 AND key = $2 ORDER BY id",
+/* job $1 may be pruned with cutoff $2: final, updated before the
+ * cutoff, no claimed row */
+#define PRUNABLE                                                               \
+	" EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1::bigint"                \
+	"  AND j.state IN ('done', 'failed', 'cancelled')"                     \
+	"  AND j.updated < $2::float8 AND NOT EXISTS (SELECT 1 FROM queue c"   \
+	"  WHERE c.job_id = $1::bigint AND c.state = 'claimed'))"
+    /* ---- pruning: the prunable jobs of [$1, $2] before cutoff $3 ---- */
+    [Q_PRUNE_JOBS] = "SELECT j.id FROM jobs j WHERE j.id BETWEEN $1 AND $2"
+		     " AND j.state IN ('done', 'failed', 'cancelled')"
+		     " AND j.updated < $3::float8 AND EXISTS (SELECT 1"
+		     "  FROM queue q WHERE q.job_id = j.id) ORDER BY j.id",
+    /* one batch of job $1 (cutoff $2, at most $3 rows, $4 now, ids
+     * above $5: the previous batch's last, so that a big job's batches
+     * do not walk its deleted rows again) in one statement, so one
+     * transaction: its events, its rows, and the job's mark once a
+     * batch comes short (the last) */
+    [Q_PRUNE_BATCH] =
+	"WITH b AS MATERIALIZED (SELECT q.id FROM queue q"
+	"  WHERE q.job_id = $1::bigint AND q.id > $5::bigint AND" PRUNABLE
+	"  ORDER BY q.id LIMIT $3::integer),"
+	" e AS (DELETE FROM queue_events WHERE queue_id IN (SELECT id FROM b)"
+	"  RETURNING 1),"
+	" d AS (DELETE FROM queue WHERE id IN (SELECT id FROM b) RETURNING 1),"
+	" m AS (UPDATE jobs SET queue_pruned = $4::float8 WHERE id = $1"
+	"  AND (SELECT COUNT(*) FROM b) < $3::integer AND" PRUNABLE ")"
+	" SELECT (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM e),"
+	" (SELECT coalesce(max(id), 0) FROM b)",
+    [Q_PRUNE_COUNT] = "SELECT (SELECT COUNT(*) FROM queue"
+		      "  WHERE job_id = $1::bigint),"
+		      " (SELECT COUNT(*) FROM queue_events"
+		      "  WHERE job_id = $1::bigint) WHERE" PRUNABLE,
     [Q_JOB_OPEN] =
 	"INSERT INTO jobs (key, catalog, pipeline, pipeline_hash,"
 	" pipeline_json, out_dir, state, runs, created, updated)"
@@ -751,10 +807,15 @@ static const char *const queries[Q_COUNT] = {
 	" ON CONFLICT (key) DO UPDATE SET state = 'queued',"
 	" updated = excluded.updated, name = excluded.name, error = NULL"
 	" RETURNING id",
-    [Q_JOB_STATE] = "UPDATE jobs SET state = $2, error = $3,"
-		    " updated = $4::float8,"
+    /* a cancelled job's unclaimed queue rows go with it (their events
+     * cascade): no worker would claim them */
+    [Q_JOB_STATE] = "WITH u AS (UPDATE jobs SET state = $2::text,"
+		    " error = $3, updated = $4::float8,"
 		    " finished = CASE WHEN $5::boolean THEN $4::float8 END"
-		    " WHERE id = $1",
+		    " WHERE id = $1 RETURNING id),"
+		    " d AS (DELETE FROM queue q USING u WHERE q.job_id = u.id"
+		    "  AND q.state = 'queued' AND $2::text = 'cancelled')"
+		    " SELECT id FROM u",
     [Q_ITEMS] = "SELECT i.key, i.ordinal, i.record_id, i.title, i.image,"
 		" i.state, i.code, i.error, i.sha256, i.duplicate,"
 		" i.attempts, i.latency_ms, a.pipeline_hash, i.candidates"
@@ -2834,6 +2895,7 @@ static pm_status pg_queue_counts(void *conn, int64_t job_id,
 	qc->workers = v_i64(r, 0, 6);
 	qc->enqueued = v_bool(r, 0, 7);
 	qc->total = v_i64(r, 0, 8);
+	qc->pruned = v_i64(r, 0, 9);
 	PQclear(r);
 	return PM_OK;
 }
@@ -2864,6 +2926,67 @@ static pm_status pg_queue_history(void *conn, int64_t job_id, const char *key,
 int pm_pg_latest_version(void)
 {
 	return N_MIGRATIONS;
+}
+
+/* ---- pruning the queue: the prunable jobs, then each job in
+ * statements of at most batch rows (Q_PRUNE_BATCH, one transaction
+ * each outside a caller's batch) ---- */
+
+static pm_status pg_queue_prune(void *conn, int64_t job_id, double cutoff,
+				bool dry_run, int batch, pm_queue_pruned *out,
+				pm_err *err)
+{
+	pg_params p = {0};
+	int64_t *jobs = NULL;
+	int nj = 0;
+	pm_status s = PM_OK;
+
+	if (batch < 1)
+		batch = 1;
+	p_i64(&p, job_id > 0 ? job_id : 1);
+	p_i64(&p, job_id > 0 ? job_id : INT64_MAX);
+	p_dbl(&p, cutoff);
+	PGresult *r = q_run(conn, Q_PRUNE_JOBS, &p, 0, "queue prune", err);
+	p_free(&p);
+	if (!r)
+		return FAILED(conn);
+	nj = PQntuples(r);
+	if (nj > 0 && !(jobs = malloc((size_t)nj * sizeof *jobs)))
+		s = pm_fail(err, PM_ERR_NOMEM, "queue prune: out of memory");
+	for (int i = 0; s == PM_OK && i < nj; i++)
+		jobs[i] = v_i64(r, i, 0);
+	PQclear(r);
+	for (int j = 0; s == PM_OK && j < nj; j++) {
+		int64_t rows = 0, events = 0, got, last = 0;
+		do {
+			pg_params q = {0};
+			p_i64(&q, jobs[j]);
+			p_dbl(&q, cutoff);
+			if (!dry_run) {
+				p_i64(&q, batch);
+				p_dbl(&q, now_unix());
+				p_i64(&q, last);
+			}
+			r = q_run(conn, dry_run ? Q_PRUNE_COUNT : Q_PRUNE_BATCH,
+				  &q, 0, "queue prune", err);
+			p_free(&q);
+			if (!r) {
+				s = FAILED(conn);
+				break;
+			}
+			got = PQntuples(r) == 1 ? v_i64(r, 0, 0) : 0;
+			rows += got;
+			events += PQntuples(r) == 1 ? v_i64(r, 0, 1) : 0;
+			if (!dry_run && PQntuples(r) == 1)
+				last = v_i64(r, 0, 2);
+			PQclear(r);
+		} while (!dry_run && got == batch);
+		out->jobs += rows > 0;
+		out->rows += rows;
+		out->events += events;
+	}
+	free(jobs);
+	return s;
 }
 
 const pm_store_backend pm_store_postgres = {
@@ -2919,4 +3042,5 @@ const pm_store_backend pm_store_postgres = {
     .job_state_of = pg_job_state_of,
     .queue_counts = pg_queue_counts,
     .queue_history = pg_queue_history,
+    .queue_prune = pg_queue_prune,
 };

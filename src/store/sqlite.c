@@ -283,6 +283,11 @@ static const char *const migrations[] = {
     "CREATE INDEX queue_events_item ON queue_events (job_id, key);"
     "CREATE INDEX queue_events_job ON queue_events (job_id, event);"
     "CREATE INDEX queue_events_queue ON queue_events (queue_id);",
+    /* v11: `pixmill queue prune` deletes the queue rows and events of
+     * finished jobs; jobs.queue_pruned (unix seconds, NULL = never)
+     * says so, for status. Its queries use the indexes above (queue's
+     * UNIQUE (job_id, key), queue_events_queue): no new index. */
+    "ALTER TABLE jobs ADD COLUMN queue_pruned REAL;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -343,8 +348,10 @@ enum {
 	Q_Q_EVENT,
 	Q_Q_NEXT,
 	Q_Q_RENEW,
+	Q_Q_RELEASE_DROP,
 	Q_Q_RELEASE_EV,
 	Q_Q_RELEASE,
+	Q_Q_REAP_DROP,
 	Q_Q_REAP_EV,
 	Q_Q_REAP,
 	Q_Q_REQUEUE,
@@ -356,6 +363,14 @@ enum {
 	Q_RETRY_Q_EV,
 	Q_RETRY_Q_JOBS,
 	Q_RETRY_Q,
+	Q_CANCEL_Q,
+	Q_PRUNE_JOBS,
+	Q_PRUNE_CHECK,
+	Q_PRUNE_IDS,
+	Q_PRUNE_EV,
+	Q_PRUNE_ROW,
+	Q_PRUNE_MARK,
+	Q_PRUNE_COUNT,
 	Q_COUNT
 };
 
@@ -429,7 +444,8 @@ enum {
 static const char *const queries[Q_COUNT] = {
     /* ---- the shared queue; job filters are ranges (?lo, ?hi: a job
      * is [id, id], every job [1, max]) so that indexes apply ---- */
-    [Q_Q_MARK] = "UPDATE jobs SET enqueued = 0, updated = ?2 WHERE id = ?1",
+    [Q_Q_MARK] = "UPDATE jobs SET enqueued = 0, queue_pruned = NULL,"
+		 " updated = ?2 WHERE id = ?1",
     [Q_Q_ENQUEUE] =
 	"INSERT INTO queue (job_id, key, ordinal, priority, state, attempts,"
 	" not_before, record_json, created, updated)"
@@ -438,7 +454,7 @@ static const char *const queries[Q_COUNT] = {
 	"  WHERE job_id = ?1 AND key = ?2 AND state = 'done')"
 	" ON CONFLICT (job_id, key) DO NOTHING",
     [Q_Q_ENQUEUE_END] = "UPDATE jobs SET enqueued = 1, enqueue_total = ?2,"
-			" updated = ?3 WHERE id = ?1",
+			" queue_pruned = NULL, updated = ?3 WHERE id = ?1",
     /* ?1 the job, ?3 worker, ?4 n, ?5 lease end, ?6 now; an index scan
      * in claim order (queue_ready_job, or queue_ready for any job: a
      * job range here would sort every queued row of the range) */
@@ -452,7 +468,13 @@ static const char *const queries[Q_COUNT] = {
 		 " AND not_before <= ?1 ORDER BY priority DESC, id LIMIT 1",
     [Q_Q_RENEW] = "UPDATE queue SET lease_until = ?2"
 		  " WHERE state = 'claimed' AND lease_owner = ?1",
-    /* events first, while the rows still name their worker */
+    /* a cancelled job's rows are deleted, not put back (no worker
+     * would claim them); events first, while the rows still name their
+     * worker */
+    [Q_Q_RELEASE_DROP] = "DELETE FROM queue WHERE state = 'claimed'"
+			 " AND lease_owner = ?1 AND EXISTS (SELECT 1 FROM jobs"
+			 "  j WHERE j.id = queue.job_id"
+			 "  AND j.state = 'cancelled')",
     [Q_Q_RELEASE_EV] =
 	"INSERT INTO queue_events (queue_id, job_id, key, event, worker, at)"
 	" SELECT id, job_id, key, 'released', lease_owner, ?2 FROM queue"
@@ -461,6 +483,9 @@ static const char *const queries[Q_COUNT] = {
 		    " attempts = max(attempts - 1, 0), lease_owner = NULL,"
 		    " lease_until = NULL, updated = ?2"
 		    " WHERE state = 'claimed' AND lease_owner = ?1",
+    [Q_Q_REAP_DROP] = "DELETE FROM queue WHERE state = 'claimed'"
+		      " AND lease_until < ?1 AND EXISTS (SELECT 1 FROM jobs j"
+		      "  WHERE j.id = queue.job_id AND j.state = 'cancelled')",
     [Q_Q_REAP_EV] =
 	"INSERT INTO queue_events (queue_id, job_id, key, event, worker, at)"
 	" SELECT id, job_id, key, 'expired', lease_owner, ?1 FROM queue"
@@ -477,7 +502,8 @@ static const char *const queries[Q_COUNT] = {
 		     " updated = ?6 WHERE id = ?1 AND lease_owner = ?2"
 		     " AND state = 'claimed' AND job_id = ?4 AND key = ?5",
     [Q_Q_FINISH] = "UPDATE jobs SET state = 'done', updated = ?2, finished = ?2"
-		   " WHERE id = ?1 AND enqueued = 1 AND state <> 'done'"
+		   " WHERE id = ?1 AND enqueued = 1"
+		   " AND state NOT IN ('done', 'cancelled', 'cancelling')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = ?1"
 		   "  AND state = 'queued')"
 		   " AND NOT EXISTS (SELECT 1 FROM queue WHERE job_id = ?1"
@@ -502,7 +528,9 @@ static const char *const queries[Q_COUNT] = {
 		   "  AND COUNT(*) FILTER (WHERE enqueued = 0) = 0"
 		   "  FROM jobs WHERE id BETWEEN ?1 AND ?2),"
 		   " (SELECT coalesce(SUM(enqueue_total), 0) FROM jobs"
-		   "  WHERE enqueued = 1 AND id BETWEEN ?1 AND ?2)",
+		   "  WHERE enqueued = 1 AND id BETWEEN ?1 AND ?2),"
+		   " (SELECT COUNT(*) FROM jobs WHERE queue_pruned IS NOT NULL"
+		   "  AND id BETWEEN ?1 AND ?2)",
     [Q_Q_HISTORY] = "SELECT event, worker, at, detail FROM queue_events"
 		    " WHERE job_id = ?1 AND key = ?2 ORDER BY id",
     [Q_RETRY_Q_EV] = "INSERT INTO queue_events (queue_id, job_id, key,"
@@ -516,6 +544,25 @@ static const char *const queries[Q_COUNT] = {
     [Q_RETRY_Q] = "UPDATE queue SET state = 'queued', attempts = 0,"
 		  " lease_owner = NULL, lease_until = NULL, not_before = 0,"
 		  " updated = ?4 WHERE id IN" RETRY_Q_IDS,
+    /* a cancelled job's unclaimed rows (their events cascade) */
+    [Q_CANCEL_Q] = "DELETE FROM queue WHERE job_id = ?1 AND state = 'queued'",
+    /* ---- pruning: ?1..?2 the job range, ?3 the cutoff ---- */
+    [Q_PRUNE_JOBS] = "SELECT j.id FROM jobs j WHERE j.id BETWEEN ?1 AND ?2"
+		     " AND j.state IN ('done', 'failed', 'cancelled')"
+		     " AND j.updated < ?3 AND EXISTS (SELECT 1 FROM queue q"
+		     "  WHERE q.job_id = j.id) ORDER BY j.id",
+    /* the job is still prunable (in the batch's transaction) */
+    [Q_PRUNE_CHECK] =
+	"SELECT 1 FROM jobs j WHERE j.id = ?1"
+	" AND j.state IN ('done', 'failed', 'cancelled')"
+	" AND j.updated < ?2 AND NOT EXISTS (SELECT 1 FROM"
+	"  queue q WHERE q.job_id = j.id AND q.state = 'claimed')",
+    [Q_PRUNE_IDS] = "SELECT id FROM queue WHERE job_id = ?1 LIMIT ?2",
+    [Q_PRUNE_EV] = "DELETE FROM queue_events WHERE queue_id = ?1",
+    [Q_PRUNE_ROW] = "DELETE FROM queue WHERE id = ?1",
+    [Q_PRUNE_MARK] = "UPDATE jobs SET queue_pruned = ?2 WHERE id = ?1",
+    [Q_PRUNE_COUNT] = "SELECT (SELECT COUNT(*) FROM queue WHERE job_id = ?1),"
+		      " (SELECT COUNT(*) FROM queue_events WHERE job_id = ?1)",
     [Q_IMAGES] =
 	IMAGE_COLS ", 0 FROM assets a" IMAGE_WHERE " ORDER BY a.id DESC",
     /* ?2 the FTS5 query; an image's score is its best item's (the
@@ -1716,15 +1763,24 @@ out:
 	return s;
 }
 
+static pm_status tx_open(sq_conn *c, bool *own, const char *what, pm_err *err);
+static pm_status tx_close(sq_conn *c, bool own, pm_status s, const char *what,
+			  pm_err *err);
+
 static pm_status sq_job_state(void *conn, int64_t job_id, const char *state,
 			      const char *error, bool final, pm_err *err)
 {
 	sq_conn *c = conn;
-	sqlite3_stmt *st = q_get(c, Q_JOB_STATE, err);
-	pm_status s = PM_OK;
+	bool cancel = state && strcmp(state, "cancelled") == 0, own = false;
+	pm_status s = cancel ? tx_open(c, &own, "cancel job", err) : PM_OK;
+	sqlite3_stmt *st = s ? NULL : q_get(c, Q_JOB_STATE, err);
 
-	if (!st)
-		return PM_ERR_STORE;
+	if (s)
+		return s;
+	if (!st) {
+		s = PM_ERR_STORE;
+		goto out;
+	}
 	if (b_i64(st, 1, job_id) || b_text(st, 2, state) ||
 	    b_text(st, 3, error) || b_dbl(st, 4, now_unix()) ||
 	    b_i64(st, 5, final) || sqlite3_step(st) != SQLITE_DONE)
@@ -1733,7 +1789,19 @@ static pm_status sq_job_state(void *conn, int64_t job_id, const char *state,
 		s = pm_fail(err, PM_ERR_NOT_FOUND, "no job %lld",
 			    (long long)job_id);
 	q_done(st);
-	return s;
+	/* a cancelled job's unclaimed queue rows go with it: no worker
+	 * would claim them */
+	if (s == PM_OK && cancel) {
+		if (!(st = q_get(c, Q_CANCEL_Q, err)))
+			s = PM_ERR_STORE;
+		else if (b_i64(st, 1, job_id) ||
+			 sqlite3_step(st) != SQLITE_DONE)
+			s = sq_fail(c->db, err, "cancel job");
+		if (st)
+			q_done(st);
+	}
+out:
+	return cancel ? tx_close(c, own, s, "cancel job", err) : s;
 }
 
 static pm_status sq_items(void *conn, int64_t job_id, const char *state,
@@ -2514,27 +2582,31 @@ static pm_status sq_lease_renew(void *conn, const char *worker, double lease_s,
 	return s;
 }
 
-/* Runs an (events, update) pair of statements whose parameters are
- * (text a or none, time) in one transaction; *n = rows updated. */
-static pm_status ev_update(sq_conn *c, int q_ev, int q_up, const char *text,
-			   int64_t *n, const char *what, pm_err *err)
+/* Runs a (drop, events, update) triple of statements whose parameters
+ * are (text a or none, time; the drop's may stop before the time) in one
+ * transaction; *n = rows updated. */
+static pm_status ev_update(sq_conn *c, int q_drop, int q_ev, int q_up,
+			   const char *text, int64_t *n, const char *what,
+			   pm_err *err)
 {
 	double now = now_unix();
-	int qs[2] = {q_ev, q_up};
+	int qs[3] = {q_drop, q_ev, q_up};
 	bool own;
 	pm_status s = tx_open(c, &own, what, err);
 
-	for (int i = 0; s == PM_OK && i < 2; i++) {
+	for (int i = 0; s == PM_OK && i < 3; i++) {
 		sqlite3_stmt *st = q_get(c, qs[i], err);
+		int np = st ? sqlite3_bind_parameter_count(st) : 0;
 		if (!st) {
 			s = PM_ERR_STORE;
 			break;
 		}
-		if ((text ? b_text(st, 1, text) || b_dbl(st, 2, now)
-			  : b_dbl(st, 1, now)) ||
+		if ((text
+			 ? b_text(st, 1, text) || (np >= 2 && b_dbl(st, 2, now))
+			 : b_dbl(st, 1, now)) ||
 		    sqlite3_step(st) != SQLITE_DONE)
 			s = sq_fail(c->db, err, what);
-		else if (i == 1)
+		else if (i == 2)
 			*n = sqlite3_changes64(c->db);
 		q_done(st);
 	}
@@ -2547,13 +2619,13 @@ static pm_status ev_update(sq_conn *c, int q_ev, int q_up, const char *text,
 static pm_status sq_lease_release(void *conn, const char *worker, int64_t *n,
 				  pm_err *err)
 {
-	return ev_update(conn, Q_Q_RELEASE_EV, Q_Q_RELEASE, worker, n,
-			 "release leases", err);
+	return ev_update(conn, Q_Q_RELEASE_DROP, Q_Q_RELEASE_EV, Q_Q_RELEASE,
+			 worker, n, "release leases", err);
 }
 
 static pm_status sq_lease_reap(void *conn, int64_t *n, pm_err *err)
 {
-	return ev_update(conn, Q_Q_REAP_EV, Q_Q_REAP, NULL, n,
+	return ev_update(conn, Q_Q_REAP_DROP, Q_Q_REAP_EV, Q_Q_REAP, NULL, n,
 			 "reap expired leases", err);
 }
 
@@ -2693,6 +2765,7 @@ static pm_status sq_queue_counts(void *conn, int64_t job_id,
 		qc->workers = sqlite3_column_int64(st, 6);
 		qc->enqueued = sqlite3_column_int(st, 7) != 0;
 		qc->total = sqlite3_column_int64(st, 8);
+		qc->pruned = sqlite3_column_int64(st, 9);
 	}
 	q_done(st);
 	return s;
@@ -2727,6 +2800,179 @@ static pm_status sq_queue_history(void *conn, int64_t job_id, const char *key,
 		s = sq_fail(c->db, err, "queue history");
 out:
 	q_done(st);
+	return s;
+}
+
+/* ---- pruning the queue ----
+ *
+ * The jobs to prune are listed first; each is then emptied in
+ * transactions of at most batch rows: the ids of a batch, then per id
+ * its events and its row (prepared statements, one write transaction),
+ * after re-checking that the job is still prunable. */
+
+/* The prunable jobs of [lo, hi] updated before cutoff: *ids (malloc'd,
+ * the caller frees it), *n. */
+static pm_status prune_jobs(sq_conn *c, int64_t lo, int64_t hi, double cutoff,
+			    int64_t **ids, int *n, pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, Q_PRUNE_JOBS, err);
+	int rc = SQLITE_ERROR, cap = 0;
+	pm_status s = PM_OK;
+
+	*ids = NULL;
+	*n = 0;
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, lo) || b_i64(st, 2, hi) || b_dbl(st, 3, cutoff)) {
+		s = sq_fail(c->db, err, "queue prune");
+		goto out;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			int64_t *m;
+			cap = cap ? cap * 2 : 64;
+			if (!(m = realloc(*ids, (size_t)cap * sizeof *m))) {
+				s = pm_fail(err, PM_ERR_NOMEM,
+					    "queue prune: out of memory");
+				goto out;
+			}
+			*ids = m;
+		}
+		(*ids)[(*n)++] = sqlite3_column_int64(st, 0);
+	}
+	if (rc != SQLITE_DONE)
+		s = sq_fail(c->db, err, "queue prune");
+out:
+	q_done(st);
+	if (s != PM_OK) {
+		free(*ids);
+		*ids = NULL;
+		*n = 0;
+	}
+	return s;
+}
+
+/* Runs statement q with ?1 = a (and ?2 = b if b_set); *n (may be NULL)
+ * = rows it changed, *row0 and *row1 (may be NULL) = the first row's
+ * columns; *found = it returned a row. */
+static pm_status prune_step(sq_conn *c, int q, int64_t a, bool b_set, double b,
+			    int64_t *n, int64_t *row0, int64_t *row1,
+			    bool *found, pm_err *err)
+{
+	sqlite3_stmt *st = q_get(c, q, err);
+	pm_status s = PM_OK;
+	int rc;
+
+	if (!st)
+		return PM_ERR_STORE;
+	if (b_i64(st, 1, a) || (b_set && b_dbl(st, 2, b)) ||
+	    ((rc = sqlite3_step(st)) != SQLITE_ROW && rc != SQLITE_DONE)) {
+		s = sq_fail(c->db, err, "queue prune");
+	} else {
+		if (found)
+			*found = rc == SQLITE_ROW;
+		if (rc == SQLITE_ROW && row0)
+			*row0 = sqlite3_column_int64(st, 0);
+		if (rc == SQLITE_ROW && row1)
+			*row1 = sqlite3_column_int64(st, 1);
+		if (n)
+			*n = sqlite3_changes64(c->db);
+	}
+	q_done(st);
+	return s;
+}
+
+/* One batch of job's rows in one transaction; *rows = 0 when the job
+ * has none left (or is no longer prunable). */
+static pm_status prune_batch(sq_conn *c, int64_t job, double cutoff, int batch,
+			     int64_t *ids, int64_t *rows, int64_t *events,
+			     pm_err *err)
+{
+	sqlite3_stmt *st;
+	bool own, ok = false;
+	int n = 0, rc = SQLITE_ERROR;
+	pm_status s = tx_open(c, &own, "queue prune", err);
+
+	*rows = *events = 0;
+	if (s)
+		return s;
+	s = prune_step(c, Q_PRUNE_CHECK, job, true, cutoff, NULL, NULL, NULL,
+		       &ok, err);
+	if (s || !ok)
+		goto close;
+	if (!(st = q_get(c, Q_PRUNE_IDS, err))) {
+		s = PM_ERR_STORE;
+		goto close;
+	}
+	if (b_i64(st, 1, job) || b_i64(st, 2, batch)) {
+		s = sq_fail(c->db, err, "queue prune");
+	} else {
+		while (n < batch && (rc = sqlite3_step(st)) == SQLITE_ROW)
+			ids[n++] = sqlite3_column_int64(st, 0);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			s = sq_fail(c->db, err, "queue prune");
+	}
+	q_done(st);
+	for (int i = 0; s == PM_OK && i < n; i++) {
+		int64_t e = 0, r = 0;
+		s = prune_step(c, Q_PRUNE_EV, ids[i], false, 0, &e, NULL, NULL,
+			       NULL, err);
+		if (s == PM_OK)
+			s = prune_step(c, Q_PRUNE_ROW, ids[i], false, 0, &r,
+				       NULL, NULL, NULL, err);
+		*events += e;
+		*rows += r;
+	}
+	if (s == PM_OK && n < batch) /* the last batch: say so */
+		s = prune_step(c, Q_PRUNE_MARK, job, true, now_unix(), NULL,
+			       NULL, NULL, NULL, err);
+close:
+	s = tx_close(c, own, s, "queue prune", err);
+	if (s != PM_OK)
+		*rows = *events = 0;
+	return s;
+}
+
+static pm_status sq_queue_prune(void *conn, int64_t job_id, double cutoff,
+				bool dry_run, int batch, pm_queue_pruned *out,
+				pm_err *err)
+{
+	sq_conn *c = conn;
+	int64_t lo, hi, *jobs = NULL, *ids = NULL;
+	int nj = 0;
+	pm_status s;
+
+	if (batch < 1)
+		batch = 1;
+	job_range(job_id, &lo, &hi);
+	s = prune_jobs(c, lo, hi, cutoff, &jobs, &nj, err);
+	if (s == PM_OK && !dry_run && nj > 0 &&
+	    !(ids = malloc((size_t)batch * sizeof *ids)))
+		s = pm_fail(err, PM_ERR_NOMEM, "queue prune: out of memory");
+	for (int j = 0; s == PM_OK && j < nj; j++) {
+		int64_t rows = 0, events = 0, r, e;
+		if (dry_run) {
+			bool ok = false;
+			s = prune_step(c, Q_PRUNE_CHECK, jobs[j], true, cutoff,
+				       NULL, NULL, NULL, &ok, err);
+			if (s == PM_OK && ok)
+				s = prune_step(c, Q_PRUNE_COUNT, jobs[j], false,
+					       0, NULL, &rows, &events, NULL,
+					       err);
+		} else {
+			do {
+				s = prune_batch(c, jobs[j], cutoff, batch, ids,
+						&r, &e, err);
+				rows += r;
+				events += e;
+			} while (s == PM_OK && r == batch);
+		}
+		out->jobs += rows > 0;
+		out->rows += rows;
+		out->events += events;
+	}
+	free(ids);
+	free(jobs);
 	return s;
 }
 
@@ -2783,4 +3029,5 @@ const pm_store_backend pm_store_sqlite = {
     .job_state_of = sq_job_state_of,
     .queue_counts = sq_queue_counts,
     .queue_history = sq_queue_history,
+    .queue_prune = sq_queue_prune,
 };

@@ -13,6 +13,8 @@
  */
 #include "store/store_impl.h"
 
+#include "core/util.h"
+
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -712,4 +714,32 @@ pm_status pm_store_queue_history(pm_store *s, int64_t job_id, const char *key,
 	if (!key || !cb)
 		return pm_fail(err, PM_ERR_USAGE, "queue history: no key");
 	return s->be->queue_history(s->conn, job_id, key, cb, ud, err);
+}
+
+pm_status pm_store_queue_prune(pm_store *s, int64_t job_id, double older_than_s,
+			       bool dry_run, pm_queue_pruned *out, pm_err *err)
+{
+	char state[32];
+	pm_status st;
+
+	if (!out)
+		return pm_fail(err, PM_ERR_USAGE, "queue prune: no output");
+	memset(out, 0, sizeof *out);
+	if (job_id < 0 || !(older_than_s >= 0))
+		return pm_fail(err, PM_ERR_USAGE,
+			       "queue prune: bad job or age");
+	if (job_id > 0) {
+		st = s->be->job_state_of(s->conn, job_id, state, sizeof state,
+					 err);
+		if (st)
+			return st;
+		if (strcmp(state, "done") && strcmp(state, "failed") &&
+		    strcmp(state, "cancelled"))
+			return pm_fail(err, PM_ERR_CONFLICT,
+				       "job %lld is %s: only done, failed or "
+				       "cancelled jobs are pruned",
+				       (long long)job_id, state);
+	}
+	return s->be->queue_prune(s->conn, job_id, pm_wall() - older_than_s,
+				  dry_run, PM_QUEUE_PRUNE_BATCH, out, err);
 }

@@ -118,7 +118,9 @@ pm_status pm_store_job_get(pm_store *s, int64_t id,
 pm_status pm_store_job_create(pm_store *s, const pm_job_spec *spec,
 			      const char *name, int64_t *job_id, pm_err *err);
 /* Sets the job's state and error message (NULL clears it); final = the
- * job is over (records the finish time). */
+ * job is over (records the finish time). Setting "cancelled" also
+ * deletes, in the same transaction, the job's queue rows still queued
+ * (unclaimed) and their events; claimed rows finish or expire. */
 pm_status pm_store_job_state(pm_store *s, int64_t job_id, const char *state,
 			     const char *error, bool final, pm_err *err);
 
@@ -532,12 +534,14 @@ pm_status pm_store_lease_renew(pm_store *s, const char *worker, double lease_s,
 			       int64_t *n, pm_err *err);
 /* Puts every row worker holds back in the queue (a draining worker's
  * unstarted claims); the attempt is not counted against it ("released"
- * event). *n = rows released (may be NULL). */
+ * event). *n = rows released (may be NULL). Rows of a cancelled job are
+ * deleted instead (no worker would claim them). */
 pm_status pm_store_lease_release(pm_store *s, const char *worker, int64_t *n,
 				 pm_err *err);
 /* Puts rows whose lease has expired back in the queue with an "expired"
  * event naming their worker; *n = rows (may be NULL). Any worker may
- * call it; concurrent calls do not double-count. */
+ * call it; concurrent calls do not double-count. Expired rows of a
+ * cancelled job are deleted instead (not counted in *n). */
 pm_status pm_store_lease_reap(pm_store *s, int64_t *n, pm_err *err);
 /* Gives a claim back for a later attempt (a transient failure): the row
  * is queued again, claimable after delay_s, with a "retry" event and the
@@ -556,7 +560,8 @@ pm_status pm_store_queue_wait(pm_store *s, int timeout_ms, bool *woken,
 pm_status pm_store_job_state_of(pm_store *s, int64_t job_id, char *state,
 				size_t size, pm_err *err);
 /* Sets job_id "done" if its enqueue is complete and no row of it is
- * queued or claimed; *finished = whether it is (now or already) done. */
+ * queued or claimed, unless it was cancelled; *finished = whether it is
+ * (now or already) done. */
 pm_status pm_store_queue_finish(pm_store *s, int64_t job_id, bool *finished,
 				pm_err *err);
 
@@ -567,6 +572,8 @@ typedef struct pm_queue_counts {
 	int64_t workers; /* distinct workers holding a lease now */
 	bool enqueued;	 /* the enqueue is complete */
 	int64_t total;	 /* records enqueued (when complete) */
+	int64_t pruned;	 /* jobs whose queue rows pm_store_queue_prune
+			    deleted (their figures above are gone) */
 } pm_queue_counts;
 
 /* Queue figures of job_id (0 = every job). All zero for a job that was
@@ -582,6 +589,28 @@ pm_status pm_store_queue_history(pm_store *s, int64_t job_id, const char *key,
 					   const char *worker, double at,
 					   const char *detail, void *ud),
 				 void *ud, pm_err *err);
+
+/* What pm_store_queue_prune deleted (or, dry run, would delete). */
+typedef struct pm_queue_pruned {
+	int64_t jobs;	/* jobs whose queue rows went */
+	int64_t rows;	/* queue rows */
+	int64_t events; /* queue_events rows (attempt history) */
+} pm_queue_pruned;
+
+/* Deletes the queue rows and queue events of jobs in a final state
+ * ("done", "failed", "cancelled") last updated more than older_than_s
+ * seconds ago (0 = any time) and holding no claimed row: job_id's, or
+ * (0) every such job's. Running, queued and interrupted jobs are never
+ * touched; a job's items and results stay, only its attempt history
+ * and queue figures go (pm_queue_counts.pruned counts such jobs). The
+ * deletion runs in transactions of at most PM_QUEUE_PRUNE_BATCH rows,
+ * so a big prune holds no long lock; dry_run only counts. *out gets the
+ * figures. PM_ERR_NOT_FOUND if job_id names no job, PM_ERR_CONFLICT if
+ * it is not in a final state. Re-enqueueing a pruned job queues its
+ * records again except the items already done (pm_store_enqueue). */
+#define PM_QUEUE_PRUNE_BATCH 10000
+pm_status pm_store_queue_prune(pm_store *s, int64_t job_id, double older_than_s,
+			       bool dry_run, pm_queue_pruned *out, pm_err *err);
 
 /* Counts of the job's items (for the end summary and tests). */
 pm_status pm_store_job_counts(pm_store *s, int64_t job_id, int64_t *items,

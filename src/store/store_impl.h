@@ -168,6 +168,11 @@ typedef struct pm_store_backend {
 					     const char *worker, double at,
 					     const char *detail, void *ud),
 				   void *ud, pm_err *err);
+	/* job_id 0 = every job; cutoff = unix seconds (updated before it);
+	 * batch = rows per transaction; out zeroed by the caller */
+	pm_status (*queue_prune)(void *conn, int64_t job_id, double cutoff,
+				 bool dry_run, int batch, pm_queue_pruned *out,
+				 pm_err *err);
 } pm_store_backend;
 
 /* Sorts claims by the queue's order: priority (given per claim in prio,

@@ -20,6 +20,7 @@
  */
 #define _DEFAULT_SOURCE
 
+#include "core/util.h"
 #include "store/store.h"
 #include "store/store_impl.h"
 #include "test.h"
@@ -2887,6 +2888,287 @@ static void test_pg_queue_wait(void)
 	pm_store_close(s);
 }
 
+/* Puts a job's last update hours_ago hours back (raw SQL, both
+ * backends). */
+static void job_age(rawdb *d, int64_t job, int hours_ago)
+{
+	char sql[160];
+	snprintf(sql, sizeof sql,
+		 "UPDATE jobs SET updated = updated - %d WHERE id = %lld"
+		 " RETURNING 1",
+		 hours_ago * 3600, (long long)job);
+	CHECK_INT(rq_int(d, sql), 1);
+}
+
+static int64_t job_rows(rawdb *d, const char *table, int64_t job)
+{
+	char sql[120];
+	snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE job_id = %lld",
+		 table, (long long)job);
+	return rq_int(d, sql);
+}
+
+/* A job with n records enqueued (complete) and the first done claims
+ * claimed by w and put: done, failed (every third) or left claimed
+ * (leave_claimed); the rest stays queued. */
+static int64_t prune_job(pm_store *s, const char *key, int n, int done,
+			 bool leave_claimed)
+{
+	pm_err err = {{0}};
+	pm_job_spec sp = spec1;
+	int64_t job = 0, added = 0;
+	int run = 0, got = 0;
+	pm_claim *cl = NULL;
+	pm_enqueue_rec recs[16];
+	char keys[16][48];
+
+	sp.key = key;
+	CHECK_INT(pm_store_job_open(s, &sp, &job, &run, &err), PM_OK);
+	for (int i = 0; i < n && i < 16; i++) {
+		snprintf(keys[i], sizeof keys[i], "%s-%d", key, i);
+		recs[i] = (pm_enqueue_rec){keys[i], (uint64_t)i + 1, "{}"};
+	}
+	CHECK_INT(pm_store_enqueue(s, job, 0, recs, n, &added, &err), PM_OK);
+	CHECK_INT(added, n);
+	CHECK_INT(pm_store_enqueue_end(s, job, n, &err), PM_OK);
+	if (done == 0)
+		return job;
+	CHECK_INT(pm_store_claim(s, job, "w", done, 60, &cl, &got, &err),
+		  PM_OK);
+	CHECK_INT(got, done);
+	for (int i = 0; i < got && !leave_claimed; i++) {
+		pm_item_rec it = claim_result(
+		    &cl[i], "w", i % 3 == 2 ? PM_ERR_DECODE : PM_OK);
+		CHECK_INT(pm_store_put_item(s, &it, &err), PM_OK);
+	}
+	pm_claims_free(cl, got);
+	return job;
+}
+
+/* pm_store_queue_prune: only old final jobs without claimed rows, the
+ * cutoff, the job filter, dry runs, batches, a pruned job's figures
+ * and its re-enqueue; cancel drops the unclaimed rows */
+static void test_queue_prune(void)
+{
+	pm_err err = {{0}};
+	pm_store *s = NULL;
+	pm_queue_pruned pr = {-1, -1, -1};
+	const char *url = store_url("qprune.db");
+	const pm_store_backend *be =
+	    on_pg ? &pm_store_postgres : &pm_store_sqlite;
+
+	CHECK_INT(pm_store_open(url, false, &s, &err), PM_OK);
+	if (!s)
+		return;
+	rawdb d = raw_open(url);
+	/* old: done, 6 rows (4 done, 2 failed items); running: 3 of 5
+	 * done; recent: done now; claimed: done long ago but a row still
+	 * claimed (a worker may still put it); cancelled: 2 of 4 claimed */
+	int64_t old = prune_job(s, "p-old", 6, 6, false);
+	int64_t running = prune_job(s, "p-run", 5, 3, false);
+	int64_t recent = prune_job(s, "p-recent", 2, 2, false);
+	int64_t claimed = prune_job(s, "p-claimed", 3, 1, true);
+	int64_t cancelled = prune_job(s, "p-cancel", 4, 2, true);
+	bool fin = false;
+	CHECK_INT(pm_store_queue_finish(s, old, &fin, &err), PM_OK);
+	CHECK(fin);
+	CHECK_INT(pm_store_queue_finish(s, recent, &fin, &err), PM_OK);
+	CHECK(fin);
+	CHECK_INT(pm_store_job_state(s, claimed, "done", NULL, true, &err),
+		  PM_OK);
+	job_age(&d, old, 48);
+	job_age(&d, running, 48);
+	job_age(&d, claimed, 48);
+	int64_t old_ev = job_rows(&d, "queue_events", old);
+	CHECK_INT(old_ev, 12); /* claimed + done/failed per row */
+	int64_t run_rows = job_rows(&d, "queue", running);
+	int64_t run_ev = job_rows(&d, "queue_events", running);
+
+	/* cancel: the 2 unclaimed rows go at once (their events too), the
+	 * 2 claimed stay */
+	CHECK_INT(
+	    pm_store_job_state(s, cancelled, "cancelled", NULL, true, &err),
+	    PM_OK);
+	pm_queue_counts qc = qcounts(s, cancelled);
+	CHECK_INT(qc.queued, 0);
+	CHECK_INT(qc.claimed, 2);
+	CHECK_INT(job_rows(&d, "queue", cancelled), 2);
+	/* other states leave the rows alone */
+	CHECK_INT(pm_store_job_state(s, running, "running", NULL, false, &err),
+		  PM_OK);
+	CHECK_INT(qcounts(s, running).queued, 2);
+	CHECK_INT(pm_store_job_state(s, 99999, "cancelled", NULL, true, &err),
+		  PM_ERR_NOT_FOUND);
+	job_age(&d, running, 48);
+	/* nothing of the cancelled job is left to claim */
+	{
+		pm_claim *cl = NULL;
+		int got = -1;
+		CHECK_INT(
+		    pm_store_claim(s, cancelled, "w2", 5, 60, &cl, &got, &err),
+		    PM_OK);
+		CHECK_INT(got, 0);
+		pm_claims_free(cl, got);
+	}
+
+	/* usage and hostile job ids */
+	CHECK_INT(pm_store_queue_prune(s, 99999, 0, false, &pr, &err),
+		  PM_ERR_NOT_FOUND);
+	CHECK_INT(pm_store_queue_prune(s, running, 0, false, &pr, &err),
+		  PM_ERR_CONFLICT);
+	CHECK(strstr(err.msg, "running") != NULL);
+	CHECK_INT(pm_store_queue_prune(s, -1, 0, false, &pr, &err),
+		  PM_ERR_USAGE);
+	CHECK_INT(pm_store_queue_prune(s, 0, -5, false, &pr, &err),
+		  PM_ERR_USAGE);
+	CHECK_INT(pm_store_queue_prune(s, 0, 0, false, NULL, &err),
+		  PM_ERR_USAGE);
+
+	/* dry run: counts, deletes nothing; the cutoff keeps the recent
+	 * job, the claimed row its job, the cancelled job's claims it */
+	CHECK_INT(pm_store_queue_prune(s, 0, 3600, true, &pr, &err), PM_OK);
+	CHECK_INT(pr.jobs, 1);
+	CHECK_INT(pr.rows, 6);
+	CHECK_INT(pr.events, old_ev);
+	CHECK_INT(job_rows(&d, "queue", old), 6);
+	CHECK_INT(job_rows(&d, "queue_events", old), old_ev);
+	/* the job filter: the recent job is too young */
+	CHECK_INT(pm_store_queue_prune(s, recent, 3600, false, &pr, &err),
+		  PM_OK);
+	CHECK_INT(pr.jobs, 0);
+	CHECK_INT(pr.rows, 0);
+	CHECK_INT(job_rows(&d, "queue", recent), 2);
+
+	/* in batches of 4 rows (the backend's slot; the API uses 10,000):
+	 * 6 rows = 2 transactions */
+	void *conn = NULL;
+	CHECK_INT(be->open(url, false, &conn, &err), PM_OK);
+	if (conn) {
+		memset(&pr, 0, sizeof pr);
+		CHECK_INT(be->queue_prune(conn, 0, pm_wall() - 3600, false, 4,
+					  &pr, &err),
+			  PM_OK);
+		be->close(conn);
+	}
+	CHECK_INT(pr.jobs, 1);
+	CHECK_INT(pr.rows, 6);
+	CHECK_INT(pr.events, old_ev);
+	CHECK_INT(job_rows(&d, "queue", old), 0);
+	CHECK_INT(job_rows(&d, "queue_events", old), 0);
+	CHECK_INT(job_rows(&d, "queue", running), run_rows);
+	CHECK_INT(job_rows(&d, "queue_events", running), run_ev);
+	CHECK_INT(job_rows(&d, "queue", recent), 2);
+	CHECK_INT(job_rows(&d, "queue", claimed), 3);
+	CHECK_INT(job_rows(&d, "queue", cancelled), 2);
+	/* again: nothing left */
+	CHECK_INT(pm_store_queue_prune(s, 0, 3600, false, &pr, &err), PM_OK);
+	CHECK_INT(pr.rows, 0);
+	CHECK_INT(pr.jobs, 0);
+
+	/* the pruned job: items stay, queue figures are zero and say so,
+	 * its history is gone */
+	pm_item_state is;
+	pm_status code;
+	CHECK_INT(pm_store_item_state(s, old, "p-old-0", &is, &code, &err),
+		  PM_OK);
+	CHECK_INT(is, PM_ITEM_DONE);
+	CHECK_INT(pm_store_item_state(s, old, "p-old-2", &is, &code, &err),
+		  PM_OK);
+	CHECK_INT(is, PM_ITEM_FAILED);
+	qc = qcounts(s, old);
+	CHECK_INT(qc.pruned, 1);
+	CHECK_INT(qc.queued + qc.claimed + qc.done + qc.failed, 0);
+	CHECK(qc.enqueued);
+	CHECK_INT(qc.total, 6);
+	CHECK_INT(qcounts(s, running).pruned, 0);
+	CHECK_INT(qcounts(s, 0).pruned, 1);
+	CHECK_INT(history(s, old, "p-old-0").n, 0);
+	pm_job_info ji = {0};
+	CHECK_INT(pm_store_job_get(s, old, job_info_cb, &ji, &err), PM_OK);
+	CHECK(ji.queue.on);
+	CHECK_INT(ji.queue.queued, 0);
+	CHECK_INT(ji.queue.claimed, 0);
+
+	/* with no cutoff (0 s) the recent job goes too, by id */
+	CHECK_INT(pm_store_queue_prune(s, recent, 0, false, &pr, &err), PM_OK);
+	CHECK_INT(pr.jobs, 1);
+	CHECK_INT(pr.rows, 2);
+	CHECK_INT(job_rows(&d, "queue", recent), 0);
+
+	/* re-enqueue of the pruned job: done items stay done, the failed
+	 * ones are queued again (their rows are gone), the mark goes */
+	pm_enqueue_rec recs[6];
+	char keys[6][24];
+	int64_t added = 0;
+	for (int i = 0; i < 6; i++) {
+		snprintf(keys[i], sizeof keys[i], "p-old-%d", i);
+		recs[i] = (pm_enqueue_rec){keys[i], (uint64_t)i + 1, "{}"};
+	}
+	CHECK_INT(pm_store_job_state(s, old, "queued", NULL, false, &err),
+		  PM_OK);
+	CHECK_INT(pm_store_enqueue(s, old, 0, recs, 6, &added, &err), PM_OK);
+	CHECK_INT(added, 2);
+	CHECK_INT(pm_store_enqueue_end(s, old, 6, &err), PM_OK);
+	qc = qcounts(s, old);
+	CHECK_INT(qc.pruned, 0);
+	CHECK_INT(qc.queued, 2);
+	CHECK_INT(pm_store_queue_finish(s, old, &fin, &err), PM_OK);
+	CHECK(!fin);
+	/* a queued job is never pruned, whatever its age */
+	job_age(&d, old, 48);
+	CHECK_INT(pm_store_queue_prune(s, 0, 0, false, &pr, &err), PM_OK);
+	CHECK_INT(job_rows(&d, "queue", old), 2);
+	CHECK_INT(job_rows(&d, "queue", running), run_rows);
+
+	/* a cancelled job's claims that come back (a draining worker's
+	 * release, an expired lease) are deleted, not queued again: the
+	 * claimed job's row goes back, the cancelled job's 2 go */
+	int64_t n = -1;
+	CHECK_INT(pm_store_lease_release(s, "w", &n, &err), PM_OK);
+	CHECK_INT(n, 1);
+	CHECK_INT(qcounts(s, claimed).queued, 3);
+	CHECK_INT(job_rows(&d, "queue", cancelled), 0);
+	CHECK_INT(job_rows(&d, "queue_events", cancelled), 0);
+	{
+		pm_job_spec sp = spec1;
+		pm_claim *cl = NULL;
+		int got = 0, run = 0;
+		int64_t job = 0;
+		pm_enqueue_rec two[2] = {{"r1", 1, "{}"}, {"r2", 2, "{}"}};
+		sp.key = "p-reap";
+		CHECK_INT(pm_store_job_open(s, &sp, &job, &run, &err), PM_OK);
+		CHECK_INT(pm_store_enqueue(s, job, 0, two, 2, NULL, &err),
+			  PM_OK);
+		CHECK_INT(pm_store_enqueue_end(s, job, 2, &err), PM_OK);
+		CHECK_INT(
+		    pm_store_claim(s, job, "w9", 1, 0.05, &cl, &got, &err),
+		    PM_OK);
+		CHECK_INT(got, 1);
+		pm_claims_free(cl, got);
+		CHECK_INT(
+		    pm_store_job_state(s, job, "cancelled", NULL, true, &err),
+		    PM_OK);
+		CHECK_INT(job_rows(&d, "queue", job), 1); /* the claimed one */
+		sleep_ms(300);
+		CHECK_INT(pm_store_lease_reap(s, &n, &err), PM_OK);
+		CHECK_INT(n, 0);
+		CHECK_INT(job_rows(&d, "queue", job), 0);
+		CHECK_INT(job_rows(&d, "queue_events", job), 0);
+		/* no row left: a worker's finish leaves it cancelled */
+		bool fin2 = true;
+		char state[32] = "";
+		CHECK_INT(pm_store_queue_finish(s, job, &fin2, &err), PM_OK);
+		CHECK(!fin2);
+		CHECK_INT(
+		    pm_store_job_state_of(s, job, state, sizeof state, &err),
+		    PM_OK);
+		CHECK_STR(state, "cancelled");
+	}
+
+	raw_close(&d);
+	pm_store_close(s);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof dir, "/tmp/pm_test_store.XXXXXX");
@@ -2903,7 +3185,7 @@ int main(void)
 	    test_job_ads,	 test_queue_basic,
 	    test_queue_lease,	 test_queue_finish,
 	    test_queue_hostile,	 test_queue_stress,
-	    test_phash_near,
+	    test_queue_prune,	 test_phash_near,
 	};
 	int n_conf = (int)(sizeof conformance / sizeof conformance[0]);
 
