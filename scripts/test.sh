@@ -103,6 +103,8 @@ run_tier() { # run_tier NAME BUILD_DIR
   suite $name-cli "$name CLI tests" tests/cli/test_cli.sh "$b/pixmill"
   sec "$name: status of queue jobs (tests/cli/test_status_queue.sh)"
   suite $name-status-queue "$name status queue tests" tests/cli/test_status_queue.sh "$b/pixmill"
+  sec "$name: queue prune and cancel (tests/cli/test_queue_prune.sh)"
+  suite $name-queue-prune "$name queue prune tests" tests/cli/test_queue_prune.sh "$b/pixmill"
   sec "$name: models command (install errors, licence opt-in, ISNet mask)"
   suite $name-models "$name models tests" tests/cli/test_models.sh "$b/pixmill"
   sec "$name: network tests (local origin, injected faults, kill -9)"
