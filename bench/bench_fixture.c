@@ -38,9 +38,9 @@ const char *bench_args(const char *name, int argc, char **argv, long *n,
 	return url;
 }
 
-pm_status bench_job(pm_store *st, const char *key, int64_t *job, pm_err *err)
+pm_job_spec bench_spec(const char *key)
 {
-	const pm_job_spec spec = {
+	return (pm_job_spec){
 	    .key = key,
 	    .catalog = "/bench/catalog.csv",
 	    .pipeline = "thumbnails",
@@ -48,6 +48,11 @@ pm_status bench_job(pm_store *st, const char *key, int64_t *job, pm_err *err)
 	    .pipeline_json = "{}",
 	    .out_dir = "/bench/out",
 	};
+}
+
+pm_status bench_job(pm_store *st, const char *key, int64_t *job, pm_err *err)
+{
+	const pm_job_spec spec = bench_spec(key);
 	return pm_store_job_open(st, &spec, job, NULL, err);
 }
 

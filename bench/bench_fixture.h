@@ -22,6 +22,8 @@ double bench_mono(void);
 const char *bench_args(const char *name, int argc, char **argv, long *n,
 		       long *batch);
 
+/* The bench's job spec with key `key` (static strings; key is borrowed). */
+pm_job_spec bench_spec(const char *key);
 /* Opens (creates) a thumbnails job of key `key` in st and sets *job. */
 pm_status bench_job(pm_store *st, const char *key, int64_t *job, pm_err *err);
 

@@ -20,32 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_fixture.h"
 #include "store/store.h"
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int fail(const pm_err *err)
-{
-	fprintf(stderr, "prune_bench: %s\n", err->msg);
-	return 1;
-}
-
-static pm_job_spec spec(const char *key)
-{
-	return (pm_job_spec){
-	    .key = key,
-	    .catalog = "/bench/catalog.csv",
-	    .pipeline = "thumbnails",
-	    .pipeline_hash = "ph-bench",
-	    .pipeline_json = "{}",
-	    .out_dir = "/bench/out",
-	};
-}
 
 /* Enqueues n records "PREFIX-i" of job (the enqueue left complete). */
 static int enqueue(pm_store *st, int64_t job, const char *prefix, long n)
@@ -66,24 +42,24 @@ static int enqueue(pm_store *st, int64_t job, const char *prefix, long n)
 			    "cotton\",\"price\":\"19.99\"}"};
 		}
 		if (pm_store_enqueue(st, job, 0, recs, m, NULL, &err))
-			return fail(&err);
+			return bench_fail("prune_bench", &err);
 	}
 	if (pm_store_enqueue_end(st, job, n, &err))
-		return fail(&err);
+		return bench_fail("prune_bench", &err);
 	return 0;
 }
 
 static int fill(pm_store *st, long n)
 {
 	pm_err err = {{0}};
-	pm_job_spec sp = spec("bench-prune-done");
+	pm_job_spec sp = bench_spec("bench-prune-done");
 	int64_t job = 0, job2 = 0;
 	long completed = 0;
 	bool fin = false;
-	double t0 = mono();
+	double t0 = bench_mono();
 
 	if (pm_store_job_open(st, &sp, &job, NULL, &err))
-		return fail(&err);
+		return bench_fail("prune_bench", &err);
 	if (enqueue(st, job, "d", n))
 		return 1;
 	for (;;) {
@@ -91,11 +67,11 @@ static int fill(pm_store *st, long n)
 		int got = 0;
 		if (pm_store_claim(st, job, "bench-worker", 500, 600, &cl, &got,
 				   &err))
-			return fail(&err);
+			return bench_fail("prune_bench", &err);
 		if (got == 0)
 			break;
 		if (pm_store_begin(st, &err))
-			return fail(&err);
+			return bench_fail("prune_bench", &err);
 		for (int i = 0; i < got; i++) {
 			pm_item_rec it = {
 			    .job_id = cl[i].job_id,
@@ -107,26 +83,26 @@ static int fill(pm_store *st, long n)
 			    .lease_owner = "bench-worker",
 			};
 			if (pm_store_put_item(st, &it, &err))
-				return fail(&err);
+				return bench_fail("prune_bench", &err);
 		}
 		if (pm_store_commit(st, &err))
-			return fail(&err);
+			return bench_fail("prune_bench", &err);
 		completed += got;
 		pm_claims_free(cl, got);
 	}
 	if (pm_store_queue_finish(st, job, &fin, &err))
-		return fail(&err);
+		return bench_fail("prune_bench", &err);
 	if (completed != n || !fin) {
 		fprintf(stderr, "prune_bench: %ld completed, want %ld\n",
 			completed, n);
 		return 1;
 	}
-	sp = spec("bench-prune-queued");
+	sp = bench_spec("bench-prune-queued");
 	if (pm_store_job_create(st, &sp, NULL, &job2, &err))
-		return fail(&err);
+		return bench_fail("prune_bench", &err);
 	if (enqueue(st, job2, "q", 1000))
 		return 1;
-	printf("fill_s %.2f\n", mono() - t0);
+	printf("fill_s %.2f\n", bench_mono() - t0);
 	return 0;
 }
 
@@ -135,14 +111,15 @@ static int prune(pm_store *st, bool dry_run)
 	pm_err err = {{0}};
 	pm_queue_pruned pr;
 	pm_queue_counts qc;
-	double t0 = mono();
+	double t0 = bench_mono();
 
 	if (pm_store_queue_prune(st, 0, 0, dry_run, &pr, &err))
-		return fail(&err);
-	printf("prune_s %.3f\njobs %lld\nrows %lld\nevents %lld\n", mono() - t0,
-	       (long long)pr.jobs, (long long)pr.rows, (long long)pr.events);
+		return bench_fail("prune_bench", &err);
+	printf("prune_s %.3f\njobs %lld\nrows %lld\nevents %lld\n",
+	       bench_mono() - t0, (long long)pr.jobs, (long long)pr.rows,
+	       (long long)pr.events);
 	if (pm_store_queue_counts(st, 0, &qc, &err))
-		return fail(&err);
+		return bench_fail("prune_bench", &err);
 	if (qc.queued != 1000) {
 		fprintf(stderr,
 			"prune_bench: %lld queued rows left, want 1000\n",
@@ -176,7 +153,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (pm_store_open(url, false, &st, &err))
-		return fail(&err);
+		return bench_fail("prune_bench", &err);
 	rc = strcmp(mode, "fill") == 0 ? fill(st, n) : prune(st, dry_run);
 	pm_store_close(st);
 	return rc;
