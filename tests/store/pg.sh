@@ -28,12 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! pg_start; then
-  bad "PostgreSQL server did not start (is the postgresql package installed?)"
-  echo "$pass passed, $fail failed"
-  exit 1
-fi
-ok "PostgreSQL listening at $PG_URL"
+pg_start_or_exit
 
 # ---- 1. conformance suite ----
 PIXMILL_TEST_PG=$PG_URL "$B/tests/test_store" >"$T/unit.log" 2>&1

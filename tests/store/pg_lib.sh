@@ -100,3 +100,14 @@ pg_stop() {
   rm -rf "$PG_DIR"
   PG_DIR=
 }
+
+# pg_start_or_exit: pg_start for a suite (tests/cli/lib.sh's ok/bad
+# loaded): a server that does not start is one failure and the suite ends.
+pg_start_or_exit() {
+  if ! pg_start; then
+    bad "PostgreSQL server did not start (is the postgresql package installed?)"
+    echo "$pass passed, $fail failed"
+    exit 1
+  fi
+  ok "PostgreSQL listening at $PG_URL"
+}
