@@ -27,26 +27,13 @@ PM=$PWD/$B/pixmill
 . tests/cli/lib.sh
 . tests/store/pg_lib.sh
 SRV_PID= SAMPLER=
-cleanup() {
-  [ -n "$SAMPLER" ] && kill "$SAMPLER" 2>/dev/null
-  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
-  pg_stop
-  rm -rf "$T"
-}
-trap cleanup EXIT
+trap 'pg_suite_cleanup "$SAMPLER" "$SRV_PID"' EXIT
 
 pg_start_or_exit
 
 # ---- 0. the unit test on both backends ----
-PIXMILL_TEST_PG=$PG_URL "$B/tests/test_pool" >"$T/unit.log" 2>&1
-rc=$?
-grep -E 'FAIL|CHECK failed|ERROR' "$T/unit.log" | head -n 20
-grep -q -- '-- PostgreSQL' "$T/unit.log" && ok "test_pool ran the PostgreSQL cases" ||
-  bad "test_pool did not reach the PostgreSQL cases"
-eq "test_pool exit status" "$rc" 0
+pg_unit test_pool "$B/tests/test_pool"
 grep -E 'connections seen open' "$T/unit.log"
-# the unit test's own "N passed, N failed" line, for test.sh's tally
-grep -E '^tests/unit/test_pool.c: [0-9]+ passed' "$T/unit.log"
 
 pg_createdb pool
 PGDB=$PG_URL/pool

@@ -21,24 +21,12 @@ PM=$PWD/$B/pixmill
 . tests/cli/lib.sh
 . tests/store/pg_lib.sh
 SRV_PID=
-cleanup() {
-  [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
-  pg_stop
-  rm -rf "$T"
-}
-trap cleanup EXIT
+trap 'pg_suite_cleanup "$SRV_PID"' EXIT
 
 pg_start_or_exit
 
 # ---- 1. conformance suite ----
-PIXMILL_TEST_PG=$PG_URL "$B/tests/test_store" >"$T/unit.log" 2>&1
-rc=$?
-grep -E 'FAIL|failed|ERROR' "$T/unit.log" | grep -v ' 0 failed' | head -n 20
-grep -q -- '-- PostgreSQL' "$T/unit.log" && ok "conformance suite ran the PostgreSQL cases" ||
-  bad "conformance suite did not reach the PostgreSQL cases"
-eq "conformance suite exit status" "$rc" 0
-# the suite's own "N passed, N failed" line, for test.sh's tally
-grep -E '^tests/unit/test_store.c: [0-9]+ passed' "$T/unit.log"
+pg_unit "conformance suite" "$B/tests/test_store"
 
 if [ -n "${PG_UNIT_ONLY:-}" ]; then
   echo "$pass passed, $fail failed"

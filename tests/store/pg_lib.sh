@@ -111,3 +111,28 @@ pg_start_or_exit() {
   fi
   ok "PostgreSQL listening at $PG_URL"
 }
+
+# pg_suite_cleanup [PID...]: a suite's EXIT trap: stops the given
+# background processes (empty ones skipped), the server and removes $T.
+pg_suite_cleanup() {
+  local p
+  for p in "$@"; do
+    [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+  done
+  pg_stop
+  rm -rf "$T"
+}
+
+# pg_unit NAME BINARY: runs a unit-test binary with PIXMILL_TEST_PG set
+# (log in $T/unit.log): it must reach its PostgreSQL cases and exit 0; its
+# failure lines and its own "N passed" line (for test.sh's tally) are shown.
+pg_unit() {
+  local name=$1 bin=$2 rc
+  PIXMILL_TEST_PG=$PG_URL "$bin" >"$T/unit.log" 2>&1
+  rc=$?
+  grep -E 'FAIL|CHECK failed|failed|ERROR' "$T/unit.log" | grep -v ' 0 failed' | head -n 20
+  grep -q -- '-- PostgreSQL' "$T/unit.log" && ok "$name ran the PostgreSQL cases" ||
+    bad "$name did not reach the PostgreSQL cases"
+  eq "$name exit status" "$rc" 0
+  grep -E "^tests/unit/$(basename "$bin").c: [0-9]+ passed" "$T/unit.log"
+}
